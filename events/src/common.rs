@@ -1,0 +1,80 @@
+//! Value types shared by several events.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Who acts: the tenant, the actor inside it and the roles the actor holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Tenant the actor belongs to.
+    pub tenant_id: String,
+    /// The acting user or agent.
+    pub actor_id: String,
+    /// Roles that drive policy (`developer`, `devops`, `platform_admin`, ...).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A stable error as recorded in an event: a snake_case code from the API's error table, a
+/// message safe to show to the caller, and whether retrying may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable error code, e.g. `policy_denied`, `not_found`, `timeout`.
+    pub code: String,
+    /// Human-readable message; never contains secrets or host paths.
+    pub message: String,
+    /// Whether the same request may succeed later.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// A reference from an event to bytes kept in the artifact store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// Artifact id (`artifact-<hex>`), unique within the service.
+    pub artifact_id: String,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Size of the bytes.
+    pub size_bytes: u64,
+}
+
+/// Metadata of an artifact attached to an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    /// Artifact id (`artifact-<hex>`).
+    pub id: String,
+    /// File name given by the tool (sanitised, no directories).
+    pub name: String,
+    /// MIME type of the bytes.
+    pub content_type: String,
+    /// Size of the bytes.
+    pub size_bytes: u64,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// When the artifact was stored.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogChannel {
+    /// Standard output (or the tool's own summary line).
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One log line of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When the line was produced.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Which stream produced it.
+    pub channel: LogChannel,
+    /// The text.
+    pub message: String,
+}

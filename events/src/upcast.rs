@@ -1,0 +1,129 @@
+//! Upcasters: turn a stored payload of an old schema version into the current version.
+//!
+//! Readers run [`upcast`] on every stored envelope before decoding it. Upcasters are applied in
+//! list order as a fold, so a chain v1 → v2 → v3 works when listed in that order. Every event
+//! type is at version 1 today, so [`registry`] is empty; the mechanism is exercised by this
+//! module's tests and is where the next version of an event registers its upcaster.
+
+use crate::envelope::EventEnvelope;
+
+/// Rewrites one `(event_type, schema_version)` into the next version.
+pub trait Upcaster: Send + Sync {
+    /// Whether this upcaster handles the given type and version.
+    fn can_upcast(&self, event_type: &str, schema_version: u32) -> bool;
+    /// Rewrites the payload (and may rename the type); must bump `schema_version`.
+    fn upcast(&self, envelope: EventEnvelope) -> EventEnvelope;
+}
+
+/// An upcaster built from a function: handles `event_type` at exactly `from_version` and
+/// produces `from_version + 1`.
+pub struct FnUpcaster<F> {
+    event_type: &'static str,
+    from_version: u32,
+    rewrite: F,
+}
+
+impl<F> FnUpcaster<F>
+where
+    F: Fn(serde_json::Value) -> serde_json::Value + Send + Sync,
+{
+    /// An upcaster for `event_type` from `from_version` to `from_version + 1`.
+    pub fn new(event_type: &'static str, from_version: u32, rewrite: F) -> Self {
+        Self {
+            event_type,
+            from_version,
+            rewrite,
+        }
+    }
+}
+
+impl<F> Upcaster for FnUpcaster<F>
+where
+    F: Fn(serde_json::Value) -> serde_json::Value + Send + Sync,
+{
+    fn can_upcast(&self, event_type: &str, schema_version: u32) -> bool {
+        event_type == self.event_type && schema_version == self.from_version
+    }
+
+    fn upcast(&self, mut envelope: EventEnvelope) -> EventEnvelope {
+        let payload = std::mem::take(&mut envelope.payload);
+        envelope.payload = (self.rewrite)(payload);
+        envelope.schema_version = self.from_version + 1;
+        envelope
+    }
+}
+
+/// The upcasters of the current contract, in application order.
+pub fn registry() -> Vec<Box<dyn Upcaster>> {
+    Vec::new()
+}
+
+/// Applies every matching upcaster, in order, until none matches.
+pub fn upcast(upcasters: &[Box<dyn Upcaster>], mut envelope: EventEnvelope) -> EventEnvelope {
+    for upcaster in upcasters {
+        if upcaster.can_upcast(&envelope.event_type, envelope.schema_version) {
+            envelope = upcaster.upcast(envelope);
+        }
+    }
+    envelope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::AggregateType;
+    use serde_json::json;
+
+    fn envelope(version: u32, payload: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            event_id: ulid::Ulid::nil(),
+            aggregate_type: AggregateType::Session,
+            aggregate_id: "session-1".into(),
+            aggregate_version: 1,
+            event_type: "session.renamed".into(),
+            schema_version: version,
+            occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+            correlation_id: None,
+            causation_id: None,
+            actor: None,
+            payload,
+        }
+    }
+
+    fn chain() -> Vec<Box<dyn Upcaster>> {
+        vec![
+            Box::new(FnUpcaster::new("session.renamed", 1, |mut v| {
+                v["title"] = v["name"].take();
+                v
+            })),
+            Box::new(FnUpcaster::new("session.renamed", 2, |mut v| {
+                v["labels"] = json!([]);
+                v
+            })),
+        ]
+    }
+
+    #[test]
+    fn a_chain_of_upcasters_brings_v1_to_the_newest_version() {
+        let out = upcast(&chain(), envelope(1, json!({"name": "a", "title": null})));
+        assert_eq!(out.schema_version, 3);
+        assert_eq!(out.payload, json!({"name": null, "title": "a", "labels": []}));
+    }
+
+    #[test]
+    fn a_current_event_passes_through_unchanged() {
+        let current = envelope(3, json!({"title": "a", "labels": []}));
+        assert_eq!(upcast(&chain(), current.clone()), current);
+    }
+
+    #[test]
+    fn the_shipped_registry_has_no_upcaster_for_v1_events() {
+        let reg = registry();
+        for (event_type, version) in crate::SessionEvent::CURRENT_VERSIONS
+            .iter()
+            .chain(crate::InvocationEvent::CURRENT_VERSIONS.iter())
+        {
+            assert!(reg.iter().all(|u| !u.can_upcast(event_type, *version)));
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Golden fixtures: one envelope per event type and schema version, in `tests/fixtures/`.
+//! A shipped fixture never changes; `UPDATE_GOLDEN=1 cargo test -p workspace-events` writes
+//! missing or changed ones on purpose.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::json;
+use time::macros::datetime;
+use workspace_events::*;
+
+fn principal() -> Principal {
+    Principal {
+        tenant_id: "acme".into(),
+        actor_id: "alice".into(),
+        roles: vec!["developer".into()],
+    }
+}
+
+fn request() -> InvocationRequest {
+    InvocationRequest {
+        invocation_id: "inv-0123456789abcdef".into(),
+        session_id: "session-0123456789abcdef".into(),
+        tool_name: "fs.write_file".into(),
+        correlation_id: Some("client-key-1".into()),
+        approved: true,
+        args: Some(json!({"path": "notes/a.txt", "content": "hello"})),
+        args_ref: None,
+        requested_at: datetime!(2026-11-23 10:00:00 UTC),
+    }
+}
+
+fn artifact_ref() -> ArtifactRef {
+    ArtifactRef {
+        artifact_id: "artifact-00000000000000aa".into(),
+        sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into(),
+        size_bytes: 5,
+    }
+}
+
+fn session_events() -> Vec<SessionEvent> {
+    vec![
+        SessionEvent::Created(SessionCreated {
+            session_id: "session-0123456789abcdef".into(),
+            principal: principal(),
+            source: WorkspaceSource::Git {
+                repo_url: "https://example.invalid/repo.git".into(),
+                repo_ref: Some("main".into()),
+            },
+            allowed_paths: vec![".".into()],
+            metadata: BTreeMap::from([("allowed_git_remotes".into(), "origin".into())]),
+            created_at: datetime!(2026-11-23 10:00:00 UTC),
+            expires_at: datetime!(2026-11-23 11:00:00 UTC),
+        }),
+        SessionEvent::Provisioned(SessionProvisioned {
+            runtime: RuntimeRef {
+                kind: "local".into(),
+                isolation: "bubblewrap".into(),
+                workdir: "/workspace".into(),
+                namespace: None,
+                pod_name: None,
+            },
+            provisioned_at: datetime!(2026-11-23 10:00:01 UTC),
+        }),
+        SessionEvent::ProvisioningFailed(SessionProvisioningFailed {
+            error: ErrorInfo {
+                code: "execution_failed".into(),
+                message: "git clone failed: repository not found".into(),
+                retryable: false,
+            },
+            failed_at: datetime!(2026-11-23 10:00:02 UTC),
+        }),
+        SessionEvent::Closed(SessionClosed {
+            reason: CloseReason::Expired,
+            closed_at: datetime!(2026-11-23 11:00:00 UTC),
+        }),
+    ]
+}
+
+fn invocation_events() -> Vec<InvocationEvent> {
+    let refused = InvocationRefused {
+        request: request(),
+        error: ErrorInfo {
+            code: "approval_required".into(),
+            message: "tool requires explicit approval".into(),
+            retryable: false,
+        },
+    };
+    vec![
+        InvocationEvent::Queued(InvocationQueued {
+            request: request(),
+            timeout_seconds: 20,
+            start_deadline: datetime!(2026-11-23 10:01:00 UTC),
+        }),
+        InvocationEvent::Denied(refused.clone()),
+        InvocationEvent::Rejected(InvocationRefused {
+            error: ErrorInfo {
+                code: "invalid_argument".into(),
+                message: "args.path: required property is missing".into(),
+                retryable: false,
+            },
+            ..refused
+        }),
+        InvocationEvent::Started(InvocationStarted {
+            executor_id: "executor-1".into(),
+            started_at: datetime!(2026-11-23 10:00:00.5 UTC),
+            deadline: datetime!(2026-11-23 10:00:20.5 UTC),
+        }),
+        InvocationEvent::Completed(InvocationCompleted {
+            outcome: InvocationOutcome::Succeeded,
+            exit_code: 0,
+            duration_ms: 3,
+            output: Some(json!({"path": "notes/a.txt", "bytes_written": 5})),
+            output_ref: None,
+            logs: vec![LogLine {
+                at: datetime!(2026-11-23 10:00:00.6 UTC),
+                channel: LogChannel::Stdout,
+                message: "wrote 5 bytes".into(),
+            }],
+            logs_ref: Some(artifact_ref()),
+            artifacts: vec![ArtifactMeta {
+                id: "artifact-00000000000000aa".into(),
+                name: "invocation-logs.jsonl".into(),
+                content_type: "application/x-ndjson".into(),
+                size_bytes: 5,
+                sha256: artifact_ref().sha256,
+                created_at: datetime!(2026-11-23 10:00:00.6 UTC),
+            }],
+            error: None,
+            completed_at: datetime!(2026-11-23 10:00:00.6 UTC),
+        }),
+    ]
+}
+
+fn envelope<E: EventContract>(event: &E, aggregate_id: &str, version: u64) -> EventEnvelope {
+    EventEnvelope {
+        event_id: ulid::Ulid::from_parts(1_795_000_000_000, version as u128),
+        aggregate_type: E::AGGREGATE_TYPE,
+        aggregate_id: aggregate_id.into(),
+        aggregate_version: version,
+        event_type: event.event_type().into(),
+        schema_version: event.schema_version(),
+        occurred_at: datetime!(2026-11-23 10:00:00 UTC),
+        correlation_id: Some("req-01".into()),
+        causation_id: None,
+        actor: Some(Actor {
+            tenant_id: "acme".into(),
+            actor_id: "alice".into(),
+        }),
+        payload: event.to_payload(),
+    }
+}
+
+fn check_fixture<E: EventContract + PartialEq + std::fmt::Debug>(event: E, id: &str, version: u64) {
+    let env = envelope(&event, id, version);
+    let name = format!("{}.v{}.json", env.event_type, env.schema_version);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(&name);
+    let rendered = serde_json::to_string_pretty(&env).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing fixture {name}; run with UPDATE_GOLDEN=1"));
+    assert_eq!(stored, rendered, "fixture {name} changed: a shipped version never changes");
+
+    // Round trip: the stored JSON decodes to the typed event and encodes back identically.
+    let parsed: EventEnvelope = serde_json::from_str(&stored).unwrap();
+    let upcast = upcast::upcast(&upcast::registry(), parsed.clone());
+    let decoded = E::decode(&upcast.event_type, upcast.schema_version, upcast.payload.clone())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(decoded, event);
+    assert_eq!(decoded.to_payload(), parsed.payload);
+}
+
+#[test]
+fn every_session_event_version_matches_its_golden_fixture() {
+    for (i, event) in session_events().into_iter().enumerate() {
+        check_fixture(event, "session-0123456789abcdef", i as u64 + 1);
+    }
+}
+
+#[test]
+fn every_invocation_event_version_matches_its_golden_fixture() {
+    for (i, event) in invocation_events().into_iter().enumerate() {
+        check_fixture(event, "inv-0123456789abcdef", i as u64 + 1);
+    }
+}
+
+#[test]
+fn every_current_version_has_a_fixture() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (event_type, version) in SessionEvent::CURRENT_VERSIONS
+        .iter()
+        .chain(InvocationEvent::CURRENT_VERSIONS.iter())
+    {
+        let path = dir.join(format!("{event_type}.v{version}.json"));
+        assert!(path.exists(), "no golden fixture for {event_type} v{version}");
+    }
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_not_misread() {
+    let env = envelope(&session_events().remove(3), "session-1", 1);
+    let err = SessionEvent::decode(&env.event_type, 2, env.payload).unwrap_err();
+    assert!(matches!(err, DecodeError::UnsupportedVersion { version: 2, current: 1, .. }));
+}
+
+#[test]
+fn an_unknown_event_type_is_refused() {
+    let err = InvocationEvent::decode("invocation.teleported", 1, json!({})).unwrap_err();
+    assert!(matches!(err, DecodeError::UnknownType(_)));
+}
+
+#[test]
+fn a_recorded_event_flattens_its_envelope_beside_the_sequence() {
+    let rec = RecordedEvent {
+        sequence: 7,
+        envelope: envelope(&session_events().remove(3), "session-1", 4),
+    };
+    let v = serde_json::to_value(&rec).unwrap();
+    assert_eq!(v["sequence"], 7);
+    assert_eq!(v["event_type"], "session.closed");
+    let back: RecordedEvent = serde_json::from_value(v).unwrap();
+    assert_eq!(back, rec);
+}
