@@ -1,0 +1,1 @@
+//! cqrs-es `EventStore` over any [`super::EventLog`].

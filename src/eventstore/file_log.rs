@@ -1,0 +1,1 @@
+//! The embedded event store: an append-only log file.

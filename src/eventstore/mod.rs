@@ -1,0 +1,95 @@
+//! The event store: one trait, two implementations (the embedded append-only log file here; the
+//! JetStream stream in distributed mode).
+//!
+//! Guarantees every implementation keeps:
+//! - one total order: every event gets a global `sequence`, starting at 1, without gaps;
+//! - per-aggregate optimistic concurrency: an append names the aggregate version it expects to
+//!   follow; if another append got there first it fails with [`StoreError::Conflict`] and
+//!   nothing is written (never a fork);
+//! - all-or-nothing appends: the events of one append are stored together or not at all;
+//! - deduplication by event id: re-appending events whose ids are already stored (a retry after
+//!   a lost reply) returns the original positions with `duplicate: true` and writes nothing.
+
+pub mod aggregate_store;
+pub mod file_log;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use workspace_events::{AggregateType, EventEnvelope, RecordedEvent};
+
+
+
+
+/// Why an event store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another append reached the aggregate first.
+    #[error("aggregate {aggregate_id} is at version {actual}, expected {expected}")]
+    Conflict {
+        /// The aggregate.
+        aggregate_id: String,
+        /// Version the caller expected.
+        expected: u64,
+        /// Version found.
+        actual: u64,
+    },
+    /// The append itself is malformed (empty, versions not contiguous, mixed aggregates).
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    /// The store cannot be reached or has been closed; retryable.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("event store data is corrupt: {0}")]
+    Corrupt(String),
+    /// An I/O error.
+    #[error("event store I/O failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Global sequence of the first event.
+    pub first_sequence: u64,
+    /// Global sequence of the last event.
+    pub last_sequence: u64,
+    /// True when every event was already stored (a retried append); nothing was written.
+    pub duplicate: bool,
+}
+
+/// An append-only, totally ordered event store with per-aggregate optimistic concurrency.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `events` to one aggregate. `expected_version` is the aggregate version the caller
+    /// loaded (0 for a new aggregate); the events must carry versions `expected_version + 1 ..`
+    /// in order, and all name the same aggregate.
+    async fn append(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+    ) -> Result<Appended, StoreError>;
+
+    /// Every event of one aggregate, in version order (empty for an unknown aggregate).
+    async fn load(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
+
+    /// Up to `limit` events with `sequence > after`, in order.
+    async fn read_from(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
+
+    /// The sequence of the last stored event (0 when empty); changes after every append.
+    fn head(&self) -> watch::Receiver<u64>;
+
+    /// Checks the store is usable (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,1 @@
+//! The `workspace runner` role: the agent that runs inside a session's sandbox.

@@ -1,0 +1,72 @@
+//! Runners: the agent inside a session's isolation boundary, and how executors reach it.
+//!
+//! A [`RunnerProvider`] starts one persistent runner per session (a bubblewrap sandbox running
+//! `workspace runner` here; a runner pod in Kubernetes) and hands out a [`SessionRunner`], a
+//! client that sends [`protocol::Request`]s over the framed protocol. The runner executes tool
+//! primitives confined to the workspace. This module owns isolation; it never decides policy.
+
+pub mod cli;
+pub mod protocol;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::SessionId;
+use protocol::{Reply, Request};
+
+/// Why a runner could not be started or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The isolation mechanism is missing on this host (no `bwrap`, user namespaces disabled).
+    #[error("sandbox unavailable: {0}")]
+    Unavailable(String),
+    /// The runner process started but did not become ready.
+    #[error("runner failed to start: {0}")]
+    Start(String),
+    /// The connection to the runner failed.
+    #[error("runner connection failed")]
+    Io(#[source] std::io::Error),
+    /// The runner sent something that is not a valid frame.
+    #[error("runner protocol error: {0}")]
+    Protocol(String),
+    /// No reply before the deadline.
+    #[error("runner did not answer in time")]
+    Timeout,
+}
+
+/// What a provider needs to start a session's runner.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The session.
+    pub session_id: SessionId,
+    /// Host directory holding the workspace; mounted read-write at [`WORKDIR`].
+    pub workspace_dir: PathBuf,
+}
+
+/// Where the workspace appears inside every runner.
+pub const WORKDIR: &str = "/workspace";
+
+/// A connected runner of one session.
+#[async_trait::async_trait]
+pub trait SessionRunner: Send + Sync {
+    /// Sends one request and waits for its reply for at most `timeout`.
+    async fn call(&self, request: Request, timeout: Duration) -> Result<Reply, RunnerError>;
+
+    /// The isolation this runner runs in (`bubblewrap`, `unsandboxed`, `pod`).
+    fn isolation(&self) -> &'static str;
+}
+
+/// Starts, finds and stops session runners.
+#[async_trait::async_trait]
+pub trait RunnerProvider: Send + Sync {
+    /// Returns the session's runner, starting it when it is not running (after a restart, a
+    /// ready session's runner starts again on first use).
+    async fn ensure(&self, spec: &SandboxSpec) -> Result<Arc<dyn SessionRunner>, RunnerError>;
+
+    /// Stops the session's runner and kills everything it started. Idempotent.
+    async fn stop(&self, session_id: &SessionId);
+
+    /// The isolation this provider gives (`bubblewrap`, `unsandboxed`, `pod`).
+    fn isolation(&self) -> &'static str;
+}

@@ -1,0 +1,335 @@
+//! The framed protocol between an executor and the runner inside a session's isolation boundary.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of JSON. The client sends a
+//! [`Frame<Request>`], the runner answers with one [`Frame<Reply>`] carrying the same `id`.
+//! A connection carries one request at a time; the client keeps a pool of connections for
+//! concurrency. The same frames travel over a unix socket (local sandbox) or a pod's exec stream
+//! (Kubernetes).
+//!
+//! Every path in a request is workspace-relative; the runner confines it again (no `..`, no
+//! absolute path, no symlink or hard-link escape, no device file), whatever the caller checked.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame either side accepts (16 MiB): a 1 MiB file travels base64-encoded well within.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Protocol version; the runner refuses a `hello` with another major version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One message with its request id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Frame<T> {
+    /// Request id chosen by the client, echoed by the reply.
+    pub id: u64,
+    /// The message.
+    pub body: T,
+}
+
+/// Bytes carried as base64 in JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(Bytes)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the executor asks the runner to do. Paths are workspace-relative.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness and version check.
+    Hello {
+        /// Client protocol version.
+        version: u32,
+    },
+    /// Read at most `max_bytes` of a regular file.
+    ReadFile {
+        /// File path.
+        path: String,
+        /// Read at most this many bytes from the start.
+        max_bytes: u64,
+    },
+    /// Create or replace a regular file.
+    WriteFile {
+        /// File path.
+        path: String,
+        /// New content.
+        content: Bytes,
+        /// Create missing parent directories.
+        create_parents: bool,
+        /// Fail with `already_exists` when the file exists.
+        #[serde(default)]
+        create_new: bool,
+    },
+    /// List a directory (or describe one file).
+    List {
+        /// Directory path.
+        path: String,
+        /// Descend into subdirectories (never following symlinks).
+        recursive: bool,
+        /// Stop after this many entries.
+        max_entries: u64,
+    },
+    /// Describe a path without following a final symlink.
+    Stat {
+        /// Path.
+        path: String,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Directory path.
+        path: String,
+        /// Create missing parents.
+        create_parents: bool,
+        /// Permission bits (e.g. 0o755).
+        mode: u32,
+        /// Succeed with `created: false` when it already exists as a directory.
+        exist_ok: bool,
+    },
+    /// Rename a file or directory inside the workspace.
+    Move {
+        /// Source path.
+        from: String,
+        /// Destination path.
+        to: String,
+        /// Replace an existing destination.
+        overwrite: bool,
+        /// Create missing parents of the destination.
+        create_parents: bool,
+    },
+    /// Copy a file or (with `recursive`) a directory tree; symlinks are refused.
+    Copy {
+        /// Source path.
+        from: String,
+        /// Destination path.
+        to: String,
+        /// Required to copy a directory.
+        recursive: bool,
+        /// Replace an existing destination file.
+        overwrite: bool,
+        /// Create missing parents of the destination.
+        create_parents: bool,
+    },
+    /// Remove a file, a symlink (not its target) or (with `recursive`) a directory tree.
+    Remove {
+        /// Path; the workspace root itself is refused.
+        path: String,
+        /// Required to remove a non-empty directory.
+        recursive: bool,
+        /// Succeed when the path does not exist.
+        force: bool,
+    },
+    /// Search regular files under `path` for lines matching a regular expression.
+    Search {
+        /// Directory or file to search.
+        path: String,
+        /// Regular expression (Rust `regex` syntax, RE2-like).
+        pattern: String,
+        /// Stop after this many matches.
+        max_results: u64,
+        /// Skip files whose relative path does not match this glob, when given.
+        #[serde(default)]
+        include_glob: Option<String>,
+    },
+    /// Find paths under `path` whose workspace-relative path matches a glob.
+    Glob {
+        /// Directory to walk.
+        path: String,
+        /// Glob (`**/*.rs`), matched against the workspace-relative path.
+        pattern: String,
+        /// Stop after this many paths.
+        max_results: u64,
+    },
+    /// Run a program (no shell) inside the workspace.
+    Exec {
+        /// Program and arguments; `argv[0]` is looked up in the sandbox's `PATH`.
+        argv: Vec<String>,
+        /// Extra environment (the runner's environment is already scrubbed).
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Working directory (workspace-relative).
+        #[serde(default = "dot")]
+        cwd: String,
+        /// Bytes written to stdin, then stdin is closed.
+        #[serde(default)]
+        stdin: Option<Bytes>,
+        /// Kill the whole process group after this long.
+        timeout_ms: u64,
+        /// Keep at most this many bytes of stdout and of stderr each.
+        max_output_bytes: u64,
+    },
+}
+
+fn dot() -> String {
+    ".".to_owned()
+}
+
+/// Type of a filesystem entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (never followed by `list` or `stat`).
+    Symlink,
+    /// Anything else (fifo, socket, device).
+    Other,
+}
+
+/// One filesystem entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Workspace-relative path, `/`-separated.
+    pub path: String,
+    /// Entry type.
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time, RFC 3339.
+    pub modified_at: String,
+}
+
+/// One matching line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchMatch {
+    /// Workspace-relative path.
+    pub path: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// The line (at most 512 bytes, cut on a character boundary).
+    pub snippet: String,
+}
+
+/// The runner's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to `hello`.
+    Hello {
+        /// Runner protocol version.
+        version: u32,
+        /// Isolation the runner sees itself in (`bubblewrap`, `unsandboxed`, `pod`).
+        isolation: String,
+    },
+    /// Answer to `read_file`.
+    File {
+        /// The bytes read (at most `max_bytes`).
+        content: Bytes,
+        /// Full size of the file.
+        size_bytes: u64,
+        /// Whether `content` is shorter than the file.
+        truncated: bool,
+    },
+    /// Answer to `write_file`.
+    Written {
+        /// Bytes written.
+        bytes_written: u64,
+        /// Whether the file did not exist before.
+        created: bool,
+    },
+    /// Answer to `list` and `glob`.
+    Entries {
+        /// Entries, sorted by path.
+        entries: Vec<Entry>,
+        /// Whether the walk stopped at `max_entries`.
+        truncated: bool,
+    },
+    /// Answer to `stat`.
+    Stat {
+        /// `None` when the path does not exist.
+        entry: Option<Entry>,
+    },
+    /// Answer to `mkdir`.
+    Mkdir {
+        /// Whether the directory was created now.
+        created: bool,
+    },
+    /// Answer to `move`.
+    Moved {
+        /// False when source and destination are the same path.
+        moved: bool,
+    },
+    /// Answer to `copy`.
+    Copied {
+        /// What was copied.
+        entry_type: EntryType,
+    },
+    /// Answer to `remove`.
+    Removed {
+        /// Whether something was removed.
+        deleted: bool,
+        /// Whether the path existed.
+        existed: bool,
+    },
+    /// Answer to `search`.
+    Matches {
+        /// Matches in path then line order.
+        matches: Vec<SearchMatch>,
+        /// Whether the search stopped at `max_results`.
+        truncated: bool,
+    },
+    /// Answer to `exec`.
+    Exited {
+        /// Exit code; 124 after a timeout, 128+N when killed by signal N.
+        exit_code: i32,
+        /// Captured stdout (at most `max_output_bytes`).
+        stdout: Bytes,
+        /// Captured stderr (at most `max_output_bytes`).
+        stderr: Bytes,
+        /// Total stdout bytes the process wrote.
+        stdout_total_bytes: u64,
+        /// Total stderr bytes the process wrote.
+        stderr_total_bytes: u64,
+        /// Whether the timeout killed the process group.
+        timed_out: bool,
+        /// Run time.
+        duration_ms: u64,
+    },
+    /// The request failed.
+    Error {
+        /// Stable code.
+        code: RunnerErrorCode,
+        /// Message with workspace-relative paths only.
+        message: String,
+    },
+}
+
+/// Stable failure codes of the runner; the tools map them onto the API's error table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerErrorCode {
+    /// The path does not exist.
+    NotFound,
+    /// The path escapes the workspace, is a device file or a hard link, or is otherwise refused.
+    PolicyDenied,
+    /// The request itself is wrong (bad regex, empty argv, directory where a file is needed...).
+    InvalidArgument,
+    /// The destination exists.
+    AlreadyExists,
+    /// Any other I/O failure.
+    Io,
+    /// The program could not be started.
+    SpawnFailed,
+}

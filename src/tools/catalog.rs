@@ -1,0 +1,1 @@
+//! The catalog: every tool the service offers.

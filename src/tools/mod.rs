@@ -1,0 +1,277 @@
+//! The tool catalog and one module per tool family.
+//!
+//! A [`Tool`] is its metadata ([`ToolSpec`], served by `GET /v1/sessions/{id}/tools`) plus a
+//! handler that composes runner primitives. Handlers run inside an executor, after validation
+//! and policy; they talk to the workspace only through the session's runner, never the host
+//! filesystem.
+
+pub mod catalog;
+pub mod fs;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use workspace_events::{LogLine, Principal};
+
+use crate::error_code::ErrorCode;
+use crate::ids::SessionId;
+use crate::runner::SessionRunner;
+
+
+
+/// Who may call a tool: `workspace`/`repo` anyone, `cluster`/`external` need a privileged role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The repository.
+    Repo,
+    /// The workspace filesystem.
+    Workspace,
+    /// A Kubernetes cluster.
+    Cluster,
+    /// Services outside the workspace.
+    External,
+}
+
+/// What a tool changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideEffects {
+    /// Nothing.
+    None,
+    /// Something that can be undone.
+    Reversible,
+    /// Something that cannot be undone.
+    Irreversible,
+}
+
+/// Risk class; `high` needs `platform_admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskLevel {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+}
+
+/// Whether running a tool twice with the same arguments is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Idempotency {
+    /// Same result, no extra effect.
+    Guaranteed,
+    /// Usually safe.
+    BestEffort,
+    /// Not safe.
+    None,
+}
+
+/// Execution limits of a tool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Constraints {
+    /// Enforced server-side: the run is killed (process tree included) after this long.
+    pub timeout_seconds: u64,
+    /// Informational.
+    pub max_retries: u32,
+    /// Output beyond this many KiB is stored as an artifact and cut inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_limit_kb: Option<u64>,
+}
+
+/// An argument that names a workspace path (policy rule 4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathField {
+    /// Dot-separated field path into the arguments.
+    pub field: &'static str,
+    /// Whether the field is an array of paths.
+    pub multi: bool,
+    /// Always true: paths are workspace-relative.
+    pub workspace_relative: bool,
+}
+
+/// A string argument with rules (policy rule 5).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ArgField {
+    /// Dot-separated field path.
+    pub field: &'static str,
+    /// Whether the field is an array of strings.
+    pub multi: bool,
+    /// Maximum array length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<usize>,
+    /// Maximum length of each value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// Values must be one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_values: Vec<&'static str>,
+    /// Values must start with one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_prefix: Vec<&'static str>,
+    /// Values must not start with any of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_prefix: Vec<&'static str>,
+    /// Values must not contain any of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_characters: Vec<&'static str>,
+}
+
+/// Declarative policy metadata of a tool.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct PolicyMetadata {
+    /// Path arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path_fields: Vec<PathField>,
+    /// String arguments with rules.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub arg_fields: Vec<ArgField>,
+}
+
+/// Trace and span names of a tool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observability {
+    /// Always `workspace.tools`.
+    pub trace_name: &'static str,
+    /// The tool name.
+    pub span_name: &'static str,
+}
+
+/// A tool's metadata, as served by the catalog endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    /// Catalog name (`fs.read_file`).
+    pub name: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// JSON Schema of the arguments (validated before policy).
+    pub input_schema: Value,
+    /// JSON Schema of the output.
+    pub output_schema: Value,
+    /// Scope.
+    pub scope: Scope,
+    /// Side effects.
+    pub side_effects: SideEffects,
+    /// Risk.
+    pub risk_level: RiskLevel,
+    /// Whether `"approved": true` is required.
+    pub requires_approval: bool,
+    /// Idempotency.
+    pub idempotency: Idempotency,
+    /// Limits.
+    pub constraints: Constraints,
+    /// Preconditions, informational.
+    pub preconditions: Vec<&'static str>,
+    /// Postconditions, informational.
+    pub postconditions: Vec<&'static str>,
+    /// `low`, `medium` or `high`.
+    pub cost_hint: &'static str,
+    /// Policy metadata.
+    pub policy: PolicyMetadata,
+    /// Trace and span names.
+    pub observability: Observability,
+    /// Example argument objects.
+    pub examples: Vec<Value>,
+}
+
+/// The session facts a tool and policy may use.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    /// Session id.
+    pub id: SessionId,
+    /// Owner.
+    pub principal: Principal,
+    /// Workspace-relative allowlist (`["."]` = everything).
+    pub allowed_paths: Vec<String>,
+    /// Session metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Everything a handler gets besides its arguments.
+#[derive(Clone)]
+pub struct ToolContext {
+    /// The session.
+    pub session: Arc<SessionContext>,
+    /// The session's runner.
+    pub runner: Arc<dyn SessionRunner>,
+    /// The run must be over by then (the tool's `timeout_seconds` from its start).
+    pub deadline: Instant,
+}
+
+/// A file a tool wants stored as an artifact of the invocation.
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    /// File name (no directories).
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What a successful handler returns.
+#[derive(Debug, Clone, Default)]
+pub struct ToolSuccess {
+    /// The output object (matches the tool's output schema).
+    pub output: Value,
+    /// Log lines.
+    pub logs: Vec<LogLine>,
+    /// Artifacts to store.
+    pub artifacts: Vec<NewArtifact>,
+    /// 0 for in-process work, the process's exit code for commands.
+    pub exit_code: i32,
+}
+
+/// What a failed handler returns: partial output and logs are kept.
+#[derive(Debug, Clone)]
+pub struct ToolFailure {
+    /// Stable code (`not_found`, `policy_denied`, `execution_failed`, `timeout`, ...).
+    pub code: ErrorCode,
+    /// Message with workspace-relative paths only.
+    pub message: String,
+    /// Partial output, if any.
+    pub output: Option<Value>,
+    /// Log lines produced before the failure.
+    pub logs: Vec<LogLine>,
+    /// Artifacts produced before the failure.
+    pub artifacts: Vec<NewArtifact>,
+    /// Exit code (124 on timeout, -1 when nothing ran).
+    pub exit_code: i32,
+}
+
+impl ToolFailure {
+    /// A failure with only a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            output: None,
+            logs: Vec::new(),
+            artifacts: Vec::new(),
+            exit_code: if code == ErrorCode::Timeout { 124 } else { -1 },
+        }
+    }
+}
+
+/// The future a handler returns.
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolSuccess, ToolFailure>> + Send>>;
+
+/// A handler: arguments were validated against the input schema and allowed by policy.
+pub type Handler = fn(ToolContext, Value) -> ToolFuture;
+
+/// A catalogued tool.
+#[derive(Clone)]
+pub struct Tool {
+    /// Metadata.
+    pub spec: ToolSpec,
+    /// Handler.
+    pub handler: Handler,
+}

@@ -1,0 +1,1 @@
+//! The runner role over a real socket and a real bubblewrap sandbox.
