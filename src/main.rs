@@ -1,8 +1,11 @@
-//! The `workspace` binary: parse the command line, run a role, map errors to exit codes.
+//! The `workspace` binary: parse the command line, set up logging, validate the configuration
+//! (exit 64 before binding anything when it is wrong), run the role, map errors to exit codes.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use workspace::config::{Config, ServeArgs};
 
 #[derive(Parser)]
 #[command(name = "workspace", version, about = "Governed execution plane for AI coding agents")]
@@ -13,17 +16,87 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole service in one process (embedded mode): API, projector, executor. Default.
+    Serve(Box<ServeArgs>),
     /// Run the runner inside a session's sandbox (started by the service, not by hand).
     Runner(workspace::runner::cli::RunnerArgs),
+    /// Rebuild the read models from the event log and print a summary (audit replay).
+    Replay(workspace::replay::ReplayArgs),
 }
+
+/// Exit code for a bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for a failure to start or serve (EX_SOFTWARE).
+const EXIT_RUNTIME: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Runner(args)) => workspace::runner::cli::run(args),
-        None => {
-            eprintln!("serve is wired in by the service module");
-            ExitCode::from(70)
+    let command = cli.command.unwrap_or_else(|| {
+        // `workspace` alone serves with the environment's settings.
+        let Cli {
+            command: Some(Command::Serve(args)),
+        } = Cli::parse_from(["workspace", "serve"])
+        else {
+            unreachable!("`serve` parses to the serve command")
+        };
+        Command::Serve(args)
+    });
+    match command {
+        Command::Runner(args) => workspace::runner::cli::run(args),
+        Command::Replay(args) => workspace::replay::run(args),
+        Command::Serve(args) => serve(*args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    workspace::telemetry::init_logging(&args.log_level);
+    let config = match Config::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match workspace::app::Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "service failed to start");
+                eprintln!("service failed to start: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal.cancel();
+        });
+        match server.run_until_stopped(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("server error: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -83,12 +83,15 @@ pub enum InvocationOutcome {
     Succeeded,
     /// The tool ran and failed, timed out, or could not run.
     Failed,
+    /// The tool refused the request for a policy reason it could only see at run time (a
+    /// symlink escaping the workspace, a patch touching a path outside `allowed_paths`).
+    Denied,
 }
 
 /// `invocation.completed` v1: the invocation reached its terminal state. Terminal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvocationCompleted {
-    /// Succeeded or failed.
+    /// Succeeded, failed or denied.
     pub outcome: InvocationOutcome,
     /// Exit code: 0 for in-process tools, the process's code for commands, 124 on timeout, -1
     /// when nothing could be started.

@@ -13,6 +13,8 @@
 pub mod aggregate_store;
 pub mod file_log;
 
+pub use aggregate_store::{AggregateStore, CommandMetadata, CommitReceipt, decode_event};
+
 use std::sync::Arc;
 
 use tokio::sync::watch;

@@ -1,4 +1,8 @@
-//! Integration tests, linked into one binary. They drive the real binary, a real bubblewrap
-//! sandbox, real git and the real HTTP server on port 0.
+//! Integration tests, linked into one binary. They drive the real HTTP server on port 0, the
+//! real runner binary in a real bubblewrap sandbox, and real git.
 
+mod api;
+mod lifecycle;
+mod paths;
 mod runner;
+mod support;

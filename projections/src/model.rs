@@ -1,0 +1,470 @@
+//! The read model and the pure fold of events into it.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use workspace_events::upcast::{self, Upcaster};
+use workspace_events::{
+    AggregateType, CloseReason, EventContract, InvocationEvent, InvocationOutcome, RecordedEvent,
+    SessionEvent, WorkspaceSource,
+};
+
+use crate::views::{InvocationView, SessionView};
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Already applied (an older or equal version, or a sequence before the checkpoint).
+    Skipped,
+    /// A session view changed.
+    Session {
+        /// Session id.
+        id: String,
+    },
+    /// An invocation view changed.
+    Invocation {
+        /// Invocation id.
+        id: String,
+        /// Its new status.
+        status: String,
+    },
+    /// The event could not be decoded or does not follow its view; it was not applied.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Every view, plus the checkpoint: the global sequence applied up to.
+#[derive(Debug, Default, Clone)]
+pub struct ReadModel {
+    sessions: HashMap<String, SessionView>,
+    invocations: HashMap<String, InvocationView>,
+    session_invocations: HashMap<String, Vec<String>>,
+    checkpoint: u64,
+}
+
+impl ReadModel {
+    /// The global sequence of the last event applied.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// A session view.
+    pub fn session(&self, id: &str) -> Option<&SessionView> {
+        self.sessions.get(id)
+    }
+
+    /// An invocation view.
+    pub fn invocation(&self, id: &str) -> Option<&InvocationView> {
+        self.invocations.get(id)
+    }
+
+    /// Every session view.
+    pub fn sessions(&self) -> impl Iterator<Item = &SessionView> {
+        self.sessions.values()
+    }
+
+    /// Every invocation view.
+    pub fn invocations(&self) -> impl Iterator<Item = &InvocationView> {
+        self.invocations.values()
+    }
+
+    /// A session's invocations, newest first: skip `offset`, take `limit`. Also returns the
+    /// total count.
+    pub fn session_invocations(
+        &self,
+        session_id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<&InvocationView>, usize) {
+        let Some(ids) = self.session_invocations.get(session_id) else {
+            return (Vec::new(), 0);
+        };
+        let page = ids
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|id| self.invocations.get(id))
+            .collect();
+        (page, ids.len())
+    }
+
+    /// Folds one event into the model.
+    pub fn apply(&mut self, upcasters: &[Box<dyn Upcaster>], event: &RecordedEvent) -> Applied {
+        if event.sequence <= self.checkpoint {
+            return Applied::Skipped;
+        }
+        self.checkpoint = event.sequence;
+        let env = if upcasters
+            .iter()
+            .any(|u| u.can_upcast(&event.envelope.event_type, event.envelope.schema_version))
+        {
+            upcast::upcast(upcasters, event.envelope.clone())
+        } else {
+            event.envelope.clone()
+        };
+        match env.aggregate_type {
+            AggregateType::Session => {
+                match SessionEvent::decode(&env.event_type, env.schema_version, env.payload) {
+                    Ok(e) => self.apply_session(&env.aggregate_id, env.aggregate_version, e),
+                    Err(err) => Applied::Rejected {
+                        reason: err.to_string(),
+                    },
+                }
+            }
+            AggregateType::Invocation => {
+                match InvocationEvent::decode(&env.event_type, env.schema_version, env.payload) {
+                    Ok(e) => self.apply_invocation(&env.aggregate_id, env.aggregate_version, e),
+                    Err(err) => Applied::Rejected {
+                        reason: err.to_string(),
+                    },
+                }
+            }
+        }
+    }
+
+    fn apply_session(&mut self, id: &str, version: u64, event: SessionEvent) -> Applied {
+        if let SessionEvent::Created(c) = event {
+            if self.sessions.contains_key(id) {
+                return Applied::Skipped;
+            }
+            if version != 1 {
+                return Applied::Rejected {
+                    reason: format!("session {id}: created at version {version}"),
+                };
+            }
+            let (repo_url, repo_ref, source_repo_path) = match c.source {
+                WorkspaceSource::Empty => (None, None, None),
+                WorkspaceSource::Copy { source_repo_path } => (None, None, Some(source_repo_path)),
+                WorkspaceSource::Git { repo_url, repo_ref } => (Some(repo_url), repo_ref, None),
+            };
+            self.sessions.insert(
+                id.to_owned(),
+                SessionView {
+                    id: id.to_owned(),
+                    status: "provisioning".into(),
+                    workspace_path: "/workspace".into(),
+                    runtime: None,
+                    repo_url,
+                    repo_ref,
+                    source_repo_path,
+                    allowed_paths: c.allowed_paths,
+                    principal: c.principal,
+                    metadata: c.metadata,
+                    created_at: c.created_at,
+                    expires_at: c.expires_at,
+                    closed_at: None,
+                    failure: None,
+                    version,
+                },
+            );
+            return Applied::Session { id: id.to_owned() };
+        }
+        let Some(view) = self.sessions.get_mut(id) else {
+            return Applied::Rejected {
+                reason: format!("session {id}: event before session.created"),
+            };
+        };
+        if version <= view.version {
+            return Applied::Skipped;
+        }
+        if version != view.version + 1 {
+            return Applied::Rejected {
+                reason: format!("session {id}: version {version} after {}", view.version),
+            };
+        }
+        view.version = version;
+        match event {
+            SessionEvent::Created(_) => {}
+            SessionEvent::Provisioned(p) => {
+                view.status = "ready".into();
+                view.workspace_path = p.runtime.workdir.clone();
+                view.runtime = Some(p.runtime);
+            }
+            SessionEvent::ProvisioningFailed(f) => {
+                view.status = "failed".into();
+                view.failure = Some(f.error);
+            }
+            SessionEvent::Closed(c) => {
+                view.status = match c.reason {
+                    CloseReason::Requested => "closed".into(),
+                    CloseReason::Expired => "expired".into(),
+                };
+                view.closed_at = Some(c.closed_at);
+            }
+        }
+        Applied::Session { id: id.to_owned() }
+    }
+
+    fn apply_invocation(&mut self, id: &str, version: u64, event: InvocationEvent) -> Applied {
+        if let Some(request) = event.request() {
+            if self.invocations.contains_key(id) {
+                return Applied::Skipped;
+            }
+            if version != 1 {
+                return Applied::Rejected {
+                    reason: format!("invocation {id}: first event at version {version}"),
+                };
+            }
+            let (status, error) = match &event {
+                InvocationEvent::Queued(_) => ("queued", None),
+                InvocationEvent::Denied(r) => ("denied", Some(r.error.clone())),
+                InvocationEvent::Rejected(r) => ("failed", Some(r.error.clone())),
+                InvocationEvent::Started(_) | InvocationEvent::Completed(_) => ("queued", None),
+            };
+            let terminal = error.is_some();
+            let view = InvocationView {
+                id: id.to_owned(),
+                session_id: request.session_id.clone(),
+                tool_name: request.tool_name.clone(),
+                correlation_id: request.correlation_id.clone(),
+                status: status.into(),
+                approved: request.approved,
+                started_at: request.requested_at,
+                run_started_at: None,
+                completed_at: terminal.then_some(request.requested_at),
+                duration_ms: 0,
+                trace_name: "workspace.tools".into(),
+                span_name: request.tool_name.clone(),
+                exit_code: 0,
+                output: None,
+                output_ref: None,
+                logs: Vec::new(),
+                logs_ref: None,
+                artifacts: Vec::new(),
+                error,
+                version,
+            };
+            self.session_invocations
+                .entry(view.session_id.clone())
+                .or_default()
+                .push(id.to_owned());
+            self.invocations.insert(id.to_owned(), view);
+            return Applied::Invocation {
+                id: id.to_owned(),
+                status: status.into(),
+            };
+        }
+        let Some(view) = self.invocations.get_mut(id) else {
+            return Applied::Rejected {
+                reason: format!("invocation {id}: event before its request"),
+            };
+        };
+        if version <= view.version {
+            return Applied::Skipped;
+        }
+        if version != view.version + 1 {
+            return Applied::Rejected {
+                reason: format!("invocation {id}: version {version} after {}", view.version),
+            };
+        }
+        view.version = version;
+        match event {
+            InvocationEvent::Started(s) => {
+                view.status = "running".into();
+                view.run_started_at = Some(s.started_at);
+            }
+            InvocationEvent::Completed(c) => {
+                view.status = match c.outcome {
+                    InvocationOutcome::Succeeded => "succeeded".into(),
+                    InvocationOutcome::Failed => "failed".into(),
+                    InvocationOutcome::Denied => "denied".into(),
+                };
+                view.completed_at = Some(c.completed_at);
+                view.duration_ms = c.duration_ms;
+                view.exit_code = c.exit_code;
+                view.output = c.output;
+                view.output_ref = c.output_ref.map(|r| r.artifact_id);
+                view.logs = c.logs;
+                view.logs_ref = c.logs_ref.map(|r| r.artifact_id);
+                view.artifacts = c.artifacts;
+                view.error = c.error;
+            }
+            InvocationEvent::Queued(_)
+            | InvocationEvent::Denied(_)
+            | InvocationEvent::Rejected(_) => {}
+        }
+        Applied::Invocation {
+            id: id.to_owned(),
+            status: view.status.clone(),
+        }
+    }
+}
+
+/// The embedded mode's read-model store: the model behind a lock.
+#[derive(Default)]
+pub struct MemoryReadModel {
+    model: RwLock<ReadModel>,
+}
+
+impl MemoryReadModel {
+    /// Runs `f` with shared access to the model.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+        // A poisoned lock means a panic while applying; the model is still a valid fold of a
+        // prefix of the log, so keep serving it.
+        let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// Applies a batch of events under one write lock.
+    pub fn apply_all(
+        &self,
+        upcasters: &[Box<dyn Upcaster>],
+        events: &[std::sync::Arc<RecordedEvent>],
+    ) -> Vec<Applied> {
+        let mut guard = self.model.write().unwrap_or_else(|p| p.into_inner());
+        events.iter().map(|e| guard.apply(upcasters, e)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+    use workspace_events::*;
+
+    fn recorded<E: EventContract>(seq: u64, id: &str, version: u64, e: &E) -> RecordedEvent {
+        RecordedEvent {
+            sequence: seq,
+            envelope: EventEnvelope {
+                event_id: ulid::Ulid::from_parts(seq, 1),
+                aggregate_type: E::AGGREGATE_TYPE,
+                aggregate_id: id.into(),
+                aggregate_version: version,
+                event_type: e.event_type().into(),
+                schema_version: e.schema_version(),
+                occurred_at: datetime!(2026-11-23 10:00 UTC),
+                correlation_id: None,
+                causation_id: None,
+                actor: None,
+                payload: e.to_payload(),
+            },
+        }
+    }
+
+    fn history() -> Vec<RecordedEvent> {
+        let created = SessionEvent::Created(SessionCreated {
+            session_id: "s1".into(),
+            principal: Principal {
+                tenant_id: "t".into(),
+                actor_id: "a".into(),
+                roles: vec![],
+            },
+            source: WorkspaceSource::Empty,
+            allowed_paths: vec![".".into()],
+            metadata: Default::default(),
+            created_at: datetime!(2026-11-23 10:00 UTC),
+            expires_at: datetime!(2026-11-23 11:00 UTC),
+        });
+        let provisioned = SessionEvent::Provisioned(SessionProvisioned {
+            runtime: RuntimeRef {
+                kind: "local".into(),
+                isolation: "bubblewrap".into(),
+                workdir: "/workspace".into(),
+                namespace: None,
+                pod_name: None,
+            },
+            provisioned_at: datetime!(2026-11-23 10:00 UTC),
+        });
+        let request = InvocationRequest {
+            invocation_id: "i1".into(),
+            session_id: "s1".into(),
+            tool_name: "fs.stat".into(),
+            correlation_id: None,
+            approved: false,
+            args: Some(json!({"path": "a"})),
+            args_ref: None,
+            requested_at: datetime!(2026-11-23 10:00:01 UTC),
+        };
+        let queued = InvocationEvent::Queued(InvocationQueued {
+            request,
+            timeout_seconds: 15,
+            start_deadline: datetime!(2026-11-23 10:01 UTC),
+        });
+        let started = InvocationEvent::Started(InvocationStarted {
+            executor_id: "e".into(),
+            started_at: datetime!(2026-11-23 10:00:02 UTC),
+            deadline: datetime!(2026-11-23 10:00:17 UTC),
+        });
+        let completed = InvocationEvent::Completed(InvocationCompleted {
+            outcome: InvocationOutcome::Succeeded,
+            exit_code: 0,
+            duration_ms: 4,
+            output: Some(json!({"exists": true})),
+            output_ref: None,
+            logs: vec![],
+            logs_ref: None,
+            artifacts: vec![],
+            error: None,
+            completed_at: datetime!(2026-11-23 10:00:03 UTC),
+        });
+        vec![
+            recorded(1, "s1", 1, &created),
+            recorded(2, "s1", 2, &provisioned),
+            recorded(3, "i1", 1, &queued),
+            recorded(4, "i1", 2, &started),
+            recorded(5, "i1", 3, &completed),
+        ]
+    }
+
+    #[test]
+    fn folding_the_history_builds_the_views() {
+        let mut m = ReadModel::default();
+        for e in history() {
+            assert!(!matches!(m.apply(&[], &e), Applied::Rejected { .. }));
+        }
+        assert_eq!(m.checkpoint(), 5);
+        assert_eq!(m.session("s1").unwrap().status, "ready");
+        let inv = m.invocation("i1").unwrap();
+        assert_eq!(inv.status, "succeeded");
+        assert_eq!(inv.duration_ms, 4);
+        assert_eq!(inv.version, 3);
+        assert_eq!(m.session_invocations("s1", 0, 10).1, 1);
+    }
+
+    #[test]
+    fn replaying_events_again_changes_nothing() {
+        let mut once = ReadModel::default();
+        for e in history() {
+            once.apply(&[], &e);
+        }
+        let mut twice = once.clone();
+        for e in history() {
+            assert_eq!(twice.apply(&[], &e), Applied::Skipped);
+        }
+        assert_eq!(
+            twice.invocation("i1").unwrap(),
+            once.invocation("i1").unwrap()
+        );
+        assert_eq!(twice.session_invocations("s1", 0, 10).1, 1);
+    }
+
+    #[test]
+    fn a_redelivered_older_version_is_skipped_even_after_a_checkpoint_reset() {
+        let mut m = ReadModel::default();
+        for e in history() {
+            m.apply(&[], &e);
+        }
+        // A store that lost its checkpoint but kept its views (Valkey after a partial write)
+        // must not go back in time: the aggregate version guards each view.
+        m.checkpoint = 0;
+        let mut stale = history()[3].clone();
+        stale.sequence = 6;
+        assert_eq!(m.apply(&[], &stale), Applied::Skipped);
+        assert_eq!(m.invocation("i1").unwrap().status, "succeeded");
+    }
+
+    #[test]
+    fn an_event_that_skips_a_version_is_rejected_not_applied() {
+        let mut m = ReadModel::default();
+        let h = history();
+        m.apply(&[], &h[2]);
+        let mut completed = h[4].clone();
+        completed.sequence = 4;
+        assert!(matches!(m.apply(&[], &completed), Applied::Rejected { .. }));
+        assert_eq!(m.invocation("i1").unwrap().status, "queued");
+    }
+}

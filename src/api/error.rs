@@ -1,0 +1,87 @@
+//! Classifying failures at the edge: every error becomes a stable code, an HTTP status and a
+//! message safe to show; the cause chain is logged once, here.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use workspace_projections::{InvocationView, SessionView};
+
+use crate::error_code::ErrorCode;
+
+/// An error answer: `{"error":{"code","message","request_id"}}`, plus the invocation or
+/// session it concerns when there is one.
+#[derive(Debug)]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Message safe to show.
+    pub message: String,
+    /// Request id.
+    pub request_id: String,
+    /// The invocation, for invoke errors.
+    pub invocation: Option<Value>,
+    /// The session, for session errors.
+    pub session: Option<Box<SessionView>>,
+    /// Seconds after which a retry may succeed.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>, request_id: &str) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            request_id: request_id.to_owned(),
+            invocation: None,
+            session: None,
+            retry_after: None,
+        }
+    }
+
+    /// Attaches the invocation.
+    pub fn with_invocation(mut self, invocation: &InvocationView) -> Self {
+        self.invocation = serde_json::to_value(invocation).ok();
+        self
+    }
+
+    /// Attaches an already rendered invocation.
+    pub fn with_invocation_value(mut self, invocation: Value) -> Self {
+        self.invocation = Some(invocation);
+        self
+    }
+
+    /// A 500 that hides its cause from the caller and logs it.
+    pub fn internal(cause: &dyn std::fmt::Display, request_id: &str) -> Self {
+        tracing::error!(request_id, error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error", request_id)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "request_id": self.request_id,
+            }
+        });
+        if let Some(inv) = self.invocation {
+            body["invocation"] = inv;
+        }
+        if let Some(session) = self.session {
+            body["session"] = serde_json::to_value(*session).unwrap_or(Value::Null);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

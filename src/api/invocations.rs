@@ -1,0 +1,477 @@
+//! Invocation routes: invoke a tool, read an invocation, its logs, artifacts and events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cqrs_es::AggregateError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use workspace_events::{
+    Actor, AggregateType, ErrorInfo, InvocationQueued, InvocationRefused, InvocationRequest,
+    LogLine,
+};
+use workspace_projections::{InvocationView, SessionView};
+
+use super::sessions::{lookup, require_ready};
+use super::{ApiError, ApiJson, Caller, RequestId};
+use crate::app::App;
+use crate::domain::{InvocationCommand, InvocationError};
+use crate::error_code::ErrorCode;
+use crate::eventstore::CommandMetadata;
+use crate::ids::{ArtifactId, InvocationId, SessionId};
+use crate::tools::SessionContext;
+
+/// How long past the tool's timeout a synchronous invoke waits before answering 202.
+const SYNC_GRACE: Duration = Duration::from_secs(30);
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+/// `POST …/invoke` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeBody {
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(default)]
+    approved: Option<bool>,
+    #[serde(default, rename = "async")]
+    run_async: Option<bool>,
+}
+
+pub(super) fn session_context(view: &SessionView, rid: &str) -> Result<SessionContext, ApiError> {
+    Ok(SessionContext {
+        id: SessionId::parse(&view.id)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?,
+        principal: view.principal.clone(),
+        allowed_paths: view.allowed_paths.clone(),
+        metadata: view.metadata.clone(),
+    })
+}
+
+fn invocation_error(err: AggregateError<InvocationError>, rid: &str) -> ApiError {
+    match err {
+        AggregateError::UserError(InvocationError::AlreadyExists) => {
+            ApiError::new(ErrorCode::Conflict, "invocation already exists", rid)
+        }
+        AggregateError::AggregateConflict => ApiError::new(
+            ErrorCode::Conflict,
+            "concurrent update of the invocation; retry",
+            rid,
+        ),
+        AggregateError::DatabaseConnectionError(e) => {
+            let mut err = ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid)
+                .tap_log(&e);
+            err.retry_after = Some(1);
+            err
+        }
+        other => ApiError::internal(&other, rid),
+    }
+}
+
+/// Renders an invocation, reading large output back from its artifact.
+async fn render(app: &App, view: &InvocationView) -> Value {
+    let mut value = serde_json::to_value(view).unwrap_or(Value::Null);
+    if view.output.is_none()
+        && let Some(reference) = &view.output_ref
+        && let Some(meta) = view.artifacts.iter().find(|a| &a.id == reference)
+        && let (Ok(inv), Ok(aid)) = (InvocationId::parse(&view.id), ArtifactId::parse(reference))
+    {
+        match app.artifacts.get(&inv, &aid, Some(&meta.sha256)).await {
+            Ok(bytes) => {
+                if let Ok(output) = serde_json::from_slice::<Value>(&bytes) {
+                    value["output"] = output;
+                }
+            }
+            Err(e) => tracing::error!(invocation_id = %view.id, error = %e, "output artifact unreadable"),
+        }
+    }
+    value
+}
+
+/// The answer for an invocation in its current state: 200 when it succeeded (or is still in
+/// progress for a replay), the error's status when it failed or was denied.
+async fn answer(app: &App, view: &InvocationView, rid: &str) -> Response {
+    let rendered = render(app, view).await;
+    match &view.error {
+        Some(ErrorInfo { code, message, .. }) if view.is_terminal() => {
+            let code = ErrorCode::parse(code).unwrap_or(ErrorCode::Internal);
+            ApiError::new(code, message.clone(), rid)
+                .with_invocation_value(rendered)
+                .into_response()
+        }
+        _ => (StatusCode::OK, Json(json!({ "invocation": rendered }))).into_response(),
+    }
+}
+
+fn accepted(view: &InvocationView) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "invocation": view })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/invocations/{}", view.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+fn wants_async(body: &InvokeBody, headers: &HeaderMap) -> bool {
+    body.run_async.unwrap_or(false)
+        || headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")))
+}
+
+/// `POST /v1/sessions/{session_id}/tools/{tool}/invoke`
+pub async fn invoke(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((session_id, tool_name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<InvokeBody>,
+) -> Result<Response, ApiError> {
+    let view = lookup(&app, &caller, &session_id, &rid).await?;
+    let tool = app
+        .catalog
+        .get(&tool_name)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "tool not found", &rid))?;
+    require_ready(&view, &rid)?;
+    let ctx = session_context(&view, &rid)?;
+    let run_async = wants_async(&body, &headers);
+
+    let correlation_id = body
+        .correlation_id
+        .clone()
+        .or_else(|| {
+            headers
+                .get("x-correlation-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if let Some(c) = &correlation_id
+        && (c.len() > 256 || c.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "correlation_id must be at most 256 printable characters",
+            &rid,
+        ));
+    }
+    let invocation_id = match &correlation_id {
+        Some(c) => InvocationId::for_correlation(&ctx.id, tool.spec.name, c),
+        None => InvocationId::generate(),
+    };
+    // A repeated correlation id answers with the first invocation; the tool never runs twice.
+    if correlation_id.is_some()
+        && let Some(existing) = app
+            .projector
+            .model()
+            .read(|m| m.invocation(invocation_id.as_str()).cloned())
+    {
+        return Ok(replay(&app, existing, run_async, tool.spec.constraints.timeout_seconds, &rid).await);
+    }
+
+    let args = body.args.clone().unwrap_or(Value::Object(Default::default()));
+    let now = OffsetDateTime::now_utc();
+    let mut request = InvocationRequest {
+        invocation_id: invocation_id.to_string(),
+        session_id: ctx.id.to_string(),
+        tool_name: tool.spec.name.to_owned(),
+        correlation_id: correlation_id.clone(),
+        approved: body.approved.unwrap_or(false),
+        args: Some(args.clone()),
+        args_ref: None,
+        requested_at: now,
+    };
+    let meta = CommandMetadata {
+        correlation_id: Some(correlation_id.clone().unwrap_or_else(|| rid.clone())),
+        causation_id: Some(rid.clone()),
+        actor: Some(Actor {
+            tenant_id: view.principal.tenant_id.clone(),
+            actor_id: view.principal.actor_id.clone(),
+        }),
+    };
+
+    // Large arguments (a 1 MiB file to write) leave the event for an artifact.
+    let args_bytes = serde_json::to_vec(&args).unwrap_or_default();
+    if args_bytes.len() > app.config.max_inline_bytes {
+        let stored = app
+            .artifacts
+            .put(&invocation_id, "invocation-args.json", "application/json", args_bytes)
+            .await
+            .map_err(|e| ApiError::internal(&e, &rid))?;
+        request.args = None;
+        request.args_ref = Some(workspace_events::ArtifactRef {
+            artifact_id: stored.id,
+            sha256: stored.sha256,
+            size_bytes: stored.size_bytes,
+        });
+    }
+
+    let refusal = match crate::tools::schema::validate(&tool.spec.input_schema, &args) {
+        Err(e) => Some((
+            InvocationCommand::Reject as fn(InvocationRefused) -> InvocationCommand,
+            ErrorCode::InvalidArgument,
+            e.to_string(),
+        )),
+        Ok(()) => match crate::policy::authorize(&ctx, &tool.spec, &args, request.approved) {
+            Err(denial) => Some((
+                InvocationCommand::Deny as fn(InvocationRefused) -> InvocationCommand,
+                denial.code,
+                denial.message,
+            )),
+            Ok(()) => None,
+        },
+    };
+    let command = match refusal {
+        Some((make, code, message)) => make(InvocationRefused {
+            request,
+            error: ErrorInfo {
+                code: code.as_str().into(),
+                message,
+                retryable: false,
+            },
+        }),
+        None => InvocationCommand::Queue(InvocationQueued {
+            request,
+            timeout_seconds: tool.spec.constraints.timeout_seconds,
+            start_deadline: now
+                + time::Duration::try_from(app.config.queue_timeout)
+                    .unwrap_or(time::Duration::MINUTE),
+        }),
+    };
+    let receipt = match app
+        .invocations
+        .execute(invocation_id.as_str(), command, &(), &meta)
+        .await
+    {
+        Ok(r) => r,
+        Err(AggregateError::UserError(InvocationError::AlreadyExists)) if correlation_id.is_some() => {
+            // A concurrent request with the same key won the race: answer with its invocation.
+            let sequence = app.log.head().borrow().to_owned();
+            app.projector.wait_for(sequence, READ_YOUR_WRITES).await;
+            let existing = app
+                .projector
+                .model()
+                .read(|m| m.invocation(invocation_id.as_str()).cloned())
+                .ok_or_else(|| ApiError::new(ErrorCode::Conflict, "invocation already exists", &rid))?;
+            return Ok(replay(&app, existing, run_async, tool.spec.constraints.timeout_seconds, &rid).await);
+        }
+        Err(e) => return Err(invocation_error(e, &rid)),
+    };
+    if !app.projector.wait_for(receipt.last_sequence, READ_YOUR_WRITES).await {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "read model did not catch up; the invocation was recorded",
+            &rid,
+        ));
+    }
+    let view = app
+        .projector
+        .model()
+        .read(|m| m.invocation(invocation_id.as_str()).cloned())
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
+    if view.is_terminal() {
+        return Ok(answer(&app, &view, &rid).await);
+    }
+    if run_async {
+        return Ok(accepted(&view));
+    }
+    let wait = Duration::from_secs(tool.spec.constraints.timeout_seconds) + SYNC_GRACE;
+    match app.projector.wait_terminal(invocation_id.as_str(), wait).await {
+        Some(done) if done.is_terminal() => Ok(answer(&app, &done, &rid).await),
+        Some(pending) => Ok(accepted(&pending)),
+        None => Err(ApiError::new(ErrorCode::Internal, "invocation view missing", &rid)),
+    }
+}
+
+async fn replay(app: &App, existing: InvocationView, run_async: bool, timeout_seconds: u64, rid: &str) -> Response {
+    if existing.is_terminal() {
+        return answer(app, &existing, rid).await;
+    }
+    if run_async {
+        return accepted(&existing);
+    }
+    let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
+    match app.projector.wait_terminal(&existing.id, wait).await {
+        Some(done) if done.is_terminal() => answer(app, &done, rid).await,
+        Some(pending) => accepted(&pending),
+        None => accepted(&existing),
+    }
+}
+
+async fn find(app: &Arc<App>, caller: &Caller, raw_id: &str, rid: &str) -> Result<InvocationView, ApiError> {
+    let id = InvocationId::parse(raw_id)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
+    let view = app
+        .projector
+        .model()
+        .read(|m| m.invocation(id.as_str()).cloned())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "invocation not found", rid))?;
+    if let Caller::Authenticated(_) = caller {
+        let session = app
+            .projector
+            .model()
+            .read(|m| m.session(&view.session_id).cloned())
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "session not found", rid))?;
+        caller.check_owner(&session, rid)?;
+    }
+    Ok(view)
+}
+
+/// `GET /v1/invocations/{id}`
+pub async fn get(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    Path(invocation_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    Ok(Json(json!({ "invocation": render(&app, &view).await })))
+}
+
+/// `GET /v1/invocations/{id}/logs`
+pub async fn logs(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    Path(invocation_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    let mut logs = view.logs.clone();
+    if let Some(reference) = &view.logs_ref
+        && let Some(meta) = view.artifacts.iter().find(|a| &a.id == reference)
+        && let (Ok(inv), Ok(aid)) = (InvocationId::parse(&view.id), ArtifactId::parse(reference))
+    {
+        let bytes = app
+            .artifacts
+            .get(&inv, &aid, Some(&meta.sha256))
+            .await
+            .map_err(|e| ApiError::internal(&e, &rid))?;
+        logs = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice::<LogLine>(l).ok())
+            .collect();
+    }
+    Ok(Json(json!({ "logs": logs })))
+}
+
+/// `GET /v1/invocations/{id}/artifacts`
+pub async fn artifacts(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    Path(invocation_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    Ok(Json(json!({ "artifacts": view.artifacts })))
+}
+
+/// `GET /v1/invocations/{id}/artifacts/{artifact_id}`: the bytes, checked against their
+/// recorded SHA-256.
+pub async fn artifact(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    Path((invocation_id, artifact_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    let meta = view
+        .artifacts
+        .iter()
+        .find(|a| a.id == artifact_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "artifact not found", &rid))?;
+    let inv = InvocationId::parse(&view.id).map_err(|e| ApiError::internal(&e, &rid))?;
+    let aid = ArtifactId::parse(&meta.id).map_err(|e| ApiError::internal(&e, &rid))?;
+    let bytes = app
+        .artifacts
+        .get(&inv, &aid, Some(&meta.sha256))
+        .await
+        .map_err(|e| match e {
+            crate::artifacts::ArtifactError::NotFound => {
+                ApiError::new(ErrorCode::NotFound, "artifact bytes not found", &rid)
+            }
+            other => ApiError::internal(&other, &rid),
+        })?;
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&meta.sha256) {
+        headers.insert("x-artifact-sha256", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/invocations/{id}/events`
+pub async fn events(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    Path(invocation_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    let events = app
+        .log
+        .load(AggregateType::Invocation, &view.id)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e))?;
+    let events: Vec<&workspace_events::RecordedEvent> = events.iter().map(|e| e.as_ref()).collect();
+    Ok(Json(json!({ "events": events })))
+}
+
+/// Paging of `GET /v1/sessions/{id}/invocations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: Option<usize>,
+}
+
+/// `GET /v1/sessions/{id}/invocations`: newest first.
+pub async fn list_for_session(
+    State(app): State<Arc<App>>,
+    RequestId(rid): RequestId,
+    caller: Caller,
+    Path(session_id): Path<String>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(page) = page.map_err(|e| {
+        ApiError::new(ErrorCode::InvalidArgument, format!("invalid query: {e}"), &rid)
+    })?;
+    let view = lookup(&app, &caller, &session_id, &rid).await?;
+    let limit = page.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "limit must be between 1 and 500",
+            &rid,
+        ));
+    }
+    let offset = page.offset.unwrap_or(0);
+    let (items, total) = app.projector.model().read(|m| {
+        let (page, total) = m.session_invocations(&view.id, offset, limit);
+        (page.into_iter().cloned().collect::<Vec<_>>(), total)
+    });
+    let next = (offset + items.len() < total).then_some(offset + items.len());
+    Ok(Json(json!({ "invocations": items, "total": total, "next_offset": next })))
+}

@@ -1,0 +1,165 @@
+//! The REST API (axum): routes, extractors, and the mapping of every failure to a stable error
+//! code. Handlers translate HTTP into commands and read models; they hold no state and decide
+//! nothing a domain module should.
+
+mod auth;
+pub mod error;
+mod health;
+mod invocations;
+mod sessions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use serde::de::DeserializeOwned;
+
+use crate::app::App;
+use crate::error_code::ErrorCode;
+pub use auth::Caller;
+pub use error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The request id: the caller's `X-Request-Id` when it is sane, else a fresh ULID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(ulid::Ulid::generate().to_string())))
+    }
+}
+
+async fn assign_request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ulid::Ulid::generate().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// A JSON body: at most [`MAX_BODY_BYTES`], unknown fields rejected by the target type,
+/// every failure mapped to the error envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let rid = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let bytes = match axum::body::Bytes::from_request(request, state).await {
+            Ok(b) => b,
+            Err(rejection) => {
+                let too_large = rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+                return Err(if too_large {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+                        &rid,
+                    )
+                } else {
+                    ApiError::new(ErrorCode::InvalidArgument, "invalid request body", &rid)
+                });
+            }
+        };
+        if bytes.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "invalid request body: empty body",
+                &rid,
+            ));
+        }
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("invalid request body: {e}"),
+                &rid,
+            )
+        })
+    }
+}
+
+async fn not_found(RequestId(rid): RequestId) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "route not found", &rid)
+}
+
+async fn method_not_allowed(RequestId(rid): RequestId) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed", &rid)
+}
+
+/// The router of the whole API.
+pub fn router(app: Arc<App>) -> Router {
+    use axum::routing::MethodRouter;
+    let v1 = Router::new()
+        .route("/v1/sessions", post(sessions::create))
+        .route(
+            "/v1/sessions/{session_id}",
+            MethodRouter::new()
+                .get(sessions::get)
+                .delete(sessions::close),
+        )
+        .route("/v1/sessions/{session_id}/tools", get(sessions::tools))
+        .route(
+            "/v1/sessions/{session_id}/tools/{tool}/invoke",
+            post(invocations::invoke),
+        )
+        .route(
+            "/v1/sessions/{session_id}/invocations",
+            get(invocations::list_for_session),
+        )
+        .route("/v1/sessions/{session_id}/events", get(sessions::events))
+        .route("/v1/invocations/{invocation_id}", get(invocations::get))
+        .route("/v1/invocations/{invocation_id}/logs", get(invocations::logs))
+        .route(
+            "/v1/invocations/{invocation_id}/artifacts",
+            get(invocations::artifacts),
+        )
+        .route(
+            "/v1/invocations/{invocation_id}/artifacts/{artifact_id}",
+            get(invocations::artifact),
+        )
+        .route(
+            "/v1/invocations/{invocation_id}/events",
+            get(invocations::events),
+        );
+    Router::new()
+        .route("/healthz", any(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(assign_request_id))
+        .with_state(app)
+}
+
+/// Whether a method is one the routes know, for 405 vs 404 decisions in tests.
+pub fn is_known_method(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::POST | Method::DELETE)
+}

@@ -1,0 +1,195 @@
+//! Wiring of the embedded mode: one process holding the event log, the projector and its read
+//! models, the executor, the session service and the HTTP API. `Server::bind` prepares
+//! everything (rebuilding read models from the log and repairing what a crash left behind)
+//! before it binds; `run_until_stopped` serves until the shutdown token fires.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use workspace_projections::MemoryReadModel;
+
+use crate::artifacts::{ArtifactError, LocalArtifactStore};
+use crate::config::Config;
+use crate::domain::Invocation;
+use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
+use crate::executor::Executor;
+use crate::projector::Projector;
+use crate::runner::RunnerProvider;
+use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
+use crate::sessions::Sessions;
+use crate::telemetry::Metrics;
+use crate::tools::Catalog;
+
+/// Everything the handlers and background roles share.
+pub struct App {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The event store.
+    pub log: Arc<dyn EventLog>,
+    /// The projector and its read models.
+    pub projector: Arc<Projector>,
+    /// Session lifecycle.
+    pub sessions: Arc<Sessions>,
+    /// Invocation commands.
+    pub invocations: AggregateStore<Invocation>,
+    /// The tool catalog.
+    pub catalog: Arc<Catalog>,
+    /// Artifact bytes.
+    pub artifacts: LocalArtifactStore,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Session runners.
+    pub runners: Arc<dyn RunnerProvider>,
+    executor: Arc<Executor>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The event store could not be opened.
+    #[error("event store: {0}")]
+    EventStore(#[from] StoreError),
+    /// The artifact store could not be opened.
+    #[error("artifact store: {0}")]
+    Artifacts(#[from] ArtifactError),
+    /// A directory could not be created, or the port could not be bound.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready server.
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the stores, rebuilds the read models, repairs interrupted work and binds.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let config = Arc::new(config);
+        for (dir, context) in [
+            (&config.workspace_root, "creating WORKSPACE_ROOT"),
+            (&config.run_dir, "creating the runner socket directory"),
+        ] {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::Io { context, source })?;
+        }
+        let log: Arc<dyn EventLog> = FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
+        let artifacts = LocalArtifactStore::open(
+            &config.artifact_root,
+            matches!(config.fsync, FsyncPolicy::Always),
+        )?;
+        let metrics = Arc::new(Metrics::default());
+        let projector = Arc::new(Projector::new(
+            log.clone(),
+            Arc::new(MemoryReadModel::default()),
+            metrics.clone(),
+        ));
+        let head = projector.catch_up().await?;
+        tracing::info!(events = head, "read models rebuilt from the event log");
+        let runners: Arc<dyn RunnerProvider> = Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
+            mode: config.sandbox,
+            runner_exe: config.runner_exe.clone(),
+            run_dir: config.run_dir.clone(),
+            start_timeout: std::time::Duration::from_secs(10),
+        }));
+        let sessions = Arc::new(Sessions::new(
+            AggregateStore::new(log.clone()),
+            projector.clone(),
+            runners.clone(),
+            config.clone(),
+        ));
+        sessions.recover().await;
+        let catalog = Arc::new(Catalog::builtin());
+        let executor = Arc::new(Executor::new(
+            log.clone(),
+            projector.clone(),
+            sessions.clone(),
+            runners.clone(),
+            catalog.clone(),
+            artifacts.clone(),
+            config.max_inline_bytes,
+            config.executor_concurrency,
+        ));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Io {
+                context: "binding the HTTP port",
+                source,
+            })?;
+        let app = Arc::new(App {
+            invocations: AggregateStore::new(log.clone()),
+            config,
+            log,
+            projector,
+            sessions,
+            catalog,
+            artifacts,
+            metrics,
+            runners,
+            executor,
+        });
+        Ok(Server { app, listener })
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.app.config.listen)
+    }
+
+    /// The shared state, for tests that drive roles directly.
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown` fires, then stops the background roles and the sandboxes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let app = self.app;
+        let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(app.projector.clone().run_until_stopped(shutdown.clone()));
+        tasks.spawn(app.executor.clone().run_until_stopped(shutdown.clone()));
+        {
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(app.config.expiry_sweep);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tick.tick() => { app.sessions.expire_due().await; }
+                    }
+                }
+            });
+        }
+        tasks.close();
+        let router = crate::api::router(app.clone());
+        tracing::info!(addr = %self.listener.local_addr()?, "workspace service listening");
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        tasks.wait().await;
+        let ready: Vec<String> = app.projector.model().read(|m| {
+            m.sessions()
+                .filter(|s| s.status == "ready")
+                .map(|s| s.id.clone())
+                .collect()
+        });
+        for id in ready {
+            if let Ok(id) = crate::ids::SessionId::parse(&id) {
+                app.runners.stop(&id).await;
+            }
+        }
+        tracing::info!("workspace service stopped");
+        served
+    }
+}

@@ -1,0 +1,241 @@
+//! Configuration of the `serve` role. Each knob is declared once, as a clap argument with its
+//! environment variable (the original service's names where one existed), typed and defaulted;
+//! cross-field rules are checked in [`Config::try_from`]. Tests build [`Config`] directly and
+//! never touch the process environment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::eventstore::FsyncPolicy;
+use crate::runner::sandbox::SandboxMode;
+
+/// Command-line and environment settings of `workspace serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// HTTP port.
+    #[arg(long, env = "PORT", default_value_t = 50053)]
+    pub port: u16,
+    /// Address to listen on. Loopback by default: set 0.0.0.0 behind an authenticating proxy
+    /// or with WORKSPACE_AUTH_MODE=trusted_headers.
+    #[arg(long, env = "WORKSPACE_BIND_ADDR", default_value = "127.0.0.1")]
+    pub bind_addr: IpAddr,
+    /// Directory holding the event log (and, by default, workspaces and artifacts).
+    #[arg(long, env = "WORKSPACE_DATA_DIR", default_value = ".workspace-data")]
+    pub data_dir: PathBuf,
+    /// Root of session workspaces (default `<data dir>/workspaces`).
+    #[arg(long, env = "WORKSPACE_ROOT")]
+    pub workspace_root: Option<PathBuf>,
+    /// Root of artifacts (default `<data dir>/artifacts`).
+    #[arg(long, env = "ARTIFACT_ROOT")]
+    pub artifact_root: Option<PathBuf>,
+    /// Event store: `file` (embedded append-only log).
+    #[arg(long, env = "WORKSPACE_EVENT_STORE", default_value = "file")]
+    pub event_store: String,
+    /// Event log durability: `interval` (write before ack, fsync every second), `always`
+    /// (fsync before ack), `never`, or an interval such as `200ms`.
+    #[arg(long, env = "WORKSPACE_EVENTLOG_FSYNC", default_value = "interval")]
+    pub eventlog_fsync: String,
+    /// Session runner isolation: `bubblewrap`, or `unsandboxed` (development only: tools run
+    /// on the host without isolation).
+    #[arg(long, env = "WORKSPACE_RUNNER", default_value = "bubblewrap")]
+    pub runner: String,
+    /// The binary started inside sandboxes as the runner (default: this binary).
+    #[arg(long, env = "WORKSPACE_RUNNER_EXE")]
+    pub runner_exe: Option<PathBuf>,
+    /// Authentication: `payload` (trust the body principal) or `trusted_headers`.
+    #[arg(long, env = "WORKSPACE_AUTH_MODE", default_value = "payload")]
+    pub auth_mode: String,
+    /// Shared token required in trusted_headers mode.
+    #[arg(long, env = "WORKSPACE_AUTH_SHARED_TOKEN", hide_env_values = true)]
+    pub auth_shared_token: Option<String>,
+    /// Tenant header (trusted_headers mode).
+    #[arg(long, env = "WORKSPACE_AUTH_TENANT_HEADER", default_value = "X-Workspace-Tenant-Id")]
+    pub auth_tenant_header: String,
+    /// Actor header (trusted_headers mode).
+    #[arg(long, env = "WORKSPACE_AUTH_ACTOR_HEADER", default_value = "X-Workspace-Actor-Id")]
+    pub auth_actor_header: String,
+    /// Roles header (trusted_headers mode).
+    #[arg(long, env = "WORKSPACE_AUTH_ROLES_HEADER", default_value = "X-Workspace-Roles")]
+    pub auth_roles_header: String,
+    /// Token header (trusted_headers mode).
+    #[arg(long, env = "WORKSPACE_AUTH_TOKEN_HEADER", default_value = "X-Workspace-Auth-Token")]
+    pub auth_token_header: String,
+    /// Output, logs and arguments larger than this many bytes leave the event and go to an
+    /// artifact.
+    #[arg(long, env = "WORKSPACE_MAX_INLINE_BYTES", default_value_t = 8192)]
+    pub max_inline_bytes: usize,
+    /// Invocations one executor runs at once.
+    #[arg(long, env = "WORKSPACE_EXECUTOR_CONCURRENCY", default_value_t = 64)]
+    pub executor_concurrency: usize,
+    /// A queued invocation that no executor started within this many seconds fails with
+    /// `timeout`.
+    #[arg(long, env = "WORKSPACE_QUEUE_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub queue_timeout_seconds: u64,
+    /// Provisioning (copy or clone, sandbox start) fails after this many seconds.
+    #[arg(long, env = "WORKSPACE_PROVISION_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub provision_timeout_seconds: u64,
+    /// How often expired sessions are looked for.
+    #[arg(long, env = "WORKSPACE_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
+    pub expiry_sweep_seconds: u64,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The principal in the create-session body is trusted; no ownership checks.
+    Payload,
+    /// A shared token plus tenant/actor/roles headers; sessions are bound to their owner.
+    TrustedHeaders {
+        /// The shared token.
+        token: String,
+        /// Tenant header name.
+        tenant_header: String,
+        /// Actor header name.
+        actor_header: String,
+        /// Roles header name.
+        roles_header: String,
+        /// Token header name.
+        token_header: String,
+    },
+}
+
+/// Validated configuration of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Event log directory.
+    pub events_dir: PathBuf,
+    /// Workspaces root.
+    pub workspace_root: PathBuf,
+    /// Artifacts root.
+    pub artifact_root: PathBuf,
+    /// Per-session runner socket directories.
+    pub run_dir: PathBuf,
+    /// Event log durability.
+    pub fsync: FsyncPolicy,
+    /// Runner isolation.
+    pub sandbox: SandboxMode,
+    /// Runner binary.
+    pub runner_exe: PathBuf,
+    /// Authentication.
+    pub auth: AuthMode,
+    /// Inline size limit of output, logs and arguments.
+    pub max_inline_bytes: usize,
+    /// Executor concurrency.
+    pub executor_concurrency: usize,
+    /// Queue deadline.
+    pub queue_timeout: Duration,
+    /// Provisioning deadline.
+    pub provision_timeout: Duration,
+    /// Expiry sweep interval.
+    pub expiry_sweep: Duration,
+}
+
+/// A configuration error: the process exits with 64 before binding anything.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl TryFrom<ServeArgs> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, Self::Error> {
+        if args.event_store != "file" {
+            return Err(ConfigError(format!(
+                "WORKSPACE_EVENT_STORE={} is not supported; use `file`",
+                args.event_store
+            )));
+        }
+        let fsync: FsyncPolicy = args
+            .eventlog_fsync
+            .parse()
+            .map_err(|e| ConfigError(format!("WORKSPACE_EVENTLOG_FSYNC: {e}")))?;
+        let sandbox = match args.runner.to_ascii_lowercase().as_str() {
+            "bubblewrap" | "bwrap" => SandboxMode::Bubblewrap,
+            "unsandboxed" => SandboxMode::Unsandboxed,
+            other => {
+                return Err(ConfigError(format!(
+                    "WORKSPACE_RUNNER={other}: use `bubblewrap` or `unsandboxed`"
+                )));
+            }
+        };
+        let auth = match args.auth_mode.to_ascii_lowercase().as_str() {
+            "payload" => AuthMode::Payload,
+            "trusted_headers" => {
+                let token = args
+                    .auth_shared_token
+                    .filter(|t| !t.trim().is_empty())
+                    .ok_or_else(|| {
+                        ConfigError(
+                            "WORKSPACE_AUTH_SHARED_TOKEN is required when WORKSPACE_AUTH_MODE=trusted_headers"
+                                .into(),
+                        )
+                    })?;
+                AuthMode::TrustedHeaders {
+                    token,
+                    tenant_header: args.auth_tenant_header,
+                    actor_header: args.auth_actor_header,
+                    roles_header: args.auth_roles_header,
+                    token_header: args.auth_token_header,
+                }
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "unsupported WORKSPACE_AUTH_MODE={other}: use `payload` or `trusted_headers`"
+                )));
+            }
+        };
+        if args.executor_concurrency == 0 {
+            return Err(ConfigError("WORKSPACE_EXECUTOR_CONCURRENCY must be > 0".into()));
+        }
+        let runner_exe = match args.runner_exe {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| ConfigError(format!("cannot locate this binary: {e}")))?,
+        };
+        let data = args.data_dir;
+        Ok(Config {
+            listen: SocketAddr::new(args.bind_addr, args.port),
+            events_dir: data.join("events"),
+            workspace_root: args.workspace_root.unwrap_or_else(|| data.join("workspaces")),
+            artifact_root: args.artifact_root.unwrap_or_else(|| data.join("artifacts")),
+            run_dir: data.join("run"),
+            fsync,
+            sandbox,
+            runner_exe,
+            auth,
+            max_inline_bytes: args.max_inline_bytes,
+            executor_concurrency: args.executor_concurrency,
+            queue_timeout: Duration::from_secs(args.queue_timeout_seconds.max(1)),
+            provision_timeout: Duration::from_secs(args.provision_timeout_seconds.max(1)),
+            expiry_sweep: Duration::from_secs(args.expiry_sweep_seconds.max(1)),
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests: everything under `data_dir`, port 0, loopback.
+    pub fn for_tests(data_dir: &std::path::Path, runner_exe: PathBuf, sandbox: SandboxMode) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            events_dir: data_dir.join("events"),
+            workspace_root: data_dir.join("workspaces"),
+            artifact_root: data_dir.join("artifacts"),
+            run_dir: data_dir.join("run"),
+            fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+            sandbox,
+            runner_exe,
+            auth: AuthMode::Payload,
+            max_inline_bytes: 8192,
+            executor_concurrency: 64,
+            queue_timeout: Duration::from_secs(60),
+            provision_timeout: Duration::from_secs(120),
+            expiry_sweep: Duration::from_millis(200),
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The session aggregate: `provisioning` → `ready` | `failed` → `closed` | `expired`.
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use workspace_events::{
+    CloseReason, ErrorInfo, RuntimeRef, SessionClosed, SessionCreated, SessionEvent,
+    SessionProvisioned, SessionProvisioningFailed,
+};
+
+/// Where a session is in its lifecycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// No event yet.
+    #[default]
+    New,
+    /// Created; the workspace is being prepared.
+    Provisioning,
+    /// Tools can run.
+    Ready,
+    /// Provisioning failed; terminal until closed.
+    Failed,
+    /// Closed by a caller. Terminal.
+    Closed,
+    /// Closed because it expired. Terminal.
+    Expired,
+}
+
+impl SessionStatus {
+    /// Whether the session is over.
+    pub fn is_closed(self) -> bool {
+        matches!(self, SessionStatus::Closed | SessionStatus::Expired)
+    }
+}
+
+/// A session's decision state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    status: SessionStatus,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+}
+
+impl Session {
+    /// Current status.
+    pub fn status(&self) -> SessionStatus {
+        self.status
+    }
+}
+
+/// What can be asked of a session.
+#[derive(Debug, Clone)]
+pub enum SessionCommand {
+    /// Create it (the caller validated the request and built the event).
+    Create(SessionCreated),
+    /// Provisioning finished.
+    MarkProvisioned {
+        /// Where its tools run.
+        runtime: RuntimeRef,
+        /// Now.
+        at: OffsetDateTime,
+    },
+    /// Provisioning failed.
+    FailProvisioning {
+        /// Why.
+        error: ErrorInfo,
+        /// Now.
+        at: OffsetDateTime,
+    },
+    /// Close it.
+    Close {
+        /// Requested by a caller, or expiry.
+        reason: CloseReason,
+        /// Now.
+        at: OffsetDateTime,
+    },
+}
+
+/// Why a session command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A session with this id exists already.
+    #[error("session already exists")]
+    AlreadyExists,
+    /// No such session.
+    #[error("session not found")]
+    NotFound,
+    /// The command needs a session that is provisioning.
+    #[error("session is not provisioning (status {0:?})")]
+    NotProvisioning(SessionStatus),
+    /// The session is already closed or expired.
+    #[error("session is already closed")]
+    AlreadyClosed,
+    /// An expiry close came before `expires_at`.
+    #[error("session has not expired yet")]
+    NotExpired,
+}
+
+impl Aggregate for Session {
+    const TYPE: &'static str = "session";
+    type Command = SessionCommand;
+    type Event = SessionEvent;
+    type Error = SessionError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            SessionCommand::Create(created) => {
+                if self.status != SessionStatus::New {
+                    return Err(SessionError::AlreadyExists);
+                }
+                sink.write(SessionEvent::Created(created), self).await;
+            }
+            SessionCommand::MarkProvisioned { runtime, at } => {
+                self.require_provisioning()?;
+                let event = SessionProvisioned {
+                    runtime,
+                    provisioned_at: at,
+                };
+                sink.write(SessionEvent::Provisioned(event), self).await;
+            }
+            SessionCommand::FailProvisioning { error, at } => {
+                self.require_provisioning()?;
+                let event = SessionProvisioningFailed {
+                    error,
+                    failed_at: at,
+                };
+                sink.write(SessionEvent::ProvisioningFailed(event), self)
+                    .await;
+            }
+            SessionCommand::Close { reason, at } => {
+                match self.status {
+                    SessionStatus::New => return Err(SessionError::NotFound),
+                    SessionStatus::Closed | SessionStatus::Expired => {
+                        return Err(SessionError::AlreadyClosed);
+                    }
+                    _ => {}
+                }
+                if reason == CloseReason::Expired && self.expires_at.is_some_and(|e| at < e) {
+                    return Err(SessionError::NotExpired);
+                }
+                let event = SessionClosed {
+                    reason,
+                    closed_at: at,
+                };
+                sink.write(SessionEvent::Closed(event), self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            SessionEvent::Created(created) => {
+                self.status = SessionStatus::Provisioning;
+                self.expires_at = Some(created.expires_at);
+            }
+            SessionEvent::Provisioned(_) => self.status = SessionStatus::Ready,
+            SessionEvent::ProvisioningFailed(_) => self.status = SessionStatus::Failed,
+            SessionEvent::Closed(closed) => {
+                self.status = match closed.reason {
+                    CloseReason::Requested => SessionStatus::Closed,
+                    CloseReason::Expired => SessionStatus::Expired,
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    fn require_provisioning(&self) -> Result<(), SessionError> {
+        match self.status {
+            SessionStatus::Provisioning => Ok(()),
+            SessionStatus::New => Err(SessionError::NotFound),
+            other => Err(SessionError::NotProvisioning(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+    use time::macros::datetime;
+    use workspace_events::{Principal, WorkspaceSource};
+
+    type SessionTest = TestFramework<Session>;
+
+    fn created() -> SessionCreated {
+        SessionCreated {
+            session_id: "session-1".into(),
+            principal: Principal {
+                tenant_id: "acme".into(),
+                actor_id: "alice".into(),
+                roles: vec!["developer".into()],
+            },
+            source: WorkspaceSource::Empty,
+            allowed_paths: vec![".".into()],
+            metadata: Default::default(),
+            created_at: datetime!(2026-11-23 10:00 UTC),
+            expires_at: datetime!(2026-11-23 11:00 UTC),
+        }
+    }
+
+    fn runtime() -> RuntimeRef {
+        RuntimeRef {
+            kind: "local".into(),
+            isolation: "bubblewrap".into(),
+            workdir: "/workspace".into(),
+            namespace: None,
+            pod_name: None,
+        }
+    }
+
+    fn provisioned() -> SessionEvent {
+        SessionEvent::Provisioned(SessionProvisioned {
+            runtime: runtime(),
+            provisioned_at: datetime!(2026-11-23 10:00:01 UTC),
+        })
+    }
+
+    fn error() -> ErrorInfo {
+        ErrorInfo {
+            code: "execution_failed".into(),
+            message: "git clone failed".into(),
+            retryable: false,
+        }
+    }
+
+    fn close(reason: CloseReason, at: OffsetDateTime) -> SessionCommand {
+        SessionCommand::Close { reason, at }
+    }
+
+    fn closed(reason: CloseReason, at: OffsetDateTime) -> SessionEvent {
+        SessionEvent::Closed(SessionClosed {
+            reason,
+            closed_at: at,
+        })
+    }
+
+    #[tokio::test]
+    async fn creating_a_new_session_records_created() {
+        SessionTest::with(())
+            .given_no_previous_events()
+            .when_async(SessionCommand::Create(created()))
+            .await
+            .then_expect_events(vec![SessionEvent::Created(created())]);
+    }
+
+    #[tokio::test]
+    async fn creating_an_existing_session_is_rejected() {
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created())])
+            .when_async(SessionCommand::Create(created()))
+            .await
+            .then_expect_error(SessionError::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn a_provisioning_session_becomes_ready() {
+        let at = datetime!(2026-11-23 10:00:01 UTC);
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created())])
+            .when_async(SessionCommand::MarkProvisioned {
+                runtime: runtime(),
+                at,
+            })
+            .await
+            .then_expect_events(vec![provisioned()]);
+    }
+
+    #[tokio::test]
+    async fn provisioning_an_unknown_session_is_rejected() {
+        SessionTest::with(())
+            .given_no_previous_events()
+            .when_async(SessionCommand::MarkProvisioned {
+                runtime: runtime(),
+                at: datetime!(2026-11-23 10:00 UTC),
+            })
+            .await
+            .then_expect_error(SessionError::NotFound);
+    }
+
+    #[tokio::test]
+    async fn provisioning_a_ready_session_again_is_rejected() {
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created()), provisioned()])
+            .when_async(SessionCommand::MarkProvisioned {
+                runtime: runtime(),
+                at: datetime!(2026-11-23 10:00 UTC),
+            })
+            .await
+            .then_expect_error(SessionError::NotProvisioning(SessionStatus::Ready));
+    }
+
+    #[tokio::test]
+    async fn a_failed_provisioning_is_recorded() {
+        let at = datetime!(2026-11-23 10:00:02 UTC);
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created())])
+            .when_async(SessionCommand::FailProvisioning { error: error(), at })
+            .await
+            .then_expect_events(vec![SessionEvent::ProvisioningFailed(
+                SessionProvisioningFailed {
+                    error: error(),
+                    failed_at: at,
+                },
+            )]);
+    }
+
+    #[tokio::test]
+    async fn failing_a_closed_session_is_rejected() {
+        let at = datetime!(2026-11-23 10:30 UTC);
+        SessionTest::with(())
+            .given(vec![
+                SessionEvent::Created(created()),
+                closed(CloseReason::Requested, at),
+            ])
+            .when_async(SessionCommand::FailProvisioning { error: error(), at })
+            .await
+            .then_expect_error(SessionError::NotProvisioning(SessionStatus::Closed));
+    }
+
+    #[tokio::test]
+    async fn closing_a_ready_session_records_closed() {
+        let at = datetime!(2026-11-23 10:30 UTC);
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created()), provisioned()])
+            .when_async(close(CloseReason::Requested, at))
+            .await
+            .then_expect_events(vec![closed(CloseReason::Requested, at)]);
+    }
+
+    #[tokio::test]
+    async fn closing_a_failed_session_is_allowed() {
+        let at = datetime!(2026-11-23 10:30 UTC);
+        SessionTest::with(())
+            .given(vec![
+                SessionEvent::Created(created()),
+                SessionEvent::ProvisioningFailed(SessionProvisioningFailed {
+                    error: error(),
+                    failed_at: at,
+                }),
+            ])
+            .when_async(close(CloseReason::Requested, at))
+            .await
+            .then_expect_events(vec![closed(CloseReason::Requested, at)]);
+    }
+
+    #[tokio::test]
+    async fn closing_a_closed_session_is_rejected() {
+        let at = datetime!(2026-11-23 10:30 UTC);
+        SessionTest::with(())
+            .given(vec![
+                SessionEvent::Created(created()),
+                closed(CloseReason::Requested, at),
+            ])
+            .when_async(close(CloseReason::Requested, at))
+            .await
+            .then_expect_error(SessionError::AlreadyClosed);
+    }
+
+    #[tokio::test]
+    async fn closing_an_unknown_session_is_rejected() {
+        SessionTest::with(())
+            .given_no_previous_events()
+            .when_async(close(CloseReason::Requested, datetime!(2026-11-23 10:30 UTC)))
+            .await
+            .then_expect_error(SessionError::NotFound);
+    }
+
+    #[tokio::test]
+    async fn expiring_a_session_after_its_deadline_records_an_expiry_close() {
+        let at = datetime!(2026-11-23 11:00:01 UTC);
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created()), provisioned()])
+            .when_async(close(CloseReason::Expired, at))
+            .await
+            .then_expect_events(vec![closed(CloseReason::Expired, at)]);
+    }
+
+    #[tokio::test]
+    async fn expiring_a_session_before_its_deadline_is_rejected() {
+        SessionTest::with(())
+            .given(vec![SessionEvent::Created(created()), provisioned()])
+            .when_async(close(CloseReason::Expired, datetime!(2026-11-23 10:59 UTC)))
+            .await
+            .then_expect_error(SessionError::NotExpired);
+    }
+
+    #[tokio::test]
+    async fn expiring_an_expired_session_is_rejected() {
+        let at = datetime!(2026-11-23 11:00:01 UTC);
+        SessionTest::with(())
+            .given(vec![
+                SessionEvent::Created(created()),
+                closed(CloseReason::Expired, at),
+            ])
+            .when_async(close(CloseReason::Expired, at))
+            .await
+            .then_expect_error(SessionError::AlreadyClosed);
+    }
+}

@@ -1,0 +1,462 @@
+//! The executor: takes queued invocations, claims each by appending `started` with the version
+//! it loaded (so two executors can never both run one), runs the tool in the session's runner,
+//! stores large output and logs as artifacts, and appends the one terminal outcome.
+//!
+//! It never decides policy (that happened before the invocation was queued) and never reads the
+//! workspace except through the runner.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_es::AggregateError;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use workspace_events::{
+    ArtifactMeta, ArtifactRef, ErrorInfo, InvocationCompleted, InvocationEvent,
+    InvocationOutcome, InvocationQueued, InvocationStarted, LogLine, RecordedEvent,
+};
+
+use crate::artifacts::LocalArtifactStore;
+use crate::domain::{Invocation, InvocationCommand, InvocationError};
+use crate::error_code::ErrorCode;
+use crate::eventstore::{AggregateStore, CommandMetadata, EventLog, decode_event};
+use crate::ids::InvocationId;
+use crate::projector::Projector;
+use crate::runner::RunnerProvider;
+use crate::sessions::Sessions;
+use crate::tools::{Catalog, SessionContext, ToolContext, ToolFailure, ToolSuccess};
+
+/// What one executor needs.
+pub struct Executor {
+    id: String,
+    log: Arc<dyn EventLog>,
+    store: AggregateStore<Invocation>,
+    projector: Arc<Projector>,
+    sessions: Arc<Sessions>,
+    runners: Arc<dyn RunnerProvider>,
+    catalog: Arc<Catalog>,
+    artifacts: LocalArtifactStore,
+    max_inline_bytes: usize,
+    slots: Arc<Semaphore>,
+}
+
+/// What a run produced, before it is recorded.
+struct RunResult {
+    outcome: InvocationOutcome,
+    output: Option<Value>,
+    logs: Vec<LogLine>,
+    artifacts: Vec<crate::tools::NewArtifact>,
+    exit_code: i32,
+    error: Option<ErrorInfo>,
+}
+
+impl Executor {
+    /// An executor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        projector: Arc<Projector>,
+        sessions: Arc<Sessions>,
+        runners: Arc<dyn RunnerProvider>,
+        catalog: Arc<Catalog>,
+        artifacts: LocalArtifactStore,
+        max_inline_bytes: usize,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            id: format!("executor-{}", crate::ids::random_hex16()),
+            store: AggregateStore::new(log.clone()),
+            log,
+            projector,
+            sessions,
+            runners,
+            catalog,
+            artifacts,
+            max_inline_bytes,
+            slots: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    /// Recovers after a restart (fails invocations that were running when the process died,
+    /// queues the rest), then runs every invocation queued from now on until `shutdown`.
+    pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
+        let (queued, running, mut cursor) = self.projector.model().read(|m| {
+            let mut queued = Vec::new();
+            let mut running = Vec::new();
+            for v in m.invocations() {
+                match v.status.as_str() {
+                    "queued" => queued.push(v.id.clone()),
+                    "running" => running.push(v.id.clone()),
+                    _ => {}
+                }
+            }
+            (queued, running, m.checkpoint())
+        });
+        for id in running {
+            self.fail_orphan(&id).await;
+        }
+        for id in queued {
+            if let Ok(events) = self
+                .log
+                .load(workspace_events::AggregateType::Invocation, &id)
+                .await
+                && let Some(first) = events.first()
+            {
+                self.clone().dispatch(first).await;
+            }
+        }
+        let mut head = self.log.head();
+        loop {
+            match self.log.read_from(cursor, 1024).await {
+                Ok(events) if !events.is_empty() => {
+                    for event in &events {
+                        if event.envelope.event_type == InvocationEvent::QUEUED {
+                            self.clone().dispatch(event).await;
+                        }
+                    }
+                    if let Some(last) = events.last() {
+                        cursor = last.sequence;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, "executor could not read the log; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+            }
+            if *head.borrow_and_update() > cursor {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = head.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, event: &RecordedEvent) {
+        let Ok(InvocationEvent::Queued(queued)) =
+            decode_event::<InvocationEvent>(&[], event)
+        else {
+            return;
+        };
+        // Bounded concurrency: waiting here applies back-pressure to the log reader.
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            self.execute_one(queued).await;
+            drop(permit);
+        });
+    }
+
+    fn metadata(queued: &InvocationQueued) -> CommandMetadata {
+        CommandMetadata {
+            correlation_id: queued.request.correlation_id.clone(),
+            causation_id: Some(queued.request.invocation_id.clone()),
+            actor: None,
+        }
+    }
+
+    /// Claims and runs one queued invocation. Returns false when another executor had it.
+    pub async fn execute_one(&self, queued: InvocationQueued) -> bool {
+        let id = queued.request.invocation_id.clone();
+        let meta = Self::metadata(&queued);
+        let now = OffsetDateTime::now_utc();
+        let session = self
+            .projector
+            .model()
+            .read(|m| m.session(&queued.request.session_id).cloned());
+        let refusal = match &session {
+            _ if now > queued.start_deadline => Some((
+                ErrorCode::Timeout,
+                "no executor started the invocation before its start deadline",
+            )),
+            Some(s) if s.status == "ready" => None,
+            Some(_) | None => Some((ErrorCode::NotFound, "session is closed or not ready")),
+        };
+        if let Some((code, message)) = refusal {
+            let result = RunResult::failed(code, message);
+            self.complete(&id, &meta, result, 0).await;
+            return true;
+        }
+        let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
+        let started = InvocationStarted {
+            executor_id: self.id.clone(),
+            started_at: now,
+            deadline: now + timeout,
+        };
+        match self
+            .store
+            .execute(&id, InvocationCommand::Start(started), &(), &meta)
+            .await
+        {
+            Ok(_) => {}
+            Err(AggregateError::UserError(InvocationError::NotQueued(_))) => return false,
+            Err(err) => {
+                tracing::error!(invocation_id = %id, error = %err, "could not claim invocation");
+                return false;
+            }
+        }
+        let begun = Instant::now();
+        let result = self
+            .run(&queued, session.as_ref(), begun + timeout)
+            .await;
+        let duration_ms = begun.elapsed().as_millis() as u64;
+        self.complete(&id, &meta, result, duration_ms).await;
+        true
+    }
+
+    async fn run(
+        &self,
+        queued: &InvocationQueued,
+        session: Option<&workspace_projections::SessionView>,
+        deadline: Instant,
+    ) -> RunResult {
+        let request = &queued.request;
+        let Some(session) = session else {
+            return RunResult::failed(ErrorCode::NotFound, "session not found");
+        };
+        let Some(tool) = self.catalog.get(&request.tool_name) else {
+            return RunResult::failed(ErrorCode::NotFound, "tool not found");
+        };
+        let args = match (&request.args, &request.args_ref) {
+            (Some(a), _) => a.clone(),
+            (None, Some(r)) => {
+                let Ok(inv) = InvocationId::parse(&request.invocation_id) else {
+                    return RunResult::failed(ErrorCode::Internal, "invalid invocation id");
+                };
+                match self.artifacts.get_ref(&inv, r).await {
+                    Ok(bytes) => match serde_json::from_slice(&bytes) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            return RunResult::failed(ErrorCode::Internal, "stored arguments are corrupt");
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "arguments artifact unreadable");
+                        return RunResult::failed(ErrorCode::Internal, "stored arguments are unreadable");
+                    }
+                }
+            }
+            (None, None) => Value::Object(Default::default()),
+        };
+        let Some(spec) = self.sessions.sandbox_spec(session) else {
+            return RunResult::failed(ErrorCode::Internal, "invalid session id");
+        };
+        let runner = match self.runners.ensure(&spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(session_id = %spec.session_id, error = %e, "runner unavailable");
+                let code = match e {
+                    crate::runner::RunnerError::Unavailable(_) => ErrorCode::Unavailable,
+                    _ => ErrorCode::Unavailable,
+                };
+                return RunResult::failed(code, "session runner unavailable");
+            }
+        };
+        let ctx = ToolContext {
+            session: Arc::new(SessionContext {
+                id: spec.session_id.clone(),
+                principal: session.principal.clone(),
+                allowed_paths: session.allowed_paths.clone(),
+                metadata: session.metadata.clone(),
+            }),
+            runner,
+            deadline,
+        };
+        let run = (tool.handler)(ctx, args);
+        // The runner enforces timeouts on processes; this is the backstop for everything else.
+        let grace = Duration::from_millis(500);
+        match tokio::time::timeout_at((deadline + grace).into(), run).await {
+            Ok(Ok(success)) => RunResult::succeeded(success),
+            Ok(Err(failure)) => RunResult::from_failure(failure),
+            Err(_) => RunResult::failed(ErrorCode::Timeout, "the tool's timeout expired"),
+        }
+    }
+
+    async fn complete(&self, id: &str, meta: &CommandMetadata, result: RunResult, duration_ms: u64) {
+        let Ok(inv) = InvocationId::parse(id) else {
+            return;
+        };
+        let mut artifacts: Vec<ArtifactMeta> = Vec::new();
+        let mut error = result.error;
+        for a in result.artifacts {
+            match self.artifacts.put(&inv, &a.name, &a.content_type, a.bytes).await {
+                Ok(m) => artifacts.push(m),
+                Err(e) => {
+                    tracing::error!(invocation_id = id, error = %e, "artifact could not be stored");
+                    error.get_or_insert(ErrorInfo {
+                        code: ErrorCode::Internal.as_str().into(),
+                        message: "an artifact could not be stored".into(),
+                        retryable: true,
+                    });
+                }
+            }
+        }
+        let (output, output_ref) = self
+            .inline_or_artifact(&inv, result.output, &mut artifacts)
+            .await;
+        let (logs, logs_ref) = self.logs_inline_or_artifact(&inv, result.logs, &mut artifacts).await;
+        let outcome = match result.outcome {
+            InvocationOutcome::Succeeded if error.is_some() => InvocationOutcome::Failed,
+            other => other,
+        };
+        let completed = InvocationCompleted {
+            outcome,
+            exit_code: result.exit_code,
+            duration_ms,
+            output,
+            output_ref,
+            logs,
+            logs_ref,
+            artifacts,
+            error,
+            completed_at: OffsetDateTime::now_utc(),
+        };
+        if let Err(err) = self
+            .store
+            .execute(id, InvocationCommand::Complete(completed), &(), meta)
+            .await
+        {
+            tracing::error!(invocation_id = id, error = %err, "could not record the outcome");
+        }
+    }
+
+    async fn inline_or_artifact(
+        &self,
+        inv: &InvocationId,
+        output: Option<Value>,
+        artifacts: &mut Vec<ArtifactMeta>,
+    ) -> (Option<Value>, Option<ArtifactRef>) {
+        let Some(output) = output else {
+            return (None, None);
+        };
+        let bytes = serde_json::to_vec(&output).unwrap_or_default();
+        if bytes.len() <= self.max_inline_bytes {
+            return (Some(output), None);
+        }
+        match self
+            .artifacts
+            .put(inv, "invocation-output.json", "application/json", bytes)
+            .await
+        {
+            Ok(meta) => {
+                let r = ArtifactRef {
+                    artifact_id: meta.id.clone(),
+                    sha256: meta.sha256.clone(),
+                    size_bytes: meta.size_bytes,
+                };
+                artifacts.push(meta);
+                (None, Some(r))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "output artifact could not be stored; keeping it inline");
+                (Some(output), None)
+            }
+        }
+    }
+
+    async fn logs_inline_or_artifact(
+        &self,
+        inv: &InvocationId,
+        logs: Vec<LogLine>,
+        artifacts: &mut Vec<ArtifactMeta>,
+    ) -> (Vec<LogLine>, Option<ArtifactRef>) {
+        let mut bytes = Vec::new();
+        for line in &logs {
+            if serde_json::to_writer(&mut bytes, line).is_ok() {
+                bytes.push(b'\n');
+            }
+        }
+        if bytes.len() <= self.max_inline_bytes {
+            return (logs, None);
+        }
+        match self
+            .artifacts
+            .put(inv, "invocation-logs.jsonl", "application/x-ndjson", bytes)
+            .await
+        {
+            Ok(meta) => {
+                let r = ArtifactRef {
+                    artifact_id: meta.id.clone(),
+                    sha256: meta.sha256.clone(),
+                    size_bytes: meta.size_bytes,
+                };
+                artifacts.push(meta);
+                (Vec::new(), Some(r))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "logs artifact could not be stored; keeping them inline");
+                (logs, None)
+            }
+        }
+    }
+
+    async fn fail_orphan(&self, id: &str) {
+        let meta = CommandMetadata {
+            correlation_id: Some("recovery".into()),
+            causation_id: Some(id.to_owned()),
+            actor: None,
+        };
+        let result = RunResult::failed(
+            ErrorCode::Internal,
+            "the executor stopped before the invocation finished; it was not retried",
+        );
+        self.complete(id, &meta, result, 0).await;
+    }
+}
+
+impl RunResult {
+    fn failed(code: ErrorCode, message: &str) -> Self {
+        RunResult {
+            outcome: InvocationOutcome::Failed,
+            output: None,
+            logs: Vec::new(),
+            artifacts: Vec::new(),
+            exit_code: if code == ErrorCode::Timeout { 124 } else { -1 },
+            error: Some(ErrorInfo {
+                code: code.as_str().into(),
+                message: message.into(),
+                retryable: matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout),
+            }),
+        }
+    }
+
+    fn succeeded(s: ToolSuccess) -> Self {
+        RunResult {
+            outcome: InvocationOutcome::Succeeded,
+            output: Some(s.output),
+            logs: s.logs,
+            artifacts: s.artifacts,
+            exit_code: s.exit_code,
+            error: None,
+        }
+    }
+
+    fn from_failure(f: ToolFailure) -> Self {
+        RunResult {
+            outcome: if f.code.is_denial() {
+                InvocationOutcome::Denied
+            } else {
+                InvocationOutcome::Failed
+            },
+            output: f.output,
+            logs: f.logs,
+            artifacts: f.artifacts,
+            exit_code: f.exit_code,
+            error: Some(ErrorInfo {
+                code: f.code.as_str().into(),
+                message: f.message,
+                retryable: matches!(f.code, ErrorCode::Unavailable | ErrorCode::Timeout),
+            }),
+        }
+    }
+}
+

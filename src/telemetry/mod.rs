@@ -1,0 +1,124 @@
+//! Telemetry: logging setup and the Prometheus metrics served at `/metrics`.
+//!
+//! The metric families keep the original names (`invocations_total`, `denied_total`,
+//! `duration_ms`). They are fed by the projector from terminal invocation events, so after a
+//! restart they count the whole log again: counters stay monotonic across restarts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use workspace_projections::InvocationView;
+
+const BUCKETS_MS: [f64; 11] = [
+    10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS_MS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Families {
+    invocations: BTreeMap<(String, String), u64>,
+    denied: BTreeMap<(String, String), u64>,
+    duration: BTreeMap<String, Histogram>,
+}
+
+/// The service's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    families: Mutex<Families>,
+}
+
+impl Metrics {
+    /// Records one terminal invocation.
+    pub fn observe_invocation(&self, view: &InvocationView) {
+        let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        *f.invocations
+            .entry((view.tool_name.clone(), view.status.clone()))
+            .or_default() += 1;
+        if view.status == "denied" {
+            let reason = view
+                .error
+                .as_ref()
+                .map(|e| e.code.clone())
+                .unwrap_or_else(|| "unspecified".into());
+            *f.denied
+                .entry((view.tool_name.clone(), reason))
+                .or_default() += 1;
+        }
+        let h = f.duration.entry(view.tool_name.clone()).or_default();
+        let ms = view.duration_ms as f64;
+        for (i, le) in BUCKETS_MS.iter().enumerate() {
+            if ms <= *le {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += ms;
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn render(&self) -> String {
+        let f = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP invocations_total Terminal invocations by tool and status.");
+        let _ = writeln!(out, "# TYPE invocations_total counter");
+        for ((tool, status), n) in &f.invocations {
+            let _ = writeln!(
+                out,
+                "invocations_total{{tool=\"{}\",status=\"{}\"}} {n}",
+                escape(tool),
+                escape(status)
+            );
+        }
+        let _ = writeln!(out, "# HELP denied_total Denied invocations by tool and reason code.");
+        let _ = writeln!(out, "# TYPE denied_total counter");
+        for ((tool, reason), n) in &f.denied {
+            let _ = writeln!(
+                out,
+                "denied_total{{tool=\"{}\",reason=\"{}\"}} {n}",
+                escape(tool),
+                escape(reason)
+            );
+        }
+        let _ = writeln!(out, "# HELP duration_ms Invocation run time in milliseconds.");
+        let _ = writeln!(out, "# TYPE duration_ms histogram");
+        for (tool, h) in &f.duration {
+            let tool = escape(tool);
+            for (i, le) in BUCKETS_MS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "duration_ms_bucket{{tool=\"{tool}\",le=\"{le}\"}} {}",
+                    h.buckets[i]
+                );
+            }
+            let _ = writeln!(out, "duration_ms_bucket{{tool=\"{tool}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "duration_ms_sum{{tool=\"{tool}\"}} {:.3}", h.sum);
+            let _ = writeln!(out, "duration_ms_count{{tool=\"{tool}\"}} {}", h.count);
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Installs the JSON log subscriber; `level` is `LOG_LEVEL` (`debug`, `info`, `warn`, `error`).
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,182 @@
+//! Durability and lifecycle: restart safety, expiry, correlation idempotency, concurrency.
+
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{TestServer, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_a_restart_on_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let session = server.create_session(json!({})).await;
+    let big = "line of text\n".repeat(2000); // 26 KB: output goes to an artifact
+    let (status, body) = server
+        .invoke(
+            &session,
+            "fs.write_file",
+            json!({"approved": true, "args": {"path": "big.txt", "content": big}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .invoke(&session, "fs.read_file", json!({"args": {"path": "big.txt"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read_id = body["invocation"]["id"].as_str().unwrap().to_owned();
+    let output_ref = body["invocation"]["output_ref"].as_str().unwrap().to_owned();
+    assert_eq!(body["invocation"]["output"]["content"], big.as_str());
+    server.stop().await;
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let (status, _, body) = server
+        .call(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["session"]["status"], "ready");
+    let (status, _, body) = server
+        .call(Method::GET, &format!("/v1/invocations/{read_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["invocation"]["status"], "succeeded");
+    assert_eq!(body["invocation"]["output"]["content"], big.as_str(), "output read back from its artifact");
+    let (status, _, _) = server
+        .call(
+            Method::GET,
+            &format!("/v1/invocations/{read_id}/artifacts/{output_ref}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, body) = server
+        .call(Method::GET, &format!("/v1/invocations/{read_id}/logs"), None)
+        .await;
+    assert!(!body["logs"].as_array().unwrap().is_empty(), "logs survive: {body}");
+    assert!(server.workspace_dir(&session).join("big.txt").is_file());
+    // The session's runner starts again on first use.
+    let (status, body) = server
+        .invoke(&session, "fs.stat", json!({"args": {"path": "big.txt"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["invocation"]["output"]["exists"], true);
+    let (_, _, body) = server
+        .call(Method::GET, &format!("/v1/sessions/{session}/invocations"), None)
+        .await;
+    assert_eq!(body["total"], 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_closed_and_its_workspace_removed() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server
+        .create_session(json!({"expires_in_seconds": 1}))
+        .await;
+    assert!(server.workspace_dir(&session).is_dir());
+    let expired = eventually(Duration::from_secs(10), || {
+        let server = &server;
+        let session = session.clone();
+        async move {
+            let (_, _, body) = server
+                .call(Method::GET, &format!("/v1/sessions/{session}"), None)
+                .await;
+            body["session"]["status"] == "expired"
+        }
+    })
+    .await;
+    assert!(expired, "the session expired");
+    assert!(!server.workspace_dir(&session).exists(), "workspace removed");
+    let (_, _, body) = server
+        .call(Method::GET, &format!("/v1/sessions/{session}/events"), None)
+        .await;
+    let last = body["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event_type"], "session.closed");
+    assert_eq!(last["payload"]["reason"], "expired");
+    let (status, _) = server
+        .invoke(&session, "fs.list", json!({"args": {}}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_correlation_id_returns_the_first_invocation_and_runs_once() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let first = json!({"approved": true, "correlation_id": "k-1", "args": {"path": "c.txt", "content": "first"}});
+    let (status, a) = server.invoke(&session, "fs.write_file", first).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    let again = json!({"approved": true, "correlation_id": "k-1", "args": {"path": "c.txt", "content": "second"}});
+    let (status, b) = server.invoke(&session, "fs.write_file", again).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(a["invocation"]["id"], b["invocation"]["id"]);
+    let content = std::fs::read_to_string(server.workspace_dir(&session).join("c.txt")).unwrap();
+    assert_eq!(content, "first", "the tool ran once");
+
+    // Concurrent retries with one key: one invocation, one run.
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let path = format!("/v1/sessions/{session}/tools/fs.write_file/invoke");
+        let addr = server.addr;
+        let body = json!({"approved": true, "correlation_id": "k-2", "args": {"path": "d.txt", "content": format!("v{i}")}});
+        handles.push(tokio::spawn(async move {
+            let client = crate::support::Client { addr };
+            client.post(&path, body).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.push(body["invocation"]["id"].as_str().unwrap().to_owned());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every retry answered with the same invocation");
+    let (_, _, body) = server
+        .call(Method::GET, &format!("/v1/invocations/{}/events", ids[0]), None)
+        .await;
+    let started = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "invocation.started")
+        .count();
+    assert_eq!(started, 1, "the tool ran once: {body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invocations_on_one_session_all_complete() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let addr = server.addr;
+        let session = session.clone();
+        handles.push(tokio::spawn(async move {
+            let client = crate::support::Client { addr };
+            let write = format!("/v1/sessions/{session}/tools/fs.write_file/invoke");
+            let (s1, b1) = client
+                .post(&write, json!({"approved": true, "args": {"path": format!("many/{i}.txt"), "content": format!("{i}")}}))
+                .await;
+            let read = format!("/v1/sessions/{session}/tools/fs.read_file/invoke");
+            let (s2, b2) = client
+                .post(&read, json!({"args": {"path": format!("many/{i}.txt")}}))
+                .await;
+            (s1, b1, s2, b2, i)
+        }));
+    }
+    for h in handles {
+        let (s1, b1, s2, b2, i) = h.await.unwrap();
+        assert_eq!(s1, StatusCode::OK, "{b1}");
+        assert_eq!(s2, StatusCode::OK, "{b2}");
+        assert_eq!(b2["invocation"]["output"]["content"], format!("{i}"));
+    }
+    let (_, _, body) = server
+        .call(Method::GET, &format!("/v1/sessions/{session}/invocations?limit=500"), None)
+        .await;
+    assert_eq!(body["total"], 80);
+    server.stop().await;
+}

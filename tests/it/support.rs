@@ -1,0 +1,202 @@
+//! Test harness: a real server on port 0 over a temporary data dir, with the real runner binary
+//! in a real bubblewrap sandbox, and a minimal HTTP/1.1 client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use workspace::config::Config;
+use workspace::runner::sandbox::SandboxMode;
+
+/// Fails loudly (never skips) when a binary the tests need is missing.
+pub fn require_binary(name: &str, hint: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{name}` is not installed; {hint}");
+}
+
+/// The `workspace` binary cargo built for these tests.
+pub fn runner_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_workspace"))
+}
+
+/// A running service over a data dir.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a service on a fresh temporary data dir (kept by the returned guard).
+    pub async fn start() -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Self::start_in(dir.path(), |_| {}).await;
+        (server, dir)
+    }
+
+    /// Starts a service over `data_dir`, letting the test adjust the configuration.
+    pub async fn start_in(data_dir: &Path, adjust: impl FnOnce(&mut Config)) -> Self {
+        require_binary("bwrap", "install bubblewrap (apt-get install bubblewrap)");
+        require_binary("git", "install git (apt-get install git)");
+        let mut config = Config::for_tests(data_dir, runner_exe(), SandboxMode::Bubblewrap);
+        adjust(&mut config);
+        let server = workspace::app::Server::bind(config)
+            .await
+            .expect("server binds");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run_until_stopped(shutdown.clone()));
+        TestServer {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the service and waits until it has released the data dir.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+
+    /// Sends a request; returns status, headers and the body parsed as JSON (or a string).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let bytes = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        self.raw(method, path, bytes, &[]).await
+    }
+
+    /// Sends raw bytes with extra headers.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        send(self.addr, method, path, body, headers).await
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_session(&self, extra: Value) -> String {
+        let mut body = json!({
+            "principal": {"tenant_id": "acme", "actor_id": "alice", "roles": ["developer"]}
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, _, value) = self.call(Method::POST, "/v1/sessions", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "create session: {value}");
+        value["session"]["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Invokes a tool synchronously.
+    pub async fn invoke(&self, session: &str, tool: &str, body: Value) -> (StatusCode, Value) {
+        let path = format!("/v1/sessions/{session}/tools/{tool}/invoke");
+        let (status, _, value) = self.call(Method::POST, &path, Some(body)).await;
+        (status, value)
+    }
+
+    /// The host directory of a session's workspace.
+    pub fn workspace_dir(&self, session: &str) -> PathBuf {
+        self.data_dir
+            .join("workspaces")
+            .join("acme")
+            .join(session)
+            .join("repo")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection.
+pub async fn send(
+addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let has_body = body.is_some();
+    if has_body {
+        builder = builder.header("content-type", "application/json");
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, headers, value)
+}
+
+
+/// A client that can be moved into spawned tasks.
+#[derive(Clone, Copy)]
+pub struct Client {
+    pub addr: SocketAddr,
+}
+
+impl Client {
+    /// POSTs JSON; returns status and body.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let (status, _, value) = send(self.addr, Method::POST, path, Some(bytes), &[]).await;
+        (status, value)
+    }
+}
