@@ -6,7 +6,15 @@
 //! primitives confined to the workspace. This module owns isolation; it never decides policy.
 
 pub mod cli;
+pub mod client;
+pub mod confine;
+pub mod frame;
 pub mod protocol;
+pub mod sandbox;
+pub mod server;
+
+pub use client::SocketRunner;
+pub use sandbox::{LocalSandboxConfig, LocalSandboxProvider, SandboxMode};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,1 +1,734 @@
 //! The runner role over a real socket and a real bubblewrap sandbox.
+//!
+//! Every test here starts the real `workspace` binary as a session runner inside `bwrap` and
+//! drives it through the same client the executors use. A host without bubblewrap fails these
+//! tests with an install hint; they never skip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use workspace::ids::SessionId;
+use workspace::runner::protocol::{Bytes, EntryType, Reply, Request, RunnerErrorCode};
+use workspace::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider, SandboxMode};
+use workspace::runner::{RunnerProvider, SandboxSpec, SessionRunner};
+
+const CALL: Duration = Duration::from_secs(20);
+
+/// Fails loudly when bubblewrap is missing: these tests are the proof of isolation.
+fn require_bwrap() {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("bwrap").is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "bubblewrap (bwrap) is not installed, and the runner tests need a real sandbox: \
+         apt-get install bubblewrap"
+    );
+}
+
+/// A provider over a temporary directory holding the workspace, a directory outside it and the
+/// socket directories, with one started session.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    provider: LocalSandboxProvider,
+    session: SessionId,
+    runner: Arc<dyn SessionRunner>,
+}
+
+impl Sandbox {
+    async fn start(mode: SandboxMode) -> Self {
+        if mode == SandboxMode::Bubblewrap {
+            require_bwrap();
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("ws")).expect("ws");
+        std::fs::create_dir(dir.path().join("outside")).expect("outside");
+        std::fs::write(dir.path().join("outside/secret"), b"outside secret").expect("secret");
+        let provider = LocalSandboxProvider::new(LocalSandboxConfig {
+            mode,
+            runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_workspace")),
+            run_dir: dir.path().join("run"),
+            start_timeout: Duration::from_secs(20),
+        });
+        let session = SessionId::parse("sess-runner-1").expect("session id");
+        let spec = SandboxSpec {
+            session_id: session.clone(),
+            workspace_dir: dir.path().join("ws"),
+        };
+        let runner = provider.ensure(&spec).await.expect("runner starts");
+        Self {
+            dir,
+            provider,
+            session,
+            runner,
+        }
+    }
+
+    fn ws(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    fn outside(&self) -> PathBuf {
+        self.dir.path().join("outside")
+    }
+
+    fn spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            session_id: self.session.clone(),
+            workspace_dir: self.ws(),
+        }
+    }
+
+    async fn call(&self, request: Request) -> Reply {
+        self.runner
+            .call(request, CALL)
+            .await
+            .expect("runner answers")
+    }
+
+    async fn exec(&self, argv: &[&str]) -> Exited {
+        let reply = self
+            .call(Request::Exec {
+                argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+                env: BTreeMap::new(),
+                cwd: ".".into(),
+                stdin: None,
+                timeout_ms: 15_000,
+                max_output_bytes: 1024 * 1024,
+            })
+            .await;
+        match reply {
+            Reply::Exited {
+                exit_code,
+                stdout,
+                stderr,
+                ..
+            } => Exited {
+                code: exit_code,
+                stdout: String::from_utf8_lossy(&stdout.0).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr.0).into_owned(),
+            },
+            other => panic!("exec {argv:?} failed: {other:?}"),
+        }
+    }
+
+    async fn sh(&self, script: &str) -> Exited {
+        self.exec(&["sh", "-c", script]).await
+    }
+
+    async fn read(&self, path: &str) -> Reply {
+        self.call(Request::ReadFile {
+            path: path.into(),
+            max_bytes: 4096,
+        })
+        .await
+    }
+
+    async fn write(&self, path: &str, content: &[u8]) -> Reply {
+        self.call(Request::WriteFile {
+            path: path.into(),
+            content: Bytes(content.to_vec()),
+            create_parents: false,
+            create_new: false,
+        })
+        .await
+    }
+
+    async fn list(&self, path: &str, recursive: bool) -> Reply {
+        self.call(Request::List {
+            path: path.into(),
+            recursive,
+            max_entries: 1000,
+        })
+        .await
+    }
+}
+
+#[derive(Debug)]
+struct Exited {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+#[track_caller]
+fn assert_error(reply: &Reply, expected: RunnerErrorCode) {
+    match reply {
+        Reply::Error { code, message } => {
+            assert_eq!(*code, expected, "{message}");
+            assert!(!message.contains("/tmp/"), "a host path leaked: {message}");
+        }
+        other => panic!("expected {expected:?}, got {other:?}"),
+    }
+}
+
+/// Live (non-zombie) host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts, inside the session, a process that left the exec's process group (so only the
+/// sandbox's teardown can kill it), and waits until the host sees it.
+async fn start_detached_sleeper(sandbox: &Sandbox, marker: &str) {
+    let script = format!(
+        "setsid sh -c 'touch /workspace/detached; exec sleep {marker}' </dev/null >/dev/null 2>&1 & \
+         while [ ! -e /workspace/detached ]; do :; done; echo ok"
+    );
+    let exited = sandbox.sh(&script).await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    wait_for("the detached sleeper", || {
+        !processes_with(marker).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sandbox_has_no_network_but_loopback() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let exited = sandbox.exec(&["cat", "/proc/net/dev"]).await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    let interfaces: Vec<&str> = exited
+        .stdout
+        .lines()
+        .skip(2)
+        .filter_map(|line| line.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, ["lo"], "{}", exited.stdout);
+    let routes = sandbox.exec(&["cat", "/proc/net/route"]).await;
+    assert_eq!(
+        routes.stdout.lines().count(),
+        1,
+        "no routes: {}",
+        routes.stdout
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_cannot_write_outside_the_workspace() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let marker = format!("runner-test-{}", std::process::id());
+    for dir in ["/usr", "/etc", "", "/opt/workspace/bin", "/run"] {
+        let target = format!("{dir}/{marker}");
+        let exited = sandbox.sh(&format!("echo x > {target}")).await;
+        assert_ne!(exited.code, 0, "writing {target} succeeded");
+        assert!(
+            exited.stderr.contains("Read-only file system"),
+            "{target}: {exited:?}"
+        );
+        assert!(
+            !Path::new(&target).exists(),
+            "{target} appeared on the host"
+        );
+    }
+    let exited = sandbox
+        .sh("echo hi > /workspace/inside.txt && echo tmp > /tmp/scratch-runner-test")
+        .await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    assert_eq!(
+        std::fs::read(sandbox.ws().join("inside.txt")).expect("written"),
+        b"hi\n"
+    );
+    assert!(
+        !Path::new("/tmp/scratch-runner-test").exists(),
+        "the sandbox's /tmp is its own"
+    );
+    let exited = sandbox.exec(&["cat", "/etc/shadow"]).await;
+    assert_ne!(exited.code, 0, "/etc/shadow is not in the sandbox");
+    let etc = sandbox.exec(&["ls", "-A", "/etc"]).await;
+    let names: BTreeSet<&str> = etc.stdout.lines().collect();
+    assert!(
+        !names.contains("shadow") && !names.contains("hostname"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_sees_its_own_pid_namespace() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let init = sandbox.exec(&["cat", "/proc/1/cmdline"]).await;
+    assert!(init.stdout.contains("bwrap"), "{init:?}");
+    let procs = sandbox.exec(&["ls", "/proc"]).await;
+    let pids = procs
+        .stdout
+        .lines()
+        .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+        .count();
+    assert!(pids < 10, "{pids} processes visible: {}", procs.stdout);
+}
+
+#[tokio::test]
+async fn the_environment_is_scrubbed() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let exited = sandbox.exec(&["env"]).await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    let keys: BTreeSet<&str> = exited
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    let expected: BTreeSet<&str> = ["HOME", "LANG", "PATH"].into();
+    assert_eq!(keys, expected, "{}", exited.stdout);
+    assert!(exited.stdout.contains("HOME=/workspace\n"));
+    for (key, _) in std::env::vars() {
+        if !expected.contains(key.as_str()) {
+            assert!(!keys.contains(key.as_str()), "host variable {key} leaked");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stopping_a_session_kills_everything_it_started() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let marker = format!("300.{}1", std::process::id());
+    start_detached_sleeper(&sandbox, &marker).await;
+    sandbox.provider.stop(&sandbox.session).await;
+    // stop returns once the sandbox's PID namespace is empty: no polling needed.
+    assert!(
+        processes_with(&marker).is_empty(),
+        "a process survived stop"
+    );
+    assert!(
+        sandbox
+            .provider
+            .runner_pid(&sandbox.session)
+            .await
+            .is_none()
+    );
+    // stop is idempotent, and the next use starts a fresh runner.
+    sandbox.provider.stop(&sandbox.session).await;
+    let runner = sandbox
+        .provider
+        .ensure(&sandbox.spec())
+        .await
+        .expect("restart");
+    let reply = runner
+        .call(Request::Hello { version: 1 }, CALL)
+        .await
+        .expect("hello");
+    assert!(matches!(reply, Reply::Hello { ref isolation, .. } if isolation == "bubblewrap"));
+}
+
+#[tokio::test]
+async fn the_sandbox_dies_with_its_parent() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let marker = format!("300.{}2", std::process::id());
+    start_detached_sleeper(&sandbox, &marker).await;
+    let bwrap = sandbox
+        .provider
+        .runner_pid(&sandbox.session)
+        .await
+        .expect("running");
+    // Kill only the outer bwrap: --die-with-parent must take the sandbox down by itself.
+    let pid = libc::pid_t::try_from(bwrap).expect("pid");
+    // SAFETY: plain signal delivery to a child this test's provider started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_for("the sandbox to die with its parent", || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    // The provider notices and starts a new runner on next use.
+    let runner = sandbox
+        .provider
+        .ensure(&sandbox.spec())
+        .await
+        .expect("restart");
+    let reply = runner.call(Request::Hello { version: 1 }, CALL).await;
+    assert!(matches!(reply, Ok(Reply::Hello { .. })), "{reply:?}");
+}
+
+#[tokio::test]
+async fn a_symlink_to_etc_passwd_is_refused() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let before = std::fs::read("/etc/passwd").expect("host passwd");
+    std::os::unix::fs::symlink("/etc/passwd", sandbox.ws().join("passwd")).expect("symlink");
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", sandbox.ws().join("rel"))
+        .expect("symlink");
+    for link in ["passwd", "rel"] {
+        assert_error(&sandbox.read(link).await, RunnerErrorCode::PolicyDenied);
+        assert_error(
+            &sandbox.write(link, b"root::0:0::/:/bin/sh\n").await,
+            RunnerErrorCode::PolicyDenied,
+        );
+    }
+    assert_eq!(std::fs::read("/etc/passwd").expect("host passwd"), before);
+}
+
+#[tokio::test]
+async fn a_symlink_created_by_a_tool_inside_the_session_is_refused() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let exited = sandbox
+        .sh("ln -s /etc/passwd made-link && ln -s ../../../../etc made-dir && mkdir d && ln -s ../../.. d/up")
+        .await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    assert_error(
+        &sandbox.read("made-link").await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert_error(
+        &sandbox.list("made-dir", false).await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert_error(
+        &sandbox.read("made-dir/passwd").await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert_error(
+        &sandbox.list("d/up", false).await,
+        RunnerErrorCode::PolicyDenied,
+    );
+}
+
+#[tokio::test]
+async fn a_symlink_to_an_outside_directory_cannot_be_listed_through() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    std::os::unix::fs::symlink(sandbox.outside(), sandbox.ws().join("out")).expect("symlink");
+    assert_error(
+        &sandbox.list("out", false).await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert_error(
+        &sandbox.list("out/", true).await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert_error(
+        &sandbox.read("out/secret").await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert_error(
+        &sandbox.write("out/planted", b"x").await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    assert!(!sandbox.outside().join("planted").exists());
+    // A recursive walk of the workspace shows the link, never what is behind it.
+    match sandbox.list("", true).await {
+        Reply::Entries { entries, .. } => {
+            let paths: Vec<_> = entries
+                .iter()
+                .map(|e| (e.path.as_str(), e.entry_type))
+                .collect();
+            assert_eq!(paths, [("out", EntryType::Symlink)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let search = sandbox
+        .call(Request::Search {
+            path: "".into(),
+            pattern: "secret".into(),
+            max_results: 10,
+            include_glob: None,
+        })
+        .await;
+    assert!(
+        matches!(search, Reply::Matches { ref matches, .. } if matches.is_empty()),
+        "{search:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hard_link_to_a_file_outside_the_workspace_is_refused() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    std::fs::hard_link(sandbox.outside().join("secret"), sandbox.ws().join("hard"))
+        .expect("hard link");
+    assert_error(&sandbox.read("hard").await, RunnerErrorCode::PolicyDenied);
+    assert_error(
+        &sandbox.write("hard", b"changed").await,
+        RunnerErrorCode::PolicyDenied,
+    );
+    let copy = sandbox
+        .call(Request::Copy {
+            from: "hard".into(),
+            to: "copy".into(),
+            recursive: false,
+            overwrite: false,
+            create_parents: false,
+        })
+        .await;
+    assert_error(&copy, RunnerErrorCode::PolicyDenied);
+    assert_eq!(
+        std::fs::read(sandbox.outside().join("secret")).expect("secret"),
+        b"outside secret"
+    );
+}
+
+#[tokio::test]
+async fn a_symlink_loop_does_not_hang() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    std::os::unix::fs::symlink("loop-b", sandbox.ws().join("loop-a")).expect("symlink");
+    std::os::unix::fs::symlink("loop-a", sandbox.ws().join("loop-b")).expect("symlink");
+    let quick = Duration::from_secs(5);
+    for request in [
+        Request::ReadFile {
+            path: "loop-a".into(),
+            max_bytes: 10,
+        },
+        Request::List {
+            path: "loop-a".into(),
+            recursive: true,
+            max_entries: 10,
+        },
+        Request::WriteFile {
+            path: "loop-a".into(),
+            content: Bytes(b"x".to_vec()),
+            create_parents: false,
+            create_new: false,
+        },
+    ] {
+        let reply = sandbox
+            .runner
+            .call(request, quick)
+            .await
+            .expect("answers quickly");
+        match reply {
+            Reply::Error { code, .. } => assert!(
+                matches!(
+                    code,
+                    RunnerErrorCode::InvalidArgument | RunnerErrorCode::PolicyDenied
+                ),
+                "{code:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fifo_does_not_block() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let exited = sandbox.exec(&["mkfifo", "pipe"]).await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    let quick = Duration::from_secs(5);
+    let read = sandbox
+        .runner
+        .call(
+            Request::ReadFile {
+                path: "pipe".into(),
+                max_bytes: 10,
+            },
+            quick,
+        )
+        .await
+        .expect("answers quickly");
+    assert_error(&read, RunnerErrorCode::PolicyDenied);
+    let write = sandbox
+        .runner
+        .call(
+            Request::WriteFile {
+                path: "pipe".into(),
+                content: Bytes(b"x".to_vec()),
+                create_parents: false,
+                create_new: false,
+            },
+            quick,
+        )
+        .await
+        .expect("answers quickly");
+    assert_error(&write, RunnerErrorCode::PolicyDenied);
+    let search = sandbox
+        .runner
+        .call(
+            Request::Search {
+                path: "".into(),
+                pattern: "x".into(),
+                max_results: 10,
+                include_glob: None,
+            },
+            quick,
+        )
+        .await
+        .expect("answers quickly");
+    assert!(matches!(search, Reply::Matches { .. }), "{search:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ensure_for_one_session_starts_one_runner() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    sandbox.provider.stop(&sandbox.session).await;
+    let spec = sandbox.spec();
+    let (a, b) = tokio::join!(
+        sandbox.provider.ensure(&spec),
+        sandbox.provider.ensure(&spec)
+    );
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert!(Arc::ptr_eq(&a, &b), "both callers share one runner");
+    // A second session is independent.
+    let other = SandboxSpec {
+        session_id: SessionId::parse("sess-runner-2").expect("id"),
+        workspace_dir: sandbox.outside(),
+    };
+    let c = sandbox
+        .provider
+        .ensure(&other)
+        .await
+        .expect("other session");
+    assert!(!Arc::ptr_eq(&a, &c));
+    let read = c
+        .call(
+            Request::ReadFile {
+                path: "secret".into(),
+                max_bytes: 100,
+            },
+            CALL,
+        )
+        .await
+        .expect("read");
+    assert!(matches!(read, Reply::File { ref content, .. } if content.0 == b"outside secret"));
+    sandbox.provider.stop(&other.session_id).await;
+    let still = a.call(Request::Hello { version: 1 }, CALL).await;
+    assert!(matches!(still, Ok(Reply::Hello { .. })), "{still:?}");
+}
+
+#[tokio::test]
+async fn file_tools_work_through_the_sandbox() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let written = sandbox
+        .call(Request::WriteFile {
+            path: "src/main.rs".into(),
+            content: Bytes(b"fn main() { println!(\"hi\"); }\n".to_vec()),
+            create_parents: true,
+            create_new: true,
+        })
+        .await;
+    assert!(
+        matches!(written, Reply::Written { created: true, .. }),
+        "{written:?}"
+    );
+    let host = sandbox.ws().join("src/main.rs");
+    assert!(host.is_file());
+    let exited = sandbox.exec(&["cat", "src/main.rs"]).await;
+    assert!(exited.stdout.contains("println"), "{exited:?}");
+    let globbed = sandbox
+        .call(Request::Glob {
+            path: "".into(),
+            pattern: "**/*.rs".into(),
+            max_results: 10,
+        })
+        .await;
+    assert!(
+        matches!(globbed, Reply::Entries { ref entries, .. } if entries.len() == 1 && entries[0].path == "src/main.rs"),
+        "{globbed:?}"
+    );
+    let missing = sandbox
+        .call(Request::Exec {
+            argv: vec!["definitely-not-a-program".into()],
+            env: BTreeMap::new(),
+            cwd: ".".into(),
+            stdin: None,
+            timeout_ms: 5_000,
+            max_output_bytes: 100,
+        })
+        .await;
+    assert_error(&missing, RunnerErrorCode::SpawnFailed);
+    let removed = sandbox
+        .call(Request::Remove {
+            path: ".".into(),
+            recursive: true,
+            force: true,
+        })
+        .await;
+    assert_error(&removed, RunnerErrorCode::PolicyDenied);
+    assert!(host.is_file());
+}
+
+#[tokio::test]
+async fn an_unsandboxed_runner_serves_the_same_protocol() {
+    let sandbox = Sandbox::start(SandboxMode::Unsandboxed).await;
+    assert_eq!(sandbox.runner.isolation(), "unsandboxed");
+    assert_eq!(sandbox.provider.isolation(), "unsandboxed");
+    let written = sandbox.write("a.txt", b"hello").await;
+    assert!(
+        matches!(written, Reply::Written { created: true, .. }),
+        "{written:?}"
+    );
+    let exited = sandbox.sh("cat a.txt; echo; env | sort").await;
+    assert!(exited.stdout.starts_with("hello\n"), "{exited:?}");
+    assert!(!exited.stdout.contains("CARGO"), "{exited:?}");
+    std::os::unix::fs::symlink("/etc/passwd", sandbox.ws().join("passwd")).expect("symlink");
+    assert_error(&sandbox.read("passwd").await, RunnerErrorCode::PolicyDenied);
+    let marker = format!("300.{}3", std::process::id());
+    let script = format!("sleep {marker} & sleep {marker}");
+    let pending = sandbox.runner.call(
+        Request::Exec {
+            argv: vec!["sh".into(), "-c".into(), script],
+            env: BTreeMap::new(),
+            cwd: ".".into(),
+            stdin: None,
+            timeout_ms: 60_000,
+            max_output_bytes: 100,
+        },
+        Duration::from_secs(60),
+    );
+    let stop = async {
+        wait_for("the sleepers", || processes_with(&marker).len() >= 2).await;
+        sandbox.provider.stop(&sandbox.session).await;
+    };
+    let (result, ()) = tokio::join!(pending, stop);
+    assert!(
+        result.is_err(),
+        "the call fails when its runner stops: {result:?}"
+    );
+    wait_for("the unsandboxed program to die with its runner", || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_read_file_round_trip_through_the_sandbox_is_sub_millisecond() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    std::fs::write(sandbox.ws().join("f.txt"), vec![b'x'; 1024]).expect("file");
+    let request = || Request::ReadFile {
+        path: "f.txt".into(),
+        max_bytes: 4096,
+    };
+    sandbox.call(request()).await;
+    let mut samples = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        let reply = sandbox.call(request()).await;
+        samples.push(started.elapsed());
+        assert!(matches!(
+            reply,
+            Reply::File {
+                size_bytes: 1024,
+                ..
+            }
+        ));
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    eprintln!("read_file round trip through bubblewrap: median {median:?}, p99 {p99:?}");
+    // Debug builds on a shared 2-core machine: generous, but far below a sandbox per call.
+    assert!(median < Duration::from_millis(5), "median {median:?}");
+}
