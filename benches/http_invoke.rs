@@ -90,10 +90,8 @@ async fn run_load(
                 let t = Instant::now();
                 let (status, bytes) = conn.post(&path, &body).await;
                 lat.push(t.elapsed());
-                if status != StatusCode::OK {
-                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("error {status}: {}", String::from_utf8_lossy(&bytes));
-                    }
+                if status != StatusCode::OK && errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!("error {status}: {}", String::from_utf8_lossy(&bytes));
                 }
             }
             lat

@@ -128,7 +128,7 @@ async fn a_symlink_created_by_a_tool_inside_the_session_cannot_escape() {
 async fn odd_but_legal_names_work_and_malformed_paths_are_refused() {
     let (server, _dir) = TestServer::start().await;
     let session = server.create_session(json!({})).await;
-    for path in ["..cache", "..cache/..inner", "données/ñ文件.txt", "a b/c d.txt", "...", ".hidden"] {
+    for path in ["..cache", "..dir/..inner", "données/ñ文件.txt", "a b/c d.txt", "...", ".hidden"] {
         let (status, body) = write(&server, &session, path, "ok").await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         let (status, body) = read(&server, &session, path).await;
