@@ -106,7 +106,14 @@ async fn run_load(
     (all, elapsed, errors.load(Ordering::Relaxed))
 }
 
-fn report(name: &str, fsync: &str, clients: usize, lat: &[Duration], elapsed: Duration, errors: usize) {
+fn report(
+    name: &str,
+    fsync: &str,
+    clients: usize,
+    lat: &[Duration],
+    elapsed: Duration,
+    errors: usize,
+) {
     let rate = lat.len() as f64 / elapsed.as_secs_f64();
     println!(
         "| {name} | {fsync} | {clients} | {} | {:.3} | {:.3} | {:.0} | {errors} |",
@@ -119,9 +126,15 @@ fn report(name: &str, fsync: &str, clients: usize, lat: &[Duration], elapsed: Du
 
 async fn create_session(addr: SocketAddr) -> String {
     let mut conn = Conn::open(addr).await;
-    let body = json!({"principal": {"tenant_id": "bench", "actor_id": "bench", "roles": ["developer"]}});
+    let body =
+        json!({"principal": {"tenant_id": "bench", "actor_id": "bench", "roles": ["developer"]}});
     let (status, bytes) = conn.post("/v1/sessions", body.to_string().as_bytes()).await;
-    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let v: Value = serde_json::from_slice(&bytes).expect("json");
     v["session"]["id"].as_str().expect("id").to_owned()
 }
@@ -143,8 +156,12 @@ async fn scenario(fsync_name: &str, fsync: FsyncPolicy, quick: bool) {
     let patch_path = format!("/v1/sessions/{session}/tools/fs.patch/invoke");
 
     // Seed the file that readers read.
-    let seed = json!({"approved": true, "args": {"path": "bench/read.txt", "content": "x".repeat(512)}});
-    Conn::open(addr).await.post(&write_path, seed.to_string().as_bytes()).await;
+    let seed =
+        json!({"approved": true, "args": {"path": "bench/read.txt", "content": "x".repeat(512)}});
+    Conn::open(addr)
+        .await
+        .post(&write_path, seed.to_string().as_bytes())
+        .await;
 
     let read_body: MakeBody = Arc::new(|_, _| br#"{"args":{"path":"bench/read.txt"}}"#.to_vec());
     let write_body: MakeBody = Arc::new(|c, i| {
@@ -153,10 +170,11 @@ async fn scenario(fsync_name: &str, fsync: FsyncPolicy, quick: bool) {
             .into_bytes()
     });
     let patch_body: MakeBody = Arc::new(|c, i| {
-        let diff = format!(
-            "--- /dev/null\n+++ b/patches/{c}-{i}.txt\n@@ -0,0 +1 @@\n+patched {c} {i}\n"
-        );
-        json!({"approved": true, "args": {"unified_diff": diff}}).to_string().into_bytes()
+        let diff =
+            format!("--- /dev/null\n+++ b/patches/{c}-{i}.txt\n@@ -0,0 +1 @@\n+patched {c} {i}\n");
+        json!({"approved": true, "args": {"unified_diff": diff}})
+            .to_string()
+            .into_bytes()
     });
 
     // Warm-up: connection pools, page cache, allocator.
@@ -188,7 +206,12 @@ fn main() {
     println!("| tool | fsync | clients | requests | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     runtime.block_on(async {
-        scenario("interval (default)", FsyncPolicy::Interval(Duration::from_secs(1)), quick).await;
+        scenario(
+            "interval (default)",
+            FsyncPolicy::Interval(Duration::from_secs(1)),
+            quick,
+        )
+        .await;
         scenario("always", FsyncPolicy::Always, quick).await;
     });
 }

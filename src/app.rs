@@ -81,7 +81,8 @@ impl Server {
         ] {
             std::fs::create_dir_all(dir).map_err(|source| StartError::Io { context, source })?;
         }
-        let log: Arc<dyn EventLog> = FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
+        let log: Arc<dyn EventLog> =
+            FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
         let artifacts = LocalArtifactStore::open(
             &config.artifact_root,
             matches!(config.fsync, FsyncPolicy::Always),
@@ -94,12 +95,13 @@ impl Server {
         ));
         let head = projector.catch_up().await?;
         tracing::info!(events = head, "read models rebuilt from the event log");
-        let runners: Arc<dyn RunnerProvider> = Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
-            mode: config.sandbox,
-            runner_exe: config.runner_exe.clone(),
-            run_dir: config.run_dir.clone(),
-            start_timeout: std::time::Duration::from_secs(10),
-        }));
+        let runners: Arc<dyn RunnerProvider> =
+            Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
+                mode: config.sandbox,
+                runner_exe: config.runner_exe.clone(),
+                run_dir: config.run_dir.clone(),
+                start_timeout: std::time::Duration::from_secs(10),
+            }));
         let sessions = Arc::new(Sessions::new(
             AggregateStore::new(log.clone()),
             projector.clone(),

@@ -50,16 +50,32 @@ pub struct ServeArgs {
     #[arg(long, env = "WORKSPACE_AUTH_SHARED_TOKEN", hide_env_values = true)]
     pub auth_shared_token: Option<String>,
     /// Tenant header (trusted_headers mode).
-    #[arg(long, env = "WORKSPACE_AUTH_TENANT_HEADER", default_value = "X-Workspace-Tenant-Id")]
+    #[arg(
+        long,
+        env = "WORKSPACE_AUTH_TENANT_HEADER",
+        default_value = "X-Workspace-Tenant-Id"
+    )]
     pub auth_tenant_header: String,
     /// Actor header (trusted_headers mode).
-    #[arg(long, env = "WORKSPACE_AUTH_ACTOR_HEADER", default_value = "X-Workspace-Actor-Id")]
+    #[arg(
+        long,
+        env = "WORKSPACE_AUTH_ACTOR_HEADER",
+        default_value = "X-Workspace-Actor-Id"
+    )]
     pub auth_actor_header: String,
     /// Roles header (trusted_headers mode).
-    #[arg(long, env = "WORKSPACE_AUTH_ROLES_HEADER", default_value = "X-Workspace-Roles")]
+    #[arg(
+        long,
+        env = "WORKSPACE_AUTH_ROLES_HEADER",
+        default_value = "X-Workspace-Roles"
+    )]
     pub auth_roles_header: String,
     /// Token header (trusted_headers mode).
-    #[arg(long, env = "WORKSPACE_AUTH_TOKEN_HEADER", default_value = "X-Workspace-Auth-Token")]
+    #[arg(
+        long,
+        env = "WORKSPACE_AUTH_TOKEN_HEADER",
+        default_value = "X-Workspace-Auth-Token"
+    )]
     pub auth_token_header: String,
     /// Output, logs and arguments larger than this many bytes leave the event and go to an
     /// artifact.
@@ -73,7 +89,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WORKSPACE_QUEUE_TIMEOUT_SECONDS", default_value_t = 60)]
     pub queue_timeout_seconds: u64,
     /// Provisioning (copy or clone, sandbox start) fails after this many seconds.
-    #[arg(long, env = "WORKSPACE_PROVISION_TIMEOUT_SECONDS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "WORKSPACE_PROVISION_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
     pub provision_timeout_seconds: u64,
     /// How often expired sessions are looked for.
     #[arg(long, env = "WORKSPACE_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
@@ -191,7 +211,9 @@ impl TryFrom<ServeArgs> for Config {
             }
         };
         if args.executor_concurrency == 0 {
-            return Err(ConfigError("WORKSPACE_EXECUTOR_CONCURRENCY must be > 0".into()));
+            return Err(ConfigError(
+                "WORKSPACE_EXECUTOR_CONCURRENCY must be > 0".into(),
+            ));
         }
         let runner_exe = match args.runner_exe {
             Some(p) => p,
@@ -202,7 +224,9 @@ impl TryFrom<ServeArgs> for Config {
         Ok(Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
             events_dir: data.join("events"),
-            workspace_root: args.workspace_root.unwrap_or_else(|| data.join("workspaces")),
+            workspace_root: args
+                .workspace_root
+                .unwrap_or_else(|| data.join("workspaces")),
             artifact_root: args.artifact_root.unwrap_or_else(|| data.join("artifacts")),
             run_dir: data.join("run"),
             fsync,
@@ -220,7 +244,11 @@ impl TryFrom<ServeArgs> for Config {
 
 impl Config {
     /// A configuration for tests: everything under `data_dir`, port 0, loopback.
-    pub fn for_tests(data_dir: &std::path::Path, runner_exe: PathBuf, sandbox: SandboxMode) -> Self {
+    pub fn for_tests(
+        data_dir: &std::path::Path,
+        runner_exe: PathBuf,
+        sandbox: SandboxMode,
+    ) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             events_dir: data_dir.join("events"),

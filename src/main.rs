@@ -8,7 +8,11 @@ use tokio_util::sync::CancellationToken;
 use workspace::config::{Config, ServeArgs};
 
 #[derive(Parser)]
-#[command(name = "workspace", version, about = "Governed execution plane for AI coding agents")]
+#[command(
+    name = "workspace",
+    version,
+    about = "Governed execution plane for AI coding agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -57,7 +61,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -26,7 +26,10 @@ pub struct ReplayArgs {
 
 /// Runs the replay and prints a JSON summary.
 pub fn run(args: ReplayArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -29,7 +29,10 @@ pub const HEADER_AGGREGATE_VERSION: &str = "Es-Aggregate-Version";
 ///
 /// Ids are validated at the service edge (`[A-Za-z0-9_-]`), so they are single subject tokens.
 pub fn aggregate_subject(aggregate_type: AggregateType, aggregate_id: &str) -> String {
-    format!("{SUBJECT_PREFIX}.{}.{aggregate_id}", aggregate_type.as_str())
+    format!(
+        "{SUBJECT_PREFIX}.{}.{aggregate_id}",
+        aggregate_type.as_str()
+    )
 }
 
 /// The wildcard subject of every instance of one aggregate type.

@@ -107,7 +107,10 @@ mod tests {
     fn a_chain_of_upcasters_brings_v1_to_the_newest_version() {
         let out = upcast(&chain(), envelope(1, json!({"name": "a", "title": null})));
         assert_eq!(out.schema_version, 3);
-        assert_eq!(out.payload, json!({"name": null, "title": "a", "labels": []}));
+        assert_eq!(
+            out.payload,
+            json!({"name": null, "title": "a", "labels": []})
+        );
     }
 
     #[test]

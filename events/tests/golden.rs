@@ -163,13 +163,20 @@ fn check_fixture<E: EventContract + PartialEq + std::fmt::Debug>(event: E, id: &
     }
     let stored = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("missing fixture {name}; run with UPDATE_GOLDEN=1"));
-    assert_eq!(stored, rendered, "fixture {name} changed: a shipped version never changes");
+    assert_eq!(
+        stored, rendered,
+        "fixture {name} changed: a shipped version never changes"
+    );
 
     // Round trip: the stored JSON decodes to the typed event and encodes back identically.
     let parsed: EventEnvelope = serde_json::from_str(&stored).unwrap();
     let upcast = upcast::upcast(&upcast::registry(), parsed.clone());
-    let decoded = E::decode(&upcast.event_type, upcast.schema_version, upcast.payload.clone())
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let decoded = E::decode(
+        &upcast.event_type,
+        upcast.schema_version,
+        upcast.payload.clone(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(decoded, event);
     assert_eq!(decoded.to_payload(), parsed.payload);
 }
@@ -196,7 +203,10 @@ fn every_current_version_has_a_fixture() {
         .chain(InvocationEvent::CURRENT_VERSIONS.iter())
     {
         let path = dir.join(format!("{event_type}.v{version}.json"));
-        assert!(path.exists(), "no golden fixture for {event_type} v{version}");
+        assert!(
+            path.exists(),
+            "no golden fixture for {event_type} v{version}"
+        );
     }
 }
 
@@ -204,7 +214,14 @@ fn every_current_version_has_a_fixture() {
 fn a_newer_schema_version_is_refused_not_misread() {
     let env = envelope(&session_events().remove(3), "session-1", 1);
     let err = SessionEvent::decode(&env.event_type, 2, env.payload).unwrap_err();
-    assert!(matches!(err, DecodeError::UnsupportedVersion { version: 2, current: 1, .. }));
+    assert!(matches!(
+        err,
+        DecodeError::UnsupportedVersion {
+            version: 2,
+            current: 1,
+            ..
+        }
+    ));
 }
 
 #[test]

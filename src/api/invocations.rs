@@ -66,8 +66,8 @@ fn invocation_error(err: AggregateError<InvocationError>, rid: &str) -> ApiError
             rid,
         ),
         AggregateError::DatabaseConnectionError(e) => {
-            let mut err = ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid)
-                .tap_log(&e);
+            let mut err =
+                ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(&e);
             err.retry_after = Some(1);
             err
         }
@@ -89,7 +89,9 @@ async fn render(app: &App, view: &InvocationView) -> Value {
                     value["output"] = output;
                 }
             }
-            Err(e) => tracing::error!(invocation_id = %view.id, error = %e, "output artifact unreadable"),
+            Err(e) => {
+                tracing::error!(invocation_id = %view.id, error = %e, "output artifact unreadable")
+            }
         }
     }
     value
@@ -111,11 +113,7 @@ async fn answer(app: &App, view: &InvocationView, rid: &str) -> Response {
 }
 
 fn accepted(view: &InvocationView) -> Response {
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(json!({ "invocation": view })),
-    )
-        .into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(json!({ "invocation": view }))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/invocations/{}", view.id)) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -128,7 +126,10 @@ fn wants_async(body: &InvokeBody, headers: &HeaderMap) -> bool {
             .get_all("prefer")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")))
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+            })
 }
 
 /// `POST /v1/sessions/{session_id}/tools/{tool}/invoke`
@@ -180,10 +181,20 @@ pub async fn invoke(
             .model()
             .read(|m| m.invocation(invocation_id.as_str()).cloned())
     {
-        return Ok(replay(&app, existing, run_async, tool.spec.constraints.timeout_seconds, &rid).await);
+        return Ok(replay(
+            &app,
+            existing,
+            run_async,
+            tool.spec.constraints.timeout_seconds,
+            &rid,
+        )
+        .await);
     }
 
-    let args = body.args.clone().unwrap_or(Value::Object(Default::default()));
+    let args = body
+        .args
+        .clone()
+        .unwrap_or(Value::Object(Default::default()));
     let now = OffsetDateTime::now_utc();
     let mut request = InvocationRequest {
         invocation_id: invocation_id.to_string(),
@@ -209,7 +220,12 @@ pub async fn invoke(
     if args_bytes.len() > app.config.max_inline_bytes {
         let stored = app
             .artifacts
-            .put(&invocation_id, "invocation-args.json", "application/json", args_bytes)
+            .put(
+                &invocation_id,
+                "invocation-args.json",
+                "application/json",
+                args_bytes,
+            )
             .await
             .map_err(|e| ApiError::internal(&e, &rid))?;
         request.args = None;
@@ -258,7 +274,9 @@ pub async fn invoke(
         .await
     {
         Ok(r) => r,
-        Err(AggregateError::UserError(InvocationError::AlreadyExists)) if correlation_id.is_some() => {
+        Err(AggregateError::UserError(InvocationError::AlreadyExists))
+            if correlation_id.is_some() =>
+        {
             // A concurrent request with the same key won the race: answer with its invocation.
             let sequence = app.log.head().borrow().to_owned();
             app.projector.wait_for(sequence, READ_YOUR_WRITES).await;
@@ -266,12 +284,25 @@ pub async fn invoke(
                 .projector
                 .model()
                 .read(|m| m.invocation(invocation_id.as_str()).cloned())
-                .ok_or_else(|| ApiError::new(ErrorCode::Conflict, "invocation already exists", &rid))?;
-            return Ok(replay(&app, existing, run_async, tool.spec.constraints.timeout_seconds, &rid).await);
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::Conflict, "invocation already exists", &rid)
+                })?;
+            return Ok(replay(
+                &app,
+                existing,
+                run_async,
+                tool.spec.constraints.timeout_seconds,
+                &rid,
+            )
+            .await);
         }
         Err(e) => return Err(invocation_error(e, &rid)),
     };
-    if !app.projector.wait_for(receipt.last_sequence, READ_YOUR_WRITES).await {
+    if !app
+        .projector
+        .wait_for(receipt.last_sequence, READ_YOUR_WRITES)
+        .await
+    {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             "read model did not catch up; the invocation was recorded",
@@ -290,14 +321,28 @@ pub async fn invoke(
         return Ok(accepted(&view));
     }
     let wait = Duration::from_secs(tool.spec.constraints.timeout_seconds) + SYNC_GRACE;
-    match app.projector.wait_terminal(invocation_id.as_str(), wait).await {
+    match app
+        .projector
+        .wait_terminal(invocation_id.as_str(), wait)
+        .await
+    {
         Some(done) if done.is_terminal() => Ok(answer(&app, &done, &rid).await),
         Some(pending) => Ok(accepted(&pending)),
-        None => Err(ApiError::new(ErrorCode::Internal, "invocation view missing", &rid)),
+        None => Err(ApiError::new(
+            ErrorCode::Internal,
+            "invocation view missing",
+            &rid,
+        )),
     }
 }
 
-async fn replay(app: &App, existing: InvocationView, run_async: bool, timeout_seconds: u64, rid: &str) -> Response {
+async fn replay(
+    app: &App,
+    existing: InvocationView,
+    run_async: bool,
+    timeout_seconds: u64,
+    rid: &str,
+) -> Response {
     if existing.is_terminal() {
         return answer(app, &existing, rid).await;
     }
@@ -312,7 +357,12 @@ async fn replay(app: &App, existing: InvocationView, run_async: bool, timeout_se
     }
 }
 
-async fn find(app: &Arc<App>, caller: &Caller, raw_id: &str, rid: &str) -> Result<InvocationView, ApiError> {
+async fn find(
+    app: &Arc<App>,
+    caller: &Caller,
+    raw_id: &str,
+    rid: &str,
+) -> Result<InvocationView, ApiError> {
     let id = InvocationId::parse(raw_id)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
     let view = app
@@ -448,7 +498,9 @@ pub async fn events(
         .log
         .load(AggregateType::Invocation, &view.id)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e))?;
+        .map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e)
+        })?;
     let events: Vec<&workspace_events::RecordedEvent> = events.iter().map(|e| e.as_ref()).collect();
     Ok(Json(json!({ "events": events })).into_response())
 }
@@ -545,7 +597,11 @@ pub async fn list_for_session(
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(page) = page.map_err(|e| {
-        ApiError::new(ErrorCode::InvalidArgument, format!("invalid query: {e}"), &rid)
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("invalid query: {e}"),
+            &rid,
+        )
     })?;
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     let limit = page.limit.unwrap_or(50);
@@ -562,5 +618,7 @@ pub async fn list_for_session(
         (page.into_iter().cloned().collect::<Vec<_>>(), total)
     });
     let next = (offset + items.len() < total).then_some(offset + items.len());
-    Ok(Json(json!({ "invocations": items, "total": total, "next_offset": next })))
+    Ok(Json(
+        json!({ "invocations": items, "total": total, "next_offset": next }),
+    ))
 }

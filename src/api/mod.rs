@@ -134,7 +134,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/sessions/{session_id}/events", get(sessions::events))
         .route("/v1/invocations/{invocation_id}", get(invocations::get))
-        .route("/v1/invocations/{invocation_id}/logs", get(invocations::logs))
+        .route(
+            "/v1/invocations/{invocation_id}/logs",
+            get(invocations::logs),
+        )
         .route(
             "/v1/invocations/{invocation_id}/artifacts",
             get(invocations::artifacts),

@@ -78,7 +78,10 @@ fn validate_principal(body: Option<PrincipalBody>, rid: &str) -> Result<Principa
     }
     validate_tenant(&tenant_id, rid)?;
     if !plain_text(&actor_id, 128) {
-        return Err(bad("principal.actor_id must be 1-128 printable characters", rid));
+        return Err(bad(
+            "principal.actor_id must be 1-128 printable characters",
+            rid,
+        ));
     }
     if p.roles.len() > 32 {
         return Err(bad("principal.roles has more than 32 entries", rid));
@@ -87,7 +90,10 @@ fn validate_principal(body: Option<PrincipalBody>, rid: &str) -> Result<Principa
     for role in p.roles {
         let role = role.trim();
         if !plain_text(role, 64) {
-            return Err(bad("principal.roles entries must be 1-64 printable characters", rid));
+            return Err(bad(
+                "principal.roles entries must be 1-64 printable characters",
+                rid,
+            ));
         }
         roles.push(role.to_owned());
     }
@@ -107,7 +113,10 @@ fn validate_tenant(tenant_id: &str, rid: &str) -> Result<(), ApiError> {
 
 fn validate_repo_url(url: &str, rid: &str) -> Result<(), ApiError> {
     if !plain_text(url, 2048) || url.contains(char::is_whitespace) || url.starts_with('-') {
-        return Err(bad("repo_url must be 1-2048 characters without spaces", rid));
+        return Err(bad(
+            "repo_url must be 1-2048 characters without spaces",
+            rid,
+        ));
     }
     if let Some((_, rest)) = url.split_once("://") {
         let authority = rest.split('/').next().unwrap_or("");
@@ -141,7 +150,10 @@ fn validate(body: CreateSessionBody, caller: &Caller, rid: &str) -> Result<NewSe
     let source_path = body.source_repo_path.filter(|s| !s.trim().is_empty());
     let source = match (source_path, repo_url) {
         (Some(_), Some(_)) => {
-            return Err(bad("give either source_repo_path or repo_url, not both", rid));
+            return Err(bad(
+                "give either source_repo_path or repo_url, not both",
+                rid,
+            ));
         }
         (Some(path), None) => {
             let p = std::path::Path::new(&path);
@@ -197,7 +209,10 @@ fn validate(body: CreateSessionBody, caller: &Caller, rid: &str) -> Result<NewSe
     }
     for (k, v) in &metadata {
         if !plain_text(k, 128) || v.len() > 4096 || v.contains('\0') {
-            return Err(bad("metadata keys must be 1-128 characters, values at most 4096", rid));
+            return Err(bad(
+                "metadata keys must be 1-128 characters, values at most 4096",
+                rid,
+            ));
         }
     }
     let ttl = match body.expires_in_seconds {
@@ -345,7 +360,9 @@ pub async fn events(
         .log
         .load(AggregateType::Session, &view.id)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e))?;
+        .map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e)
+        })?;
     let events: Vec<&workspace_events::RecordedEvent> = events.iter().map(|e| e.as_ref()).collect();
     Ok(Json(json!({ "events": events })))
 }

@@ -167,7 +167,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalArtifactStore::open(dir.path(), false).unwrap();
         let inv = InvocationId::generate();
-        let meta = store.put(&inv, "a", "text/plain", b"abc".to_vec()).await.unwrap();
+        let meta = store
+            .put(&inv, "a", "text/plain", b"abc".to_vec())
+            .await
+            .unwrap();
         std::fs::write(dir.path().join(inv.as_str()).join(&meta.id), b"abd").unwrap();
         let id = ArtifactId::parse(&meta.id).unwrap();
         let err = store.get(&inv, &id, Some(&meta.sha256)).await.unwrap_err();

@@ -371,7 +371,10 @@ mod tests {
     async fn closing_an_unknown_session_is_rejected() {
         SessionTest::with(())
             .given_no_previous_events()
-            .when_async(close(CloseReason::Requested, datetime!(2026-11-23 10:30 UTC)))
+            .when_async(close(
+                CloseReason::Requested,
+                datetime!(2026-11-23 10:30 UTC),
+            ))
             .await
             .then_expect_error(SessionError::NotFound);
     }

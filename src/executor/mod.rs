@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use workspace_events::{
-    ArtifactMeta, ArtifactRef, ErrorInfo, InvocationCompleted, InvocationEvent,
-    InvocationOutcome, InvocationQueued, InvocationStarted, LogLine, RecordedEvent,
+    ArtifactMeta, ArtifactRef, ErrorInfo, InvocationCompleted, InvocationEvent, InvocationOutcome,
+    InvocationQueued, InvocationStarted, LogLine, RecordedEvent,
 };
 
 use crate::artifacts::LocalArtifactStore;
@@ -141,8 +141,7 @@ impl Executor {
     }
 
     async fn dispatch(self: Arc<Self>, event: &RecordedEvent) {
-        let Ok(InvocationEvent::Queued(queued)) =
-            decode_event::<InvocationEvent>(&[], event)
+        let Ok(InvocationEvent::Queued(queued)) = decode_event::<InvocationEvent>(&[], event)
         else {
             return;
         };
@@ -205,9 +204,7 @@ impl Executor {
             }
         }
         let begun = Instant::now();
-        let result = self
-            .run(&queued, session.as_ref(), begun + timeout)
-            .await;
+        let result = self.run(&queued, session.as_ref(), begun + timeout).await;
         let duration_ms = begun.elapsed().as_millis() as u64;
         self.complete(&id, &meta, result, duration_ms).await;
         true
@@ -236,12 +233,18 @@ impl Executor {
                     Ok(bytes) => match serde_json::from_slice(&bytes) {
                         Ok(v) => v,
                         Err(_) => {
-                            return RunResult::failed(ErrorCode::Internal, "stored arguments are corrupt");
+                            return RunResult::failed(
+                                ErrorCode::Internal,
+                                "stored arguments are corrupt",
+                            );
                         }
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "arguments artifact unreadable");
-                        return RunResult::failed(ErrorCode::Internal, "stored arguments are unreadable");
+                        return RunResult::failed(
+                            ErrorCode::Internal,
+                            "stored arguments are unreadable",
+                        );
                     }
                 }
             }
@@ -281,14 +284,24 @@ impl Executor {
         }
     }
 
-    async fn complete(&self, id: &str, meta: &CommandMetadata, result: RunResult, duration_ms: u64) {
+    async fn complete(
+        &self,
+        id: &str,
+        meta: &CommandMetadata,
+        result: RunResult,
+        duration_ms: u64,
+    ) {
         let Ok(inv) = InvocationId::parse(id) else {
             return;
         };
         let mut artifacts: Vec<ArtifactMeta> = Vec::new();
         let mut error = result.error;
         for a in result.artifacts {
-            match self.artifacts.put(&inv, &a.name, &a.content_type, a.bytes).await {
+            match self
+                .artifacts
+                .put(&inv, &a.name, &a.content_type, a.bytes)
+                .await
+            {
                 Ok(m) => artifacts.push(m),
                 Err(e) => {
                     tracing::error!(invocation_id = id, error = %e, "artifact could not be stored");
@@ -303,7 +316,9 @@ impl Executor {
         let (output, output_ref) = self
             .inline_or_artifact(&inv, result.output, &mut artifacts)
             .await;
-        let (logs, logs_ref) = self.logs_inline_or_artifact(&inv, result.logs, &mut artifacts).await;
+        let (logs, logs_ref) = self
+            .logs_inline_or_artifact(&inv, result.logs, &mut artifacts)
+            .await;
         let outcome = match result.outcome {
             InvocationOutcome::Succeeded if error.is_some() => InvocationOutcome::Failed,
             other => other,
@@ -459,4 +474,3 @@ impl RunResult {
         }
     }
 }
-

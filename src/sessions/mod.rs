@@ -74,9 +74,10 @@ fn classify(err: AggregateError<SessionError>) -> SessionFailure {
             SessionFailure::new(ErrorCode::NotFound, "session not found")
         }
         AggregateError::UserError(e) => SessionFailure::new(ErrorCode::Conflict, e.to_string()),
-        AggregateError::AggregateConflict => {
-            SessionFailure::new(ErrorCode::Conflict, "concurrent update of the session; retry")
-        }
+        AggregateError::AggregateConflict => SessionFailure::new(
+            ErrorCode::Conflict,
+            "concurrent update of the session; retry",
+        ),
         AggregateError::DatabaseConnectionError(e) => {
             tracing::error!(error = %e, "event store unavailable");
             SessionFailure::new(ErrorCode::Unavailable, "event store unavailable")
@@ -205,7 +206,8 @@ impl Sessions {
                 at: OffsetDateTime::now_utc(),
             },
             Err(error) => {
-                self.teardown(&request.principal.tenant_id, &request.id).await;
+                self.teardown(&request.principal.tenant_id, &request.id)
+                    .await;
                 SessionCommand::FailProvisioning {
                     error,
                     at: OffsetDateTime::now_utc(),
@@ -267,7 +269,10 @@ impl Sessions {
         correlation_id: &str,
     ) -> Result<(), SessionFailure> {
         let Some(view) = self.view(id) else {
-            return Err(SessionFailure::new(ErrorCode::NotFound, "session not found"));
+            return Err(SessionFailure::new(
+                ErrorCode::NotFound,
+                "session not found",
+            ));
         };
         let meta = CommandMetadata {
             correlation_id: Some(correlation_id.to_owned()),

@@ -50,7 +50,10 @@ fn failed(code: ErrorCode, message: impl Into<String>) -> ErrorInfo {
 pub async fn prepare_workspace(source: &WorkspaceSource, dir: &Path) -> Result<(), ErrorInfo> {
     let io = |e: std::io::Error| {
         tracing::error!(error = %e, "workspace directory could not be prepared");
-        failed(ErrorCode::Internal, "workspace directory could not be prepared")
+        failed(
+            ErrorCode::Internal,
+            "workspace directory could not be prepared",
+        )
     };
     if tokio::fs::try_exists(dir).await.unwrap_or(false) {
         tokio::fs::remove_dir_all(dir).await.map_err(io)?;
@@ -64,7 +67,9 @@ pub async fn prepare_workspace(source: &WorkspaceSource, dir: &Path) -> Result<(
                 .await
                 .map_err(|e| io(std::io::Error::other(e)))?
         }
-        WorkspaceSource::Git { repo_url, repo_ref } => clone(repo_url, repo_ref.as_deref(), dir).await,
+        WorkspaceSource::Git { repo_url, repo_ref } => {
+            clone(repo_url, repo_ref.as_deref(), dir).await
+        }
     }
 }
 
@@ -72,7 +77,10 @@ pub async fn prepare_workspace(source: &WorkspaceSource, dir: &Path) -> Result<(
 /// nothing outside the source can be pulled in through a link.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), ErrorInfo> {
     let meta = std::fs::symlink_metadata(from).map_err(|_| {
-        failed(ErrorCode::InvalidArgument, "source_repo_path does not exist")
+        failed(
+            ErrorCode::InvalidArgument,
+            "source_repo_path does not exist",
+        )
     })?;
     if !meta.is_dir() {
         return Err(failed(
@@ -82,7 +90,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ErrorInfo> {
     }
     let io = |e: std::io::Error| {
         tracing::error!(error = %e, "copying source_repo_path failed");
-        failed(ErrorCode::ExecutionFailed, "copying source_repo_path failed")
+        failed(
+            ErrorCode::ExecutionFailed,
+            "copying source_repo_path failed",
+        )
     };
     std::fs::create_dir_all(to).map_err(io)?;
     let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
@@ -207,6 +218,10 @@ mod tests {
         };
         let err = prepare_workspace(&source, &ws).await.unwrap_err();
         assert_eq!(err.code, "git_repo_error");
-        assert!(err.message.starts_with("git clone failed"), "{}", err.message);
+        assert!(
+            err.message.starts_with("git clone failed"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -66,7 +66,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let f = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP invocations_total Terminal invocations by tool and status.");
+        let _ = writeln!(
+            out,
+            "# HELP invocations_total Terminal invocations by tool and status."
+        );
         let _ = writeln!(out, "# TYPE invocations_total counter");
         for ((tool, status), n) in &f.invocations {
             let _ = writeln!(
@@ -76,7 +79,10 @@ impl Metrics {
                 escape(status)
             );
         }
-        let _ = writeln!(out, "# HELP denied_total Denied invocations by tool and reason code.");
+        let _ = writeln!(
+            out,
+            "# HELP denied_total Denied invocations by tool and reason code."
+        );
         let _ = writeln!(out, "# TYPE denied_total counter");
         for ((tool, reason), n) in &f.denied {
             let _ = writeln!(
@@ -86,7 +92,10 @@ impl Metrics {
                 escape(reason)
             );
         }
-        let _ = writeln!(out, "# HELP duration_ms Invocation run time in milliseconds.");
+        let _ = writeln!(
+            out,
+            "# HELP duration_ms Invocation run time in milliseconds."
+        );
         let _ = writeln!(out, "# TYPE duration_ms histogram");
         for (tool, h) in &f.duration {
             let tool = escape(tool);
@@ -97,7 +106,11 @@ impl Metrics {
                     h.buckets[i]
                 );
             }
-            let _ = writeln!(out, "duration_ms_bucket{{tool=\"{tool}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "duration_ms_bucket{{tool=\"{tool}\",le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "duration_ms_sum{{tool=\"{tool}\"}} {:.3}", h.sum);
             let _ = writeln!(out, "duration_ms_count{{tool=\"{tool}\"}} {}", h.count);
         }

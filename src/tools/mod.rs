@@ -21,9 +21,10 @@ use workspace_events::{LogLine, Principal};
 
 use crate::error_code::ErrorCode;
 use crate::ids::SessionId;
-use crate::runner::SessionRunner;
+use crate::runner::protocol::{Reply, Request, RunnerErrorCode};
+use crate::runner::{RunnerError, SessionRunner};
 
-
+pub use catalog::Catalog;
 
 /// Who may call a tool: `workspace`/`repo` anyone, `cluster`/`external` need a privileged role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -274,4 +275,59 @@ pub struct Tool {
     pub spec: ToolSpec,
     /// Handler.
     pub handler: Handler,
+}
+
+/// A `stdout` log line stamped now: the one-line summary most handlers log.
+pub fn stdout_line(message: impl Into<String>) -> LogLine {
+    LogLine {
+        at: time::OffsetDateTime::now_utc(),
+        channel: workspace_events::LogChannel::Stdout,
+        message: message.into(),
+    }
+}
+
+/// Sends one request to the session's runner, waiting at most until the invocation's deadline.
+///
+/// Transport failures become [`ToolFailure`]s: no answer in time is `timeout` (exit code 124);
+/// anything else is `unavailable` with a fixed message (the cause, which may name host paths,
+/// is logged, never returned). A [`Reply::Error`] is returned as is: its meaning depends on the
+/// tool (see [`runner_failure`] for the usual mapping).
+pub async fn call_runner(ctx: &ToolContext, request: Request) -> Result<Reply, ToolFailure> {
+    let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Err(ToolFailure::new(
+            ErrorCode::Timeout,
+            "the tool's timeout expired",
+        ));
+    }
+    match ctx.runner.call(request, remaining).await {
+        Ok(reply) => Ok(reply),
+        Err(RunnerError::Timeout) => Err(ToolFailure::new(
+            ErrorCode::Timeout,
+            "the tool's timeout expired",
+        )),
+        Err(e) => {
+            tracing::warn!(session_id = %ctx.session.id, error = %e, "runner call failed");
+            Err(ToolFailure::new(
+                ErrorCode::Unavailable,
+                "session runner unavailable",
+            ))
+        }
+    }
+}
+
+/// The usual mapping of a runner error onto the API's codes: `not_found`, `policy_denied` and
+/// `invalid_argument` keep their meaning; an existing destination, an I/O failure and a program
+/// that could not start are `execution_failed`. The runner's message names workspace-relative
+/// paths only, so it is passed through.
+pub fn runner_failure(code: RunnerErrorCode, message: String) -> ToolFailure {
+    let code = match code {
+        RunnerErrorCode::NotFound => ErrorCode::NotFound,
+        RunnerErrorCode::PolicyDenied => ErrorCode::PolicyDenied,
+        RunnerErrorCode::InvalidArgument => ErrorCode::InvalidArgument,
+        RunnerErrorCode::AlreadyExists | RunnerErrorCode::Io | RunnerErrorCode::SpawnFailed => {
+            ErrorCode::ExecutionFailed
+        }
+    };
+    ToolFailure::new(code, message)
 }

@@ -39,7 +39,10 @@ async fn the_smoke_flow_works_end_to_end() {
     assert_eq!(body["session"]["runtime"]["isolation"], "bubblewrap");
     assert_eq!(body["session"]["allowed_paths"], json!(["."]));
     assert_eq!(body["session"]["metadata"]["api_token"], "[REDACTED]");
-    assert!(!body.to_string().contains("s3cr3t"), "a secret leaked: {body}");
+    assert!(
+        !body.to_string().contains("s3cr3t"),
+        "a secret leaked: {body}"
+    );
 
     let (status, _, body) = server
         .call(Method::GET, &format!("/v1/sessions/{session}/tools"), None)
@@ -55,7 +58,10 @@ async fn the_smoke_flow_works_end_to_end() {
     sorted.sort();
     assert_eq!(names, sorted, "tools are sorted by name");
     assert!(names.contains(&"fs.read_file") && names.contains(&"fs.write_file"));
-    assert!(!names.contains(&"fs.delete"), "high risk tools are hidden from developers");
+    assert!(
+        !names.contains(&"fs.delete"),
+        "high risk tools are hidden from developers"
+    );
     let read_tool = body["tools"]
         .as_array()
         .unwrap()
@@ -92,7 +98,11 @@ async fn the_smoke_flow_works_end_to_end() {
     assert_eq!(write["span_name"], "fs.write_file");
 
     let (status, body) = server
-        .invoke(&session, "fs.read_file", json!({"args": {"path": "notes/demo.txt"}}))
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "notes/demo.txt"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["invocation"]["output"]["content"], "hola");
@@ -104,17 +114,29 @@ async fn the_smoke_flow_works_end_to_end() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["invocation"]["status"], "succeeded");
     let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{read_id}/logs"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/invocations/{read_id}/logs"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["logs"].is_array());
     let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{read_id}/artifacts"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/invocations/{read_id}/artifacts"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["artifacts"].is_array());
     let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{read_id}/events"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/invocations/{read_id}/events"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let types: Vec<&str> = body["events"]
@@ -125,20 +147,72 @@ async fn the_smoke_flow_works_end_to_end() {
         .collect();
     assert_eq!(
         types,
-        ["invocation.queued", "invocation.started", "invocation.completed"]
+        [
+            "invocation.queued",
+            "invocation.started",
+            "invocation.completed"
+        ]
+    );
+
+    // The same events as a server-sent event stream that ends after the terminal event, and
+    // resumes after `Last-Event-ID`.
+    let events_path = format!("/v1/invocations/{read_id}/events");
+    let (status, headers, body) = server
+        .raw(
+            Method::GET,
+            &events_path,
+            None,
+            &[("accept", "text/event-stream")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains("event: invocation.queued") && text.contains("event: invocation.completed"),
+        "{text}"
+    );
+    let (_, _, body) = server
+        .raw(
+            Method::GET,
+            &events_path,
+            None,
+            &[("accept", "text/event-stream"), ("last-event-id", "2")],
+        )
+        .await;
+    let text = body.as_str().unwrap();
+    assert!(
+        !text.contains("invocation.queued") && text.contains("id: 3"),
+        "{text}"
     );
 
     let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}/invocations"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{session}/invocations"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["total"], 2);
-    assert_eq!(body["invocations"][0]["id"], read_id.as_str(), "newest first");
+    assert_eq!(
+        body["invocations"][0]["id"],
+        read_id.as_str(),
+        "newest first"
+    );
 
     let (status, _, body) = server.call(Method::GET, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     let text = body.as_str().unwrap();
-    assert!(text.contains("invocations_total{tool=\"fs.read_file\",status=\"succeeded\"} 1"), "{text}");
+    assert!(
+        text.contains("invocations_total{tool=\"fs.read_file\",status=\"succeeded\"} 1"),
+        "{text}"
+    );
 
     let (status, _, body) = server
         .call(Method::DELETE, &format!("/v1/sessions/{session}"), None)
@@ -149,7 +223,10 @@ async fn the_smoke_flow_works_end_to_end() {
         .call(Method::GET, &format!("/v1/sessions/{session}"), None)
         .await;
     assert_eq!(body["session"]["status"], "closed");
-    assert!(!server.workspace_dir(&session).exists(), "workspace removed on close");
+    assert!(
+        !server.workspace_dir(&session).exists(),
+        "workspace removed on close"
+    );
     let (status, _, body) = server
         .call(Method::GET, &format!("/v1/sessions/{session}/events"), None)
         .await;
@@ -160,9 +237,16 @@ async fn the_smoke_flow_works_end_to_end() {
         .iter()
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["session.created", "session.provisioned", "session.closed"]);
+    assert_eq!(
+        types,
+        ["session.created", "session.provisioned", "session.closed"]
+    );
     let (status, body) = server
-        .invoke(&session, "fs.read_file", json!({"args": {"path": "notes/demo.txt"}}))
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "notes/demo.txt"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     server.stop().await;
@@ -175,94 +259,210 @@ async fn every_api_error_code_has_its_status_and_envelope() {
 
     // invalid_argument: malformed JSON, unknown field, missing principal, bad id.
     let (status, _, body) = server
-        .raw(Method::POST, "/v1/sessions", Some(b"{not json".to_vec()), &[])
+        .raw(
+            Method::POST,
+            "/v1/sessions",
+            Some(b"{not json".to_vec()),
+            &[],
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
     assert!(body["error"]["request_id"].is_string());
     let (status, _, body) = server
-        .call(Method::POST, "/v1/sessions", Some(json!({"principal": {"tenant_id": "a", "actor_id": "b"}, "surprise": 1})))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"principal": {"tenant_id": "a", "actor_id": "b"}, "surprise": 1})),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
-    let (status, _, body) = server.call(Method::POST, "/v1/sessions", Some(json!({}))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
+    let (status, _, body) = server
+        .call(Method::POST, "/v1/sessions", Some(json!({})))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["message"], "principal.tenant_id is required");
     let (status, _, body) = server
-        .call(Method::POST, "/v1/sessions", Some(json!({"session_id": "../etc", "principal": {"tenant_id": "a", "actor_id": "b"}})))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"session_id": "../etc", "principal": {"tenant_id": "a", "actor_id": "b"}})),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
     let (status, _, body) = server
-        .call(Method::POST, "/v1/sessions", Some(json!({"principal": {"tenant_id": "../x", "actor_id": "b"}})))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"principal": {"tenant_id": "../x", "actor_id": "b"}})),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
     let (status, _, body) = server
         .call(Method::POST, "/v1/sessions", Some(json!({"repo_url": "https://u:p@example.invalid/r.git", "principal": {"tenant_id": "a", "actor_id": "b"}})))
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
 
     // invalid_argument from the tool's input schema: recorded as a failed invocation.
-    let (status, body) = server.invoke(&session, "fs.read_file", json!({"args": {}})).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"), "{body}");
+    let (status, body) = server
+        .invoke(&session, "fs.read_file", json!({"args": {}}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{body}"
+    );
     assert_eq!(body["invocation"]["status"], "failed");
     let (status, body) = server
-        .invoke(&session, "fs.read_file", json!({"args": {"path": "a", "bogus": true}}))
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "a", "bogus": true}}),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"), "{body}");
-    let (status, body) = server.invoke(&session, "fs.read_file", json!({"args": {"path": 7}})).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"), "{body}");
-    let (status, body) = server.invoke(&session, "fs.read_file", json!({"arguments": {}})).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{body}"
+    );
+    let (status, body) = server
+        .invoke(&session, "fs.read_file", json!({"args": {"path": 7}}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{body}"
+    );
+    let (status, body) = server
+        .invoke(&session, "fs.read_file", json!({"arguments": {}}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{body}"
+    );
 
     // policy_denied: path escape, and a high-risk tool without platform_admin.
     let (status, body) = server
-        .invoke(&session, "fs.read_file", json!({"args": {"path": "../../etc/passwd"}}))
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "../../etc/passwd"}}),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "policy_denied"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "policy_denied"),
+        "{body}"
+    );
     assert_eq!(body["invocation"]["status"], "denied");
     let (status, body) = server
-        .invoke(&session, "fs.delete", json!({"approved": true, "args": {"path": "x"}}))
+        .invoke(
+            &session,
+            "fs.delete",
+            json!({"approved": true, "args": {"path": "x"}}),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "policy_denied"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "policy_denied"),
+        "{body}"
+    );
 
     // approval_required.
     let (status, body) = server
-        .invoke(&session, "fs.write_file", json!({"args": {"path": "a.txt", "content": "x"}}))
+        .invoke(
+            &session,
+            "fs.write_file",
+            json!({"args": {"path": "a.txt", "content": "x"}}),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::PRECONDITION_REQUIRED, "approval_required"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PRECONDITION_REQUIRED, "approval_required")
+    );
     assert_eq!(body["invocation"]["status"], "denied");
 
     // not_found: session, tool, invocation, route, file.
     let (status, body) = server
-        .invoke("session-doesnotexist", "fs.read_file", json!({"args": {"path": "a"}}))
+        .invoke(
+            "session-doesnotexist",
+            "fs.read_file",
+            json!({"args": {"path": "a"}}),
+        )
         .await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let (status, body) = server.invoke(&session, "fs.teleport", json!({"args": {}})).await;
+    let (status, body) = server
+        .invoke(&session, "fs.teleport", json!({"args": {}}))
+        .await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let (status, _, body) = server.call(Method::GET, "/v1/invocations/inv-0000000000000000", None).await;
+    let (status, _, body) = server
+        .call(Method::GET, "/v1/invocations/inv-0000000000000000", None)
+        .await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, _, body) = server.call(Method::GET, "/v1/nothing/here", None).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, body) = server
-        .invoke(&session, "fs.read_file", json!({"args": {"path": "missing.txt"}}))
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "missing.txt"}}),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{body}"
+    );
     assert_eq!(body["invocation"]["status"], "failed");
 
     // method_not_allowed.
     let (status, _, body) = server.call(Method::GET, "/v1/sessions", None).await;
-    assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
     let (status, _, body) = server
-        .call(Method::DELETE, &format!("/v1/sessions/{session}/tools/fs.stat/invoke"), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{session}/tools/fs.stat/invoke"),
+            None,
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
 
     // conflict: a session id that exists.
     let (status, _, body) = server
         .call(Method::POST, "/v1/sessions", Some(json!({"session_id": session, "principal": {"tenant_id": "acme", "actor_id": "alice"}})))
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{body}"
+    );
 
     // payload_too_large.
-    let big = format!("{{\"args\": {{\"path\": \"a\", \"content\": \"{}\"}}}}", "x".repeat(2 * 1024 * 1024 + 10));
+    let big = format!(
+        "{{\"args\": {{\"path\": \"a\", \"content\": \"{}\"}}}}",
+        "x".repeat(2 * 1024 * 1024 + 10)
+    );
     let (status, _, body) = server
         .raw(
             Method::POST,
@@ -271,16 +471,27 @@ async fn every_api_error_code_has_its_status_and_envelope() {
             &[],
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
 
     // execution_failed: the tool ran and failed.
     server
         .invoke(&session, "fs.mkdir", json!({"args": {"path": "d"}}))
         .await;
     let (status, body) = server
-        .invoke(&session, "fs.mkdir", json!({"args": {"path": "d", "exist_ok": false}}))
+        .invoke(
+            &session,
+            "fs.mkdir",
+            json!({"args": {"path": "d", "exist_ok": false}}),
+        )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"),
+        "{body}"
+    );
     assert_eq!(body["invocation"]["status"], "failed");
 
     // git_repo_error: cloning a repository that does not exist fails the session.
@@ -288,7 +499,11 @@ async fn every_api_error_code_has_its_status_and_envelope() {
     let (status, _, body) = server
         .call(Method::POST, "/v1/sessions", Some(json!({"repo_url": missing.to_string_lossy(), "principal": {"tenant_id": "acme", "actor_id": "alice"}})))
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::INTERNAL_SERVER_ERROR, "git_repo_error"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::INTERNAL_SERVER_ERROR, "git_repo_error"),
+        "{body}"
+    );
     assert_eq!(body["session"]["status"], "failed");
     server.stop().await;
 }
@@ -307,23 +522,46 @@ async fn trusted_headers_mode_authenticates_and_binds_sessions_to_owners() {
     })
     .await;
     let body = br#"{"principal": {"tenant_id": "ignored", "actor_id": "ignored"}}"#.to_vec();
-    let (status, _, resp) = server.raw(Method::POST, "/v1/sessions", Some(body.clone()), &[]).await;
-    assert_eq!((status, code(&resp)), (StatusCode::UNAUTHORIZED, "unauthorized"));
     let (status, _, resp) = server
-        .raw(Method::POST, "/v1/sessions", Some(body.clone()), &[("X-Workspace-Auth-Token", "wrong")])
+        .raw(Method::POST, "/v1/sessions", Some(body.clone()), &[])
         .await;
-    assert_eq!((status, code(&resp)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
     let (status, _, resp) = server
-        .raw(Method::POST, "/v1/sessions", Some(body.clone()), &[("X-Workspace-Auth-Token", "t0ken")])
+        .raw(
+            Method::POST,
+            "/v1/sessions",
+            Some(body.clone()),
+            &[("X-Workspace-Auth-Token", "wrong")],
+        )
         .await;
-    assert_eq!((status, code(&resp)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let (status, _, resp) = server
+        .raw(
+            Method::POST,
+            "/v1/sessions",
+            Some(body.clone()),
+            &[("X-Workspace-Auth-Token", "t0ken")],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
     let alice = [
         ("X-Workspace-Auth-Token", "t0ken"),
         ("X-Workspace-Tenant-Id", "acme"),
         ("X-Workspace-Actor-Id", "alice"),
         ("X-Workspace-Roles", "developer, developer"),
     ];
-    let (status, _, resp) = server.raw(Method::POST, "/v1/sessions", Some(body), &alice).await;
+    let (status, _, resp) = server
+        .raw(Method::POST, "/v1/sessions", Some(body), &alice)
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{resp}");
     assert_eq!(resp["session"]["principal"]["actor_id"], "alice");
     assert_eq!(resp["session"]["principal"]["roles"], json!(["developer"]));
@@ -336,9 +574,17 @@ async fn trusted_headers_mode_authenticates_and_binds_sessions_to_owners() {
     let (status, _, resp) = server
         .raw(Method::GET, &format!("/v1/sessions/{session}"), None, &bob)
         .await;
-    assert_eq!((status, code(&resp)), (StatusCode::FORBIDDEN, "policy_denied"));
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::FORBIDDEN, "policy_denied")
+    );
     let (status, _, resp) = server
-        .raw(Method::GET, &format!("/v1/sessions/{session}"), None, &alice)
+        .raw(
+            Method::GET,
+            &format!("/v1/sessions/{session}"),
+            None,
+            &alice,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     let (status, _, _) = server.raw(Method::GET, "/healthz", None, &[]).await;
@@ -352,11 +598,21 @@ async fn an_async_invoke_answers_202_with_a_location_to_poll() {
     let session = server.create_session(json!({})).await;
     let path = format!("/v1/sessions/{session}/tools/fs.list/invoke");
     let (status, headers, body) = server
-        .call(Method::POST, &path, Some(json!({"async": true, "args": {}})))
+        .call(
+            Method::POST,
+            &path,
+            Some(json!({"async": true, "args": {}})),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let location = headers["location"].to_str().unwrap().to_owned();
-    assert_eq!(location, format!("/v1/invocations/{}", body["invocation"]["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!(
+            "/v1/invocations/{}",
+            body["invocation"]["id"].as_str().unwrap()
+        )
+    );
     let done = eventually(Duration::from_secs(10), || {
         let location = location.clone();
         let server = &server;

@@ -22,11 +22,18 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = server
-        .invoke(&session, "fs.read_file", json!({"args": {"path": "big.txt"}}))
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "big.txt"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let read_id = body["invocation"]["id"].as_str().unwrap().to_owned();
-    let output_ref = body["invocation"]["output_ref"].as_str().unwrap().to_owned();
+    let output_ref = body["invocation"]["output_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(body["invocation"]["output"]["content"], big.as_str());
     server.stop().await;
 
@@ -41,7 +48,11 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["invocation"]["status"], "succeeded");
-    assert_eq!(body["invocation"]["output"]["content"], big.as_str(), "output read back from its artifact");
+    assert_eq!(
+        body["invocation"]["output"]["content"],
+        big.as_str(),
+        "output read back from its artifact"
+    );
     let (status, _, _) = server
         .call(
             Method::GET,
@@ -51,9 +62,16 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (_, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{read_id}/logs"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/invocations/{read_id}/logs"),
+            None,
+        )
         .await;
-    assert!(!body["logs"].as_array().unwrap().is_empty(), "logs survive: {body}");
+    assert!(
+        !body["logs"].as_array().unwrap().is_empty(),
+        "logs survive: {body}"
+    );
     assert!(server.workspace_dir(&session).join("big.txt").is_file());
     // The session's runner starts again on first use.
     let (status, body) = server
@@ -62,7 +80,11 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["invocation"]["output"]["exists"], true);
     let (_, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}/invocations"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{session}/invocations"),
+            None,
+        )
         .await;
     assert_eq!(body["total"], 3);
     server.stop().await;
@@ -87,7 +109,14 @@ async fn an_expired_session_is_closed_and_its_workspace_removed() {
     })
     .await;
     assert!(expired, "the session expired");
-    assert!(!server.workspace_dir(&session).exists(), "workspace removed");
+    // The closing event comes first, then the teardown.
+    let dir = server.workspace_dir(&session);
+    let removed = eventually(Duration::from_secs(10), || {
+        let exists = dir.exists();
+        async move { !exists }
+    })
+    .await;
+    assert!(removed, "workspace removed");
     let (_, _, body) = server
         .call(Method::GET, &format!("/v1/sessions/{session}/events"), None)
         .await;
@@ -133,9 +162,17 @@ async fn a_repeated_correlation_id_returns_the_first_invocation_and_runs_once() 
         ids.push(body["invocation"]["id"].as_str().unwrap().to_owned());
     }
     ids.dedup();
-    assert_eq!(ids.len(), 1, "every retry answered with the same invocation");
+    assert_eq!(
+        ids.len(),
+        1,
+        "every retry answered with the same invocation"
+    );
     let (_, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{}/events", ids[0]), None)
+        .call(
+            Method::GET,
+            &format!("/v1/invocations/{}/events", ids[0]),
+            None,
+        )
         .await;
     let started = body["events"]
         .as_array()
@@ -175,7 +212,11 @@ async fn concurrent_invocations_on_one_session_all_complete() {
         assert_eq!(b2["invocation"]["output"]["content"], format!("{i}"));
     }
     let (_, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}/invocations?limit=500"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{session}/invocations?limit=500"),
+            None,
+        )
         .await;
     assert_eq!(body["total"], 80);
     server.stop().await;

@@ -16,7 +16,12 @@ async fn read(server: &TestServer, session: &str, path: &str) -> (StatusCode, Va
         .await
 }
 
-async fn write(server: &TestServer, session: &str, path: &str, content: &str) -> (StatusCode, Value) {
+async fn write(
+    server: &TestServer,
+    session: &str,
+    path: &str,
+    content: &str,
+) -> (StatusCode, Value) {
     server
         .invoke(
             session,
@@ -37,7 +42,13 @@ fn assert_denied(result: &(StatusCode, Value), what: &str) {
 async fn lexical_escapes_are_denied_before_anything_runs() {
     let (server, _dir) = TestServer::start().await;
     let session = server.create_session(json!({})).await;
-    for path in ["..", "../../etc/passwd", "/etc/passwd", "a/../../b", "./../x"] {
+    for path in [
+        "..",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/../../b",
+        "./../x",
+    ] {
         assert_denied(&read(&server, &session, path).await, path);
         assert_denied(&write(&server, &session, path, "x").await, path);
     }
@@ -45,7 +56,11 @@ async fn lexical_escapes_are_denied_before_anything_runs() {
     let (_, body) = read(&server, &session, "../x").await;
     let id = body["invocation"]["id"].as_str().unwrap();
     let (_, _, events) = server
-        .call(hyper::Method::GET, &format!("/v1/invocations/{id}/events"), None)
+        .call(
+            hyper::Method::GET,
+            &format!("/v1/invocations/{id}/events"),
+            None,
+        )
         .await;
     assert_eq!(events["events"].as_array().unwrap().len(), 1);
     assert_eq!(events["events"][0]["event_type"], "invocation.denied");
@@ -71,17 +86,38 @@ async fn symlinks_and_hard_links_out_of_the_workspace_are_refused() {
     std::os::unix::fs::symlink("loop_a", ws.join("loop_b")).unwrap();
     std::fs::hard_link(&outside, ws.join("hard_link")).unwrap();
 
-    for path in ["abs_link", "rel_link", "host_link", "etc_dir/passwd", "host_dir/f.txt", "hard_link"] {
+    for path in [
+        "abs_link",
+        "rel_link",
+        "host_link",
+        "etc_dir/passwd",
+        "host_dir/f.txt",
+        "hard_link",
+    ] {
         let result = read(&server, &session, path).await;
         assert_denied(&result, path);
-        assert!(!result.1.to_string().contains("host secret"), "{path} leaked");
-        assert!(!result.1.to_string().contains("root:"), "{path} leaked /etc/passwd");
+        assert!(
+            !result.1.to_string().contains("host secret"),
+            "{path} leaked"
+        );
+        assert!(
+            !result.1.to_string().contains("root:"),
+            "{path} leaked /etc/passwd"
+        );
     }
-    for path in ["host_link", "host_dir/f.txt", "hard_link", "host_dir/new.txt"] {
+    for path in [
+        "host_link",
+        "host_dir/f.txt",
+        "hard_link",
+        "host_dir/new.txt",
+    ] {
         assert_denied(&write(&server, &session, path, "owned").await, path);
     }
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host secret");
-    assert_eq!(std::fs::read_to_string(outside_dir.join("f.txt")).unwrap(), "host file");
+    assert_eq!(
+        std::fs::read_to_string(outside_dir.join("f.txt")).unwrap(),
+        "host file"
+    );
     assert!(!outside_dir.join("new.txt").exists());
     let (status, body) = server
         .invoke(&session, "fs.list", json!({"args": {"path": "host_dir"}}))
@@ -116,11 +152,26 @@ async fn a_symlink_created_by_a_tool_inside_the_session_cannot_escape() {
             json!({"approved": true, "args": {"unified_diff": diff}}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "the patch created a symlink: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the patch created a symlink: {body}"
+    );
     let link = server.workspace_dir(&session).join("tool_link");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    assert_denied(&read(&server, &session, "tool_link").await, "tool-made symlink");
-    assert_denied(&write(&server, &session, "tool_link", "x").await, "tool-made symlink");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_denied(
+        &read(&server, &session, "tool_link").await,
+        "tool-made symlink",
+    );
+    assert_denied(
+        &write(&server, &session, "tool_link", "x").await,
+        "tool-made symlink",
+    );
     server.stop().await;
 }
 
@@ -128,7 +179,14 @@ async fn a_symlink_created_by_a_tool_inside_the_session_cannot_escape() {
 async fn odd_but_legal_names_work_and_malformed_paths_are_refused() {
     let (server, _dir) = TestServer::start().await;
     let session = server.create_session(json!({})).await;
-    for path in ["..cache", "..dir/..inner", "données/ñ文件.txt", "a b/c d.txt", "...", ".hidden"] {
+    for path in [
+        "..cache",
+        "..dir/..inner",
+        "données/ñ文件.txt",
+        "a b/c d.txt",
+        "...",
+        ".hidden",
+    ] {
         let (status, body) = write(&server, &session, path, "ok").await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         let (status, body) = read(&server, &session, path).await;
@@ -190,7 +248,11 @@ async fn allowed_paths_restrict_every_path_argument() {
     assert_denied(&(status, body), "move out of allowed_paths");
     let diff = "--- a/other.txt\n+++ b/other.txt\n@@ -0,0 +1 @@\n+x\n";
     let (status, body) = server
-        .invoke(&session, "fs.patch", json!({"approved": true, "args": {"unified_diff": diff}}))
+        .invoke(
+            &session,
+            "fs.patch",
+            json!({"approved": true, "args": {"unified_diff": diff}}),
+        )
         .await;
     assert_denied(&(status, body), "patch outside allowed_paths");
     server.stop().await;

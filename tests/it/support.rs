@@ -66,7 +66,9 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server stopped cleanly");
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
         }
     }
 
@@ -150,7 +152,7 @@ where
 
 /// Sends one HTTP/1.1 request on a fresh connection.
 pub async fn send(
-addr: SocketAddr,
+    addr: SocketAddr,
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
@@ -179,12 +181,16 @@ addr: SocketAddr,
     let response = sender.send_request(request).await.expect("response");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, headers, value)
 }
-
 
 /// A client that can be moved into spawned tasks.
 #[derive(Clone, Copy)]
