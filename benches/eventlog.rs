@@ -201,7 +201,13 @@ async fn read_scenario(events: u64) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // Any other argument not starting with `-` (cargo passes `--bench`) selects scenarios
+    // whose label contains it, e.g. `interval/64` or `read`.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected =
+        |label: &str| filters.is_empty() || filters.iter().any(|f| label.contains(f.as_str()));
     let duration = if quick {
         Duration::from_secs(1)
     } else {
@@ -214,11 +220,20 @@ fn main() {
     runtime.block_on(async {
         println!("| fsync | appenders | appends | appends/s | p50 µs | p99 µs | max µs |");
         println!("|---|---|---|---|---|---|---|");
-        for appenders in [1, 64] {
-            append_scenario("interval (1s)", FsyncPolicy::default(), appenders, duration).await;
-            append_scenario("always", FsyncPolicy::Always, appenders, duration).await;
+        let scenarios = [
+            ("interval", FsyncPolicy::default(), 1),
+            ("always", FsyncPolicy::Always, 1),
+            ("interval", FsyncPolicy::default(), 64),
+            ("always", FsyncPolicy::Always, 64),
+            ("never", FsyncPolicy::Never, 64),
+        ];
+        for (name, fsync, appenders) in scenarios {
+            if selected(&format!("{name}/{appenders}")) {
+                append_scenario(name, fsync, appenders, duration).await;
+            }
         }
-        append_scenario("never", FsyncPolicy::Never, 64, duration).await;
-        read_scenario(if quick { 50_000 } else { 200_000 }).await;
+        if selected("read") {
+            read_scenario(if quick { 50_000 } else { 200_000 }).await;
+        }
     });
 }

@@ -139,6 +139,13 @@ async fn create_session(addr: SocketAddr) -> String {
     v["session"]["id"].as_str().expect("id").to_owned()
 }
 
+fn selected(name: &str, clients: usize) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|o| o == format!("{name}/{clients}")),
+        Err(_) => true,
+    }
+}
+
 async fn scenario(fsync_name: &str, fsync: FsyncPolicy, quick: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_workspace"));
@@ -169,9 +176,12 @@ async fn scenario(fsync_name: &str, fsync: FsyncPolicy, quick: bool) {
             .to_string()
             .into_bytes()
     });
-    let patch_body: MakeBody = Arc::new(|c, i| {
+    let run = Arc::new(AtomicUsize::new(0));
+    let patch_body: MakeBody = Arc::new(move |c, i| {
+        // Every request creates a new file, so no patch conflicts with an earlier one.
+        let n = run.fetch_add(1, Ordering::Relaxed);
         let diff =
-            format!("--- /dev/null\n+++ b/patches/{c}-{i}.txt\n@@ -0,0 +1 @@\n+patched {c} {i}\n");
+            format!("--- /dev/null\n+++ b/patches/{n}.txt\n@@ -0,0 +1 @@\n+patched {c} {i}\n");
         json!({"approved": true, "args": {"unified_diff": diff}})
             .to_string()
             .into_bytes()
@@ -180,18 +190,30 @@ async fn scenario(fsync_name: &str, fsync: FsyncPolicy, quick: bool) {
     // Warm-up: connection pools, page cache, allocator.
     run_load(addr, &read_path, 4, 100, read_body.clone()).await;
 
-    let (lat, el, err) = run_load(addr, &read_path, 1, 500 * scale, read_body.clone()).await;
-    report("fs.read_file", fsync_name, 1, &lat, el, err);
-    let (lat, el, err) = run_load(addr, &read_path, 64, 40 * scale, read_body.clone()).await;
-    report("fs.read_file", fsync_name, 64, &lat, el, err);
-    let (lat, el, err) = run_load(addr, &write_path, 1, 300 * scale, write_body.clone()).await;
-    report("fs.write_file", fsync_name, 1, &lat, el, err);
-    let (lat, el, err) = run_load(addr, &write_path, 64, 20 * scale, write_body.clone()).await;
-    report("fs.write_file", fsync_name, 64, &lat, el, err);
-    let (lat, el, err) = run_load(addr, &patch_path, 1, 100 * scale, patch_body.clone()).await;
-    report("fs.patch (git apply)", fsync_name, 1, &lat, el, err);
-    let (lat, el, err) = run_load(addr, &patch_path, 16, 10 * scale, patch_body.clone()).await;
-    report("fs.patch (git apply)", fsync_name, 16, &lat, el, err);
+    if selected("read", 1) {
+        let (lat, el, err) = run_load(addr, &read_path, 1, 500 * scale, read_body.clone()).await;
+        report("fs.read_file", fsync_name, 1, &lat, el, err);
+    }
+    if selected("read", 64) {
+        let (lat, el, err) = run_load(addr, &read_path, 64, 40 * scale, read_body.clone()).await;
+        report("fs.read_file", fsync_name, 64, &lat, el, err);
+    }
+    if selected("write", 1) {
+        let (lat, el, err) = run_load(addr, &write_path, 1, 300 * scale, write_body.clone()).await;
+        report("fs.write_file", fsync_name, 1, &lat, el, err);
+    }
+    if selected("write", 64) {
+        let (lat, el, err) = run_load(addr, &write_path, 64, 20 * scale, write_body.clone()).await;
+        report("fs.write_file", fsync_name, 64, &lat, el, err);
+    }
+    if selected("patch", 1) {
+        let (lat, el, err) = run_load(addr, &patch_path, 1, 100 * scale, patch_body.clone()).await;
+        report("fs.patch (git apply)", fsync_name, 1, &lat, el, err);
+    }
+    if selected("patch", 16) {
+        let (lat, el, err) = run_load(addr, &patch_path, 16, 10 * scale, patch_body.clone()).await;
+        report("fs.patch (git apply)", fsync_name, 16, &lat, el, err);
+    }
 
     shutdown.cancel();
     let _ = task.await;
@@ -212,6 +234,8 @@ fn main() {
             quick,
         )
         .await;
-        scenario("always", FsyncPolicy::Always, quick).await;
+        if std::env::var_os("BENCH_SKIP_ALWAYS").is_none() {
+            scenario("always", FsyncPolicy::Always, quick).await;
+        }
     });
 }

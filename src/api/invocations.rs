@@ -298,28 +298,31 @@ pub async fn invoke(
         }
         Err(e) => return Err(invocation_error(e, &rid)),
     };
-    if !app
-        .projector
-        .wait_for(receipt.last_sequence, READ_YOUR_WRITES)
-        .await
-    {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "read model did not catch up; the invocation was recorded",
-            &rid,
-        ));
-    }
-    let view = app
-        .projector
-        .model()
-        .read(|m| m.invocation(invocation_id.as_str()).cloned())
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
-    if view.is_terminal() {
-        return Ok(answer(&app, &view, &rid).await);
-    }
     if run_async {
+        // Read-your-writes: the 202 goes out once a GET of the Location sees the invocation.
+        if !app
+            .projector
+            .wait_for(receipt.last_sequence, READ_YOUR_WRITES)
+            .await
+        {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "read model did not catch up; the invocation was recorded",
+                &rid,
+            ));
+        }
+        let view = app
+            .projector
+            .model()
+            .read(|m| m.invocation(invocation_id.as_str()).cloned())
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
+        if view.is_terminal() {
+            return Ok(answer(&app, &view, &rid).await);
+        }
         return Ok(accepted(&view));
     }
+    // Synchronous: wait for the terminal state (a refusal is terminal at once). Waiting is
+    // registered per invocation, so concurrent callers do not wake each other.
     let wait = Duration::from_secs(tool.spec.constraints.timeout_seconds) + SYNC_GRACE;
     match app
         .projector
@@ -329,8 +332,8 @@ pub async fn invoke(
         Some(done) if done.is_terminal() => Ok(answer(&app, &done, &rid).await),
         Some(pending) => Ok(accepted(&pending)),
         None => Err(ApiError::new(
-            ErrorCode::Internal,
-            "invocation view missing",
+            ErrorCode::Unavailable,
+            "read model did not catch up; the invocation was recorded",
             &rid,
         )),
     }

@@ -4,7 +4,7 @@
 //!
 //! It never decides anything and never writes events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub struct Projector {
     upcasters: Vec<Box<dyn Upcaster>>,
     checkpoint: watch::Sender<u64>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Callers waiting for the checkpoint to reach a sequence, keyed by that sequence, so an
+    /// applied batch wakes only the callers it satisfies (not every waiter on every event).
+    sequence_waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -38,6 +41,7 @@ impl Projector {
             upcasters: upcast::registry(),
             checkpoint,
             waiters: Mutex::new(HashMap::new()),
+            sequence_waiters: Mutex::new(BTreeMap::new()),
             metrics,
         }
     }
@@ -83,6 +87,17 @@ impl Projector {
         }
         if let Some(last) = events.last() {
             self.checkpoint.send_replace(last.sequence);
+            let mut waiters = self
+                .sequence_waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let later = waiters.split_off(&(last.sequence + 1));
+            for tx in std::mem::replace(&mut *waiters, later)
+                .into_values()
+                .flatten()
+            {
+                let _ = tx.send(());
+            }
         }
         if !finished.is_empty() {
             self.model.read(|m| {
@@ -127,9 +142,22 @@ impl Projector {
     /// Waits until the read model has applied `sequence` (read-your-writes). Returns false on
     /// timeout.
     pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
-        let mut rx = self.checkpoint.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= sequence)).await;
-        matches!(waited, Ok(Ok(_)))
+        if *self.checkpoint.borrow() >= sequence {
+            return true;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.sequence_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sequence)
+            .or_default()
+            .push(tx);
+        // Registered before looking again, so an apply in between is never missed.
+        if *self.checkpoint.borrow() >= sequence {
+            return true;
+        }
+        let _ = tokio::time::timeout(timeout, rx).await;
+        *self.checkpoint.borrow() >= sequence
     }
 
     /// Waits until the invocation is terminal; returns its view, or the current view (or
