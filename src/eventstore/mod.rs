@@ -21,9 +21,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use workspace_events::{AggregateType, EventEnvelope, RecordedEvent};
 
-
-
-
 /// Why an event store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
