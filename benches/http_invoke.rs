@@ -21,6 +21,10 @@ use workspace::config::Config;
 use workspace::eventstore::FsyncPolicy;
 use workspace::runner::sandbox::SandboxMode;
 
+// The same allocator as the `workspace` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }

@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use workspace::config::{Config, ServeArgs};
 
+// mimalloc: the service allocates many small, short-lived buffers (JSON, events) across
+// threads; measured ~10% more throughput than glibc malloc in `benches/http_invoke.rs`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "workspace",
