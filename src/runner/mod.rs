@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod confine;
 pub mod frame;
+pub mod limits;
 pub mod protocol;
 pub mod sandbox;
 pub mod server;

@@ -544,23 +544,7 @@ async fn exec_inner(workspace: &Workspace, spec: ExecSpec) -> Result<Reply, OpEr
             if libc::fchdir(cwd_fd) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            let mut files = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) == 0 {
-                let limit = EXEC_NOFILE.min(files.rlim_max);
-                files.rlim_cur = limit;
-                files.rlim_max = limit;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &files);
-            }
-            // Unsandboxed runners have no PID namespace to take the program down with them.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            super::limits::apply_in_child(EXEC_NOFILE);
             Ok(())
         });
     }
