@@ -251,6 +251,7 @@ pub async fn invoke(
             Ok(()) => None,
         },
     };
+    let refused = refusal.as_ref().map(|(_, code, _)| *code);
     let command = match refusal {
         Some((make, code, message)) => make(InvocationRefused {
             request,
@@ -298,6 +299,17 @@ pub async fn invoke(
         }
         Err(e) => return Err(invocation_error(e, &rid)),
     };
+    if let Some(code) = refused {
+        tracing::info!(
+            request_id = %rid,
+            invocation_id = %invocation_id,
+            session_id = %ctx.id,
+            tool = tool.spec.name,
+            status = if code == ErrorCode::InvalidArgument { "failed" } else { "denied" },
+            error_code = code.as_str(),
+            "audit.tool_invocation"
+        );
+    }
     if run_async {
         // Read-your-writes: the 202 goes out once a GET of the Location sees the invocation.
         if !app

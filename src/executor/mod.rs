@@ -165,6 +165,18 @@ impl Executor {
 
     /// Claims and runs one queued invocation. Returns false when another executor had it.
     pub async fn execute_one(&self, queued: InvocationQueued) -> bool {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "invocation",
+            invocation_id = %queued.request.invocation_id,
+            session_id = %queued.request.session_id,
+            tool = %queued.request.tool_name,
+            correlation_id = queued.request.correlation_id.as_deref().unwrap_or(""),
+        );
+        self.execute_one_inner(queued).instrument(span).await
+    }
+
+    async fn execute_one_inner(&self, queued: InvocationQueued) -> bool {
         let id = queued.request.invocation_id.clone();
         let meta = Self::metadata(&queued);
         let now = OffsetDateTime::now_utc();
@@ -335,12 +347,28 @@ impl Executor {
             error,
             completed_at: OffsetDateTime::now_utc(),
         };
-        if let Err(err) = self
+        let status = match completed.outcome {
+            InvocationOutcome::Succeeded => "succeeded",
+            InvocationOutcome::Failed => "failed",
+            InvocationOutcome::Denied => "denied",
+        };
+        let code = completed.error.as_ref().map(|e| e.code.clone());
+        match self
             .store
             .execute(id, InvocationCommand::Complete(completed), &(), meta)
             .await
         {
-            tracing::error!(invocation_id = id, error = %err, "could not record the outcome");
+            // The audit line of the original service, now backed by the event it describes.
+            Ok(_) => tracing::info!(
+                invocation_id = id,
+                status,
+                error_code = code.as_deref().unwrap_or(""),
+                duration_ms,
+                "audit.tool_invocation"
+            ),
+            Err(err) => {
+                tracing::error!(invocation_id = id, error = %err, "could not record the outcome")
+            }
         }
     }
 
