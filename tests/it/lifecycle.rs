@@ -221,3 +221,95 @@ async fn concurrent_invocations_on_one_session_all_complete() {
     assert_eq!(body["total"], 80);
     server.stop().await;
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory() {
+    let (server, dir) = TestServer::start().await;
+    let repo = dir.path().join("origin");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "on main\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "main"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("README.md"), "on feature\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "feature"]);
+
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({
+                "principal": {"tenant_id": "acme", "actor_id": "alice"},
+                "repo_url": repo.to_string_lossy(),
+                "repo_ref": "main",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["session"]["repo_ref"], "main");
+    let session = body["session"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .invoke(
+            &session,
+            "fs.read_file",
+            json!({"args": {"path": "README.md"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["invocation"]["output"]["content"], "on main\n");
+    assert!(server.workspace_dir(&session).join(".git").is_dir());
+
+    // A branch that does not exist fails the session with git's reason.
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({
+                "principal": {"tenant_id": "acme", "actor_id": "alice"},
+                "repo_url": repo.to_string_lossy(),
+                "repo_ref": "no-such-branch",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["session"]["status"], "failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("git clone failed")
+    );
+    assert!(
+        !body
+            .to_string()
+            .contains(&*dir.path().join("workspaces").to_string_lossy()),
+        "host paths stay out of errors: {body}"
+    );
+
+    // source_repo_path copies the directory (files only; links are not followed).
+    std::os::unix::fs::symlink("/etc/passwd", repo.join("escape")).unwrap();
+    let session = server
+        .create_session(json!({"source_repo_path": repo.to_string_lossy()}))
+        .await;
+    let ws = server.workspace_dir(&session);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md")).unwrap(),
+        "on feature\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(ws.join("escape")).is_err(),
+        "the link was not copied"
+    );
+    server.stop().await;
+}
