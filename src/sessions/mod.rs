@@ -240,15 +240,20 @@ impl Sessions {
             workspace_dir: dir,
         };
         let runner = self.runners.ensure(&spec).await.map_err(|e| {
-            let code = match e {
-                crate::runner::RunnerError::Unavailable(_) => ErrorCode::Unavailable,
-                _ => ErrorCode::Internal,
-            };
             tracing::error!(session_id = %id, error = %e, "runner failed to start");
-            ErrorInfo {
-                code: code.as_str().into(),
-                message: e.to_string(),
-                retryable: code == ErrorCode::Unavailable,
+            match e {
+                // The install hint is meant for the caller; it names no host path.
+                crate::runner::RunnerError::Unavailable(hint) => ErrorInfo {
+                    code: ErrorCode::Unavailable.as_str().into(),
+                    message: hint,
+                    retryable: true,
+                },
+                // Anything else is ours to fix; its details (host paths, stderr) stay in the log.
+                _ => ErrorInfo {
+                    code: ErrorCode::Internal.as_str().into(),
+                    message: "the session runner could not be started".into(),
+                    retryable: true,
+                },
             }
         })?;
         Ok(workspace_events::RuntimeRef {

@@ -635,3 +635,33 @@ async fn an_async_invoke_answers_202_with_a_location_to_poll() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leaking_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-runner-binary");
+    let server = TestServer::start_in(dir.path(), |c| c.runner_exe = missing.clone()).await;
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"principal": {"tenant_id": "acme", "actor_id": "alice"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        "{body}"
+    );
+    assert_eq!(body["session"]["status"], "failed");
+    assert!(
+        !body.to_string().contains(&*dir.path().to_string_lossy()),
+        "{body}"
+    );
+    let id = body["session"]["id"].as_str().unwrap();
+    assert!(
+        !server.workspace_dir(id).exists(),
+        "a failed session leaves no workspace"
+    );
+    server.stop().await;
+}
