@@ -665,3 +665,21 @@ async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leakin
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| c.queue_timeout = Duration::ZERO).await;
+    let session = server.create_session(json!({})).await;
+    let (status, body) = server
+        .invoke(&session, "fs.list", json!({"args": {}}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        "{body}"
+    );
+    assert_eq!(body["invocation"]["status"], "failed");
+    assert_eq!(body["invocation"]["exit_code"], 124);
+    server.stop().await;
+}
