@@ -22,8 +22,9 @@ use super::frame::{FrameError, encode_frame, read_frame};
 use super::protocol::{Frame, PROTOCOL_VERSION, Reply, Request};
 use super::{RunnerError, SessionRunner};
 
-/// Idle connections kept per runner; more concurrent calls connect and close their own.
-const MAX_IDLE_CONNECTIONS: usize = 16;
+/// Idle connections kept per runner (the default executor concurrency); more concurrent calls
+/// connect and close their own.
+const MAX_IDLE_CONNECTIONS: usize = 64;
 
 /// A [`SessionRunner`] reached through a unix socket.
 #[derive(Debug)]
