@@ -16,6 +16,10 @@ use workspace::eventstore::file_log::FileEventLogOptions;
 use workspace::eventstore::{EventLog, FileEventLog, FsyncPolicy};
 use workspace_events::{Actor, AggregateType, EventEnvelope};
 
+// The same allocator as the `workspace` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A realistic small event: an invocation state change (about 450 bytes encoded).
 fn envelope(aggregate_id: &str, version: u64) -> EventEnvelope {
     EventEnvelope {

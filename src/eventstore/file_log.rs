@@ -50,6 +50,7 @@
 //! blocking thread, and their CRC is checked again.
 
 mod index;
+mod pauseless;
 mod record;
 mod recovery;
 mod writer;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use workspace_events::{AggregateType, RecordedEvent};
 
+use super::pauseless::{ChunkedVec, ShardedMap};
+
 /// A run of consecutive sequences stored back to back in the file: one positioned read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Span {
@@ -32,12 +34,12 @@ pub(super) struct ReadPlan {
 #[derive(Debug)]
 pub(super) struct Index {
     /// `offsets[s - 1]` is where record `s` starts; the length is the head sequence.
-    offsets: Vec<u64>,
+    offsets: ChunkedVec<u64>,
     /// File length covered by published records (the next record's offset).
     end: u64,
     /// Every aggregate's sequences in version order. Versions start at 1 without gaps, so an
     /// aggregate's current version is the length of its list.
-    aggregates: HashMap<AggregateType, HashMap<String, Vec<u64>>>,
+    aggregates: HashMap<AggregateType, ShardedMap<String, Vec<u64>>>,
     /// The last `cache_capacity` events: sequences `head - cache.len() + 1 ..= head`.
     cache: VecDeque<Arc<RecordedEvent>>,
     cache_capacity: usize,
@@ -46,7 +48,7 @@ pub(super) struct Index {
 impl Index {
     pub fn new(cache_capacity: usize) -> Self {
         Self {
-            offsets: Vec::new(),
+            offsets: ChunkedVec::default(),
             end: 0,
             aggregates: HashMap::new(),
             cache: VecDeque::with_capacity(cache_capacity.min(1 << 16)),
@@ -122,8 +124,9 @@ impl Index {
     /// Where record `sequence` (1..=head) lies in the file.
     fn bounds(&self, sequence: u64) -> (u64, u64) {
         let at = (sequence - 1) as usize;
-        let start = self.offsets[at];
-        let end = self.offsets.get(at + 1).copied().unwrap_or(self.end);
+        // Every published sequence has an offset; the record after the last ends at `end`.
+        let start = self.offsets.get(at).unwrap_or(self.end);
+        let end = self.offsets.get(at + 1).unwrap_or(self.end);
         (start, end)
     }
 

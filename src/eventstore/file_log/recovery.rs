@@ -7,7 +7,6 @@
 //! fails with [`StoreError::Corrupt`] and the file is left untouched, because truncating there
 //! would throw away good records.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -19,6 +18,7 @@ use ulid::Ulid;
 use workspace_events::RecordedEvent;
 
 use super::index::Index;
+use super::pauseless::ShardedMap;
 use super::record::{self, FrameError, HEADER_LEN};
 use crate::eventstore::StoreError;
 
@@ -26,7 +26,7 @@ use crate::eventstore::StoreError;
 pub(super) struct Recovered {
     pub index: Index,
     /// Event id → sequence, for deduplication (owned by the writer).
-    pub dedup: HashMap<Ulid, u64>,
+    pub dedup: ShardedMap<Ulid, u64>,
 }
 
 /// Scans `file` (the log at `path`), truncating a torn tail.
@@ -37,7 +37,7 @@ pub(super) fn recover(
 ) -> Result<Recovered, StoreError> {
     let file_len = file.metadata()?.len();
     let mut index = Index::new(cache_events);
-    let mut dedup = HashMap::new();
+    let mut dedup = ShardedMap::default();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     reader.seek(SeekFrom::Start(0))?;
     let mut payload = Vec::new();
@@ -113,7 +113,7 @@ fn next_record(
 /// was not written by this store's writer in this position.
 fn check_order(
     index: &Index,
-    dedup: &HashMap<Ulid, u64>,
+    dedup: &ShardedMap<Ulid, u64>,
     unfinished: &[(u64, RecordedEvent)],
     event: &RecordedEvent,
 ) -> Result<(), FrameError> {

@@ -26,6 +26,7 @@ use ulid::Ulid;
 use workspace_events::{AggregateType, RecordedEvent};
 
 use super::index::Index;
+use super::pauseless::ShardedMap;
 use super::{FsyncPolicy, Shared, record};
 use crate::eventstore::{Appended, StoreError};
 
@@ -97,7 +98,7 @@ pub(super) struct Writer {
     commands: mpsc::Receiver<Command>,
     /// Event id → sequence of every stored event. Only the writer needs it, so it lives here,
     /// outside the shared index's lock.
-    dedup: HashMap<Ulid, u64>,
+    dedup: ShardedMap<Ulid, u64>,
     /// Published head and file length (mirrors of the index's, without taking its lock).
     head: u64,
     len: u64,
@@ -120,7 +121,7 @@ impl Writer {
     pub fn new(
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
-        dedup: HashMap<Ulid, u64>,
+        dedup: ShardedMap<Ulid, u64>,
         head: u64,
         len: u64,
         fsync: FsyncPolicy,
@@ -192,6 +193,7 @@ impl Writer {
         tracing::debug!(
             batches = self.batches,
             requests = self.requests,
+            event_ids = self.dedup.len(),
             "event log writer stopping"
         );
         if let Some(flusher) = self.flusher.take() {
@@ -355,7 +357,7 @@ enum Decision {
 /// concurrency against the published version or an earlier request of this batch.
 fn decide(
     index: &Index,
-    dedup: &HashMap<Ulid, u64>,
+    dedup: &ShardedMap<Ulid, u64>,
     pending: &HashMap<AggregateType, HashMap<String, Pending>>,
     first_new: u64,
     request: &AppendRequest,
