@@ -313,3 +313,170 @@ async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory() {
     );
     server.stop().await;
 }
+
+/// Appends commands the way a crashed process would have left them: through a bound server
+/// whose roles never ran.
+async fn leave_behind(
+    dir: &std::path::Path,
+    commands: Vec<(String, workspace::domain::InvocationCommand)>,
+) {
+    let config = workspace::config::Config::for_tests(
+        dir,
+        crate::support::runner_exe(),
+        workspace::runner::sandbox::SandboxMode::Bubblewrap,
+    );
+    let server = workspace::app::Server::bind(config).await.expect("bind");
+    let app = server.app();
+    for (id, command) in commands {
+        app.invocations
+            .execute(&id, command, &(), &Default::default())
+            .await
+            .expect("command recorded");
+    }
+    drop(app);
+    drop(server);
+}
+
+fn queued(session: &str, id: &str) -> workspace_events::InvocationQueued {
+    let now = time::OffsetDateTime::now_utc();
+    workspace_events::InvocationQueued {
+        request: workspace_events::InvocationRequest {
+            invocation_id: id.into(),
+            session_id: session.into(),
+            tool_name: "fs.stat".into(),
+            correlation_id: None,
+            approved: false,
+            args: Some(json!({"path": "."})),
+            args_ref: None,
+            requested_at: now,
+        },
+        timeout_seconds: 15,
+        start_deadline: now + time::Duration::minutes(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
+    use workspace::domain::InvocationCommand;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let session = server.create_session(json!({})).await;
+    server.stop().await;
+
+    // A crash left one invocation queued and one claimed by an executor that died.
+    let started = workspace_events::InvocationStarted {
+        executor_id: "executor-dead".into(),
+        started_at: time::OffsetDateTime::now_utc(),
+        deadline: time::OffsetDateTime::now_utc() + time::Duration::seconds(15),
+    };
+    leave_behind(
+        dir.path(),
+        vec![
+            (
+                "inv-queuedbeforecrash".into(),
+                InvocationCommand::Queue(queued(&session, "inv-queuedbeforecrash")),
+            ),
+            (
+                "inv-runningatcrash".into(),
+                InvocationCommand::Queue(queued(&session, "inv-runningatcrash")),
+            ),
+            (
+                "inv-runningatcrash".into(),
+                InvocationCommand::Start(started),
+            ),
+        ],
+    )
+    .await;
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let settled = eventually(Duration::from_secs(10), || {
+        let server = &server;
+        async move {
+            let (_, _, a) = server
+                .call(Method::GET, "/v1/invocations/inv-queuedbeforecrash", None)
+                .await;
+            let (_, _, b) = server
+                .call(Method::GET, "/v1/invocations/inv-runningatcrash", None)
+                .await;
+            a["invocation"]["status"] == "succeeded" && b["invocation"]["status"] == "failed"
+        }
+    })
+    .await;
+    let (_, _, a) = server
+        .call(Method::GET, "/v1/invocations/inv-queuedbeforecrash", None)
+        .await;
+    let (_, _, b) = server
+        .call(Method::GET, "/v1/invocations/inv-runningatcrash", None)
+        .await;
+    assert!(settled, "queued: {a}\nrunning: {b}");
+    assert_eq!(a["invocation"]["output"]["exists"], true);
+    assert_eq!(b["invocation"]["error"]["code"], "internal");
+    // One outcome each: the interrupted run was not retried.
+    let (_, _, events) = server
+        .call(
+            Method::GET,
+            "/v1/invocations/inv-runningatcrash/events",
+            None,
+        )
+        .await;
+    let types: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "invocation.queued",
+            "invocation.started",
+            "invocation.completed"
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let config = workspace::config::Config::for_tests(
+            dir.path(),
+            crate::support::runner_exe(),
+            workspace::runner::sandbox::SandboxMode::Bubblewrap,
+        );
+        let server = workspace::app::Server::bind(config).await.expect("bind");
+        let app = server.app();
+        let now = time::OffsetDateTime::now_utc();
+        let created = workspace_events::SessionCreated {
+            session_id: "session-interrupted".into(),
+            principal: workspace_events::Principal {
+                tenant_id: "acme".into(),
+                actor_id: "alice".into(),
+                roles: vec![],
+            },
+            source: workspace_events::WorkspaceSource::Empty,
+            allowed_paths: vec![".".into()],
+            metadata: Default::default(),
+            created_at: now,
+            expires_at: now + time::Duration::hours(1),
+        };
+        workspace::eventstore::AggregateStore::<workspace::domain::Session>::new(app.log.clone())
+            .execute(
+                "session-interrupted",
+                workspace::domain::SessionCommand::Create(created),
+                &(),
+                &Default::default(),
+            )
+            .await
+            .expect("created");
+    }
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let (status, _, body) = server
+        .call(Method::GET, "/v1/sessions/session-interrupted", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["session"]["status"], "failed", "{body}");
+    assert_eq!(body["session"]["failure"]["code"], "unavailable");
+    server.stop().await;
+}
