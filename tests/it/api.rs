@@ -16,10 +16,10 @@ fn code(v: &Value) -> &str {
 async fn the_smoke_flow_works_end_to_end() {
     let (server, _dir) = TestServer::start().await;
 
-    let (status, _, body) = server.call(Method::GET, "/healthz", None).await;
+    let (status, _, body) = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "ok"}));
-    let (status, _, body) = server.call(Method::GET, "/readyz", None).await;
+    let (status, _, body) = server.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, _, body) = server
@@ -44,9 +44,7 @@ async fn the_smoke_flow_works_end_to_end() {
         "a secret leaked: {body}"
     );
 
-    let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}/tools"), None)
-        .await;
+    let (status, _, body) = server.get(&format!("/v1/sessions/{session}/tools")).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = body["tools"]
         .as_array()
@@ -108,43 +106,20 @@ async fn the_smoke_flow_works_end_to_end() {
     assert_eq!(body["invocation"]["output"]["content"], "hola");
     let read_id = body["invocation"]["id"].as_str().unwrap().to_owned();
 
-    let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{read_id}"), None)
-        .await;
+    let (status, _, body) = server.get(&format!("/v1/invocations/{read_id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["invocation"]["status"], "succeeded");
-    let (status, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invocations/{read_id}/logs"),
-            None,
-        )
-        .await;
+    let (status, _, body) = server.get(&format!("/v1/invocations/{read_id}/logs")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["logs"].is_array());
     let (status, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invocations/{read_id}/artifacts"),
-            None,
-        )
+        .get(&format!("/v1/invocations/{read_id}/artifacts"))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["artifacts"].is_array());
-    let (status, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invocations/{read_id}/events"),
-            None,
-        )
+    let types = server
+        .event_types(&format!("/v1/invocations/{read_id}/events"))
         .await;
-    assert_eq!(status, StatusCode::OK);
-    let types: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
     assert_eq!(
         types,
         [
@@ -192,11 +167,7 @@ async fn the_smoke_flow_works_end_to_end() {
     );
 
     let (status, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/sessions/{session}/invocations"),
-            None,
-        )
+        .get(&format!("/v1/sessions/{session}/invocations"))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["total"], 2);
@@ -206,7 +177,7 @@ async fn the_smoke_flow_works_end_to_end() {
         "newest first"
     );
 
-    let (status, _, body) = server.call(Method::GET, "/metrics", None).await;
+    let (status, _, body) = server.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = body.as_str().unwrap();
     assert!(
@@ -219,24 +190,15 @@ async fn the_smoke_flow_works_end_to_end() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"closed": true}));
-    let (_, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}"), None)
-        .await;
+    let (_, _, body) = server.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(body["session"]["status"], "closed");
     assert!(
         !server.workspace_dir(&session).exists(),
         "workspace removed on close"
     );
-    let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}/events"), None)
+    let types = server
+        .event_types(&format!("/v1/sessions/{session}/events"))
         .await;
-    assert_eq!(status, StatusCode::OK);
-    let types: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
     assert_eq!(
         types,
         ["session.created", "session.provisioned", "session.closed"]
@@ -410,11 +372,9 @@ async fn every_api_error_code_has_its_status_and_envelope() {
         .invoke(&session, "fs.teleport", json!({"args": {}}))
         .await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let (status, _, body) = server
-        .call(Method::GET, "/v1/invocations/inv-0000000000000000", None)
-        .await;
+    let (status, _, body) = server.get("/v1/invocations/inv-0000000000000000").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let (status, _, body) = server.call(Method::GET, "/v1/nothing/here", None).await;
+    let (status, _, body) = server.get("/v1/nothing/here").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, body) = server
         .invoke(
@@ -431,7 +391,7 @@ async fn every_api_error_code_has_its_status_and_envelope() {
     assert_eq!(body["invocation"]["status"], "failed");
 
     // method_not_allowed.
-    let (status, _, body) = server.call(Method::GET, "/v1/sessions", None).await;
+    let (status, _, body) = server.get("/v1/sessions").await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -617,7 +577,7 @@ async fn an_async_invoke_answers_202_with_a_location_to_poll() {
         let location = location.clone();
         let server = &server;
         async move {
-            let (_, _, body) = server.call(Method::GET, &location, None).await;
+            let (_, _, body) = server.get(&location).await;
             body["invocation"]["status"] == "succeeded"
         }
     })

@@ -38,14 +38,10 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
     server.stop().await;
 
     let server = TestServer::start_in(dir.path(), |_| {}).await;
-    let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}"), None)
-        .await;
+    let (status, _, body) = server.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["status"], "ready");
-    let (status, _, body) = server
-        .call(Method::GET, &format!("/v1/invocations/{read_id}"), None)
-        .await;
+    let (status, _, body) = server.get(&format!("/v1/invocations/{read_id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["invocation"]["status"], "succeeded");
     assert_eq!(
@@ -54,20 +50,10 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
         "output read back from its artifact"
     );
     let (status, _, _) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invocations/{read_id}/artifacts/{output_ref}"),
-            None,
-        )
+        .get(&format!("/v1/invocations/{read_id}/artifacts/{output_ref}"))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invocations/{read_id}/logs"),
-            None,
-        )
-        .await;
+    let (_, _, body) = server.get(&format!("/v1/invocations/{read_id}/logs")).await;
     assert!(
         !body["logs"].as_array().unwrap().is_empty(),
         "logs survive: {body}"
@@ -80,11 +66,7 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["invocation"]["output"]["exists"], true);
     let (_, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/sessions/{session}/invocations"),
-            None,
-        )
+        .get(&format!("/v1/sessions/{session}/invocations"))
         .await;
     assert_eq!(body["total"], 3);
     server.stop().await;
@@ -101,9 +83,7 @@ async fn an_expired_session_is_closed_and_its_workspace_removed() {
         let server = &server;
         let session = session.clone();
         async move {
-            let (_, _, body) = server
-                .call(Method::GET, &format!("/v1/sessions/{session}"), None)
-                .await;
+            let (_, _, body) = server.get(&format!("/v1/sessions/{session}")).await;
             body["session"]["status"] == "expired"
         }
     })
@@ -117,9 +97,7 @@ async fn an_expired_session_is_closed_and_its_workspace_removed() {
     })
     .await;
     assert!(removed, "workspace removed");
-    let (_, _, body) = server
-        .call(Method::GET, &format!("/v1/sessions/{session}/events"), None)
-        .await;
+    let (_, _, body) = server.get(&format!("/v1/sessions/{session}/events")).await;
     let last = body["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["event_type"], "session.closed");
     assert_eq!(last["payload"]["reason"], "expired");
@@ -168,11 +146,7 @@ async fn a_repeated_correlation_id_returns_the_first_invocation_and_runs_once() 
         "every retry answered with the same invocation"
     );
     let (_, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invocations/{}/events", ids[0]),
-            None,
-        )
+        .get(&format!("/v1/invocations/{}/events", ids[0]))
         .await;
     let started = body["events"]
         .as_array()
@@ -212,11 +186,7 @@ async fn concurrent_invocations_on_one_session_all_complete() {
         assert_eq!(b2["invocation"]["output"]["content"], format!("{i}"));
     }
     let (_, _, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/sessions/{session}/invocations?limit=500"),
-            None,
-        )
+        .get(&format!("/v1/sessions/{session}/invocations?limit=500"))
         .await;
     assert_eq!(body["total"], 80);
     server.stop().await;
@@ -392,39 +362,21 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     let settled = eventually(Duration::from_secs(10), || {
         let server = &server;
         async move {
-            let (_, _, a) = server
-                .call(Method::GET, "/v1/invocations/inv-queuedbeforecrash", None)
-                .await;
-            let (_, _, b) = server
-                .call(Method::GET, "/v1/invocations/inv-runningatcrash", None)
-                .await;
+            let (_, _, a) = server.get("/v1/invocations/inv-queuedbeforecrash").await;
+            let (_, _, b) = server.get("/v1/invocations/inv-runningatcrash").await;
             a["invocation"]["status"] == "succeeded" && b["invocation"]["status"] == "failed"
         }
     })
     .await;
-    let (_, _, a) = server
-        .call(Method::GET, "/v1/invocations/inv-queuedbeforecrash", None)
-        .await;
-    let (_, _, b) = server
-        .call(Method::GET, "/v1/invocations/inv-runningatcrash", None)
-        .await;
+    let (_, _, a) = server.get("/v1/invocations/inv-queuedbeforecrash").await;
+    let (_, _, b) = server.get("/v1/invocations/inv-runningatcrash").await;
     assert!(settled, "queued: {a}\nrunning: {b}");
     assert_eq!(a["invocation"]["output"]["exists"], true);
     assert_eq!(b["invocation"]["error"]["code"], "internal");
     // One outcome each: the interrupted run was not retried.
-    let (_, _, events) = server
-        .call(
-            Method::GET,
-            "/v1/invocations/inv-runningatcrash/events",
-            None,
-        )
+    let types = server
+        .event_types("/v1/invocations/inv-runningatcrash/events")
         .await;
-    let types: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
     assert_eq!(
         types,
         [
@@ -472,9 +424,7 @@ async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
             .expect("created");
     }
     let server = TestServer::start_in(dir.path(), |_| {}).await;
-    let (status, _, body) = server
-        .call(Method::GET, "/v1/sessions/session-interrupted", None)
-        .await;
+    let (status, _, body) = server.get("/v1/sessions/session-interrupted").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["status"], "failed", "{body}");
     assert_eq!(body["session"]["failure"]["code"], "unavailable");

@@ -94,6 +94,23 @@ impl TestServer {
         send(self.addr, method, path, body, headers).await
     }
 
+    /// GETs a path; returns status, headers and the JSON body.
+    pub async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// The `event_type`s of an `{"events": [...]}` answer, in order.
+    pub async fn event_types(&self, path: &str) -> Vec<String> {
+        let (status, _, body) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event_type"].as_str().expect("event_type").to_owned())
+            .collect()
+    }
+
     /// Creates a session and returns its id.
     pub async fn create_session(&self, extra: Value) -> String {
         let mut body = json!({
