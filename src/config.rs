@@ -267,3 +267,61 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["serve", "--runner-exe", "/bin/true"];
+        argv.extend_from_slice(extra);
+        Config::try_from(Cli::try_parse_from(argv).expect("arguments parse").args)
+    }
+
+    #[test]
+    fn the_defaults_are_the_embedded_mode_on_port_50053() {
+        let c = parse(&[]).expect("valid");
+        assert_eq!(c.listen.port(), 50053);
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.events_dir, PathBuf::from(".workspace-data/events"));
+        assert_eq!(c.fsync, FsyncPolicy::Interval(Duration::from_secs(1)));
+        assert_eq!(c.sandbox, SandboxMode::Bubblewrap);
+        assert_eq!(c.auth, AuthMode::Payload);
+    }
+
+    #[test]
+    fn trusted_headers_without_a_token_is_refused() {
+        let err = parse(&["--auth-mode", "trusted_headers"]).unwrap_err();
+        assert!(err.0.contains("WORKSPACE_AUTH_SHARED_TOKEN"), "{err}");
+        let ok = parse(&["--auth-mode", "trusted_headers", "--auth-shared-token", "t"]).unwrap();
+        assert!(matches!(ok.auth, AuthMode::TrustedHeaders { .. }));
+    }
+
+    #[test]
+    fn unknown_values_are_refused_before_anything_starts() {
+        for args in [
+            &["--auth-mode", "magic"][..],
+            &["--runner", "chroot"],
+            &["--event-store", "jetstream"],
+            &["--eventlog-fsync", "sometimes"],
+            &["--executor-concurrency", "0"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_unsandboxed_runner_must_be_asked_for_by_name() {
+        assert_eq!(
+            parse(&["--runner", "unsandboxed"]).unwrap().sandbox,
+            SandboxMode::Unsandboxed
+        );
+    }
+}
