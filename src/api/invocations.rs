@@ -279,7 +279,7 @@ pub async fn invoke(
             if correlation_id.is_some() =>
         {
             // A concurrent request with the same key won the race: answer with its invocation.
-            let sequence = app.log.head().borrow().to_owned();
+            let sequence = *app.log.head().borrow();
             app.projector.wait_for(sequence, READ_YOUR_WRITES).await;
             let existing = app
                 .projector

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post};
@@ -160,9 +160,4 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(assign_request_id))
         .with_state(app)
-}
-
-/// Whether a method is one the routes know, for 405 vs 404 decisions in tests.
-pub fn is_known_method(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::POST | Method::DELETE)
 }
