@@ -64,7 +64,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -216,6 +216,12 @@ impl Shared {
 /// in-memory indexes. See the module documentation for the format and guarantees.
 pub struct FileEventLog {
     shared: Arc<Shared>,
+    /// The writer's state. The writer thread takes it per batch; under `Interval` and `Never`
+    /// appenders also take it and commit on their own thread (see [`FileEventLog::append`]).
+    state: Arc<Mutex<Writer>>,
+    /// Appends waiting for whoever holds `state` next, when appenders commit themselves
+    /// (`None` under `Always`, where every append goes to the writer thread).
+    inline: Option<Mutex<Vec<AppendRequest>>>,
     /// `None` only while dropping.
     commands: Option<mpsc::Sender<Command>>,
     /// Joined on drop so the final sync and the lock release have happened when drop returns.
@@ -264,12 +270,19 @@ impl FileEventLog {
         std::fs::create_dir_all(&dir)?;
         let lock = lock_dir(&dir)?;
         let (file, recovered) = open_log(&dir, options.cache_events)?;
-        let (shared, commands, writer) = assemble(file, recovered, lock, &options)?;
+        let (shared, commands, receiver, writer) = assemble(file, recovered, lock, &options)?;
+        let state = Arc::new(Mutex::new(writer));
+        let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name("eventlog-writer".into())
-            .spawn(move || writer.run())?;
+            .spawn(move || Writer::run(thread_state, receiver))?;
+        // Without a sync per batch a commit is one `pwrite` into the page cache: cheaper to do
+        // on the appender's thread than to wake the writer thread and wait to be woken back.
+        let inline = (options.fsync != FsyncPolicy::Always).then(|| Mutex::new(Vec::new()));
         Ok(Arc::new(Self {
             shared,
+            state,
+            inline,
             commands: Some(commands),
             writer: Some(thread),
             dir,
@@ -358,10 +371,28 @@ impl EventLog for FileEventLog {
             encoded,
             reply,
         };
-        commands
-            .send(Command::Append(request))
-            .await
-            .map_err(|_| closed())?;
+        match &self.inline {
+            Some(queue) => {
+                // Group commit without a hand-off: queue the request, then take the writer's
+                // lock and commit everything queued. Whoever holds the lock next commits a
+                // request queued meanwhile, so none is left behind, and concurrent appenders
+                // still share one `pwrite`.
+                queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(request);
+                let mut writer = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let batch =
+                    std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
+                if !batch.is_empty() {
+                    writer.commit(batch);
+                }
+            }
+            None => commands
+                .send(Command::Append(request))
+                .await
+                .map_err(|_| closed())?,
+        }
         let Answer { result, returned } = answer.await.map_err(|_| closed())?;
         // Freed here, on the appender's thread, not on the writer's.
         drop(returned);
@@ -431,12 +462,20 @@ fn open_log(dir: &Path, cache_events: usize) -> Result<(File, Recovered), StoreE
 
 /// The shared state, the command channel and a writer ready to run (and the flusher, under
 /// [`FsyncPolicy::Interval`]).
+/// What `assemble` builds: the shared state, both ends of the writer's mailbox, and the writer.
+type Assembled = (
+    Arc<Shared>,
+    mpsc::Sender<Command>,
+    mpsc::Receiver<Command>,
+    Writer,
+);
+
 fn assemble(
     file: File,
     recovered: Recovered,
     lock: File,
     options: &FileEventLogOptions,
-) -> Result<(Arc<Shared>, mpsc::Sender<Command>, Writer), StoreError> {
+) -> Result<Assembled, StoreError> {
     let (head, len) = (recovered.index.head(), recovered.index.end());
     let (head_tx, _) = watch::channel(head);
     let shared = Arc::new(Shared {
@@ -452,7 +491,6 @@ fn assemble(
     let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
     let writer = Writer::new(
         Arc::clone(&shared),
-        receiver,
         recovered.dedup,
         head,
         len,
@@ -461,7 +499,7 @@ fn assemble(
         lock,
         options.max_batch,
     );
-    Ok((shared, commands, writer))
+    Ok((shared, commands, receiver, writer))
 }
 
 /// Takes the exclusive `flock` on `<dir>/events.lock`, held until the returned file is closed.

@@ -782,7 +782,14 @@ fn fsync_policies_parse_from_configuration_strings() {
 
 /// A writer for `dir` that has not started, so a test can queue a whole batch before it runs.
 /// With `read_only`, every write the writer attempts fails.
-fn idle_writer(dir: &Path, read_only: bool) -> (Arc<Shared>, mpsc::Sender<Command>, Writer) {
+fn idle_writer(
+    dir: &Path,
+    read_only: bool,
+) -> (
+    Arc<Shared>,
+    mpsc::Sender<Command>,
+    (mpsc::Receiver<Command>, Writer),
+) {
     let lock = lock_dir(dir).unwrap();
     let (mut file, recovered) = open_log(dir, 16).unwrap();
     if read_only {
@@ -792,7 +799,8 @@ fn idle_writer(dir: &Path, read_only: bool) -> (Arc<Shared>, mpsc::Sender<Comman
         fsync: FsyncPolicy::Never,
         ..FileEventLogOptions::default()
     };
-    assemble(file, recovered, lock, &options).unwrap()
+    let (shared, commands, receiver, writer) = assemble(file, recovered, lock, &options).unwrap();
+    (shared, commands, (receiver, writer))
 }
 
 type Pending = oneshot::Receiver<Answer>;
@@ -825,10 +833,14 @@ fn queue(
 }
 
 /// Queues `close` and runs the writer over everything queued (one batch) until it stops.
-fn run_one_batch(commands: &mpsc::Sender<Command>, writer: Writer) {
+fn run_one_batch(commands: &mpsc::Sender<Command>, writer: (mpsc::Receiver<Command>, Writer)) {
     let (reply, _answer) = oneshot::channel();
     assert!(commands.try_send(Command::Close(reply)).is_ok());
-    std::thread::spawn(move || writer.run()).join().unwrap();
+    let (receiver, writer) = writer;
+    let writer = Arc::new(std::sync::Mutex::new(writer));
+    std::thread::spawn(move || Writer::run(writer, receiver))
+        .join()
+        .unwrap();
 }
 
 #[tokio::test]

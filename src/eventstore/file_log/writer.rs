@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -95,7 +95,8 @@ struct Pending {
 
 pub(super) struct Writer {
     shared: Arc<Shared>,
-    commands: mpsc::Receiver<Command>,
+    /// Set by `shutdown`: later appends are refused as closed.
+    closed: bool,
     /// Event id → sequence of every stored event. Only the writer needs it, so it lives here,
     /// outside the shared index's lock.
     dedup: ShardedMap<Ulid, u64>,
@@ -120,7 +121,6 @@ impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
-        commands: mpsc::Receiver<Command>,
         dedup: ShardedMap<Ulid, u64>,
         head: u64,
         len: u64,
@@ -131,7 +131,7 @@ impl Writer {
     ) -> Self {
         Self {
             shared,
-            commands,
+            closed: false,
             dedup,
             head,
             len,
@@ -145,13 +145,17 @@ impl Writer {
         }
     }
 
-    /// Serves commands until `Close` arrives or every handle is dropped.
-    pub fn run(mut self) {
-        let mut batch = Vec::with_capacity(self.max_batch);
+    /// Serves commands until `Close` arrives or every handle is dropped. Appends that callers
+    /// commit themselves (see `FileEventLog::append`) take the same lock, so the two paths
+    /// are serialised and share one decision state.
+    pub fn run(writer: Arc<Mutex<Writer>>, mut commands: mpsc::Receiver<Command>) {
+        let lock = || writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Vec::with_capacity(lock().max_batch);
         loop {
-            if self.commands.blocking_recv_many(&mut batch, self.max_batch) == 0 {
+            let max_batch = lock().max_batch;
+            if commands.blocking_recv_many(&mut batch, max_batch) == 0 {
                 // Every `FileEventLog` handle is gone (drop without `close`).
-                if let Err(e) = self.shutdown() {
+                if let Err(e) = lock().shutdown() {
                     tracing::error!(error = %e, "event log: final sync on drop failed");
                 }
                 return;
@@ -168,18 +172,17 @@ impl Writer {
                     Command::Close(reply) => closes.push(reply),
                 }
             }
+            let mut guard = lock();
             if !appends.is_empty() {
-                self.batches += 1;
-                self.requests += appends.len() as u64;
-                self.commit(appends);
+                guard.commit(appends);
             }
             for reply in pings {
                 let _ = reply.send(());
             }
             if !closes.is_empty() {
                 // Anything still queued is dropped with the receiver; its callers see `closed`.
-                self.commands.close();
-                let result = self.shutdown().map_err(|e| e.to_string());
+                commands.close();
+                let result = guard.shutdown().map_err(|e| e.to_string());
                 for reply in closes {
                     let _ = reply.send(result.clone().map_err(StoreError::Unavailable));
                 }
@@ -190,6 +193,10 @@ impl Writer {
 
     /// Stops the flusher, syncs (except under `Never`) and releases the directory lock.
     fn shutdown(&mut self) -> Result<(), StoreError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
         tracing::debug!(
             batches = self.batches,
             requests = self.requests,
@@ -209,7 +216,15 @@ impl Writer {
         result
     }
 
-    fn commit(&mut self, requests: Vec<AppendRequest>) {
+    pub fn commit(&mut self, requests: Vec<AppendRequest>) {
+        if self.closed {
+            for request in requests {
+                request.answer(Err(closed()));
+            }
+            return;
+        }
+        self.batches += 1;
+        self.requests += requests.len() as u64;
         if let Some(reason) = self.shared.failure.get() {
             for request in requests {
                 request.answer(Err(StoreError::Unavailable(reason.clone())));
