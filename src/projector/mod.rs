@@ -86,7 +86,15 @@ impl Projector {
             }
         }
         if let Some(last) = events.last() {
-            self.checkpoint.send_replace(last.sequence);
+            // Several callers may catch up at once (the projector task, and executors folding
+            // their own writes in embedded mode): the checkpoint only ever moves forward.
+            self.checkpoint.send_if_modified(|c| {
+                let newer = last.sequence > *c;
+                if newer {
+                    *c = last.sequence;
+                }
+                newer
+            });
             let mut waiters = self
                 .sequence_waiters
                 .lock()
