@@ -184,7 +184,7 @@ impl Default for FileEventLogOptions {
 struct Shared {
     /// The log, opened read-write. Both sides use positioned IO only, so the cursor is unused.
     file: File,
-    /// Mutated only by the writer thread, after a batch is written.
+    /// Mutated only by whoever holds the writer's lock, after a batch is written.
     index: RwLock<Index>,
     head: watch::Sender<u64>,
     /// Set once when the log can no longer be trusted to persist writes; appends then fail.
@@ -193,7 +193,7 @@ struct Shared {
 
 impl Shared {
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
-        // Only the writer thread takes the write lock, and `Index::push` does not panic, so the
+        // Only the writer's lock holder takes the write lock, and `Index::push` does not panic, so the
         // lock is never poisoned in practice; if it were, the index would still be consistent up
         // to the last completed push.
         self.index.read().unwrap_or_else(PoisonError::into_inner)
@@ -212,7 +212,7 @@ impl Shared {
     }
 }
 
-/// The embedded [`EventLog`]: an append-only file with one writer thread (group commit) and
+/// The embedded [`EventLog`]: an append-only file with one writer (group commit under one lock) and
 /// in-memory indexes. See the module documentation for the format and guarantees.
 pub struct FileEventLog {
     shared: Arc<Shared>,

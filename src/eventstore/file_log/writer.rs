@@ -1,10 +1,11 @@
 //! The single writer: the only code that writes `events.log` or changes the index.
 //!
-//! It runs on its own OS thread rather than a tokio task because every batch ends in blocking
-//! syscalls (`pwrite`, and `fdatasync` under [`FsyncPolicy::Always`]); on a runtime worker those
-//! would stall unrelated tasks for the length of a disk flush. Appenders reach it through a
-//! bounded tokio channel and wait on a oneshot reply, so the protocol is the usual
-//! task-with-a-mailbox one.
+//! Its state lives behind one lock. Under [`FsyncPolicy::Always`] it is driven by its own OS
+//! thread rather than a tokio task, because every batch ends in `fdatasync`, which on a runtime
+//! worker would stall unrelated tasks for the length of a disk flush; appenders reach that
+//! thread through a bounded tokio channel and wait on a oneshot reply. Under `Interval` and
+//! `Never` a batch is one `pwrite` into the page cache, so appenders take the lock and commit on
+//! their own thread (`FileEventLog::append`); the thread then only serves pings and close.
 //!
 //! Group commit: the writer takes everything queued (up to a batch limit), decides each request
 //! in order against the published state plus the batch's earlier requests, writes the accepted
