@@ -430,3 +430,38 @@ async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
     assert_eq!(body["session"]["failure"]["code"], "unavailable");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rebuilds_the_read_models_from_the_log_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let session = server.create_session(json!({})).await;
+    server
+        .invoke(&session, "fs.list", json!({"args": {}}))
+        .await;
+    server
+        .invoke(
+            &session,
+            "fs.write_file",
+            json!({"args": {"path": "a", "content": "x"}}),
+        )
+        .await;
+    server.stop().await;
+
+    let output = std::process::Command::new(crate::support::runner_exe())
+        .args(["replay", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("replay runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json summary");
+    assert_eq!(summary["sessions"]["ready"], 1, "{summary}");
+    assert_eq!(summary["invocations"]["succeeded"], 1, "{summary}");
+    assert_eq!(summary["invocations"]["denied"], 1, "{summary}");
+    // session created + provisioned; list queued/started/completed; write denied.
+    assert_eq!(summary["events"], 6, "{summary}");
+}
