@@ -16,11 +16,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "workspace",
     version,
-    about = "Governed execution plane for AI coding agents"
+    about = "Governed execution plane for AI coding agents",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `workspace` without a subcommand serves, with these settings.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -40,20 +44,11 @@ const EXIT_RUNTIME: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or_else(|| {
-        // `workspace` alone serves with the environment's settings.
-        let Cli {
-            command: Some(Command::Serve(args)),
-        } = Cli::parse_from(["workspace", "serve"])
-        else {
-            unreachable!("`serve` parses to the serve command")
-        };
-        Command::Serve(args)
-    });
-    match command {
-        Command::Runner(args) => workspace::runner::cli::run(args),
-        Command::Replay(args) => workspace::replay::run(args),
-        Command::Serve(args) => serve(*args),
+    match cli.command {
+        Some(Command::Runner(args)) => workspace::runner::cli::run(args),
+        Some(Command::Replay(args)) => workspace::replay::run(args),
+        Some(Command::Serve(args)) => serve(*args),
+        None => serve(cli.serve),
     }
 }
 
