@@ -52,6 +52,12 @@ impl ApiError {
         self
     }
 
+    /// Logs the cause behind this error once, here at the edge, and returns the error.
+    pub fn tap_log(self, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(request_id = %self.request_id, error = %cause, code = %self.code, "request failed");
+        self
+    }
+
     /// A 500 that hides its cause from the caller and logs it.
     pub fn internal(cause: &dyn std::fmt::Display, request_id: &str) -> Self {
         tracing::error!(request_id, error = %cause, "internal error");

@@ -366,10 +366,3 @@ pub async fn events(
     let events: Vec<&workspace_events::RecordedEvent> = events.iter().map(|e| e.as_ref()).collect();
     Ok(Json(json!({ "events": events })))
 }
-
-impl ApiError {
-    pub(super) fn tap_log(self, cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(request_id = %self.request_id, error = %cause, code = %self.code, "request failed");
-        self
-    }
-}
