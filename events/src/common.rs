@@ -57,6 +57,17 @@ pub struct ArtifactMeta {
     pub created_at: OffsetDateTime,
 }
 
+impl ArtifactMeta {
+    /// The reference an event carries to these bytes.
+    pub fn reference(&self) -> ArtifactRef {
+        ArtifactRef {
+            artifact_id: self.id.clone(),
+            sha256: self.sha256.clone(),
+            size_bytes: self.size_bytes,
+        }
+    }
+}
+
 /// The stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

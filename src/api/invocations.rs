@@ -75,16 +75,34 @@ fn invocation_error(err: AggregateError<InvocationError>, rid: &str) -> ApiError
     }
 }
 
+/// The bytes of an artifact the invocation refers to (its output or logs), checked against the
+/// recorded digest. `Ok(None)` when the reference names no artifact of the invocation.
+async fn referenced(
+    app: &App,
+    view: &InvocationView,
+    reference: &str,
+) -> Result<Option<Vec<u8>>, crate::artifacts::ArtifactError> {
+    let Some(meta) = view.artifacts.iter().find(|a| a.id == reference) else {
+        return Ok(None);
+    };
+    let (Ok(inv), Ok(aid)) = (InvocationId::parse(&view.id), ArtifactId::parse(reference)) else {
+        return Ok(None);
+    };
+    app.artifacts
+        .get(&inv, &aid, Some(&meta.sha256))
+        .await
+        .map(Some)
+}
+
 /// Renders an invocation, reading large output back from its artifact.
 async fn render(app: &App, view: &InvocationView) -> Value {
     let mut value = serde_json::to_value(view).unwrap_or(Value::Null);
     if view.output.is_none()
         && let Some(reference) = &view.output_ref
-        && let Some(meta) = view.artifacts.iter().find(|a| &a.id == reference)
-        && let (Ok(inv), Ok(aid)) = (InvocationId::parse(&view.id), ArtifactId::parse(reference))
     {
-        match app.artifacts.get(&inv, &aid, Some(&meta.sha256)).await {
-            Ok(bytes) => {
+        match referenced(app, view, reference).await {
+            Ok(None) => {}
+            Ok(Some(bytes)) => {
                 if let Ok(output) = serde_json::from_slice::<Value>(&bytes) {
                     value["output"] = output;
                 }
@@ -229,11 +247,7 @@ pub async fn invoke(
             .await
             .map_err(|e| ApiError::internal(&e, &rid))?;
         request.args = None;
-        request.args_ref = Some(workspace_events::ArtifactRef {
-            artifact_id: stored.id,
-            sha256: stored.sha256,
-            size_bytes: stored.size_bytes,
-        });
+        request.args_ref = Some(stored.reference());
     }
 
     let refusal = match crate::tools::schema::validate(&tool.spec.input_schema, &args) {
@@ -417,14 +431,10 @@ pub async fn logs(
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let mut logs = view.logs.clone();
     if let Some(reference) = &view.logs_ref
-        && let Some(meta) = view.artifacts.iter().find(|a| &a.id == reference)
-        && let (Ok(inv), Ok(aid)) = (InvocationId::parse(&view.id), ArtifactId::parse(reference))
-    {
-        let bytes = app
-            .artifacts
-            .get(&inv, &aid, Some(&meta.sha256))
+        && let Some(bytes) = referenced(&app, &view, reference)
             .await
-            .map_err(|e| ApiError::internal(&e, &rid))?;
+            .map_err(|e| ApiError::internal(&e, &rid))?
+    {
         logs = bytes
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())

@@ -372,6 +372,33 @@ impl Executor {
         }
     }
 
+    /// Keeps `bytes` out of the event when they are larger than the inline limit: stores them
+    /// as an artifact and returns its reference. `None` means "keep it inline" (small enough,
+    /// or the store failed, which is logged).
+    async fn spill(
+        &self,
+        inv: &InvocationId,
+        name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        artifacts: &mut Vec<ArtifactMeta>,
+    ) -> Option<ArtifactRef> {
+        if bytes.len() <= self.max_inline_bytes {
+            return None;
+        }
+        match self.artifacts.put(inv, name, content_type, bytes).await {
+            Ok(meta) => {
+                let reference = meta.reference();
+                artifacts.push(meta);
+                Some(reference)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, name, "artifact could not be stored; keeping it inline");
+                None
+            }
+        }
+    }
+
     async fn inline_or_artifact(
         &self,
         inv: &InvocationId,
@@ -382,27 +409,18 @@ impl Executor {
             return (None, None);
         };
         let bytes = serde_json::to_vec(&output).unwrap_or_default();
-        if bytes.len() <= self.max_inline_bytes {
-            return (Some(output), None);
-        }
         match self
-            .artifacts
-            .put(inv, "invocation-output.json", "application/json", bytes)
+            .spill(
+                inv,
+                "invocation-output.json",
+                "application/json",
+                bytes,
+                artifacts,
+            )
             .await
         {
-            Ok(meta) => {
-                let r = ArtifactRef {
-                    artifact_id: meta.id.clone(),
-                    sha256: meta.sha256.clone(),
-                    size_bytes: meta.size_bytes,
-                };
-                artifacts.push(meta);
-                (None, Some(r))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "output artifact could not be stored; keeping it inline");
-                (Some(output), None)
-            }
+            Some(reference) => (None, Some(reference)),
+            None => (Some(output), None),
         }
     }
 
@@ -418,27 +436,18 @@ impl Executor {
                 bytes.push(b'\n');
             }
         }
-        if bytes.len() <= self.max_inline_bytes {
-            return (logs, None);
-        }
         match self
-            .artifacts
-            .put(inv, "invocation-logs.jsonl", "application/x-ndjson", bytes)
+            .spill(
+                inv,
+                "invocation-logs.jsonl",
+                "application/x-ndjson",
+                bytes,
+                artifacts,
+            )
             .await
         {
-            Ok(meta) => {
-                let r = ArtifactRef {
-                    artifact_id: meta.id.clone(),
-                    sha256: meta.sha256.clone(),
-                    size_bytes: meta.size_bytes,
-                };
-                artifacts.push(meta);
-                (Vec::new(), Some(r))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "logs artifact could not be stored; keeping them inline");
-                (logs, None)
-            }
+            Some(reference) => (Vec::new(), Some(reference)),
+            None => (logs, None),
         }
     }
 
