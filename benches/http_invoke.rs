@@ -223,6 +223,38 @@ async fn scenario(fsync_name: &str, fsync: FsyncPolicy, quick: bool) {
     let _ = task.await;
 }
 
+/// The floor: what the same clients get from a bare axum route that parses a JSON body and
+/// answers a JSON body of the size of an `fs.read_file` answer, with no event log, executor or
+/// runner. Whatever the service adds is measured against this.
+async fn floor(quick: bool) {
+    use axum::routing::post;
+    let answer = json!({"invocation": {"id": "inv-01", "status": "succeeded",
+        "output": {"path": "bench/read.txt", "content": "x".repeat(512), "truncated": false}}});
+    let app = axum::Router::new().route(
+        "/floor",
+        post(move |axum::Json(_body): axum::Json<Value>| {
+            let answer = answer.clone();
+            async move { axum::Json(answer) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let body: MakeBody = Arc::new(|_, _| br#"{"args":{"path":"bench/read.txt"}}"#.to_vec());
+    let scale = if quick { 1 } else { 4 };
+    run_load(addr, "/floor", 4, 100, body.clone()).await;
+    for clients in [1, 64] {
+        if selected("floor", clients) {
+            let per_client = if clients == 1 { 500 } else { 40 } * scale;
+            let (lat, el, err) = run_load(addr, "/floor", clients, per_client, body.clone()).await;
+            report("bare axum route (floor)", "-", clients, &lat, el, err);
+        }
+    }
+    server.abort();
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -232,6 +264,7 @@ fn main() {
     println!("| tool | fsync | clients | requests | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     runtime.block_on(async {
+        floor(quick).await;
         scenario(
             "interval (default)",
             FsyncPolicy::Interval(Duration::from_secs(1)),
