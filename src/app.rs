@@ -14,7 +14,7 @@ use crate::artifacts::{ArtifactError, LocalArtifactStore};
 use crate::config::Config;
 use crate::domain::Invocation;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
-use crate::executor::Executor;
+use crate::executor::{Executor, Handoff};
 use crate::projector::Projector;
 use crate::runner::RunnerProvider;
 use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
@@ -43,6 +43,14 @@ pub struct App {
     /// Session runners.
     pub runners: Arc<dyn RunnerProvider>,
     executor: Arc<Executor>,
+}
+
+impl App {
+    /// Reserves an invocation about to be queued for this process's executor, which then
+    /// starts it directly instead of finding it in the log (see [`Handoff`]).
+    pub fn handoff(&self, invocation_id: &str) -> Handoff {
+        self.executor.reserve(invocation_id)
+    }
 }
 
 /// Why the service could not start.

@@ -283,12 +283,24 @@ pub async fn invoke(
                     .unwrap_or(time::Duration::MINUTE),
         }),
     };
+    // Queued work goes straight to this process's executor once it is committed.
+    let handoff = match &command {
+        InvocationCommand::Queue(queued) => {
+            Some((app.handoff(invocation_id.as_str()), queued.clone()))
+        }
+        _ => None,
+    };
     let receipt = match app
         .invocations
         .execute(invocation_id.as_str(), command, &(), &meta)
         .await
     {
-        Ok(r) => r,
+        Ok(r) => {
+            if let Some((handoff, queued)) = handoff {
+                handoff.submit(queued, r.version);
+            }
+            r
+        }
         Err(AggregateError::UserError(InvocationError::AlreadyExists))
             if correlation_id.is_some() =>
         {

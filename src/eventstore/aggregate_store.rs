@@ -75,6 +75,15 @@ pub struct CommitReceipt {
     pub version: u64,
 }
 
+/// An aggregate's state at a known version, as held by the caller that wrote its last events.
+#[derive(Debug, Clone)]
+pub struct Known<A> {
+    /// The decision state.
+    pub state: A,
+    /// The aggregate version `state` reflects (the next append must follow it).
+    pub version: u64,
+}
+
 /// An aggregate loaded from the log, with the version the next commit must follow.
 pub struct LoadedAggregate<A> {
     aggregate: A,
@@ -155,28 +164,66 @@ where
     where
         A::Command: Clone,
     {
+        self.execute_known(aggregate_id, None, command, services, metadata)
+            .await
+            .map(|(receipt, _)| receipt)
+    }
+
+    /// Runs one command on an aggregate whose state the caller already holds (it wrote the
+    /// aggregate's last events), skipping the load; returns the state after the command for the
+    /// next one. A lost race (someone else appended meanwhile) reloads and decides again, so a
+    /// stale `known` can cost a retry but never a wrong decision. `None` loads first.
+    pub async fn execute_known(
+        &self,
+        aggregate_id: &str,
+        mut known: Option<Known<A>>,
+        command: A::Command,
+        services: &A::Services,
+        metadata: &CommandMetadata,
+    ) -> Result<(CommitReceipt, Known<A>), AggregateError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         let mut attempt = 0;
         loop {
-            let mut loaded = self.load_aggregate(aggregate_id).await?;
+            let Known { mut state, version } = match known.take() {
+                Some(k) => k,
+                None => {
+                    let loaded = self.load_aggregate(aggregate_id).await?;
+                    Known {
+                        state: loaded.aggregate,
+                        version: loaded.version,
+                    }
+                }
+            };
             let sink = EventSink::default();
-            loaded
-                .aggregate
+            state
                 .handle(command.clone(), services, &sink)
                 .await
                 .map_err(AggregateError::UserError)?;
             let events = sink.collect().await;
-            let version = loaded.version;
-            match self.commit(events, loaded, metadata.to_map()).await {
-                Ok(committed) => {
-                    let last_sequence = committed
-                        .last()
-                        .and_then(|e| e.metadata.get("sequence"))
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    return Ok(CommitReceipt {
-                        last_sequence,
-                        version: version + committed.len() as u64,
-                    });
+            if events.is_empty() {
+                let receipt = CommitReceipt {
+                    last_sequence: 0,
+                    version,
+                };
+                return Ok((receipt, Known { state, version }));
+            }
+            match self.append(aggregate_id, version, &events, metadata).await {
+                Ok(appended) => {
+                    let new_version = version + events.len() as u64;
+                    for event in events {
+                        state.apply(event);
+                    }
+                    let receipt = CommitReceipt {
+                        last_sequence: appended.last_sequence,
+                        version: new_version,
+                    };
+                    let known = Known {
+                        state,
+                        version: new_version,
+                    };
+                    return Ok((receipt, known));
                 }
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -184,6 +231,38 @@ where
                 Err(other) => return Err(other),
             }
         }
+    }
+
+    /// Wraps `events` in envelopes that follow `version` and appends them.
+    async fn append(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        events: &[A::Event],
+        meta: &CommandMetadata,
+    ) -> Result<super::Appended, AggregateError<A::Error>> {
+        let now = OffsetDateTime::now_utc();
+        let envelopes: Vec<EventEnvelope> = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| EventEnvelope {
+                event_id: ulid::Ulid::generate(),
+                aggregate_type: A::Event::AGGREGATE_TYPE,
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate_version: version + 1 + i as u64,
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
+                occurred_at: now,
+                correlation_id: meta.correlation_id.clone(),
+                causation_id: meta.causation_id.clone(),
+                actor: meta.actor.clone(),
+                payload: event.to_payload(),
+            })
+            .collect();
+        self.log
+            .append(A::Event::AGGREGATE_TYPE, aggregate_id, version, envelopes)
+            .await
+            .map_err(store_error)
     }
 }
 
@@ -253,34 +332,9 @@ where
             return Ok(Vec::new());
         }
         let meta = CommandMetadata::from_map(&metadata);
-        let now = OffsetDateTime::now_utc();
-        let envelopes: Vec<EventEnvelope> = events
-            .iter()
-            .enumerate()
-            .map(|(i, event)| EventEnvelope {
-                event_id: ulid::Ulid::generate(),
-                aggregate_type: A::Event::AGGREGATE_TYPE,
-                aggregate_id: context.id.clone(),
-                aggregate_version: context.version + 1 + i as u64,
-                event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
-                occurred_at: now,
-                correlation_id: meta.correlation_id.clone(),
-                causation_id: meta.causation_id.clone(),
-                actor: meta.actor.clone(),
-                payload: event.to_payload(),
-            })
-            .collect();
         let appended = self
-            .log
-            .append(
-                A::Event::AGGREGATE_TYPE,
-                &context.id,
-                context.version,
-                envelopes,
-            )
-            .await
-            .map_err(store_error)?;
+            .append(&context.id, context.version, &events, &meta)
+            .await?;
         Ok(events
             .into_iter()
             .enumerate()

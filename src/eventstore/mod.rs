@@ -13,7 +13,7 @@
 pub mod aggregate_store;
 pub mod file_log;
 
-pub use aggregate_store::{AggregateStore, CommandMetadata, CommitReceipt, decode_event};
+pub use aggregate_store::{AggregateStore, CommandMetadata, CommitReceipt, Known, decode_event};
 pub use file_log::{FileEventLog, FsyncPolicy};
 
 use std::sync::Arc;

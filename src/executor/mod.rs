@@ -5,7 +5,8 @@
 //! It never decides policy (that happened before the invocation was queued) and never reads the
 //! workspace except through the runner.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cqrs_es::AggregateError;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use workspace_events::{
     ArtifactMeta, ArtifactRef, ErrorInfo, InvocationCompleted, InvocationEvent, InvocationOutcome,
     InvocationQueued, InvocationStarted, LogLine, RecordedEvent,
@@ -21,7 +23,7 @@ use workspace_events::{
 use crate::artifacts::LocalArtifactStore;
 use crate::domain::{Invocation, InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
-use crate::eventstore::{AggregateStore, CommandMetadata, EventLog, decode_event};
+use crate::eventstore::{AggregateStore, CommandMetadata, EventLog, Known, decode_event};
 use crate::ids::InvocationId;
 use crate::projector::Projector;
 use crate::runner::RunnerProvider;
@@ -40,6 +42,24 @@ pub struct Executor {
     artifacts: LocalArtifactStore,
     max_inline_bytes: usize,
     slots: Arc<Semaphore>,
+    /// Invocations handed over by the API of this process ([`Handoff`]) whose `queued` event the
+    /// log reader has not passed yet: it skips them instead of claiming them a second time.
+    handed: Mutex<HashSet<String>>,
+    /// Every run in flight, so a shutdown lets them record their outcome.
+    runs: TaskTracker,
+}
+
+/// An invocation the API is about to queue, reserved for this process's executor: once the
+/// `queued` event is committed, [`Handoff::submit`] starts the run directly, with the state the
+/// API holds, instead of waiting for the log reader to find the event and reload it.
+///
+/// Dropped without `submit` (the append failed, the request was refused or cancelled), the
+/// reservation is released, and if the log reader had already skipped the event, the
+/// invocation is looked up again and run if it is queued, so a queued invocation is never lost.
+pub struct Handoff {
+    executor: Arc<Executor>,
+    id: String,
+    submitted: bool,
 }
 
 /// What a run produced, before it is recorded.
@@ -76,6 +96,56 @@ impl Executor {
             artifacts,
             max_inline_bytes,
             slots: Arc::new(Semaphore::new(concurrency)),
+            handed: Mutex::new(HashSet::new()),
+            runs: TaskTracker::new(),
+        }
+    }
+
+    /// Reserves the invocation `id` (not yet appended) for this executor; see [`Handoff`].
+    pub fn reserve(self: &Arc<Self>, id: &str) -> Handoff {
+        self.handed_set().insert(id.to_owned());
+        Handoff {
+            executor: self.clone(),
+            id: id.to_owned(),
+            submitted: false,
+        }
+    }
+
+    fn handed_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.handed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `queued` on its own task once a slot is free.
+    fn spawn_run(self: Arc<Self>, queued: InvocationQueued, known: Option<Known<Invocation>>) {
+        let runs = self.runs.clone();
+        runs.spawn(async move {
+            // Bounded concurrency: the run waits here for a slot.
+            let Ok(_permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            self.execute_one(queued, known).await;
+        });
+    }
+
+    /// Runs the invocation `id` if the log says it is still queued (a handoff that was dropped
+    /// after the log reader had skipped its event).
+    async fn run_if_queued(self: Arc<Self>, id: String) {
+        let events = match self
+            .log
+            .load(workspace_events::AggregateType::Invocation, &id)
+            .await
+        {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::error!(invocation_id = %id, error = %err, "could not look up a handed-off invocation");
+                return;
+            }
+        };
+        if events.len() == 1
+            && let Ok(InvocationEvent::Queued(queued)) =
+                decode_event::<InvocationEvent>(&[], &events[0])
+        {
+            self.spawn_run(queued, None);
         }
     }
 
@@ -112,7 +182,9 @@ impl Executor {
             match self.log.read_from(cursor, 1024).await {
                 Ok(events) if !events.is_empty() => {
                     for event in &events {
-                        if event.envelope.event_type == InvocationEvent::QUEUED {
+                        if event.envelope.event_type == InvocationEvent::QUEUED
+                            && !self.handed_set().remove(&event.envelope.aggregate_id)
+                        {
                             self.clone().dispatch(event).await;
                         }
                     }
@@ -125,7 +197,7 @@ impl Executor {
                 Err(err) => {
                     tracing::error!(error = %err, "executor could not read the log; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
                     }
                 }
@@ -134,10 +206,13 @@ impl Executor {
                 continue;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = head.changed() => if changed.is_err() { return },
+                _ = shutdown.cancelled() => break,
+                changed = head.changed() => if changed.is_err() { break },
             }
         }
+        // Let the runs in flight record their outcome.
+        self.runs.close();
+        self.runs.wait().await;
     }
 
     async fn dispatch(self: Arc<Self>, event: &RecordedEvent) {
@@ -149,8 +224,9 @@ impl Executor {
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return;
         };
-        tokio::spawn(async move {
-            self.execute_one(queued).await;
+        let runs = self.runs.clone();
+        runs.spawn(async move {
+            self.execute_one(queued, None).await;
             drop(permit);
         });
     }
@@ -163,8 +239,13 @@ impl Executor {
         }
     }
 
-    /// Claims and runs one queued invocation. Returns false when another executor had it.
-    pub async fn execute_one(&self, queued: InvocationQueued) -> bool {
+    /// Claims and runs one queued invocation. `known` is the invocation's state when the caller
+    /// holds it (a handoff); otherwise it is loaded. Returns false when another executor had it.
+    pub async fn execute_one(
+        &self,
+        queued: InvocationQueued,
+        known: Option<Known<Invocation>>,
+    ) -> bool {
         use tracing::Instrument;
         let span = tracing::info_span!(
             "invocation",
@@ -173,10 +254,14 @@ impl Executor {
             tool = %queued.request.tool_name,
             correlation_id = queued.request.correlation_id.as_deref().unwrap_or(""),
         );
-        self.execute_one_inner(queued).instrument(span).await
+        self.execute_one_inner(queued, known).instrument(span).await
     }
 
-    async fn execute_one_inner(&self, queued: InvocationQueued) -> bool {
+    async fn execute_one_inner(
+        &self,
+        queued: InvocationQueued,
+        known: Option<Known<Invocation>>,
+    ) -> bool {
         let id = queued.request.invocation_id.clone();
         let meta = Self::metadata(&queued);
         let now = OffsetDateTime::now_utc();
@@ -194,7 +279,7 @@ impl Executor {
         };
         if let Some((code, message)) = refusal {
             let result = RunResult::failed(code, message);
-            self.complete(&id, &meta, result, 0).await;
+            self.complete(&id, known, &meta, result, 0).await;
             return true;
         }
         let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
@@ -203,22 +288,23 @@ impl Executor {
             started_at: now,
             deadline: now + timeout,
         };
-        match self
+        let claimed = match self
             .store
-            .execute(&id, InvocationCommand::Start(started), &(), &meta)
+            .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
             .await
         {
-            Ok(_) => {}
+            Ok((_, claimed)) => claimed,
             Err(AggregateError::UserError(InvocationError::NotQueued(_))) => return false,
             Err(err) => {
                 tracing::error!(invocation_id = %id, error = %err, "could not claim invocation");
                 return false;
             }
-        }
+        };
         let begun = Instant::now();
         let result = self.run(&queued, session.as_ref(), begun + timeout).await;
         let duration_ms = begun.elapsed().as_millis() as u64;
-        self.complete(&id, &meta, result, duration_ms).await;
+        self.complete(&id, Some(claimed), &meta, result, duration_ms)
+            .await;
         true
     }
 
@@ -299,6 +385,7 @@ impl Executor {
     async fn complete(
         &self,
         id: &str,
+        known: Option<Known<Invocation>>,
         meta: &CommandMetadata,
         result: RunResult,
         duration_ms: u64,
@@ -355,7 +442,7 @@ impl Executor {
         let code = completed.error.as_ref().map(|e| e.code.clone());
         match self
             .store
-            .execute(id, InvocationCommand::Complete(completed), &(), meta)
+            .execute_known(id, known, InvocationCommand::Complete(completed), &(), meta)
             .await
         {
             // The audit line of the original service, now backed by the event it describes.
@@ -461,7 +548,35 @@ impl Executor {
             ErrorCode::Internal,
             "the executor stopped before the invocation finished; it was not retried",
         );
-        self.complete(id, &meta, result, 0).await;
+        self.complete(id, None, &meta, result, 0).await;
+    }
+}
+
+impl Handoff {
+    /// Starts the run of the invocation whose `queued` event was just committed at `version`.
+    pub fn submit(mut self, queued: InvocationQueued, version: u64) {
+        self.submitted = true;
+        let mut state = Invocation::default();
+        cqrs_es::Aggregate::apply(&mut state, InvocationEvent::Queued(queued.clone()));
+        let known = Known { state, version };
+        self.executor.clone().spawn_run(queued, Some(known));
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if self.submitted {
+            return;
+        }
+        let still_reserved = self.executor.handed_set().remove(&self.id);
+        // The log reader skipped the event (so it was committed) but nobody submitted it.
+        if !still_reserved && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(
+                self.executor
+                    .clone()
+                    .run_if_queued(std::mem::take(&mut self.id)),
+            );
+        }
     }
 }
 

@@ -388,6 +388,56 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     server.stop().await;
 }
 
+/// A request cancelled between committing `queued` and handing it to the executor must not
+/// strand the invocation: dropped before or after the log reader passed the event, the
+/// handoff's invocation still runs, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_work_whose_handoff_was_dropped_still_runs_once() {
+    use workspace::domain::InvocationCommand;
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let app = server.app();
+    for (id, reader_first) in [("inv-droppedearly", false), ("inv-droppedlate", true)] {
+        let handoff = app.handoff(id);
+        let receipt = app
+            .invocations
+            .execute(
+                id,
+                InvocationCommand::Queue(queued(&session, id)),
+                &(),
+                &Default::default(),
+            )
+            .await
+            .expect("queued");
+        if reader_first {
+            // Give the executor's log reader time to pass (and skip) the reserved event.
+            app.projector
+                .wait_for(receipt.last_sequence, Duration::from_secs(5))
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(handoff);
+        let path = format!("/v1/invocations/{id}");
+        let done = eventually(Duration::from_secs(10), || {
+            let (server, path) = (&server, &path);
+            async move { server.get(path).await.2["invocation"]["status"] == "succeeded" }
+        })
+        .await;
+        assert!(done, "{id}: {}", server.get(&path).await.2);
+        let types = server.event_types(&format!("{path}/events")).await;
+        assert_eq!(
+            types,
+            [
+                "invocation.queued",
+                "invocation.started",
+                "invocation.completed"
+            ],
+            "{id}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ pub fn runner_exe() -> PathBuf {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    app: std::sync::Arc<workspace::app::App>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -52,14 +53,21 @@ impl TestServer {
             .await
             .expect("server binds");
         let addr = server.local_addr();
+        let app = server.app();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run_until_stopped(shutdown.clone()));
         TestServer {
             addr,
             data_dir: data_dir.to_path_buf(),
+            app,
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// The service's shared state, for tests that drive a role directly.
+    pub fn app(&self) -> &workspace::app::App {
+        &self.app
     }
 
     /// Stops the service and waits until it has released the data dir.
