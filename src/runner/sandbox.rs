@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::cli::READY_LINE;
 use super::client::SocketRunner;
-use super::server::EXEC_PATH;
+use super::server::{EXEC_NOFILE, EXEC_PATH};
 use super::{RunnerError, RunnerProvider, SandboxSpec, SessionRunner, WORKDIR};
 use crate::ids::SessionId;
 
@@ -63,8 +63,6 @@ const ETC_ENTRIES: [&str; 14] = [
     "/etc/localtime",
     "/etc/mime.types",
 ];
-/// Open-file limit of the whole sandbox (the runner lowers it further for programs it runs).
-const SANDBOX_NOFILE: libc::rlim_t = 4096;
 /// How much of a runner's stderr is kept for error reports.
 const STDERR_TAIL_BYTES: usize = 16 * 1024;
 /// Socket paths are limited to `sun_path` (108 bytes including the NUL).
@@ -524,7 +522,7 @@ impl LocalSandboxProvider {
                         return Err(io::Error::last_os_error());
                     }
                 }
-                super::limits::apply_in_child(SANDBOX_NOFILE);
+                super::limits::apply_in_child(EXEC_NOFILE);
                 Ok(())
             });
         }

@@ -39,8 +39,9 @@ pub const EXEC_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const MAX_READ_BYTES: u64 = 11 * 1024 * 1024;
 /// Largest capture of stdout and of stderr each: both, base64-encoded, must fit one frame.
 pub const MAX_EXEC_OUTPUT_BYTES: u64 = 4 * 1024 * 1024;
-/// Open-file limit of executed programs.
-const EXEC_NOFILE: libc::rlim_t = 1024;
+/// Open-file limit of executed programs, and of a whole sandbox: there programs are spawned
+/// without a pre-exec hook and inherit the runner's limits.
+pub const EXEC_NOFILE: libc::rlim_t = 1024;
 /// After the program exits and its process group is killed, how long the output pipes may stay
 /// open (held by a process that left the group with `setsid`) before the reply goes out anyway.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
@@ -166,7 +167,7 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
                     timeout: Duration::from_millis(timeout_ms),
                     max_output_bytes,
                 };
-                let exec = exec(&workspace, spec);
+                let exec = exec(&workspace, isolation, spec);
                 tokio::pin!(exec);
                 tokio::select! {
                     reply = &mut exec => reply,
@@ -499,13 +500,17 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), OpError> {
 }
 
 /// Runs one program to completion (or timeout) and captures its output.
-pub async fn exec(workspace: &Workspace, spec: ExecSpec) -> Reply {
-    exec_inner(workspace, spec)
+pub async fn exec(workspace: &Workspace, isolation: &str, spec: ExecSpec) -> Reply {
+    exec_inner(workspace, isolation, spec)
         .await
         .unwrap_or_else(OpError::into_reply)
 }
 
-async fn exec_inner(workspace: &Workspace, spec: ExecSpec) -> Result<Reply, OpError> {
+async fn exec_inner(
+    workspace: &Workspace,
+    isolation: &str,
+    spec: ExecSpec,
+) -> Result<Reply, OpError> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(invalid("argv is empty".to_owned()));
     };
@@ -534,19 +539,31 @@ async fn exec_inner(workspace: &Workspace, spec: ExecSpec) -> Result<Reply, OpEr
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (fchdir, setrlimit, prctl) on plain integers; `cwd` stays open (and so
-    // `cwd_fd` valid) until after spawn returns.
-    unsafe {
-        command.pre_exec(move || {
-            // fchdir to the descriptor opened beneath the root: no path is re-resolved, so a
-            // symlink swapped in after the check cannot move the program out of the workspace.
-            if libc::fchdir(cwd_fd) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            super::limits::apply_in_child(EXEC_NOFILE);
-            Ok(())
-        });
+    if isolation == "unsandboxed" {
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (fchdir, setrlimit, prctl) on plain integers; `cwd`
+        // stays open (and so `cwd_fd` valid) until after spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                // fchdir to the descriptor opened beneath the root: no path is re-resolved, so
+                // a symlink swapped in after the check cannot move the program out of the
+                // workspace.
+                if libc::fchdir(cwd_fd) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                super::limits::apply_in_child(EXEC_NOFILE);
+                Ok(())
+            });
+        }
+    } else {
+        // In a sandbox (or a pod) the runner's limits (no core dumps, EXEC_NOFILE files) were
+        // set when it started and are inherited, and if the runner dies its PID namespace ends
+        // and the kernel kills everything it started: no pre-exec hook is needed, so std spawns
+        // with posix_spawn instead of forking the runner's address space (about a quarter of a
+        // millisecond less per process here). The working directory is the descriptor opened
+        // beneath the root, reached through its /proc/self/fd magic link, which names that
+        // open directory itself: no path is re-resolved, as with fchdir.
+        command.current_dir(format!("/proc/self/fd/{cwd_fd}"));
     }
 
     let started = Instant::now();

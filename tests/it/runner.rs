@@ -703,32 +703,70 @@ async fn an_unsandboxed_runner_serves_the_same_protocol() {
     .await;
 }
 
+/// Many calls over one pooled connection all answer correctly (the round trip's latency is
+/// measured by `cargo bench --bench runner`, not asserted here).
 #[tokio::test]
-async fn a_read_file_round_trip_through_the_sandbox_is_sub_millisecond() {
+async fn a_thousand_read_file_round_trips_through_the_sandbox_all_answer() {
     let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
     std::fs::write(sandbox.ws().join("f.txt"), vec![b'x'; 1024]).expect("file");
-    let request = || Request::ReadFile {
-        path: "f.txt".into(),
-        max_bytes: 4096,
-    };
-    sandbox.call(request()).await;
-    let mut samples = Vec::with_capacity(1000);
     for _ in 0..1000 {
-        let started = Instant::now();
-        let reply = sandbox.call(request()).await;
-        samples.push(started.elapsed());
-        assert!(matches!(
-            reply,
-            Reply::File {
-                size_bytes: 1024,
-                ..
-            }
-        ));
+        let reply = sandbox
+            .call(Request::ReadFile {
+                path: "f.txt".into(),
+                max_bytes: 4096,
+            })
+            .await;
+        assert!(
+            matches!(
+                reply,
+                Reply::File {
+                    size_bytes: 1024,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
     }
-    samples.sort();
-    let median = samples[samples.len() / 2];
-    let p99 = samples[samples.len() * 99 / 100];
-    eprintln!("read_file round trip through bubblewrap: median {median:?}, p99 {p99:?}");
-    // Debug builds on a shared 2-core machine: generous, but far below a sandbox per call.
-    assert!(median < Duration::from_millis(5), "median {median:?}");
+}
+
+/// Programs run in the directory asked for, with no core dumps and at most 1024 open files, in
+/// both modes (spawned without a pre-exec hook in the sandbox, with one unsandboxed), and a
+/// working directory that leads outside the workspace is refused.
+#[tokio::test]
+async fn programs_run_in_their_directory_with_the_runner_limits() {
+    for mode in [SandboxMode::Bubblewrap, SandboxMode::Unsandboxed] {
+        let sandbox = Sandbox::start(mode).await;
+        std::fs::create_dir_all(sandbox.ws().join("sub/dir")).expect("dir");
+        std::os::unix::fs::symlink(sandbox.outside(), sandbox.ws().join("out")).expect("symlink");
+        let exec = |cwd: &str| Request::Exec {
+            argv: vec!["sh".into(), "-c".into(), "pwd; ulimit -c; ulimit -n".into()],
+            env: BTreeMap::new(),
+            cwd: cwd.into(),
+            stdin: None,
+            timeout_ms: 15_000,
+            max_output_bytes: 4096,
+        };
+        match sandbox.call(exec("sub/dir")).await {
+            Reply::Exited {
+                exit_code: 0,
+                stdout,
+                ..
+            } => {
+                let out = String::from_utf8_lossy(&stdout.0).into_owned();
+                let lines: Vec<&str> = out.lines().collect();
+                assert_eq!(lines.len(), 3, "{mode:?}: {out}");
+                assert!(lines[0].ends_with("/sub/dir"), "{mode:?}: {out}");
+                assert_eq!(&lines[1..], ["0", "1024"], "{mode:?}: {out}");
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        assert_error(
+            &sandbox.call(exec("out")).await,
+            RunnerErrorCode::PolicyDenied,
+        );
+        assert_error(
+            &sandbox.call(exec("../")).await,
+            RunnerErrorCode::PolicyDenied,
+        );
+    }
 }
