@@ -51,7 +51,7 @@ pub trait EventContract: Sized {
     fn decode(
         event_type: &str,
         schema_version: u32,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
     ) -> Result<Self, DecodeError>;
 }
 
@@ -59,7 +59,7 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(
     event_type: &str,
     version: u32,
     current: u32,
-    payload: serde_json::Value,
+    payload: &serde_json::Value,
 ) -> Result<T, DecodeError> {
     if version != current {
         return Err(DecodeError::UnsupportedVersion {
@@ -68,7 +68,7 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(
             current,
         });
     }
-    serde_json::from_value(payload).map_err(|source| DecodeError::Payload {
+    T::deserialize(payload).map_err(|source| DecodeError::Payload {
         event_type: event_type.to_owned(),
         version,
         source,

@@ -203,7 +203,7 @@ impl EventContract for InvocationEvent {
     fn decode(
         event_type: &str,
         version: u32,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
     ) -> Result<Self, DecodeError> {
         Ok(match event_type {
             Self::QUEUED => Self::Queued(decode_payload(event_type, version, 1, payload)?),

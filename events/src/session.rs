@@ -179,7 +179,7 @@ impl EventContract for SessionEvent {
     fn decode(
         event_type: &str,
         version: u32,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
     ) -> Result<Self, DecodeError> {
         Ok(match event_type {
             Self::CREATED => Self::Created(decode_payload(event_type, version, 1, payload)?),

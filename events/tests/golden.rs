@@ -171,12 +171,8 @@ fn check_fixture<E: EventContract + PartialEq + std::fmt::Debug>(event: E, id: &
     // Round trip: the stored JSON decodes to the typed event and encodes back identically.
     let parsed: EventEnvelope = serde_json::from_str(&stored).unwrap();
     let upcast = upcast::upcast(&upcast::registry(), parsed.clone());
-    let decoded = E::decode(
-        &upcast.event_type,
-        upcast.schema_version,
-        upcast.payload.clone(),
-    )
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let decoded = E::decode(&upcast.event_type, upcast.schema_version, &upcast.payload)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(decoded, event);
     assert_eq!(decoded.to_payload(), parsed.payload);
 }
@@ -213,7 +209,7 @@ fn every_current_version_has_a_fixture() {
 #[test]
 fn a_newer_schema_version_is_refused_not_misread() {
     let env = envelope(&session_events().remove(3), "session-1", 1);
-    let err = SessionEvent::decode(&env.event_type, 2, env.payload).unwrap_err();
+    let err = SessionEvent::decode(&env.event_type, 2, &env.payload).unwrap_err();
     assert!(matches!(
         err,
         DecodeError::UnsupportedVersion {
@@ -226,7 +222,7 @@ fn a_newer_schema_version_is_refused_not_misread() {
 
 #[test]
 fn an_unknown_event_type_is_refused() {
-    let err = InvocationEvent::decode("invocation.teleported", 1, json!({})).unwrap_err();
+    let err = InvocationEvent::decode("invocation.teleported", 1, &json!({})).unwrap_err();
     assert!(matches!(err, DecodeError::UnknownType(_)));
 }
 

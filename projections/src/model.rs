@@ -97,17 +97,15 @@ impl ReadModel {
             return Applied::Skipped;
         }
         self.checkpoint = event.sequence;
-        let env = if upcasters
+        // Only an event that needs upcasting is copied; the rest decode from the stored JSON.
+        let upcasted = upcasters
             .iter()
             .any(|u| u.can_upcast(&event.envelope.event_type, event.envelope.schema_version))
-        {
-            upcast::upcast(upcasters, event.envelope.clone())
-        } else {
-            event.envelope.clone()
-        };
+            .then(|| upcast::upcast(upcasters, event.envelope.clone()));
+        let env = upcasted.as_ref().unwrap_or(&event.envelope);
         match env.aggregate_type {
             AggregateType::Session => {
-                match SessionEvent::decode(&env.event_type, env.schema_version, env.payload) {
+                match SessionEvent::decode(&env.event_type, env.schema_version, &env.payload) {
                     Ok(e) => self.apply_session(&env.aggregate_id, env.aggregate_version, e),
                     Err(err) => Applied::Rejected {
                         reason: err.to_string(),
@@ -115,7 +113,7 @@ impl ReadModel {
                 }
             }
             AggregateType::Invocation => {
-                match InvocationEvent::decode(&env.event_type, env.schema_version, env.payload) {
+                match InvocationEvent::decode(&env.event_type, env.schema_version, &env.payload) {
                     Ok(e) => self.apply_invocation(&env.aggregate_id, env.aggregate_version, e),
                     Err(err) => Applied::Rejected {
                         reason: err.to_string(),

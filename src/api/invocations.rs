@@ -115,18 +115,28 @@ async fn render(app: &App, view: &InvocationView) -> Value {
     value
 }
 
+/// `{"invocation": …}` serialized straight from the view.
+#[derive(serde::Serialize)]
+struct InvocationBody<'a> {
+    invocation: &'a InvocationView,
+}
+
 /// The answer for an invocation in its current state: 200 when it succeeded (or is still in
 /// progress for a replay), the error's status when it failed or was denied.
 async fn answer(app: &App, view: &InvocationView, rid: &str) -> Response {
-    let rendered = render(app, view).await;
     match &view.error {
         Some(ErrorInfo { code, message, .. }) if view.is_terminal() => {
             let code = ErrorCode::parse(code).unwrap_or(ErrorCode::Internal);
             ApiError::new(code, message.clone(), rid)
-                .with_invocation_value(rendered)
+                .with_invocation_value(render(app, view).await)
                 .into_response()
         }
-        _ => (StatusCode::OK, Json(json!({ "invocation": rendered }))).into_response(),
+        // Output kept as an artifact is read back into the answer.
+        _ if view.output.is_none() && view.output_ref.is_some() => {
+            let rendered = render(app, view).await;
+            (StatusCode::OK, Json(json!({ "invocation": rendered }))).into_response()
+        }
+        _ => (StatusCode::OK, Json(InvocationBody { invocation: view })).into_response(),
     }
 }
 

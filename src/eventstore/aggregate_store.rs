@@ -125,9 +125,9 @@ pub fn decode_event<E: EventContract>(
         .any(|u| u.can_upcast(&env.event_type, env.schema_version))
     {
         let env = upcast::upcast(upcasters, env.clone());
-        E::decode(&env.event_type, env.schema_version, env.payload)
+        E::decode(&env.event_type, env.schema_version, &env.payload)
     } else {
-        E::decode(&env.event_type, env.schema_version, env.payload.clone())
+        E::decode(&env.event_type, env.schema_version, &env.payload)
     }
 }
 
