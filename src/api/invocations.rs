@@ -293,12 +293,19 @@ pub async fn invoke(
                     .unwrap_or(time::Duration::MINUTE),
         }),
     };
-    // Queued work goes straight to this process's executor once it is committed.
-    let handoff = match &command {
+    // Queued work goes straight to this process's executor once it is committed, claimed in
+    // the same append when the executor has a free slot.
+    let (command, handoff) = match command {
         InvocationCommand::Queue(queued) => {
-            Some((app.handoff(invocation_id.as_str()), queued.clone()))
+            let handoff = app.handoff(invocation_id.as_str());
+            let started = handoff.claim(now, queued.timeout_seconds);
+            let command = match &started {
+                Some(s) => InvocationCommand::QueueAndStart(queued.clone(), s.clone()),
+                None => InvocationCommand::Queue(queued.clone()),
+            };
+            (command, Some((handoff, queued, started)))
         }
-        _ => None,
+        other => (other, None),
     };
     let receipt = match app
         .invocations
@@ -306,8 +313,8 @@ pub async fn invoke(
         .await
     {
         Ok(r) => {
-            if let Some((handoff, queued)) = handoff {
-                handoff.submit(queued, r.version);
+            if let Some((handoff, queued, started)) = handoff {
+                handoff.submit(queued, started, r.version);
             }
             r
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cqrs_es::AggregateError;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use workspace_events::{
@@ -51,15 +51,26 @@ pub struct Executor {
 
 /// An invocation the API is about to queue, reserved for this process's executor: once the
 /// `queued` event is committed, [`Handoff::submit`] starts the run directly, with the state the
-/// API holds, instead of waiting for the log reader to find the event and reload it.
+/// API holds, instead of waiting for the log reader to find the event and reload it. When a run
+/// slot is free at reservation, the handoff holds it and [`Handoff::claim`] gives the `started`
+/// event to append together with `queued`: the invocation is claimed as it is queued.
 ///
-/// Dropped without `submit` (the append failed, the request was refused or cancelled), the
-/// reservation is released, and if the log reader had already skipped the event, the
-/// invocation is looked up again and run if it is queued, so a queued invocation is never lost.
+/// Dropped without `submit` (the append failed or the request was cancelled), the reservation
+/// is released and the invocation is looked up again: if it was queued it runs (claimed first
+/// if it was not), so committed work is never stranded.
 pub struct Handoff {
     executor: Arc<Executor>,
     id: String,
+    slot: Option<OwnedSemaphorePermit>,
     submitted: bool,
+}
+
+/// How a run gets its claim on the invocation.
+pub enum Claim {
+    /// Claim it now, by appending `started` after the known state (or the loaded one).
+    Take(Option<Known<Invocation>>),
+    /// Claimed for this executor when it was queued; the state after `started`.
+    Held(Known<Invocation>),
 }
 
 /// What a run produced, before it is recorded.
@@ -107,6 +118,7 @@ impl Executor {
         Handoff {
             executor: self.clone(),
             id: id.to_owned(),
+            slot: self.slots.clone().try_acquire_owned().ok(),
             submitted: false,
         }
     }
@@ -115,21 +127,30 @@ impl Executor {
         self.handed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `queued` on its own task once a slot is free.
-    fn spawn_run(self: Arc<Self>, queued: InvocationQueued, known: Option<Known<Invocation>>) {
+    /// Runs `queued` on its own task, in `slot` or once a slot is free.
+    fn spawn_run(
+        self: Arc<Self>,
+        queued: InvocationQueued,
+        claim: Claim,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
         let runs = self.runs.clone();
         runs.spawn(async move {
             // Bounded concurrency: the run waits here for a slot.
-            let Ok(_permit) = self.slots.clone().acquire_owned().await else {
-                return;
+            let _slot = match slot {
+                Some(slot) => slot,
+                None => match self.slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
             };
-            self.execute_one(queued, known).await;
+            self.execute_one(queued, claim).await;
         });
     }
 
-    /// Runs the invocation `id` if the log says it is still queued (a handoff that was dropped
-    /// after the log reader had skipped its event).
-    async fn run_if_queued(self: Arc<Self>, id: String) {
+    /// Runs the invocation `id` of a dropped handoff if the log says nobody will: it is queued,
+    /// or claimed by this executor (at enqueue) and so run by nobody else.
+    async fn resume(self: Arc<Self>, id: String) {
         let events = match self
             .log
             .load(workspace_events::AggregateType::Invocation, &id)
@@ -141,11 +162,25 @@ impl Executor {
                 return;
             }
         };
-        if events.len() == 1
-            && let Ok(InvocationEvent::Queued(queued)) =
-                decode_event::<InvocationEvent>(&[], &events[0])
-        {
-            self.spawn_run(queued, None);
+        let decoded: Vec<InvocationEvent> = events
+            .iter()
+            .filter_map(|e| decode_event::<InvocationEvent>(&[], e).ok())
+            .collect();
+        match decoded.as_slice() {
+            [InvocationEvent::Queued(queued)] => {
+                self.spawn_run(queued.clone(), Claim::Take(None), None)
+            }
+            [InvocationEvent::Queued(queued), InvocationEvent::Started(s)]
+                if s.executor_id == self.id =>
+            {
+                let mut state = Invocation::default();
+                for event in decoded.iter().cloned() {
+                    cqrs_es::Aggregate::apply(&mut state, event);
+                }
+                let known = Known { state, version: 2 };
+                self.spawn_run(queued.clone(), Claim::Held(known), None)
+            }
+            _ => {}
         }
     }
 
@@ -226,7 +261,7 @@ impl Executor {
         };
         let runs = self.runs.clone();
         runs.spawn(async move {
-            self.execute_one(queued, None).await;
+            self.execute_one(queued, Claim::Take(None)).await;
             drop(permit);
         });
     }
@@ -239,13 +274,9 @@ impl Executor {
         }
     }
 
-    /// Claims and runs one queued invocation. `known` is the invocation's state when the caller
-    /// holds it (a handoff); otherwise it is loaded. Returns false when another executor had it.
-    pub async fn execute_one(
-        &self,
-        queued: InvocationQueued,
-        known: Option<Known<Invocation>>,
-    ) -> bool {
+    /// Claims (unless the claim is held already) and runs one queued invocation. Returns false
+    /// when another executor had it.
+    pub async fn execute_one(&self, queued: InvocationQueued, claim: Claim) -> bool {
         use tracing::Instrument;
         let span = tracing::info_span!(
             "invocation",
@@ -254,14 +285,10 @@ impl Executor {
             tool = %queued.request.tool_name,
             correlation_id = queued.request.correlation_id.as_deref().unwrap_or(""),
         );
-        self.execute_one_inner(queued, known).instrument(span).await
+        self.execute_one_inner(queued, claim).instrument(span).await
     }
 
-    async fn execute_one_inner(
-        &self,
-        queued: InvocationQueued,
-        known: Option<Known<Invocation>>,
-    ) -> bool {
+    async fn execute_one_inner(&self, queued: InvocationQueued, claim: Claim) -> bool {
         let id = queued.request.invocation_id.clone();
         let meta = Self::metadata(&queued);
         let now = OffsetDateTime::now_utc();
@@ -269,43 +296,58 @@ impl Executor {
             .projector
             .model()
             .read(|m| m.session(&queued.request.session_id).cloned());
-        let refusal = match &session {
-            _ if now > queued.start_deadline => Some((
+        let refusal = match (&session, &claim) {
+            (_, Claim::Take(_)) if now > queued.start_deadline => Some((
                 ErrorCode::Timeout,
                 "no executor started the invocation before its start deadline",
             )),
-            Some(s) if s.status == "ready" => None,
-            Some(_) | None => Some((ErrorCode::NotFound, "session is closed or not ready")),
+            (Some(s), _) if s.status == "ready" => None,
+            (Some(_) | None, _) => Some((ErrorCode::NotFound, "session is closed or not ready")),
+        };
+        let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
+        let claimed = match claim {
+            Claim::Held(claimed) => claimed,
+            Claim::Take(known) => {
+                if let Some((code, message)) = refusal {
+                    let result = RunResult::failed(code, message);
+                    self.complete(&id, known, &meta, result, 0).await;
+                    return true;
+                }
+                let started = self.started(now, timeout);
+                match self
+                    .store
+                    .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
+                    .await
+                {
+                    Ok((_, claimed)) => claimed,
+                    Err(AggregateError::UserError(InvocationError::NotQueued(_))) => return false,
+                    Err(err) => {
+                        tracing::error!(invocation_id = %id, error = %err, "could not claim invocation");
+                        return false;
+                    }
+                }
+            }
         };
         if let Some((code, message)) = refusal {
             let result = RunResult::failed(code, message);
-            self.complete(&id, known, &meta, result, 0).await;
+            self.complete(&id, Some(claimed), &meta, result, 0).await;
             return true;
         }
-        let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
-        let started = InvocationStarted {
-            executor_id: self.id.clone(),
-            started_at: now,
-            deadline: now + timeout,
-        };
-        let claimed = match self
-            .store
-            .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
-            .await
-        {
-            Ok((_, claimed)) => claimed,
-            Err(AggregateError::UserError(InvocationError::NotQueued(_))) => return false,
-            Err(err) => {
-                tracing::error!(invocation_id = %id, error = %err, "could not claim invocation");
-                return false;
-            }
-        };
         let begun = Instant::now();
         let result = self.run(&queued, session.as_ref(), begun + timeout).await;
         let duration_ms = begun.elapsed().as_millis() as u64;
         self.complete(&id, Some(claimed), &meta, result, duration_ms)
             .await;
         true
+    }
+
+    /// The `started` event of this executor's claim.
+    fn started(&self, now: OffsetDateTime, timeout: Duration) -> InvocationStarted {
+        InvocationStarted {
+            executor_id: self.id.clone(),
+            started_at: now,
+            deadline: now + timeout,
+        }
     }
 
     async fn run(
@@ -553,13 +595,36 @@ impl Executor {
 }
 
 impl Handoff {
-    /// Starts the run of the invocation whose `queued` event was just committed at `version`.
-    pub fn submit(mut self, queued: InvocationQueued, version: u64) {
+    /// The `started` event to append together with `queued` when this handoff holds a free
+    /// slot (the invocation is claimed as it is queued); `None` to queue it unclaimed.
+    pub fn claim(&self, now: OffsetDateTime, timeout_seconds: u64) -> Option<InvocationStarted> {
+        self.slot.as_ref()?;
+        Some(
+            self.executor
+                .started(now, Duration::from_secs(timeout_seconds.max(1))),
+        )
+    }
+
+    /// Starts the run of the invocation whose events were just committed: `queued` at version
+    /// 1, or `queued` and the `started` that [`Handoff::claim`] gave at versions 1 and 2.
+    pub fn submit(
+        mut self,
+        queued: InvocationQueued,
+        started: Option<InvocationStarted>,
+        version: u64,
+    ) {
         self.submitted = true;
         let mut state = Invocation::default();
         cqrs_es::Aggregate::apply(&mut state, InvocationEvent::Queued(queued.clone()));
-        let known = Known { state, version };
-        self.executor.clone().spawn_run(queued, Some(known));
+        let slot = self.slot.take();
+        let claim = match started {
+            Some(started) if slot.is_some() => {
+                cqrs_es::Aggregate::apply(&mut state, InvocationEvent::Started(started));
+                Claim::Held(Known { state, version })
+            }
+            _ => Claim::Take(Some(Known { state, version })),
+        };
+        self.executor.clone().spawn_run(queued, claim, slot);
     }
 }
 
@@ -568,14 +633,10 @@ impl Drop for Handoff {
         if self.submitted {
             return;
         }
-        let still_reserved = self.executor.handed_set().remove(&self.id);
-        // The log reader skipped the event (so it was committed) but nobody submitted it.
-        if !still_reserved && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(
-                self.executor
-                    .clone()
-                    .run_if_queued(std::mem::take(&mut self.id)),
-            );
+        self.executor.handed_set().remove(&self.id);
+        // The events may have been committed (a request cancelled after its append): look.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.executor.clone().resume(std::mem::take(&mut self.id)));
         }
     }
 }

@@ -629,11 +629,21 @@ async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leakin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| c.queue_timeout = Duration::ZERO).await;
+    let server = TestServer::start_in(dir.path(), |c| {
+        c.queue_timeout = Duration::ZERO;
+        c.executor_concurrency = 1;
+    })
+    .await;
     let session = server.create_session(json!({})).await;
-    let (status, body) = server
-        .invoke(&session, "fs.list", json!({"args": {}}))
-        .await;
+    // Hold the executor's only slot, so the invocation is queued unclaimed and waits.
+    let busy = server.app().handoff("inv-holdstheslot");
+    assert!(busy.claim(time::OffsetDateTime::now_utc(), 1).is_some());
+    let invoke = server.invoke(&session, "fs.list", json!({"args": {}}));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(busy);
+    };
+    let ((status, body), ()) = tokio::join!(invoke, release);
     assert_eq!(
         (status, code(&body)),
         (StatusCode::GATEWAY_TIMEOUT, "timeout"),

@@ -389,24 +389,34 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
 }
 
 /// A request cancelled between committing `queued` and handing it to the executor must not
-/// strand the invocation: dropped before or after the log reader passed the event, the
-/// handoff's invocation still runs, once.
+/// strand the invocation: dropped before or after the log reader passed the event, queued
+/// alone or already claimed for the executor, the handoff's invocation still runs, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_work_whose_handoff_was_dropped_still_runs_once() {
     use workspace::domain::InvocationCommand;
     let (server, _dir) = TestServer::start().await;
     let session = server.create_session(json!({})).await;
     let app = server.app();
-    for (id, reader_first) in [("inv-droppedearly", false), ("inv-droppedlate", true)] {
+    let cases = [
+        ("inv-droppedearly", false, false),
+        ("inv-droppedlate", true, false),
+        ("inv-droppedclaimed", false, true),
+        ("inv-droppedclaimedlate", true, true),
+    ];
+    for (id, reader_first, claimed) in cases {
         let handoff = app.handoff(id);
+        let queued = queued(&session, id);
+        let command = if claimed {
+            let started = handoff
+                .claim(time::OffsetDateTime::now_utc(), 15)
+                .expect("a free slot");
+            InvocationCommand::QueueAndStart(queued, started)
+        } else {
+            InvocationCommand::Queue(queued)
+        };
         let receipt = app
             .invocations
-            .execute(
-                id,
-                InvocationCommand::Queue(queued(&session, id)),
-                &(),
-                &Default::default(),
-            )
+            .execute(id, command, &(), &Default::default())
             .await
             .expect("queued");
         if reader_first {
