@@ -339,6 +339,22 @@ impl Drop for FileEventLog {
     }
 }
 
+/// Commits everything queued for inline commit when dropped (see `FileEventLog::append`).
+struct CommitQueued<'a> {
+    queue: &'a Mutex<Vec<AppendRequest>>,
+    writer: &'a Mutex<Writer>,
+}
+
+impl Drop for CommitQueued<'_> {
+    fn drop(&mut self) {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        if !batch.is_empty() {
+            writer.commit(batch);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl EventLog for FileEventLog {
     async fn append(
@@ -373,20 +389,23 @@ impl EventLog for FileEventLog {
         };
         match &self.inline {
             Some(queue) => {
-                // Group commit without a hand-off: queue the request, then take the writer's
-                // lock and commit everything queued. Whoever holds the lock next commits a
-                // request queued meanwhile, so none is left behind, and concurrent appenders
-                // still share one `pwrite`.
+                // Group commit without a hand-off: queue the request, let the other runnable
+                // tasks queue theirs (so under load one `pwrite` carries many appends; alone,
+                // this costs one extra poll), then take the writer's lock and commit everything
+                // queued. Whoever holds the lock next commits a request queued meanwhile, so
+                // none is left behind. The commit happens when `pending` drops, so an append
+                // whose caller goes away during the yield is still committed now, not whenever
+                // the next append comes.
                 queue
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(request);
-                let mut writer = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                let batch =
-                    std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
-                if !batch.is_empty() {
-                    writer.commit(batch);
-                }
+                let pending = CommitQueued {
+                    queue,
+                    writer: &self.state,
+                };
+                tokio::task::yield_now().await;
+                drop(pending);
             }
             None => commands
                 .send(Command::Append(request))

@@ -161,6 +161,27 @@ async fn appended_events_are_loaded_per_aggregate_and_read_in_global_order() {
     log.ping().await.unwrap();
 }
 
+/// An append whose caller goes away while it waits for company in the group commit is still
+/// committed at once (not whenever the next append comes), like one whose reply was lost.
+#[tokio::test]
+async fn an_append_abandoned_after_it_was_queued_is_committed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let mut append =
+        Box::pin(log.append(SESSION, "session-a", 0, events(SESSION, "session-a", 0, 2)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        append.as_mut().poll(&mut cx).is_pending(),
+        "the append yields once"
+    );
+    drop(append);
+    assert_eq!(
+        sequences(&log.load(SESSION, "session-a").await.unwrap()),
+        [1, 2]
+    );
+    assert_eq!(*log.head().borrow(), 2);
+}
+
 #[tokio::test]
 async fn the_head_watch_changes_after_every_append() {
     let dir = tempfile::tempdir().unwrap();
