@@ -297,13 +297,12 @@ pub async fn invoke(
     // the same append when the executor has a free slot.
     let (command, handoff) = match command {
         InvocationCommand::Queue(queued) => {
-            let handoff = app.handoff(invocation_id.as_str());
-            let started = handoff.claim(now, queued.timeout_seconds);
-            let command = match &started {
-                Some(s) => InvocationCommand::QueueAndStart(queued.clone(), s.clone()),
+            let mut handoff = app.handoff(invocation_id.as_str());
+            let command = match handoff.claim(now, queued.timeout_seconds) {
+                Some(started) => InvocationCommand::QueueAndStart(queued.clone(), started),
                 None => InvocationCommand::Queue(queued.clone()),
             };
-            (command, Some((handoff, queued, started)))
+            (command, Some((handoff, queued)))
         }
         other => (other, None),
     };
@@ -313,8 +312,8 @@ pub async fn invoke(
         .await
     {
         Ok(r) => {
-            if let Some((handoff, queued, started)) = handoff {
-                handoff.submit(queued, started, r.version);
+            if let Some((handoff, queued)) = handoff {
+                handoff.submit(queued);
             }
             r
         }

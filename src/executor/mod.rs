@@ -47,6 +47,9 @@ pub struct Executor {
     handed: Mutex<HashSet<String>>,
     /// Every run in flight, so a shutdown lets them record their outcome.
     runs: TaskTracker,
+    /// `started_at` (Unix nanoseconds) of this executor's latest claim: claims get strictly
+    /// increasing times, so two `started` events of one executor never compare equal.
+    last_claim: std::sync::atomic::AtomicI64,
 }
 
 /// An invocation the API is about to queue, reserved for this process's executor: once the
@@ -62,6 +65,10 @@ pub struct Handoff {
     executor: Arc<Executor>,
     id: String,
     slot: Option<OwnedSemaphorePermit>,
+    /// The `started` event this handoff gave for the claim at enqueue: after a drop, only a
+    /// claim recorded with exactly this event is this handoff's to run (a concurrent request
+    /// for the same invocation, a retry with its correlation id, may hold another).
+    issued: Option<InvocationStarted>,
     submitted: bool,
 }
 
@@ -109,6 +116,7 @@ impl Executor {
             slots: Arc::new(Semaphore::new(concurrency)),
             handed: Mutex::new(HashSet::new()),
             runs: TaskTracker::new(),
+            last_claim: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -119,6 +127,7 @@ impl Executor {
             executor: self.clone(),
             id: id.to_owned(),
             slot: self.slots.clone().try_acquire_owned().ok(),
+            issued: None,
             submitted: false,
         }
     }
@@ -149,8 +158,8 @@ impl Executor {
     }
 
     /// Runs the invocation `id` of a dropped handoff if the log says nobody will: it is queued,
-    /// or claimed by this executor (at enqueue) and so run by nobody else.
-    async fn resume(self: Arc<Self>, id: String) {
+    /// or claimed with the handoff's own `issued` event (at enqueue), so nobody else runs it.
+    async fn resume(self: Arc<Self>, id: String, issued: Option<InvocationStarted>) {
         let events = match self
             .log
             .load(workspace_events::AggregateType::Invocation, &id)
@@ -171,13 +180,9 @@ impl Executor {
                 self.spawn_run(queued.clone(), Claim::Take(None), None)
             }
             [InvocationEvent::Queued(queued), InvocationEvent::Started(s)]
-                if s.executor_id == self.id =>
+                if issued.as_ref() == Some(s) =>
             {
-                let mut state = Invocation::default();
-                for event in decoded.iter().cloned() {
-                    cqrs_es::Aggregate::apply(&mut state, event);
-                }
-                let known = Known { state, version: 2 };
+                let known = fold(decoded.iter().cloned());
                 self.spawn_run(queued.clone(), Claim::Held(known), None)
             }
             _ => {}
@@ -341,12 +346,23 @@ impl Executor {
         true
     }
 
-    /// The `started` event of this executor's claim.
+    /// The `started` event of a claim by this executor, at `now` or just after its previous
+    /// claim.
     fn started(&self, now: OffsetDateTime, timeout: Duration) -> InvocationStarted {
+        use std::sync::atomic::Ordering;
+        let wanted = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        let previous = self
+            .last_claim
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(wanted.max(last.saturating_add(1)))
+            })
+            .unwrap_or(wanted);
+        let at = wanted.max(previous.saturating_add(1));
+        let started_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap_or(now);
         InvocationStarted {
             executor_id: self.id.clone(),
-            started_at: now,
-            deadline: now + timeout,
+            started_at,
+            deadline: started_at + timeout,
         }
     }
 
@@ -597,33 +613,32 @@ impl Executor {
 impl Handoff {
     /// The `started` event to append together with `queued` when this handoff holds a free
     /// slot (the invocation is claimed as it is queued); `None` to queue it unclaimed.
-    pub fn claim(&self, now: OffsetDateTime, timeout_seconds: u64) -> Option<InvocationStarted> {
+    pub fn claim(
+        &mut self,
+        now: OffsetDateTime,
+        timeout_seconds: u64,
+    ) -> Option<InvocationStarted> {
         self.slot.as_ref()?;
-        Some(
-            self.executor
-                .started(now, Duration::from_secs(timeout_seconds.max(1))),
-        )
+        let started = self
+            .executor
+            .started(now, Duration::from_secs(timeout_seconds.max(1)));
+        self.issued = Some(started.clone());
+        Some(started)
     }
 
-    /// Starts the run of the invocation whose events were just committed: `queued` at version
-    /// 1, or `queued` and the `started` that [`Handoff::claim`] gave at versions 1 and 2.
-    pub fn submit(
-        mut self,
-        queued: InvocationQueued,
-        started: Option<InvocationStarted>,
-        version: u64,
-    ) {
+    /// Starts the run of the invocation whose events were just committed: `queued`, then the
+    /// `started` that [`Handoff::claim`] gave if it was called.
+    pub fn submit(mut self, queued: InvocationQueued) {
         self.submitted = true;
-        let mut state = Invocation::default();
-        cqrs_es::Aggregate::apply(&mut state, InvocationEvent::Queued(queued.clone()));
-        let slot = self.slot.take();
-        let claim = match started {
-            Some(started) if slot.is_some() => {
-                cqrs_es::Aggregate::apply(&mut state, InvocationEvent::Started(started));
-                Claim::Held(Known { state, version })
+        let mut events = vec![InvocationEvent::Queued(queued.clone())];
+        let claim = match self.issued.take() {
+            Some(started) => {
+                events.push(InvocationEvent::Started(started));
+                Claim::Held(fold(events))
             }
-            _ => Claim::Take(Some(Known { state, version })),
+            None => Claim::Take(Some(fold(events))),
         };
+        let slot = self.slot.take();
         self.executor.clone().spawn_run(queued, claim, slot);
     }
 }
@@ -636,9 +651,23 @@ impl Drop for Handoff {
         self.executor.handed_set().remove(&self.id);
         // The events may have been committed (a request cancelled after its append): look.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(self.executor.clone().resume(std::mem::take(&mut self.id)));
+            let id = std::mem::take(&mut self.id);
+            runtime.spawn(self.executor.clone().resume(id, self.issued.take()));
         }
     }
+}
+
+/// The state and version of an invocation after `events`, its whole history.
+fn fold(events: impl IntoIterator<Item = InvocationEvent>) -> Known<Invocation> {
+    let mut known = Known {
+        state: Invocation::default(),
+        version: 0,
+    };
+    for event in events {
+        cqrs_es::Aggregate::apply(&mut known.state, event);
+        known.version += 1;
+    }
+    known
 }
 
 impl RunResult {

@@ -636,7 +636,7 @@ async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
     .await;
     let session = server.create_session(json!({})).await;
     // Hold the executor's only slot, so the invocation is queued unclaimed and waits.
-    let busy = server.app().handoff("inv-holdstheslot");
+    let mut busy = server.app().handoff("inv-holdstheslot");
     assert!(busy.claim(time::OffsetDateTime::now_utc(), 1).is_some());
     let invoke = server.invoke(&session, "fs.list", json!({"args": {}}));
     let release = async {

@@ -404,7 +404,7 @@ async fn queued_work_whose_handoff_was_dropped_still_runs_once() {
         ("inv-droppedclaimedlate", true, true),
     ];
     for (id, reader_first, claimed) in cases {
-        let handoff = app.handoff(id);
+        let mut handoff = app.handoff(id);
         let queued = queued(&session, id);
         let command = if claimed {
             let started = handoff
@@ -445,6 +445,73 @@ async fn queued_work_whose_handoff_was_dropped_still_runs_once() {
             "{id}"
         );
     }
+    server.stop().await;
+}
+
+/// Two requests for one invocation (a retry with the same correlation id) each take a handoff;
+/// the loser's append fails and its handoff is dropped. It must not take over the winner's
+/// claim: the tool runs once (an insert that ran twice would leave two lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_losing_retry_does_not_run_the_winners_claim() {
+    use workspace::domain::{InvocationCommand, InvocationError};
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let app = server.app();
+    let id = "inv-claimedonce";
+    let file = server.workspace_dir(&session).join("once.txt");
+    std::fs::write(&file, "base\n").expect("file");
+    let mut insert = queued(&session, id);
+    insert.request.tool_name = "fs.insert".into();
+    insert.request.args = Some(json!({"path": "once.txt", "line": 0, "content": "ran"}));
+    let mut winner = app.handoff(id);
+    let started = winner
+        .claim(time::OffsetDateTime::now_utc(), 15)
+        .expect("slot");
+    app.invocations
+        .execute(
+            id,
+            InvocationCommand::QueueAndStart(insert.clone(), started),
+            &(),
+            &Default::default(),
+        )
+        .await
+        .expect("queued");
+    let mut loser = app.handoff(id);
+    let started = loser
+        .claim(time::OffsetDateTime::now_utc(), 15)
+        .expect("slot");
+    let refused = app
+        .invocations
+        .execute(
+            id,
+            InvocationCommand::QueueAndStart(insert.clone(), started),
+            &(),
+            &Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(cqrs_es::AggregateError::UserError(
+                InvocationError::AlreadyExists
+            ))
+        ),
+        "{refused:?}"
+    );
+    drop(loser);
+    // Give a wrongful takeover time to happen before the winner runs its claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    winner.submit(insert);
+    let path = format!("/v1/invocations/{id}");
+    let done = eventually(Duration::from_secs(10), || {
+        let (server, path) = (&server, &path);
+        async move { server.get(path).await.2["invocation"]["status"] == "succeeded" }
+    })
+    .await;
+    assert!(done, "{}", server.get(&path).await.2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let content = std::fs::read_to_string(&file).expect("file");
+    assert_eq!(content, "base\nran\n", "the tool ran exactly once");
     server.stop().await;
 }
 
