@@ -107,6 +107,7 @@ impl Server {
             Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
                 mode: config.sandbox,
                 runner_exe: config.runner_exe.clone(),
+                bwrap: config.bwrap.clone(),
                 run_dir: config.run_dir.clone(),
                 start_timeout: std::time::Duration::from_secs(10),
             }));

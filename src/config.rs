@@ -142,6 +142,8 @@ pub struct Config {
     pub sandbox: SandboxMode,
     /// Runner binary.
     pub runner_exe: PathBuf,
+    /// The bubblewrap program: a name looked up on `PATH` (`bwrap`) or a path.
+    pub bwrap: PathBuf,
     /// Authentication.
     pub auth: AuthMode,
     /// Inline size limit of output, logs and arguments.
@@ -232,6 +234,7 @@ impl TryFrom<ServeArgs> for Config {
             fsync,
             sandbox,
             runner_exe,
+            bwrap: PathBuf::from("bwrap"),
             auth,
             max_inline_bytes: args.max_inline_bytes,
             executor_concurrency: args.executor_concurrency,
@@ -258,6 +261,7 @@ impl Config {
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
             sandbox,
             runner_exe,
+            bwrap: PathBuf::from("bwrap"),
             auth: AuthMode::Payload,
             max_inline_bytes: 8192,
             executor_concurrency: 64,

@@ -122,6 +122,8 @@ pub struct LocalSandboxConfig {
     pub mode: SandboxMode,
     /// The `workspace` binary, run as `workspace runner` (read-only inside the sandbox).
     pub runner_exe: PathBuf,
+    /// The bubblewrap program: a name looked up on `PATH` (`bwrap`) or a path.
+    pub bwrap: PathBuf,
     /// Host directory holding one private socket directory per session.
     pub run_dir: PathBuf,
     /// How long a runner may take to answer its first `hello`.
@@ -236,14 +238,19 @@ fn drain<R: AsyncRead + Unpin + Send + 'static>(
     })
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
+/// An executable file: `program` itself when it names a path, else the first match on `PATH`.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    let executable = |candidate: &Path| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 {
+        return executable(program).then(|| program.to_path_buf());
+    }
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| executable(candidate))
 }
 
 /// The bwrap command line for one session (everything after `bwrap`).
@@ -465,7 +472,7 @@ impl LocalSandboxProvider {
         let mode = self.config.mode;
         let (mut command, info) = match mode {
             SandboxMode::Bubblewrap => {
-                let bwrap = find_on_path("bwrap")
+                let bwrap = find_program(&self.config.bwrap)
                     .ok_or_else(|| RunnerError::Unavailable(BWRAP_MISSING.to_owned()))?;
                 let runner_exe = std::fs::canonicalize(&self.config.runner_exe)
                     .map_err(|e| RunnerError::Start(format!("runner binary is not usable: {e}")))?;

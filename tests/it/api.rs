@@ -626,6 +626,32 @@ async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leakin
     server.stop().await;
 }
 
+/// Without bubblewrap, a session fails as `unavailable` with the install hint, never silently
+/// unsandboxed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bubblewrap_a_session_fails_as_unavailable_with_an_install_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-bwrap-here/bwrap");
+    let server = TestServer::start_in(dir.path(), |c| c.bwrap = missing.clone()).await;
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"principal": {"tenant_id": "acme", "actor_id": "alice"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{body}"
+    );
+    assert_eq!(body["session"]["status"], "failed");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("apt-get install bubblewrap"), "{body}");
+    assert!(message.contains("WORKSPACE_RUNNER=unsandboxed"), "{body}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,7 @@ impl Sandbox {
         let provider = LocalSandboxProvider::new(LocalSandboxConfig {
             mode,
             runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_workspace")),
+            bwrap: PathBuf::from("bwrap"),
             run_dir: dir.path().join("run"),
             start_timeout: Duration::from_secs(20),
         });
