@@ -1,7 +1,7 @@
 //! The read model and the pure fold of events into it.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use workspace_events::upcast::{self, Upcaster};
 use workspace_events::{
@@ -38,8 +38,10 @@ pub enum Applied {
 /// Every view, plus the checkpoint: the global sequence applied up to.
 #[derive(Debug, Default, Clone)]
 pub struct ReadModel {
-    sessions: HashMap<String, SessionView>,
-    invocations: HashMap<String, InvocationView>,
+    // Views are shared (`Arc`) so a reader takes one without copying it; applying an event
+    // copies a view only while a reader still holds it.
+    sessions: HashMap<String, Arc<SessionView>>,
+    invocations: HashMap<String, Arc<InvocationView>>,
     session_invocations: HashMap<String, Vec<String>>,
     checkpoint: u64,
 }
@@ -52,22 +54,32 @@ impl ReadModel {
 
     /// A session view.
     pub fn session(&self, id: &str) -> Option<&SessionView> {
-        self.sessions.get(id)
+        self.sessions.get(id).map(|v| &**v)
+    }
+
+    /// A session view to keep beyond the lock, without copying it.
+    pub fn shared_session(&self, id: &str) -> Option<Arc<SessionView>> {
+        self.sessions.get(id).cloned()
+    }
+
+    /// An invocation view to keep beyond the lock, without copying it.
+    pub fn shared_invocation(&self, id: &str) -> Option<Arc<InvocationView>> {
+        self.invocations.get(id).cloned()
     }
 
     /// An invocation view.
     pub fn invocation(&self, id: &str) -> Option<&InvocationView> {
-        self.invocations.get(id)
+        self.invocations.get(id).map(|v| &**v)
     }
 
     /// Every session view.
     pub fn sessions(&self) -> impl Iterator<Item = &SessionView> {
-        self.sessions.values()
+        self.sessions.values().map(|v| &**v)
     }
 
     /// Every invocation view.
     pub fn invocations(&self) -> impl Iterator<Item = &InvocationView> {
-        self.invocations.values()
+        self.invocations.values().map(|v| &**v)
     }
 
     /// A session's invocations, newest first: skip `offset`, take `limit`. Also returns the
@@ -86,7 +98,7 @@ impl ReadModel {
             .rev()
             .skip(offset)
             .take(limit)
-            .filter_map(|id| self.invocations.get(id))
+            .filter_map(|id| self.invocation(id))
             .collect();
         (page, ids.len())
     }
@@ -140,7 +152,7 @@ impl ReadModel {
             };
             self.sessions.insert(
                 id.to_owned(),
-                SessionView {
+                Arc::new(SessionView {
                     id: id.to_owned(),
                     status: "provisioning".into(),
                     workspace_path: "/workspace".into(),
@@ -156,11 +168,11 @@ impl ReadModel {
                     closed_at: None,
                     failure: None,
                     version,
-                },
+                }),
             );
             return Applied::Session { id: id.to_owned() };
         }
-        let Some(view) = self.sessions.get_mut(id) else {
+        let Some(view) = self.sessions.get_mut(id).map(Arc::make_mut) else {
             return Applied::Rejected {
                 reason: format!("session {id}: event before session.created"),
             };
@@ -239,13 +251,13 @@ impl ReadModel {
                 .entry(view.session_id.clone())
                 .or_default()
                 .push(id.to_owned());
-            self.invocations.insert(id.to_owned(), view);
+            self.invocations.insert(id.to_owned(), Arc::new(view));
             return Applied::Invocation {
                 id: id.to_owned(),
                 status: status.into(),
             };
         }
-        let Some(view) = self.invocations.get_mut(id) else {
+        let Some(view) = self.invocations.get_mut(id).map(Arc::make_mut) else {
             return Applied::Rejected {
                 reason: format!("invocation {id}: event before its request"),
             };

@@ -251,12 +251,12 @@ pub(super) async fn lookup(
     caller: &Caller,
     raw_id: &str,
     rid: &str,
-) -> Result<SessionView, ApiError> {
+) -> Result<Arc<SessionView>, ApiError> {
     let id = SessionId::parse(raw_id).map_err(|e| bad(e.to_string(), rid))?;
     let view = app
         .projector
         .model()
-        .read(|m| m.session(id.as_str()).cloned())
+        .read(|m| m.shared_session(id.as_str()))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "session not found", rid))?;
     caller.check_owner(&view, rid)?;
     if !matches!(view.status.as_str(), "closed" | "expired")
@@ -267,7 +267,7 @@ pub(super) async fn lookup(
         return Ok(app
             .projector
             .model()
-            .read(|m| m.session(id.as_str()).cloned())
+            .read(|m| m.shared_session(id.as_str()))
             .unwrap_or(view));
     }
     Ok(view)
@@ -310,7 +310,7 @@ pub async fn get(
     Path(session_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
-    Ok(Json(json!({ "session": view })))
+    Ok(Json(json!({ "session": &*view })))
 }
 
 /// `DELETE /v1/sessions/{id}`: idempotent; an unknown session is `not_found`.

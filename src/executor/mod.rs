@@ -300,7 +300,7 @@ impl Executor {
         let session = self
             .projector
             .model()
-            .read(|m| m.session(&queued.request.session_id).cloned());
+            .read(|m| m.shared_session(&queued.request.session_id));
         let refusal = match (&session, &claim) {
             (_, Claim::Take(_)) if now > queued.start_deadline => Some((
                 ErrorCode::Timeout,
@@ -339,7 +339,7 @@ impl Executor {
             return true;
         }
         let begun = Instant::now();
-        let result = self.run(&queued, session.as_ref(), begun + timeout).await;
+        let result = self.run(&queued, session.as_deref(), begun + timeout).await;
         let duration_ms = begun.elapsed().as_millis() as u64;
         self.complete(&id, Some(claimed), &meta, result, duration_ms)
             .await;

@@ -170,14 +170,14 @@ impl Projector {
 
     /// Waits until the invocation is terminal; returns its view, or the current view (or
     /// `None`) when `timeout` passes first.
-    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Option<InvocationView> {
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Option<Arc<InvocationView>> {
         let (tx, rx) = oneshot::channel();
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             waiters.entry(id.to_owned()).or_default().push(tx);
         }
         // Registered before looking, so a completion applied in between is never missed.
-        let current = self.model.read(|m| m.invocation(id).cloned());
+        let current = self.model.read(|m| m.shared_invocation(id));
         if current.as_ref().is_some_and(|v| v.is_terminal()) {
             drop(rx);
             self.forget(id);
@@ -185,7 +185,7 @@ impl Projector {
         }
         let _ = tokio::time::timeout(timeout, rx).await;
         self.forget(id);
-        self.model.read(|m| m.invocation(id).cloned())
+        self.model.read(|m| m.shared_invocation(id))
     }
 
     fn forget(&self, id: &str) {
