@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    workspace::telemetry::init_logging(&args.log_level);
+    let _logs = workspace::telemetry::init_logging(&args.log_level);
     let config = match Config::try_from(args) {
         Ok(c) => c,
         Err(e) => {

@@ -126,12 +126,22 @@ fn escape(value: &str) -> String {
 }
 
 /// Installs the JSON log subscriber; `level` is `LOG_LEVEL` (`debug`, `info`, `warn`, `error`).
-pub fn init_logging(level: &str) {
+///
+/// Lines go to stderr through a writer thread, so a request never waits for a `write` to
+/// stderr (one per line, unbuffered, cost a fifth of the throughput at `info`). The channel
+/// blocks when full instead of dropping lines: audit lines are never lost. Keep the returned
+/// guard alive until exit: dropping it flushes what is queued.
+pub fn init_logging(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
+    guard
 }
