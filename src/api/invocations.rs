@@ -370,7 +370,9 @@ pub async fn invoke(
             .model()
             .read(|m| m.invocation(invocation_id.as_str()).cloned())
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
-        if view.is_terminal() {
+        // A request refused before anything ran is answered at once; queued work always gets
+        // its 202 and Location, even when the executor was quick enough to finish it already.
+        if refused.is_some() {
             return Ok(answer(&app, &view, &rid).await);
         }
         return Ok(accepted(&view));

@@ -593,6 +593,21 @@ async fn an_async_invoke_answers_202_with_a_location_to_poll() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // A request refused before anything ran is answered at once, async or not.
+    let write = format!("/v1/sessions/{session}/tools/fs.write_file/invoke");
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            &write,
+            Some(json!({"async": true, "args": {"path": "a.txt", "content": "x"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PRECONDITION_REQUIRED, Some("approval_required")),
+        "{body}"
+    );
+    assert_eq!(body["invocation"]["status"], "denied", "{body}");
     server.stop().await;
 }
 
