@@ -616,13 +616,7 @@ async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leakin
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-runner-binary");
     let server = TestServer::start_in(dir.path(), |c| c.runner_exe = missing.clone()).await;
-    let (status, _, body) = server
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(json!({"principal": {"tenant_id": "acme", "actor_id": "alice"}})),
-        )
-        .await;
+    let (status, body) = server.try_create_session(json!({})).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -648,13 +642,7 @@ async fn without_bubblewrap_a_session_fails_as_unavailable_with_an_install_hint(
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-bwrap-here/bwrap");
     let server = TestServer::start_in(dir.path(), |c| c.bwrap = missing.clone()).await;
-    let (status, _, body) = server
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(json!({"principal": {"tenant_id": "acme", "actor_id": "alice"}})),
-        )
-        .await;
+    let (status, body) = server.try_create_session(json!({})).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -119,8 +119,9 @@ impl TestServer {
             .collect()
     }
 
-    /// Creates a session and returns its id.
-    pub async fn create_session(&self, extra: Value) -> String {
+    /// Asks for a session for alice (a developer of acme), with `extra` fields; returns the
+    /// status and body, whatever they are.
+    pub async fn try_create_session(&self, extra: Value) -> (StatusCode, Value) {
         let mut body = json!({
             "principal": {"tenant_id": "acme", "actor_id": "alice", "roles": ["developer"]}
         });
@@ -130,6 +131,12 @@ impl TestServer {
             }
         }
         let (status, _, value) = self.call(Method::POST, "/v1/sessions", Some(body)).await;
+        (status, value)
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_session(&self, extra: Value) -> String {
+        let (status, value) = self.try_create_session(extra).await;
         assert_eq!(status, StatusCode::CREATED, "create session: {value}");
         value["session"]["id"].as_str().expect("id").to_owned()
     }
