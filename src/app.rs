@@ -162,12 +162,17 @@ impl Server {
         self.app.clone()
     }
 
-    /// Serves until `shutdown` fires, then stops the background roles and the sandboxes.
+    /// Serves until `shutdown` fires, then drains the requests in flight, stops the background
+    /// roles and the sandboxes.
+    ///
+    /// The projector and the executor outlive the HTTP drain: a synchronous invoke still in
+    /// flight when `shutdown` fires needs its run to finish and be projected to be answered.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = self.app;
         let tasks = tokio_util::task::TaskTracker::new();
-        tasks.spawn(app.projector.clone().run_until_stopped(shutdown.clone()));
-        tasks.spawn(app.executor.clone().run_until_stopped(shutdown.clone()));
+        let roles = CancellationToken::new();
+        tasks.spawn(app.projector.clone().run_until_stopped(roles.clone()));
+        tasks.spawn(app.executor.clone().run_until_stopped(roles.clone()));
         {
             let app = app.clone();
             let shutdown = shutdown.clone();
@@ -188,6 +193,7 @@ impl Server {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
+        roles.cancel();
         tasks.wait().await;
         let ready: Vec<String> = app.projector.model().read(|m| {
             m.sessions()

@@ -635,6 +635,29 @@ async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leakin
     server.stop().await;
 }
 
+/// A synchronous invoke in flight when the service is asked to stop is answered with its
+/// outcome before the service stops: the executor and the projector outlive the HTTP drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_service_answers_the_invocations_in_flight_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| c.executor_concurrency = 1).await;
+    let session = server.create_session(json!({})).await;
+    // Hold the executor's only slot, so the invocation is still waiting when the stop comes.
+    let mut busy = server.app().handoff("inv-holdstheslot");
+    assert!(busy.claim(time::OffsetDateTime::now_utc(), 1).is_some());
+    let invoke = server.invoke(&session, "fs.list", json!({"args": {}}));
+    let stop_then_release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.request_stop();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(busy);
+    };
+    let ((status, body), ()) = tokio::join!(invoke, stop_then_release);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["invocation"]["status"], "succeeded", "{body}");
+    server.stop().await;
+}
+
 /// Without bubblewrap, a session fails as `unavailable` with the install hint, never silently
 /// unsandboxed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

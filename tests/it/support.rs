@@ -70,6 +70,11 @@ impl TestServer {
         &self.app
     }
 
+    /// Asks the service to stop (as SIGTERM would) without waiting for it.
+    pub fn request_stop(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops the service and waits until it has released the data dir.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
