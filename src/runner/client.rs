@@ -237,41 +237,31 @@ mod tests {
         accept.abort();
     }
 
+    /// Many calls reuse one pooled connection and each gets its own reply (latency is measured
+    /// by `cargo bench --bench runner`, not asserted here).
     #[tokio::test]
-    async fn a_read_file_round_trip_on_a_pooled_connection_is_fast() {
+    async fn sequential_calls_reuse_one_connection_and_get_their_own_replies() {
         let dir = tempfile::tempdir().unwrap();
         let (socket, _stop) = serve(dir.path()).await;
-        std::fs::write(dir.path().join("ws/f.txt"), vec![b'x'; 1024]).unwrap();
         let runner = SocketRunner::new(&socket, "unsandboxed");
-        let request = || Request::ReadFile {
-            path: "f.txt".into(),
-            max_bytes: 4096,
-        };
-        runner
-            .call(request(), Duration::from_secs(5))
-            .await
-            .unwrap();
-        let mut samples = Vec::new();
-        for _ in 0..500 {
-            let started = Instant::now();
+        for i in 0..200u64 {
+            let name = format!("f{}.txt", i % 7);
+            std::fs::write(dir.path().join("ws").join(&name), vec![b'x'; i as usize]).unwrap();
             let reply = runner
-                .call(request(), Duration::from_secs(5))
+                .call(
+                    Request::ReadFile {
+                        path: name,
+                        max_bytes: 4096,
+                    },
+                    Duration::from_secs(5),
+                )
                 .await
                 .unwrap();
-            samples.push(started.elapsed());
-            assert!(matches!(
-                reply,
-                Reply::File {
-                    size_bytes: 1024,
-                    ..
-                }
-            ));
+            assert!(
+                matches!(reply, Reply::File { size_bytes, .. } if size_bytes == i),
+                "{reply:?}"
+            );
+            assert_eq!(runner.idle.lock().unwrap().len(), 1);
         }
-        samples.sort();
-        let median = samples[samples.len() / 2];
-        let p99 = samples[samples.len() * 99 / 100];
-        eprintln!("read_file round trip (in-process runner): median {median:?}, p99 {p99:?}");
-        // Generous bound: debug build on a shared 2-core machine.
-        assert!(median < Duration::from_millis(5), "median {median:?}");
     }
 }
