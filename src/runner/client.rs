@@ -26,6 +26,9 @@ use super::{RunnerError, SessionRunner};
 /// connect and close their own.
 const MAX_IDLE_CONNECTIONS: usize = 64;
 
+/// Read buffer of one reply: replies up to this size arrive in a single `recv`.
+const REPLY_BUFFER: usize = 8 * 1024;
+
 /// A [`SessionRunner`] reached through a unix socket.
 #[derive(Debug)]
 pub struct SocketRunner {
@@ -112,7 +115,10 @@ impl SocketRunner {
     }
 
     async fn finish(&self, mut stream: UnixStream, id: u64) -> Result<Reply, RunnerError> {
-        let reply: Frame<Reply> = match read_frame(&mut stream).await {
+        // One reply follows one request and nothing else, so a buffer that lives for this read
+        // loses nothing, and a small reply (header and payload) takes one `recv`, not two.
+        let mut reader = tokio::io::BufReader::with_capacity(REPLY_BUFFER, &mut stream);
+        let reply: Frame<Reply> = match read_frame(&mut reader).await {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 return Err(RunnerError::Io(io::Error::new(

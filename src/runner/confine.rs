@@ -450,7 +450,13 @@ impl Workspace {
     /// Opens a regular, singly-linked file for reading. The type is checked before opening
     /// (so a device is never opened) and again on the open descriptor (so a swap in between
     /// is caught).
-    fn open_regular(&self, path: &WorkspacePath, follow: FollowSymlinks) -> Result<File, OpError> {
+    /// Opens a regular file with a single link; returns it with the metadata checked on the
+    /// open descriptor.
+    fn open_regular(
+        &self,
+        path: &WorkspacePath,
+        follow: FollowSymlinks,
+    ) -> Result<(File, Metadata), OpError> {
         let pre = match follow {
             FollowSymlinks::Yes => self.root.metadata(path.as_path()),
             FollowSymlinks::No => self.root.symlink_metadata(path.as_path()),
@@ -464,8 +470,8 @@ impl Workspace {
             .root
             .open_with(path.as_path(), &read_options(follow))
             .map_err(|e| io_error(path, &e))?;
-        check_regular(path, &file)?;
-        Ok(file)
+        let meta = check_regular(path, &file)?;
+        Ok((file, meta))
     }
 
     /// Reads at most `max_bytes` from the start of a regular file, following symlinks that stay
@@ -474,8 +480,8 @@ impl Workspace {
         if path.is_root() {
             return Err(OpError::invalid(".: is a directory"));
         }
-        let file = self.open_regular(path, FollowSymlinks::Yes)?;
-        let size_bytes = file.metadata().map_err(|e| io_error(path, &e))?.size();
+        let (file, meta) = self.open_regular(path, FollowSymlinks::Yes)?;
+        let size_bytes = meta.size();
         let want = max_bytes.min(size_bytes);
         let mut content = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
         file.take(max_bytes)
@@ -820,8 +826,8 @@ impl Workspace {
         name: &str,
         to: &WorkspacePath,
     ) -> Result<(), OpError> {
-        let mut src = self.open_regular(from, FollowSymlinks::No)?;
-        let mode = check_regular(from, &src)?.mode() & 0o777;
+        let (mut src, meta) = self.open_regular(from, FollowSymlinks::No)?;
+        let mode = meta.mode() & 0o777;
         replace_with(dir, name, to, mode, |out| {
             io::copy(&mut src, out).map(|_| ())
         })
@@ -890,7 +896,7 @@ impl Workspace {
             .metadata(path.as_path())
             .map_err(|e| io_error(path, &e))?;
         if !meta.is_dir() {
-            let file = self.open_regular(path, FollowSymlinks::Yes)?;
+            let (file, _) = self.open_regular(path, FollowSymlinks::Yes)?;
             let stopped = search_file(file, path, regex, limit, &mut matches)
                 .map_err(|e| io_error(path, &e))?;
             return Ok(Bounded {
