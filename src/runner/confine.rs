@@ -449,9 +449,7 @@ impl Workspace {
 
     /// Opens a regular, singly-linked file for reading. The type is checked before opening
     /// (so a device is never opened) and again on the open descriptor (so a swap in between
-    /// is caught).
-    /// Opens a regular file with a single link; returns it with the metadata checked on the
-    /// open descriptor.
+    /// is caught); returns the file with the metadata checked on the descriptor.
     fn open_regular(
         &self,
         path: &WorkspacePath,
