@@ -642,9 +642,8 @@ async fn a_stopping_service_answers_the_invocations_in_flight_first() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), |c| c.executor_concurrency = 1).await;
     let session = server.create_session(json!({})).await;
-    // Hold the executor's only slot, so the invocation is still waiting when the stop comes.
-    let mut busy = server.app().handoff("inv-holdstheslot");
-    assert!(busy.claim(time::OffsetDateTime::now_utc(), 1).is_some());
+    // The invocation is still waiting for the only slot when the stop comes.
+    let busy = server.hold_the_only_slot();
     let invoke = server.invoke(&session, "fs.list", json!({"args": {}}));
     let stop_then_release = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -687,9 +686,8 @@ async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
     })
     .await;
     let session = server.create_session(json!({})).await;
-    // Hold the executor's only slot, so the invocation is queued unclaimed and waits.
-    let mut busy = server.app().handoff("inv-holdstheslot");
-    assert!(busy.claim(time::OffsetDateTime::now_utc(), 1).is_some());
+    // The invocation is queued unclaimed and waits for the only slot past its deadline.
+    let busy = server.hold_the_only_slot();
     let invoke = server.invoke(&session, "fs.list", json!({"args": {}}));
     let release = async {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -70,6 +70,18 @@ impl TestServer {
         &self.app
     }
 
+    /// Holds the executor's only run slot (start the server with `executor_concurrency = 1`)
+    /// until the returned handoff is dropped: invocations meanwhile are queued unclaimed and
+    /// wait.
+    pub fn hold_the_only_slot(&self) -> workspace::executor::Handoff {
+        let mut busy = self.app.handoff("inv-holdstheslot");
+        assert!(
+            busy.claim(time::OffsetDateTime::now_utc(), 1).is_some(),
+            "the executor's only slot was free"
+        );
+        busy
+    }
+
     /// Asks the service to stop (as SIGTERM would) without waiting for it.
     pub fn request_stop(&self) {
         self.shutdown.cancel();
