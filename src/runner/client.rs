@@ -6,13 +6,19 @@
 //! error or timeout drops the connection, so a half-read stream is never reused (and the runner
 //! sees the hang-up, which kills a running `exec`).
 //!
+//! Quick requests (`Request::is_quick`) made while another is in flight are pipelined on one
+//! shared connection instead ([`pipe`]): under load, one `write` and one `read` carry many. A
+//! lone call keeps the direct path, which has the fewest hand-offs.
+//!
 //! This module never interprets replies (the tools do) and never retries a request that may
 //! have reached the runner.
 
+mod pipe;
+
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -36,6 +42,27 @@ pub struct SocketRunner {
     isolation: &'static str,
     next_id: AtomicU64,
     idle: Mutex<Vec<UnixStream>>,
+    /// Quick calls in flight: a quick call that finds another one in flight is pipelined.
+    quick_in_flight: AtomicUsize,
+    /// The shared connection quick calls are pipelined on, once one was needed.
+    pipe: Mutex<Option<Arc<pipe::Pipe>>>,
+}
+
+impl std::fmt::Debug for pipe::Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe")
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}
+
+/// Counts a quick call in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SocketRunner {
@@ -46,6 +73,49 @@ impl SocketRunner {
             isolation,
             next_id: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
+            quick_in_flight: AtomicUsize::new(0),
+            pipe: Mutex::new(None),
+        }
+    }
+
+    /// The shared pipelined connection, connected on first use and replaced once broken.
+    async fn pipe(&self) -> Result<Arc<pipe::Pipe>, RunnerError> {
+        let usable =
+            |slot: &Option<Arc<pipe::Pipe>>| slot.as_ref().filter(|p| !p.is_broken()).cloned();
+        if let Some(pipe) = usable(&self.pipe.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(pipe);
+        }
+        let fresh = Arc::new(
+            pipe::Pipe::connect(&self.socket_path)
+                .await
+                .map_err(RunnerError::Io)?,
+        );
+        let mut slot = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        // Another call may have connected meanwhile: use one pipe, drop the other.
+        if let Some(pipe) = usable(&slot) {
+            return Ok(pipe);
+        }
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn pipelined(
+        &self,
+        frame: Vec<u8>,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<Reply, RunnerError> {
+        let pipe = tokio::time::timeout(timeout, self.pipe())
+            .await
+            .map_err(|_| RunnerError::Timeout)??;
+        match tokio::time::timeout(timeout, pipe.call(id, frame)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                // A quick request that does not answer holds up the ones behind it: later calls
+                // get a fresh connection.
+                pipe.retire();
+                Err(RunnerError::Timeout)
+            }
         }
     }
 
@@ -146,6 +216,16 @@ impl SessionRunner for SocketRunner {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(&Frame { id, body: &request })
             .map_err(|e| RunnerError::Protocol(format!("request not sent: {e}")))?;
+        if request.is_quick() {
+            let busy = self.quick_in_flight.fetch_add(1, Ordering::AcqRel) > 0;
+            let _in_flight = InFlight(&self.quick_in_flight);
+            if busy {
+                return self.pipelined(frame, id, timeout).await;
+            }
+            return tokio::time::timeout(timeout, self.exchange(&frame, id))
+                .await
+                .map_err(|_| RunnerError::Timeout)?;
+        }
         // On timeout the exchange future, and with it the connection, is dropped.
         tokio::time::timeout(timeout, self.exchange(&frame, id))
             .await
@@ -269,5 +349,76 @@ mod tests {
             );
             assert_eq!(runner.idle.lock().unwrap().len(), 1);
         }
+    }
+
+    /// Concurrent quick calls share the pipelined connection and each gets its own reply.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_quick_calls_are_pipelined_and_get_their_own_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _stop) = serve(dir.path()).await;
+        for i in 0..50usize {
+            std::fs::write(dir.path().join(format!("ws/f{i}.txt")), vec![b'x'; i]).unwrap();
+        }
+        let runner = std::sync::Arc::new(SocketRunner::new(&socket, "unsandboxed"));
+        let calls = (0..400usize).map(|n| {
+            let runner = runner.clone();
+            tokio::spawn(async move {
+                let i = n % 50;
+                let request = Request::ReadFile {
+                    path: format!("f{i}.txt"),
+                    max_bytes: 4096,
+                };
+                let reply = runner.call(request, Duration::from_secs(10)).await.unwrap();
+                assert!(
+                    matches!(reply, Reply::File { size_bytes, .. } if size_bytes == i as u64),
+                    "f{i}: {reply:?}"
+                );
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            call.await.unwrap();
+        }
+        assert!(
+            runner.pipe.lock().unwrap().is_some(),
+            "concurrent calls used the pipelined connection"
+        );
+    }
+
+    /// When the runner goes away, the calls waiting on the pipelined connection fail (never
+    /// hang), and later calls reach the runner that replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_pipelined_connection_fails_its_calls_and_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flaky.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // A peer that reads requests and hangs up without answering.
+        let rude = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+            drop(stream);
+            listener
+        });
+        let runner = std::sync::Arc::new(SocketRunner::new(&path, "unsandboxed"));
+        // Hold one quick call "in flight" so the next ones are pipelined.
+        runner.quick_in_flight.fetch_add(1, Ordering::AcqRel);
+        let hello = || Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        let err = runner
+            .call(hello(), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::Io(_)), "{err:?}");
+        drop(rude.await.unwrap());
+        std::fs::remove_file(&path).unwrap();
+        // The runner comes back on the same path.
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(&root).unwrap();
+        let server = RunnerServer::bind(&path, &root, "unsandboxed").unwrap();
+        tokio::spawn(server.run_until_stopped(std::future::pending()));
+        let reply = runner.call(hello(), Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(reply, Reply::Hello { .. }), "{reply:?}");
+        runner.quick_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

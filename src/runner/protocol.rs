@@ -181,6 +181,29 @@ fn dot() -> String {
     ".".to_owned()
 }
 
+impl Request {
+    /// Requests that touch at most one small file or one directory entry. The runner runs them
+    /// inline on the connection's task (a handful of local syscalls costs less than a hand-off
+    /// to its blocking pool), so they answer promptly and in order, and the client may pipeline
+    /// them on a shared connection. Walks, copies, large transfers and programs are not quick.
+    pub fn is_quick(&self) -> bool {
+        const QUICK_BYTES: u64 = 256 * 1024;
+        match self {
+            Request::Hello { .. } | Request::Stat { .. } | Request::Mkdir { .. } => true,
+            Request::Move { .. } => true,
+            Request::ReadFile { max_bytes, .. } => *max_bytes <= QUICK_BYTES,
+            Request::WriteFile { content, .. } => content.0.len() as u64 <= QUICK_BYTES,
+            Request::Remove { recursive, .. } => !recursive,
+            Request::List {
+                recursive,
+                max_entries,
+                ..
+            } => !recursive && *max_entries <= 1024,
+            _ => false,
+        }
+    }
+}
+
 /// Type of a filesystem entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -127,7 +127,16 @@ pub async fn serve(listen: &Path, root: &Path, isolation: &'static str) -> io::R
 async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolation: &'static str) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
+    // Replies not yet written: while more requests are already buffered (a pipelining client),
+    // their replies are collected and leave in one write.
+    let mut out: Vec<u8> = Vec::new();
     loop {
+        if reader.buffer().is_empty() && !out.is_empty() {
+            if writer.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
         let payload = match read_payload(&mut reader).await {
             Ok(Some(payload)) => payload,
             Ok(None) => return,
@@ -145,6 +154,13 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
                 Err(_) => return,
             },
         };
+        // A slow request must not hold back the replies of the quick ones before it.
+        if !matches!(&request, Ok(r) if r.is_quick()) && !out.is_empty() {
+            if writer.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
         let reply = match request {
             Err(e) => OpError::new(
                 RunnerErrorCode::InvalidArgument,
@@ -177,7 +193,7 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
                     }
                 }
             }
-            Ok(request) if is_quick(&request) => handle(&workspace, isolation, request),
+            Ok(request) if request.is_quick() => handle(&workspace, isolation, request),
             Ok(request) => {
                 let ws = Arc::clone(&workspace);
                 match tokio::task::spawn_blocking(move || handle(&ws, isolation, request)).await {
@@ -202,9 +218,7 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
             }
             Err(_) => return,
         };
-        if writer.write_all(&bytes).await.is_err() {
-            return;
-        }
+        out.extend_from_slice(&bytes);
     }
 }
 
@@ -220,26 +234,6 @@ async fn client_gone(reader: &mut BufReader<OwnedReadHalf>) {
     match reader.fill_buf().await {
         Ok([]) | Err(_) => {}
         Ok(_) => std::future::pending().await,
-    }
-}
-
-/// Requests that touch at most one small file or one directory entry. They run inline on the
-/// connection's task: a handful of local syscalls costs less than a hand-off to the blocking
-/// pool, which would dominate a round trip. Walks, copies and large transfers go to the pool.
-fn is_quick(request: &Request) -> bool {
-    const QUICK_BYTES: u64 = 256 * 1024;
-    match request {
-        Request::Hello { .. } | Request::Stat { .. } | Request::Mkdir { .. } => true,
-        Request::Move { .. } => true,
-        Request::ReadFile { max_bytes, .. } => *max_bytes <= QUICK_BYTES,
-        Request::WriteFile { content, .. } => content.0.len() as u64 <= QUICK_BYTES,
-        Request::Remove { recursive, .. } => !recursive,
-        Request::List {
-            recursive,
-            max_entries,
-            ..
-        } => !recursive && *max_entries <= 1024,
-        _ => false,
     }
 }
 
