@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-50099}
-bin=./target/release/workspace
+bin=${BIN:-./target/release/workspace}
 data=$(mktemp -d)
 lua=$(mktemp --suffix .lua)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$data" "$lua"' EXIT
