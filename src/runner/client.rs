@@ -421,4 +421,46 @@ mod tests {
         assert!(matches!(reply, Reply::Hello { .. }), "{reply:?}");
         runner.quick_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+
+    /// A pipelined call that times out retires its connection: a quick request that does not
+    /// answer would hold up every call behind it, so the next call connects anew.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_out_pipelined_call_retires_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::AcqRel);
+                held.push(stream);
+            }
+        });
+        let runner = SocketRunner::new(&path, "unsandboxed");
+        runner.quick_in_flight.fetch_add(1, Ordering::AcqRel);
+        let hello = || Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        for _ in 0..2 {
+            let err = runner
+                .call(hello(), Duration::from_millis(100))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RunnerError::Timeout), "{err:?}");
+            assert!(runner.pipe.lock().unwrap().as_ref().unwrap().is_broken());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while accepted.load(Ordering::Acquire) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::Acquire),
+            2,
+            "each call had a fresh connection"
+        );
+        silent.abort();
+    }
 }

@@ -27,7 +27,10 @@ type Answer = oneshot::Sender<Result<Reply, RunnerError>>;
 pub(super) struct Pipe {
     frames: mpsc::UnboundedSender<Vec<u8>>,
     waiting: Arc<Mutex<HashMap<u64, Answer>>>,
+    /// The connection failed: calls on it cannot be answered.
     broken: Arc<AtomicBool>,
+    /// A call timed out: new calls go to a fresh pipe, calls already here still complete.
+    retired: AtomicBool,
 }
 
 impl Pipe {
@@ -44,17 +47,18 @@ impl Pipe {
             frames,
             waiting,
             broken,
+            retired: AtomicBool::new(false),
         })
     }
 
-    /// Whether the connection failed (or a call on it timed out): new calls need a new pipe.
+    /// Whether new calls need a new pipe: the connection failed, or a call on it timed out.
     pub(super) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
+        self.broken.load(Ordering::Acquire) || self.retired.load(Ordering::Acquire)
     }
 
-    /// Marks the pipe unusable for new calls; calls in flight still get their replies.
+    /// Sends no new calls here; calls in flight still get their replies.
     pub(super) fn retire(&self) {
-        self.broken.store(true, Ordering::Release);
+        self.retired.store(true, Ordering::Release);
     }
 
     /// Sends `frame` (request `id`) and waits for its reply. Dropping the future forgets the
@@ -66,7 +70,9 @@ impl Pipe {
             waiting: &self.waiting,
             id,
         };
-        if self.frames.send(frame).is_err() {
+        // The reader marks the pipe broken before it fails the calls it knows: a call
+        // registered after that would wait for nothing, so it looks once it is registered.
+        if self.broken.load(Ordering::Acquire) || self.frames.send(frame).is_err() {
             return Err(closed());
         }
         reply.await.unwrap_or_else(|_| Err(closed()))
