@@ -261,14 +261,10 @@ impl Executor {
             return;
         };
         // Bounded concurrency: waiting here applies back-pressure to the log reader.
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return;
         };
-        let runs = self.runs.clone();
-        runs.spawn(async move {
-            self.execute_one(queued, Claim::Take(None)).await;
-            drop(permit);
-        });
+        self.spawn_run(queued, Claim::Take(None), Some(slot));
     }
 
     fn metadata(queued: &InvocationQueued) -> CommandMetadata {
