@@ -41,7 +41,8 @@ fn envelope(aggregate_id: &str, version: u64) -> EventEnvelope {
             "exit_code": 0,
             "duration_ms": 3,
             "output": {"digest": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "bytes": 512},
-        }),
+        })
+        .into(),
     }
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Counted costs (not rates) of one fs.read_file invocation: system calls and context switches
-# of the server and of the session's runner, per invocation, sequential and with 64
+# Counted costs (not rates) of one fs.read_file invocation: system calls, context switches and
+# CPU time of the server and of the session's runner, per invocation, sequential and with 64
 # connections. Counts do not depend on how busy the shared VM is, unlike throughput.
 #
 # Needs: a release build (cargo build --release), bubblewrap, curl, python3, wrk and perf
@@ -39,12 +39,12 @@ LUA
 runner=$(pgrep -n -f "^/opt/workspace/bin/workspace runner")
 url="http://127.0.0.1:$port/v1/sessions/$session/tools/fs.read_file/invoke"
 
-echo "| connections | invocations/s | server syscalls | server context switches | runner syscalls | runner context switches |"
-echo "|---|---|---|---|---|---|"
+echo "| connections | invocations/s | server syscalls | server context switches | server CPU µs | runner syscalls | runner context switches | runner CPU µs |"
+echo "|---|---|---|---|---|---|---|---|"
 for conns in ${CONNS:-1 64}; do
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$server" -o "$data/s.csv" -- sleep 5 &
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "$server" -o "$data/s.csv" -- sleep 5 &
   ps=$!
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$runner" -o "$data/r.csv" -- sleep 5 &
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "$runner" -o "$data/r.csv" -- sleep 5 &
   pr=$!
   sleep 0.2
   done_requests=$(wrk -t1 -c"$conns" -d4s -s "$lua" "$url" | awk '/requests in/{print $1}')
@@ -56,12 +56,14 @@ def counts(path):
     values = {}
     for line in open(path):
         parts = line.strip().split(",")
-        if len(parts) > 2 and parts[0].isdigit():
-            values[parts[2]] = int(parts[0])
+        if len(parts) > 2 and parts[0].replace(".", "", 1).isdigit():
+            values[parts[2]] = float(parts[0])
     if "raw_syscalls:sys_enter" not in values:
         sys.exit(f"could not read {path}: {open(path).read()}")
-    return values["raw_syscalls:sys_enter"] / n, values["context-switches"] / n
+    # task-clock is in milliseconds of CPU time; reported as microseconds per invocation.
+    return (values["raw_syscalls:sys_enter"] / n, values["context-switches"] / n,
+            values["task-clock"] * 1000 / n)
 s, r = counts(sys.argv[3]), counts(sys.argv[4])
-print(f"| {conns} | {n / 4:.0f} | {s[0]:.1f} | {s[1]:.2f} | {r[0]:.1f} | {r[1]:.2f} |")
+print(f"| {conns} | {n / 4:.0f} | {s[0]:.1f} | {s[1]:.2f} | {s[2]:.1f} | {r[0]:.1f} | {r[1]:.2f} | {r[2]:.1f} |")
 PY
 done

@@ -2,6 +2,7 @@
 //! an [`EventEnvelope`](crate::EventEnvelope).
 
 use crate::envelope::AggregateType;
+use crate::raw_json::RawJson;
 
 /// Why a stored event could not be turned into a typed event.
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +45,14 @@ pub trait EventContract: Sized {
     fn schema_version(&self) -> u32;
 
     /// The payload as JSON at its current schema version.
-    fn to_payload(&self) -> serde_json::Value;
+    fn to_payload(&self) -> RawJson;
 
     /// Decodes a payload that is already at the current schema version (run the upcasters from
     /// [`crate::upcast`] first).
     fn decode(
         event_type: &str,
         schema_version: u32,
-        payload: &serde_json::Value,
+        payload: &RawJson,
     ) -> Result<Self, DecodeError>;
 }
 
@@ -59,7 +60,7 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(
     event_type: &str,
     version: u32,
     current: u32,
-    payload: &serde_json::Value,
+    payload: &RawJson,
 ) -> Result<T, DecodeError> {
     if version != current {
         return Err(DecodeError::UnsupportedVersion {
@@ -68,9 +69,16 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(
             current,
         });
     }
-    T::deserialize(payload).map_err(|source| DecodeError::Payload {
+    payload.decode().map_err(|source| DecodeError::Payload {
         event_type: event_type.to_owned(),
         version,
         source,
     })
+}
+
+/// Encodes a typed payload. Payload types are plain data with string keys and finite numbers.
+pub(crate) fn encode_payload<T: serde::Serialize>(payload: &T) -> RawJson {
+    // Invariant: the payload types hold strings, integers, timestamps, enums and
+    // `serde_json::Value`s (which always encode), so serializing them cannot fail.
+    RawJson::encode(payload).expect("event payloads always encode")
 }

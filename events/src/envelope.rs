@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use ulid::Ulid;
 
+use crate::raw_json::RawJson;
+
 /// The kinds of aggregates that emit events. Each aggregate instance has its own subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,16 +78,62 @@ pub struct EventEnvelope {
     /// On whose behalf the event was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
-    /// The typed payload as JSON; decode it with [`crate::EventContract::decode`].
-    pub payload: serde_json::Value,
+    /// The typed payload as JSON text; decode it with [`crate::EventContract::decode`].
+    pub payload: RawJson,
 }
 
 /// An event as stored: the envelope plus its position in the store's single total order.
+///
+/// Its JSON is the envelope's object with `sequence` first. It is decoded through a flat mirror
+/// of that object rather than serde's `flatten`, which cannot carry the payload's raw text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RecordedWire")]
 pub struct RecordedEvent {
     /// Global position, starting at 1 (the JetStream stream sequence in distributed mode).
     pub sequence: u64,
     /// The event.
     #[serde(flatten)]
     pub envelope: EventEnvelope,
+}
+
+/// The JSON shape of a [`RecordedEvent`], field for field.
+#[derive(Deserialize)]
+struct RecordedWire {
+    sequence: u64,
+    event_id: Ulid,
+    aggregate_type: AggregateType,
+    aggregate_id: String,
+    aggregate_version: u64,
+    event_type: String,
+    schema_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    occurred_at: OffsetDateTime,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    actor: Option<Actor>,
+    payload: RawJson,
+}
+
+impl From<RecordedWire> for RecordedEvent {
+    fn from(wire: RecordedWire) -> Self {
+        RecordedEvent {
+            sequence: wire.sequence,
+            envelope: EventEnvelope {
+                event_id: wire.event_id,
+                aggregate_type: wire.aggregate_type,
+                aggregate_id: wire.aggregate_id,
+                aggregate_version: wire.aggregate_version,
+                event_type: wire.event_type,
+                schema_version: wire.schema_version,
+                occurred_at: wire.occurred_at,
+                correlation_id: wire.correlation_id,
+                causation_id: wire.causation_id,
+                actor: wire.actor,
+                payload: wire.payload,
+            },
+        }
+    }
 }

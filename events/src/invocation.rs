@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::common::{ArtifactMeta, ArtifactRef, ErrorInfo, LogLine};
-use crate::contract::{DecodeError, EventContract, decode_payload};
+use crate::contract::{DecodeError, EventContract, decode_payload, encode_payload};
 use crate::envelope::AggregateType;
+use crate::raw_json::RawJson;
 
 /// What was asked: carried by the first event of every invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +101,7 @@ pub struct InvocationCompleted {
     pub duration_ms: u64,
     /// Tool output, inline when small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<serde_json::Value>,
+    pub output: Option<RawJson>,
     /// Tool output kept as the artifact `invocation-output.json` when too large to be inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<ArtifactRef>,
@@ -189,22 +190,16 @@ impl EventContract for InvocationEvent {
         1
     }
 
-    fn to_payload(&self) -> serde_json::Value {
-        let value = match self {
-            InvocationEvent::Queued(p) => serde_json::to_value(p),
-            InvocationEvent::Denied(p) | InvocationEvent::Rejected(p) => serde_json::to_value(p),
-            InvocationEvent::Started(p) => serde_json::to_value(p),
-            InvocationEvent::Completed(p) => serde_json::to_value(p),
-        };
-        // Invariant: plain data with string keys; serialising to a `Value` cannot fail.
-        value.unwrap_or(serde_json::Value::Null)
+    fn to_payload(&self) -> RawJson {
+        match self {
+            InvocationEvent::Queued(p) => encode_payload(p),
+            InvocationEvent::Denied(p) | InvocationEvent::Rejected(p) => encode_payload(p),
+            InvocationEvent::Started(p) => encode_payload(p),
+            InvocationEvent::Completed(p) => encode_payload(p),
+        }
     }
 
-    fn decode(
-        event_type: &str,
-        version: u32,
-        payload: &serde_json::Value,
-    ) -> Result<Self, DecodeError> {
+    fn decode(event_type: &str, version: u32, payload: &RawJson) -> Result<Self, DecodeError> {
         Ok(match event_type {
             Self::QUEUED => Self::Queued(decode_payload(event_type, version, 1, payload)?),
             Self::DENIED => Self::Denied(decode_payload(event_type, version, 1, payload)?),

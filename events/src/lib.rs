@@ -17,6 +17,7 @@ mod common;
 mod contract;
 mod envelope;
 mod invocation;
+mod raw_json;
 mod session;
 pub mod subjects;
 pub mod upcast;
@@ -28,6 +29,7 @@ pub use invocation::{
     InvocationCompleted, InvocationEvent, InvocationOutcome, InvocationQueued, InvocationRefused,
     InvocationRequest, InvocationStarted,
 };
+pub use raw_json::RawJson;
 pub use session::{
     CloseReason, RuntimeRef, SessionClosed, SessionCreated, SessionEvent, SessionProvisioned,
     SessionProvisioningFailed, WorkspaceSource,

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::common::{ErrorInfo, Principal};
-use crate::contract::{DecodeError, EventContract, decode_payload};
+use crate::contract::{DecodeError, EventContract, decode_payload, encode_payload};
 use crate::envelope::AggregateType;
+use crate::raw_json::RawJson;
 
 /// Where the workspace's initial content comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,23 +165,16 @@ impl EventContract for SessionEvent {
         1
     }
 
-    fn to_payload(&self) -> serde_json::Value {
-        let value = match self {
-            SessionEvent::Created(p) => serde_json::to_value(p),
-            SessionEvent::Provisioned(p) => serde_json::to_value(p),
-            SessionEvent::ProvisioningFailed(p) => serde_json::to_value(p),
-            SessionEvent::Closed(p) => serde_json::to_value(p),
-        };
-        // Invariant: the payload types are plain data with string keys; serialising them to a
-        // `Value` cannot fail.
-        value.unwrap_or(serde_json::Value::Null)
+    fn to_payload(&self) -> RawJson {
+        match self {
+            SessionEvent::Created(p) => encode_payload(p),
+            SessionEvent::Provisioned(p) => encode_payload(p),
+            SessionEvent::ProvisioningFailed(p) => encode_payload(p),
+            SessionEvent::Closed(p) => encode_payload(p),
+        }
     }
 
-    fn decode(
-        event_type: &str,
-        version: u32,
-        payload: &serde_json::Value,
-    ) -> Result<Self, DecodeError> {
+    fn decode(event_type: &str, version: u32, payload: &RawJson) -> Result<Self, DecodeError> {
         Ok(match event_type {
             Self::CREATED => Self::Created(decode_payload(event_type, version, 1, payload)?),
             Self::PROVISIONED => {

@@ -45,10 +45,14 @@ where
         event_type == self.event_type && schema_version == self.from_version
     }
 
+    /// A payload that does not parse as a JSON tree (deeper than serde_json's nesting limit)
+    /// is left as it is, at its old version, so decoding it reports the unsupported version
+    /// rather than a rewritten guess.
     fn upcast(&self, mut envelope: EventEnvelope) -> EventEnvelope {
-        let payload = std::mem::take(&mut envelope.payload);
-        envelope.payload = (self.rewrite)(payload);
-        envelope.schema_version = self.from_version + 1;
+        if let Ok(value) = envelope.payload.to_value() {
+            envelope.payload = (self.rewrite)(value).into();
+            envelope.schema_version = self.from_version + 1;
+        }
         envelope
     }
 }
@@ -75,6 +79,7 @@ mod tests {
     use serde_json::json;
 
     fn envelope(version: u32, payload: serde_json::Value) -> EventEnvelope {
+        let payload = payload.into();
         EventEnvelope {
             event_id: ulid::Ulid::nil(),
             aggregate_type: AggregateType::Session,
@@ -108,7 +113,7 @@ mod tests {
         let out = upcast(&chain(), envelope(1, json!({"name": "a", "title": null})));
         assert_eq!(out.schema_version, 3);
         assert_eq!(
-            out.payload,
+            out.payload.to_value().unwrap(),
             json!({"name": null, "title": "a", "labels": []})
         );
     }

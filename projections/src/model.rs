@@ -1,6 +1,6 @@
 //! The read model and the pure fold of events into it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 
 use workspace_events::upcast::{self, Upcaster};
@@ -403,7 +403,7 @@ mod tests {
             outcome: InvocationOutcome::Succeeded,
             exit_code: 0,
             duration_ms: 4,
-            output: Some(json!({"exists": true})),
+            output: Some(json!({"exists": true}).into()),
             output_ref: None,
             logs: vec![],
             logs_ref: None,

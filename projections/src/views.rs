@@ -3,9 +3,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::OffsetDateTime;
-use workspace_events::{ArtifactMeta, ErrorInfo, LogLine, Principal, RuntimeRef};
+use workspace_events::{ArtifactMeta, ErrorInfo, LogLine, Principal, RawJson, RuntimeRef};
 
 /// A session as callers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +97,7 @@ pub struct InvocationView {
     pub exit_code: i32,
     /// Output, when small enough to be inline.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
+    pub output: Option<RawJson>,
     /// Artifact id holding the full output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<String>,

@@ -239,7 +239,7 @@ mod tests {
             outcome,
             exit_code: 0,
             duration_ms: 1,
-            output: Some(json!({"content": "x"})),
+            output: Some(json!({"content": "x"}).into()),
             output_ref: None,
             logs: vec![],
             logs_ref: None,

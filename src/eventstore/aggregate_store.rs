@@ -196,6 +196,8 @@ where
                     }
                 }
             };
+            // `handle` emits through the sink, and `EventSink::write` applies each event to
+            // `state` as it is emitted: after `handle`, `state` already reflects its events.
             let sink = EventSink::default();
             state
                 .handle(command.clone(), services, &sink)
@@ -212,9 +214,6 @@ where
             match self.append(aggregate_id, version, &events, metadata).await {
                 Ok(appended) => {
                     let new_version = version + events.len() as u64;
-                    for event in events {
-                        state.apply(event);
-                    }
                     let receipt = CommitReceipt {
                         last_sequence: appended.last_sequence,
                         version: new_version,
@@ -352,5 +351,109 @@ where
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+    use workspace_events::{AggregateType, DecodeError, RawJson};
+
+    use super::*;
+    use crate::eventstore::file_log::{FileEventLog, FsyncPolicy};
+
+    /// An aggregate whose state counts the events applied to it, so applying an event twice
+    /// shows.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Counter {
+        applied: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Counted {
+        n: u64,
+    }
+
+    impl EventContract for Counted {
+        const AGGREGATE_TYPE: AggregateType = AggregateType::Session;
+
+        fn event_type(&self) -> &'static str {
+            "counter.counted"
+        }
+
+        fn schema_version(&self) -> u32 {
+            1
+        }
+
+        fn to_payload(&self) -> RawJson {
+            RawJson::encode(self).unwrap()
+        }
+
+        fn decode(_: &str, _: u32, payload: &RawJson) -> Result<Self, DecodeError> {
+            Ok(payload.decode().unwrap())
+        }
+    }
+
+    impl cqrs_es::DomainEvent for Counted {
+        fn event_type(&self) -> String {
+            "counter.counted".into()
+        }
+
+        fn event_version(&self) -> String {
+            "1".into()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Aggregate for Counter {
+        const TYPE: &'static str = "counter";
+        type Command = u64;
+        type Event = Counted;
+        type Error = Never;
+        type Services = ();
+
+        async fn handle(
+            &mut self,
+            events: u64,
+            _: &(),
+            sink: &EventSink<Self>,
+        ) -> Result<(), Never> {
+            for n in 0..events {
+                sink.write(Counted { n }, self).await;
+            }
+            Ok(())
+        }
+
+        fn apply(&mut self, _: Counted) {
+            self.applied += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_state_returned_after_a_command_applied_each_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileEventLog::open(dir.path(), FsyncPolicy::Never)
+            .await
+            .unwrap();
+        let store = AggregateStore::<Counter>::new(log);
+        let meta = CommandMetadata::default();
+        let (receipt, known) = store
+            .execute_known("session-1", None, 2, &(), &meta)
+            .await
+            .unwrap();
+        assert_eq!(
+            (receipt.version, known.version, known.state.applied),
+            (2, 2, 2)
+        );
+        let (_, known) = store
+            .execute_known("session-1", Some(known), 3, &(), &meta)
+            .await
+            .unwrap();
+        assert_eq!((known.version, known.state.applied), (5, 5));
+        let loaded = store.load_aggregate("session-1").await.unwrap();
+        assert_eq!((loaded.version, loaded.aggregate.applied), (5, 5));
     }
 }

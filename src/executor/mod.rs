@@ -5,11 +5,11 @@
 //! It never decides policy (that happened before the invocation was queued) and never reads the
 //! workspace except through the runner.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cqrs_es::AggregateError;
+use foldhash::HashSet;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use workspace_events::{
     ArtifactMeta, ArtifactRef, ErrorInfo, InvocationCompleted, InvocationEvent, InvocationOutcome,
-    InvocationQueued, InvocationStarted, LogLine, RecordedEvent,
+    InvocationQueued, InvocationStarted, LogLine, RawJson, RecordedEvent,
 };
 
 use crate::artifacts::LocalArtifactStore;
@@ -114,7 +114,7 @@ impl Executor {
             artifacts,
             max_inline_bytes,
             slots: Arc::new(Semaphore::new(concurrency)),
-            handed: Mutex::new(HashSet::new()),
+            handed: Mutex::new(HashSet::default()),
             runs: TaskTracker::new(),
             last_claim: std::sync::atomic::AtomicI64::new(0),
         }
@@ -540,16 +540,22 @@ impl Executor {
         }
     }
 
+    /// Encodes the output once: that text is what the event, the read model and the response
+    /// carry, or what the artifact holds when it is too large to be inline.
     async fn inline_or_artifact(
         &self,
         inv: &InvocationId,
         output: Option<Value>,
         artifacts: &mut Vec<ArtifactMeta>,
-    ) -> (Option<Value>, Option<ArtifactRef>) {
+    ) -> (Option<RawJson>, Option<ArtifactRef>) {
         let Some(output) = output else {
             return (None, None);
         };
-        let bytes = serde_json::to_vec(&output).unwrap_or_default();
+        let output = RawJson::from(output);
+        if output.get().len() <= self.max_inline_bytes {
+            return (Some(output), None);
+        }
+        let bytes = output.get().as_bytes().to_vec();
         match self
             .spill(
                 inv,

@@ -4,7 +4,9 @@
 //!
 //! It never decides anything and never writes events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ impl Projector {
             model,
             upcasters: upcast::registry(),
             checkpoint,
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::default()),
             sequence_waiters: Mutex::new(BTreeMap::new()),
             metrics,
         }

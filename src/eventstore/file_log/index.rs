@@ -3,7 +3,9 @@
 //! It never holds bytes that are not yet written and synced per policy: the writer pushes a batch
 //! only after the batch is in the file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use workspace_events::{AggregateType, RecordedEvent};
@@ -50,7 +52,7 @@ impl Index {
         Self {
             offsets: ChunkedVec::default(),
             end: 0,
-            aggregates: HashMap::new(),
+            aggregates: HashMap::default(),
             cache: VecDeque::with_capacity(cache_capacity.min(1 << 16)),
             cache_capacity,
         }

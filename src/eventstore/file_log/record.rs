@@ -183,7 +183,7 @@ mod tests {
                     tenant_id: "t".into(),
                     actor_id: "a \"quoted\" \u{1F600}".into(),
                 }),
-                payload: serde_json::json!({"nested": {"k": [1, 2, 3]}, "sequence": 99}),
+                payload: serde_json::json!({"nested": {"k": [1, 2, 3]}, "sequence": 99}).into(),
             },
         }
     }

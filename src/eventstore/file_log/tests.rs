@@ -22,7 +22,7 @@ fn event(aggregate_type: AggregateType, id: &str, version: u64) -> EventEnvelope
         correlation_id: Some(format!("corr-{id}-{version}")),
         causation_id: None,
         actor: None,
-        payload: serde_json::json!({"version": version, "text": "x".repeat(40)}),
+        payload: serde_json::json!({"version": version, "text": "x".repeat(40)}).into(),
     }
 }
 

@@ -13,7 +13,6 @@
 //! and replies. A rejected request does not affect the others; a failed write fails the whole
 //! batch and is cut off the file, so no half batch remains.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use ulid::Ulid;
 use workspace_events::{AggregateType, RecordedEvent};
@@ -241,7 +241,7 @@ impl Writer {
         // (slot, record length, event) of every accepted event, in sequence order.
         let mut staged: Vec<(usize, u64, Arc<RecordedEvent>)> = Vec::new();
         let mut new_ids: Vec<Ulid> = Vec::new();
-        let mut pending: HashMap<AggregateType, HashMap<String, Pending>> = HashMap::new();
+        let mut pending: HashMap<AggregateType, HashMap<String, Pending>> = HashMap::default();
         {
             // Only this thread takes the write lock, so the lock cannot be poisoned while it runs.
             let index = shared.index.read().unwrap_or_else(PoisonError::into_inner);

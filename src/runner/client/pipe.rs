@@ -4,11 +4,11 @@
 //! caller by request id. Under load this replaces a `send`, a `recv` and a wake-up of the
 //! runner per call by one per batch; a lone call never comes here (see `SocketRunner::call`).
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use foldhash::HashMap;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -39,7 +39,7 @@ impl Pipe {
         let stream = UnixStream::connect(path).await?;
         let (read, write) = stream.into_split();
         let (frames, queued) = mpsc::unbounded_channel();
-        let waiting = Arc::new(Mutex::new(HashMap::new()));
+        let waiting = Arc::new(Mutex::new(HashMap::default()));
         let broken = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_frames(write, queued, broken.clone()));
         tokio::spawn(read_replies(read, waiting.clone(), broken.clone()));
