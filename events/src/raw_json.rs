@@ -54,6 +54,13 @@ impl From<serde_json::Value> for RawJson {
     }
 }
 
+impl Default for RawJson {
+    /// `null`.
+    fn default() -> Self {
+        RawJson(RawValue::NULL.to_owned())
+    }
+}
+
 impl PartialEq for RawJson {
     /// Equal text, or else equal meaning (whitespace and key order aside).
     fn eq(&self, other: &Self) -> bool {
@@ -119,7 +126,10 @@ mod tests {
         let compact = RawJson::parse(r#"{"a":1,"b":[2]}"#.to_owned()).unwrap();
         let pretty = RawJson::parse("{ \"b\": [ 2 ],\n  \"a\": 1 }".to_owned()).unwrap();
         assert_eq!(compact, pretty);
-        assert_ne!(compact, RawJson::parse(r#"{"a":1,"b":[3]}"#.to_owned()).unwrap());
+        assert_ne!(
+            compact,
+            RawJson::parse(r#"{"a":1,"b":[3]}"#.to_owned()).unwrap()
+        );
     }
 
     #[test]

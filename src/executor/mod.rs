@@ -83,7 +83,7 @@ pub enum Claim {
 /// What a run produced, before it is recorded.
 struct RunResult {
     outcome: InvocationOutcome,
-    output: Option<Value>,
+    output: Option<RawJson>,
     logs: Vec<LogLine>,
     artifacts: Vec<crate::tools::NewArtifact>,
     exit_code: i32,
@@ -540,18 +540,17 @@ impl Executor {
         }
     }
 
-    /// Encodes the output once: that text is what the event, the read model and the response
+    /// The output as the handler encoded it is what the event, the read model and the response
     /// carry, or what the artifact holds when it is too large to be inline.
     async fn inline_or_artifact(
         &self,
         inv: &InvocationId,
-        output: Option<Value>,
+        output: Option<RawJson>,
         artifacts: &mut Vec<ArtifactMeta>,
     ) -> (Option<RawJson>, Option<ArtifactRef>) {
         let Some(output) = output else {
             return (None, None);
         };
-        let output = RawJson::from(output);
         if output.get().len() <= self.max_inline_bytes {
             return (Some(output), None);
         }

@@ -50,9 +50,23 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// The UTF-8 text of `bytes`, or the bytes back when they are not text. When the read stopped
+/// inside a multi-byte character (`truncated`), the partial character is dropped rather than
+/// turning a whole text file into binary (the content is cut anyway).
+pub fn utf8_text(mut bytes: Vec<u8>, truncated: bool) -> Result<String, Vec<u8>> {
+    match std::str::from_utf8(&bytes) {
+        Ok(_) => {}
+        Err(e) if truncated && e.error_len().is_none() => bytes.truncate(e.valid_up_to()),
+        Err(_) => return Err(bytes),
+    }
+    String::from_utf8(bytes).map_err(|e| e.into_bytes())
+}
+
 /// What the executor asks the runner to do. Paths are workspace-relative.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+// Externally tagged (`{"read_file": {...}}`): serde decodes it in one pass, where an internally
+// tagged enum first buffers every field of the message.
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Liveness and version check.
     Hello {
@@ -61,6 +75,14 @@ pub enum Request {
     },
     /// Read at most `max_bytes` of a regular file.
     ReadFile {
+        /// File path.
+        path: String,
+        /// Read at most this many bytes from the start.
+        max_bytes: u64,
+    },
+    /// Read at most `max_bytes` of a regular file as text: answered with `text` when the bytes
+    /// are UTF-8 (see [`utf8_text`]), with `file` otherwise.
+    ReadText {
         /// File path.
         path: String,
         /// Read at most this many bytes from the start.
@@ -191,7 +213,9 @@ impl Request {
         match self {
             Request::Hello { .. } | Request::Stat { .. } | Request::Mkdir { .. } => true,
             Request::Move { .. } => true,
-            Request::ReadFile { max_bytes, .. } => *max_bytes <= QUICK_BYTES,
+            Request::ReadFile { max_bytes, .. } | Request::ReadText { max_bytes, .. } => {
+                *max_bytes <= QUICK_BYTES
+            }
             Request::WriteFile { content, .. } => content.0.len() as u64 <= QUICK_BYTES,
             Request::Remove { recursive, .. } => !recursive,
             Request::List {
@@ -247,7 +271,8 @@ pub struct SearchMatch {
 
 /// The runner's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case")]
+// Externally tagged, like `Request`.
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// Answer to `hello`.
     Hello {
@@ -263,6 +288,16 @@ pub enum Reply {
         /// Full size of the file.
         size_bytes: u64,
         /// Whether `content` is shorter than the file.
+        truncated: bool,
+    },
+    /// Answer to `read_text` when the content is text: it travels as a JSON string rather than
+    /// base64, so neither side encodes it.
+    Text {
+        /// The text read (at most `max_bytes`, less a character cut at the end).
+        text: String,
+        /// Full size of the file.
+        size_bytes: u64,
+        /// Whether `text` is shorter than the file.
         truncated: bool,
     },
     /// Answer to `write_file`.
@@ -355,4 +390,35 @@ pub enum RunnerErrorCode {
     Io,
     /// The program could not be started.
     SpawnFailed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_text_keeps_text_and_returns_other_bytes() {
+        assert_eq!(utf8_text(b"abc".to_vec(), false), Ok("abc".to_owned()));
+        // "é" is two bytes: a read cut after the first drops it when the file goes on...
+        assert_eq!(utf8_text(b"a\xc3".to_vec(), true), Ok("a".to_owned()));
+        // ...but a file that ends there is not text.
+        assert_eq!(utf8_text(b"a\xc3".to_vec(), false), Err(b"a\xc3".to_vec()));
+        assert_eq!(utf8_text(vec![0xff, b'a'], true), Err(vec![0xff, b'a']));
+    }
+
+    #[test]
+    fn messages_are_externally_tagged() {
+        let request = Request::ReadText {
+            path: "a.txt".into(),
+            max_bytes: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"read_text":{"path":"a.txt","max_bytes":5}}"#
+        );
+        let reply: Reply =
+            serde_json::from_str(r#"{"text":{"text":"hé","size_bytes":3,"truncated":false}}"#)
+                .unwrap();
+        assert!(matches!(reply, Reply::Text { text, .. } if text == "hé"));
+    }
 }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::confine::{OpError, Workspace, WorkspacePath};
 use super::frame::{FrameError, encode_frame, read_payload};
 use super::protocol::{
-    Bytes, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode,
+    Bytes, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode, utf8_text,
 };
 
 /// `PATH` of every executed program.
@@ -269,6 +269,22 @@ fn handle_inner(
                 content: Bytes(read.content),
                 size_bytes: read.size_bytes,
                 truncated: read.truncated,
+            }
+        }
+        Request::ReadText { path, max_bytes } => {
+            let read =
+                ws.read_file(&WorkspacePath::parse(&path)?, max_bytes.min(MAX_READ_BYTES))?;
+            match utf8_text(read.content, read.truncated) {
+                Ok(text) => Reply::Text {
+                    text,
+                    size_bytes: read.size_bytes,
+                    truncated: read.truncated,
+                },
+                Err(bytes) => Reply::File {
+                    content: Bytes(bytes),
+                    size_bytes: read.size_bytes,
+                    truncated: read.truncated,
+                },
             }
         }
         Request::WriteFile {
@@ -944,7 +960,7 @@ mod tests {
         let mut stream = UnixStream::connect(s.runner.socket_path()).await.unwrap();
         let frame = Frame {
             id: 41,
-            body: serde_json::json!({"op": "teleport"}),
+            body: serde_json::json!({"teleport": {}}),
         };
         stream
             .write_all(&encode_frame(&frame).unwrap())

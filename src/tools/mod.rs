@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
-use workspace_events::{LogLine, Principal};
+use workspace_events::{LogLine, Principal, RawJson};
 
 use crate::error_code::ErrorCode;
 use crate::ids::SessionId;
@@ -221,8 +221,8 @@ pub struct NewArtifact {
 /// What a successful handler returns.
 #[derive(Debug, Clone, Default)]
 pub struct ToolSuccess {
-    /// The output object (matches the tool's output schema).
-    pub output: Value,
+    /// The output object (matches the tool's output schema), encoded once by the handler.
+    pub output: RawJson,
     /// Log lines.
     pub logs: Vec<LogLine>,
     /// Artifacts to store.
@@ -239,7 +239,7 @@ pub struct ToolFailure {
     /// Message with workspace-relative paths only.
     pub message: String,
     /// Partial output, if any.
-    pub output: Option<Value>,
+    pub output: Option<RawJson>,
     /// Log lines produced before the failure.
     pub logs: Vec<LogLine>,
     /// Artifacts produced before the failure.

@@ -18,7 +18,11 @@ use super::spec::{
 };
 use crate::error_code::ErrorCode;
 use crate::policy::paths;
-use crate::runner::protocol::{Bytes, Entry, EntryType, Reply, Request, RunnerErrorCode};
+use workspace_events::RawJson;
+
+use crate::runner::protocol::{
+    Bytes, Entry, EntryType, Reply, Request, RunnerErrorCode, utf8_text,
+};
 use crate::tools::{
     ToolContext, ToolFailure, ToolFuture, ToolSuccess, call_runner, runner_failure, stdout_line,
 };
@@ -69,6 +73,7 @@ fn unexpected(reply: &Reply) -> ToolFailure {
     let kind = match reply {
         Reply::Hello { .. } => "hello",
         Reply::File { .. } => "file",
+        Reply::Text { .. } => "text",
         Reply::Written { .. } => "written",
         Reply::Entries { .. } => "entries",
         Reply::Stat { .. } => "stat",
@@ -88,6 +93,11 @@ fn unexpected(reply: &Reply) -> ToolFailure {
 }
 
 fn success(output: Value, summary: String) -> ToolSuccess {
+    success_json(output.into(), summary)
+}
+
+/// A success whose output is already encoded.
+fn success_json(output: RawJson, summary: String) -> ToolSuccess {
     ToolSuccess {
         output,
         logs: vec![stdout_line(summary)],
@@ -296,53 +306,62 @@ async fn run_list(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFa
 /// Chooses the output encoding of file content: UTF-8 text when it is, base64 otherwise. When
 /// the read stopped inside a multi-byte character, the partial character is dropped rather than
 /// turning a whole text file into base64 (the content is cut anyway; `truncated` says so).
-pub(super) fn encode_content(mut bytes: Vec<u8>, truncated: bool) -> (&'static str, String) {
-    match std::str::from_utf8(&bytes) {
-        Ok(_) => {}
-        Err(e) if truncated && e.error_len().is_none() => bytes.truncate(e.valid_up_to()),
-        Err(_) => {
-            return (
-                "base64",
-                base64::engine::general_purpose::STANDARD.encode(&bytes),
-            );
-        }
-    }
-    match String::from_utf8(bytes) {
+pub(super) fn encode_content(bytes: Vec<u8>, truncated: bool) -> (&'static str, String) {
+    match utf8_text(bytes, truncated) {
         Ok(text) => ("utf8", text),
-        Err(e) => (
+        Err(bytes) => (
             "base64",
-            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+            base64::engine::general_purpose::STANDARD.encode(bytes),
         ),
     }
 }
 
 async fn run_read_file(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
+    /// The output, encoded straight from its parts (no `Value` tree for a whole file).
+    #[derive(serde::Serialize)]
+    struct Output<'a> {
+        path: &'a str,
+        encoding: &'static str,
+        content: &'a str,
+        size_bytes: u64,
+        truncated: bool,
+    }
     let args = Args::new(args)?;
     let path = resolve(ctx, args.required("path")?)?;
     let max_bytes = args.count("max_bytes", READ_DEFAULT_BYTES, READ_MAX_BYTES)?;
-    let request = Request::ReadFile {
+    let request = Request::ReadText {
         path: path.clone(),
         max_bytes,
     };
-    let (content, size_bytes, truncated) = match call_runner(ctx, request).await? {
-        Reply::File {
-            content,
-            size_bytes,
-            truncated,
-        } => (content.0, size_bytes, truncated),
-        Reply::Error { code, message } => return Err(runner_failure(code, message)),
-        other => return Err(unexpected(&other)),
-    };
-    let returned = content.len();
-    let (encoding, content) = encode_content(content, truncated);
-    Ok(success(
-        json!({
-            "path": path,
-            "encoding": encoding,
-            "content": content,
-            "size_bytes": size_bytes,
-            "truncated": truncated,
-        }),
+    let (returned, encoding, content, size_bytes, truncated) =
+        match call_runner(ctx, request).await? {
+            Reply::Text {
+                text,
+                size_bytes,
+                truncated,
+            } => (text.len(), "utf8", text, size_bytes, truncated),
+            Reply::File {
+                content,
+                size_bytes,
+                truncated,
+            } => {
+                let returned = content.0.len();
+                let (encoding, content) = encode_content(content.0, truncated);
+                (returned, encoding, content, size_bytes, truncated)
+            }
+            Reply::Error { code, message } => return Err(runner_failure(code, message)),
+            other => return Err(unexpected(&other)),
+        };
+    let output = RawJson::encode(&Output {
+        path: &path,
+        encoding,
+        content: &content,
+        size_bytes,
+        truncated,
+    })
+    .map_err(|e| ToolFailure::new(ErrorCode::Internal, format!("encoding the output: {e}")))?;
+    Ok(success_json(
+        output,
         format!("read {returned} of {size_bytes} bytes from {path}"),
     ))
 }
@@ -990,7 +1009,7 @@ async fn run_patch(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolF
         return Err(ToolFailure {
             code,
             message,
-            output: Some(result(false)),
+            output: Some(result(false).into()),
             logs,
             artifacts: Vec::new(),
             exit_code,
@@ -1002,7 +1021,7 @@ async fn run_patch(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolF
         changed_paths.len()
     )));
     Ok(ToolSuccess {
-        output: result(true),
+        output: result(true).into(),
         logs,
         artifacts: Vec::new(),
         exit_code,

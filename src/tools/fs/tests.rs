@@ -114,8 +114,12 @@ impl Harness {
             .map_err(|d| ToolFailure::new(d.code, d.message))?;
         let result = (t.handler)(ctx, args).await;
         if let Ok(success) = &result {
-            schema::validate_as(&t.spec.output_schema, &success.output, "output")
-                .unwrap_or_else(|e| panic!("{tool}: output does not match its schema: {e}"));
+            schema::validate_as(
+                &t.spec.output_schema,
+                &success.output.to_value().unwrap(),
+                "output",
+            )
+            .unwrap_or_else(|e| panic!("{tool}: output does not match its schema: {e}"));
             assert_eq!(success.exit_code, 0, "{tool}");
             assert!(!success.logs.is_empty(), "{tool}: no summary log line");
         }
@@ -124,7 +128,7 @@ impl Harness {
 
     async fn ok(&self, tool: &str, args: Value) -> Value {
         match self.invoke(tool, args.clone()).await {
-            Ok(success) => success.output,
+            Ok(success) => success.output.to_value().unwrap(),
             Err(f) => panic!("{tool} {args}: {:?} {}", f.code, f.message),
         }
     }
@@ -853,7 +857,7 @@ async fn patch_failures_keep_gits_output() {
     let f = h.fail("fs.patch", json!({"unified_diff": diff})).await;
     assert_eq!(f.code, ErrorCode::ExecutionFailed);
     assert!(f.message.starts_with("git apply failed"), "{}", f.message);
-    let output = f.output.expect("partial output");
+    let output = f.output.expect("partial output").to_value().unwrap();
     assert_eq!(output["applied"], false);
     assert!(
         output["output"].as_str().unwrap().contains("hello.txt"),
