@@ -112,7 +112,7 @@ impl Server {
                 start_timeout: std::time::Duration::from_secs(10),
             }));
         let sessions = Arc::new(Sessions::new(
-            AggregateStore::new(log.clone()),
+            AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             projector.clone(),
             runners.clone(),
             config.clone(),
@@ -136,7 +136,7 @@ impl Server {
                 source,
             })?;
         let app = Arc::new(App {
-            invocations: AggregateStore::new(log.clone()),
+            invocations: AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             config,
             log,
             projector,

@@ -9,5 +9,5 @@
 mod model;
 mod views;
 
-pub use model::{Applied, MemoryReadModel, ReadModel};
+pub use model::{Applied, MemoryReadModel, ReadModel, TypedEvent};
 pub use views::{InvocationView, SessionView};

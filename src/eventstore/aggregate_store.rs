@@ -17,6 +17,8 @@ use workspace_events::upcast::{self, Upcaster};
 use workspace_events::{Actor, EventContract, EventEnvelope, RecordedEvent};
 
 use super::{EventLog, StoreError};
+use crate::projector::TypedEvents;
+use workspace_projections::TypedEvent;
 
 /// How often a command is retried after losing an optimistic-concurrency race. Each retry
 /// reloads the aggregate and decides again, so a retry never repeats a stale decision.
@@ -97,18 +99,23 @@ impl<A: Aggregate> AggregateContext<A> for LoadedAggregate<A> {
     }
 }
 
+/// Takes the events of a successful append, with the global sequence of the first.
+type TypedSink<E> = Arc<dyn Fn(u64, Vec<E>) + Send + Sync>;
+
 /// cqrs-es event store for aggregate `A` over an [`EventLog`].
-pub struct AggregateStore<A> {
+pub struct AggregateStore<A: Aggregate> {
     log: Arc<dyn EventLog>,
     upcasters: Arc<Vec<Box<dyn Upcaster>>>,
+    typed: Option<TypedSink<A::Event>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
-impl<A> Clone for AggregateStore<A> {
+impl<A: Aggregate> Clone for AggregateStore<A> {
     fn clone(&self) -> Self {
         Self {
             log: self.log.clone(),
             upcasters: self.upcasters.clone(),
+            typed: self.typed.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -149,8 +156,19 @@ where
         Self {
             log,
             upcasters: Arc::new(upcast::registry()),
+            typed: None,
             _aggregate: PhantomData,
         }
+    }
+
+    /// Offers the events of every successful command to the projector in typed form, so it
+    /// applies them without decoding their JSON again.
+    pub fn with_typed(mut self, typed: Arc<TypedEvents>) -> Self
+    where
+        A::Event: Into<TypedEvent>,
+    {
+        self.typed = Some(Arc::new(move |first, events| typed.offer(first, events)));
+        self
     }
 
     /// Runs one command: load, decide, commit; retried from the load on a lost race.
@@ -214,6 +232,9 @@ where
             match self.append(aggregate_id, version, &events, metadata).await {
                 Ok(appended) => {
                     let new_version = version + events.len() as u64;
+                    if let (Some(typed), false) = (&self.typed, appended.duplicate) {
+                        typed(appended.first_sequence, events);
+                    }
                     let receipt = CommitReceipt {
                         last_sequence: appended.last_sequence,
                         version: new_version,

@@ -105,7 +105,7 @@ impl Executor {
     ) -> Self {
         Self {
             id: format!("executor-{}", crate::ids::random_hex16()),
-            store: AggregateStore::new(log.clone()),
+            store: AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             log,
             projector,
             sessions,

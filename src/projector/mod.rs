@@ -18,6 +18,10 @@ use workspace_projections::{Applied, InvocationView, MemoryReadModel};
 use crate::eventstore::{EventLog, StoreError};
 use crate::telemetry::Metrics;
 
+mod typed;
+
+pub use typed::TypedEvents;
+
 const BATCH: usize = 1024;
 
 /// Tails the log into the in-memory read model.
@@ -25,6 +29,8 @@ pub struct Projector {
     log: Arc<dyn EventLog>,
     model: Arc<MemoryReadModel>,
     upcasters: Vec<Box<dyn Upcaster>>,
+    /// Events this process appended, in typed form (see [`TypedEvents`]).
+    typed: Arc<TypedEvents>,
     checkpoint: watch::Sender<u64>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     /// Callers waiting for the checkpoint to reach a sequence, keyed by that sequence, so an
@@ -41,6 +47,7 @@ impl Projector {
             log,
             model,
             upcasters: upcast::registry(),
+            typed: Arc::default(),
             checkpoint,
             waiters: Mutex::new(HashMap::default()),
             sequence_waiters: Mutex::new(BTreeMap::new()),
@@ -51,6 +58,12 @@ impl Projector {
     /// The read model.
     pub fn model(&self) -> &Arc<MemoryReadModel> {
         &self.model
+    }
+
+    /// Where this process's writers offer the events they append, so they are applied without
+    /// being decoded again (`AggregateStore::with_typed`).
+    pub fn typed(&self) -> &Arc<TypedEvents> {
+        &self.typed
     }
 
     /// Applies everything the log holds now; returns the new checkpoint.
@@ -66,7 +79,11 @@ impl Projector {
     }
 
     fn apply(&self, events: &[Arc<workspace_events::RecordedEvent>]) {
-        let applied = self.model.apply_all(&self.upcasters, events);
+        let mut taker = self.typed.taker();
+        let applied = self
+            .model
+            .apply_all_with(&self.upcasters, events, |e| taker.take(e.sequence));
+        drop(taker);
         let mut finished = Vec::new();
         for (event, outcome) in events.iter().zip(&applied) {
             match outcome {
