@@ -16,6 +16,8 @@ use time::OffsetDateTime;
 use workspace_events::upcast::{self, Upcaster};
 use workspace_events::{Actor, EventContract, EventEnvelope, RecordedEvent};
 
+use ulid::Ulid;
+
 use super::{EventLog, StoreError};
 use crate::projector::TypedEvents;
 use workspace_projections::TypedEvent;
@@ -99,14 +101,14 @@ impl<A: Aggregate> AggregateContext<A> for LoadedAggregate<A> {
     }
 }
 
-/// Takes the events of a successful append, with the global sequence of the first.
-type TypedSink<E> = Arc<dyn Fn(u64, Vec<E>) + Send + Sync>;
+/// Offers events about to be appended, with their event ids, to the projector.
+type Offer<E> = Arc<dyn Fn(&[Ulid], Vec<E>) + Send + Sync>;
 
 /// cqrs-es event store for aggregate `A` over an [`EventLog`].
 pub struct AggregateStore<A: Aggregate> {
     log: Arc<dyn EventLog>,
     upcasters: Arc<Vec<Box<dyn Upcaster>>>,
-    typed: Option<TypedSink<A::Event>>,
+    typed: Option<(Arc<TypedEvents>, Offer<A::Event>)>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -161,13 +163,15 @@ where
         }
     }
 
-    /// Offers the events of every successful command to the projector in typed form, so it
-    /// applies them without decoding their JSON again.
+    /// Offers the events of every command to the projector in typed form, so it applies them
+    /// without decoding their JSON again.
     pub fn with_typed(mut self, typed: Arc<TypedEvents>) -> Self
     where
         A::Event: Into<TypedEvent>,
     {
-        self.typed = Some(Arc::new(move |first, events| typed.offer(first, events)));
+        let offer_to = typed.clone();
+        let offer: Offer<A::Event> = Arc::new(move |ids, events| offer_to.offer(ids, events));
+        self.typed = Some((typed, offer));
         self
     }
 
@@ -229,12 +233,28 @@ where
                 };
                 return Ok((receipt, Known { state, version }));
             }
-            match self.append(aggregate_id, version, &events, metadata).await {
+            let new_version = version + events.len() as u64;
+            let envelopes = self.envelopes(aggregate_id, version, &events, metadata);
+            // Offered before the append: the projector may apply the events as soon as they
+            // are committed, before this append returns.
+            let offered: Vec<Ulid> = match &self.typed {
+                Some((_, offer)) => {
+                    let ids: Vec<Ulid> = envelopes.iter().map(|e| e.event_id).collect();
+                    offer(&ids, events);
+                    ids
+                }
+                None => Vec::new(),
+            };
+            let result = self
+                .log
+                .append(A::Event::AGGREGATE_TYPE, aggregate_id, version, envelopes)
+                .await
+                .map_err(store_error);
+            if let (Err(_), Some((typed, _))) = (&result, &self.typed) {
+                typed.withdraw(&offered);
+            }
+            match result {
                 Ok(appended) => {
-                    let new_version = version + events.len() as u64;
-                    if let (Some(typed), false) = (&self.typed, appended.duplicate) {
-                        typed(appended.first_sequence, events);
-                    }
                     let receipt = CommitReceipt {
                         last_sequence: appended.last_sequence,
                         version: new_version,
@@ -261,8 +281,23 @@ where
         events: &[A::Event],
         meta: &CommandMetadata,
     ) -> Result<super::Appended, AggregateError<A::Error>> {
+        let envelopes = self.envelopes(aggregate_id, version, events, meta);
+        self.log
+            .append(A::Event::AGGREGATE_TYPE, aggregate_id, version, envelopes)
+            .await
+            .map_err(store_error)
+    }
+
+    /// `events` in envelopes that follow `version`, each with a new event id.
+    fn envelopes(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        events: &[A::Event],
+        meta: &CommandMetadata,
+    ) -> Vec<EventEnvelope> {
         let now = OffsetDateTime::now_utc();
-        let envelopes: Vec<EventEnvelope> = events
+        events
             .iter()
             .enumerate()
             .map(|(i, event)| EventEnvelope {
@@ -278,11 +313,7 @@ where
                 actor: meta.actor.clone(),
                 payload: event.to_payload(),
             })
-            .collect();
-        self.log
-            .append(A::Event::AGGREGATE_TYPE, aggregate_id, version, envelopes)
-            .await
-            .map_err(store_error)
+            .collect()
     }
 }
 

@@ -80,9 +80,9 @@ impl Projector {
 
     fn apply(&self, events: &[Arc<workspace_events::RecordedEvent>]) {
         let mut taker = self.typed.taker();
-        let applied = self
-            .model
-            .apply_all_with(&self.upcasters, events, |e| taker.take(e.sequence));
+        let applied = self.model.apply_all_with(&self.upcasters, events, |e| {
+            taker.take(&e.envelope.event_id)
+        });
         drop(taker);
         let mut finished = Vec::new();
         for (event, outcome) in events.iter().zip(&applied) {

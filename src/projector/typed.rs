@@ -8,75 +8,76 @@
 //! reads every event from it, in order, and decodes whatever it is not offered (events of other
 //! processes, a restart's replay, an offer that came late).
 //!
-//! Bounded: an offer for a sequence the projector has passed is dropped, taking a sequence
-//! drops every older entry, and at most [`CAPACITY`] events wait.
+//! Offers are keyed by event id and made before the append, because the projector may apply
+//! an event as soon as it is committed, before its writer hears back. A writer whose append
+//! fails withdraws its offer. Bounded: when [`CAPACITY`] events wait (offers left behind by
+//! cancelled appends), the map is emptied and those events are decoded instead.
 
-use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use foldhash::HashMap;
+use ulid::Ulid;
 use workspace_projections::TypedEvent;
 
 /// Most events kept waiting for the projector.
 pub const CAPACITY: usize = 4096;
 
-/// Typed events by global sequence, waiting for the projector.
+/// Typed events by event id, waiting for the projector.
 #[derive(Debug, Default)]
 pub struct TypedEvents {
-    state: Mutex<State>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    waiting: BTreeMap<u64, TypedEvent>,
-    /// The last sequence the projector asked for: older offers are stale.
-    passed: u64,
+    waiting: Mutex<HashMap<Ulid, TypedEvent>>,
 }
 
 impl TypedEvents {
-    /// Offers `events`, appended at sequences `first_sequence..`.
-    pub fn offer<E: Into<TypedEvent>>(&self, first_sequence: u64, events: Vec<E>) {
-        let mut state = self.lock();
-        for (sequence, event) in (first_sequence..).zip(events) {
-            if sequence <= state.passed || state.waiting.len() >= CAPACITY {
-                continue;
-            }
-            state.waiting.insert(sequence, event.into());
+    /// Offers `events`, about to be appended with the event ids `ids` (in the same order).
+    pub fn offer<E: Into<TypedEvent>>(&self, ids: &[Ulid], events: Vec<E>) {
+        let mut waiting = self.lock();
+        if waiting.len() + ids.len() > CAPACITY {
+            waiting.clear();
+        }
+        for (id, event) in ids.iter().zip(events) {
+            waiting.insert(*id, event.into());
         }
     }
 
-    /// A taker for one pass of the projector over events in increasing sequence order.
-    pub fn taker(&self) -> Taker<'_> {
-        Taker { state: self.lock() }
+    /// Takes back the offer of events whose append failed.
+    pub fn withdraw(&self, ids: &[Ulid]) {
+        let mut waiting = self.lock();
+        for id in ids {
+            waiting.remove(id);
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// A taker for one pass of the projector.
+    pub fn taker(&self) -> Taker<'_> {
+        Taker {
+            waiting: self.lock(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Ulid, TypedEvent>> {
         // Nothing panics while holding the lock; a poisoned map is still a valid map.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     #[cfg(test)]
     fn waiting(&self) -> usize {
-        self.lock().waiting.len()
+        self.lock().len()
     }
 }
 
 /// Holds the lock for one pass of the projector.
 pub struct Taker<'a> {
-    state: MutexGuard<'a, State>,
+    waiting: MutexGuard<'a, HashMap<Ulid, TypedEvent>>,
 }
 
 impl Taker<'_> {
-    /// The typed event offered for `sequence`, if any; forgets everything older.
-    pub fn take(&mut self, sequence: u64) -> Option<TypedEvent> {
-        let state = &mut *self.state;
-        state.passed = state.passed.max(sequence);
-        while let Some(entry) = state.waiting.first_entry() {
-            if *entry.key() >= sequence {
-                break;
-            }
-            entry.remove();
+    /// The typed event offered for `event_id`, if any (taken once).
+    pub fn take(&mut self, event_id: &Ulid) -> Option<TypedEvent> {
+        if self.waiting.is_empty() {
+            return None;
         }
-        state.waiting.remove(&sequence)
+        self.waiting.remove(event_id)
     }
 }
 
@@ -94,27 +95,28 @@ mod tests {
     }
 
     #[test]
-    fn an_offered_event_is_taken_once_and_older_ones_are_forgotten() {
+    fn an_offered_event_is_taken_once_and_a_withdrawn_one_not_at_all() {
         let typed = TypedEvents::default();
-        typed.offer(5, vec![closed(), closed()]);
-        typed.offer(9, vec![closed()]);
+        let ids: Vec<Ulid> = (1..=3).map(|n| Ulid::from_parts(n, n as u128)).collect();
+        typed.offer(&ids[..2], vec![closed(), closed()]);
+        typed.offer(&ids[2..], vec![closed()]);
+        typed.withdraw(&ids[1..2]);
         let mut taker = typed.taker();
-        assert_eq!(taker.take(4), None);
-        assert!(taker.take(6).is_some(), "5 was skipped, 6 is there");
-        assert_eq!(taker.take(6), None, "taken once");
+        assert!(taker.take(&ids[0]).is_some());
+        assert_eq!(taker.take(&ids[0]), None, "taken once");
+        assert_eq!(taker.take(&ids[1]), None, "withdrawn");
+        assert!(taker.take(&ids[2]).is_some());
         drop(taker);
-        assert_eq!(typed.waiting(), 1, "5 was forgotten when 6 was taken");
-        // The projector has passed 6: a late offer for it is dropped.
-        typed.offer(6, vec![closed()]);
-        assert_eq!(typed.waiting(), 1);
-        assert!(typed.taker().take(9).is_some());
         assert_eq!(typed.waiting(), 0);
     }
 
     #[test]
-    fn offers_beyond_capacity_are_dropped() {
+    fn offers_left_behind_never_grow_beyond_capacity() {
         let typed = TypedEvents::default();
-        typed.offer(1, vec![closed(); CAPACITY + 10]);
-        assert_eq!(typed.waiting(), CAPACITY);
+        for n in 0..(CAPACITY as u64 + 10) {
+            typed.offer(&[Ulid::from_parts(n, 1)], vec![closed()]);
+            assert!(typed.waiting() <= CAPACITY);
+        }
+        assert!(typed.waiting() > 0);
     }
 }
