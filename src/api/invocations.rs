@@ -136,7 +136,34 @@ async fn answer(app: &App, view: &InvocationView, rid: &str) -> Response {
             let rendered = render(app, view).await;
             (StatusCode::OK, Json(json!({ "invocation": rendered }))).into_response()
         }
-        _ => (StatusCode::OK, Json(InvocationBody { invocation: view })).into_response(),
+        _ => sized_json(StatusCode::OK, &InvocationBody { invocation: view }, view),
+    }
+}
+
+/// Room for a view's fields besides its output and arguments.
+const VIEW_HEADROOM: usize = 1024;
+
+/// Like `Json`, into a buffer sized for the view (axum's starts at 128 bytes and is regrown,
+/// and copied, several times for a typical invocation).
+fn sized_json<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+    view: &InvocationView,
+) -> Response {
+    let output = view.output.as_ref().map_or(0, |o| o.get().len());
+    let mut buf = Vec::with_capacity(output + VIEW_HEADROOM);
+    match serde_json::to_writer(&mut buf, body) {
+        Ok(()) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            buf,
+        )
+            .into_response(),
+        // Unreachable for plain data; answered as axum's `Json` would be.
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -583,12 +583,18 @@ fn check_shape(
     Ok(())
 }
 
+/// Room for an envelope's fields around its payload (ids, names, timestamps, actor).
+const ENVELOPE_HEADROOM: usize = 512;
+
 /// Encodes each envelope, checking it fits in a record.
 fn encode(events: &[EventEnvelope]) -> Result<Vec<Vec<u8>>, StoreError> {
     events
         .iter()
         .map(|event| {
-            let json = serde_json::to_vec(event).map_err(|e| {
+            // Sized for the payload plus the envelope's fields, so the buffer is not regrown
+            // (and copied) several times while the event is written into it.
+            let mut json = Vec::with_capacity(event.payload.get().len() + ENVELOPE_HEADROOM);
+            serde_json::to_writer(&mut json, event).map_err(|e| {
                 StoreError::InvalidAppend(format!(
                     "event {} cannot be encoded: {e}",
                     event.event_id

@@ -185,6 +185,18 @@ async fn the_smoke_flow_works_end_to_end() {
         "{text}"
     );
 
+    // A successful invoke answers JSON, like every other answer.
+    let (status, headers, _) = server
+        .raw(
+            Method::POST,
+            &format!("/v1/sessions/{session}/tools/fs.read_file/invoke"),
+            Some(br#"{"args": {"path": "notes/demo.txt"}}"#.to_vec()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+
     let (status, _, body) = server
         .call(Method::DELETE, &format!("/v1/sessions/{session}"), None)
         .await;
