@@ -80,7 +80,7 @@ pub(super) fn encode_into(buf: &mut Vec<u8>, sequence: u64, envelope_json: &[u8]
     buf[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn push_decimal(buf: &mut Vec<u8>, mut value: u64) {
+pub(super) fn push_decimal(buf: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -969,3 +969,71 @@ async fn a_failed_write_fails_the_whole_batch_and_publishes_nothing() {
     // The failed batch could not be cut off a read-only file: the log refuses further writes.
     assert!(shared.failure.get().is_some());
 }
+
+#[test]
+fn the_envelope_encoder_writes_exactly_what_serde_writes() {
+    use workspace_events::{Actor, RawJson};
+    let strings = [
+        "",
+        "plain",
+        "quote \" backslash \\ slash /",
+        "control \u{1} \n \t \u{1f}",
+        "unicode é 日本 😀",
+        "</script>",
+    ];
+    let times = [
+        datetime!(1970-01-01 00:00 UTC),
+        datetime!(2026-11-23 10:00:00.6 UTC),
+        datetime!(2026-11-23 10:00:00.000000001 UTC),
+        datetime!(2026-11-23 10:00:00.123456789 +05:30),
+        datetime!(0001-02-03 04:05:06 -01:00),
+    ];
+    let payloads = [
+        r#"{"a":1}"#,
+        "{ \"pretty\": [ 1, 2 ],\n  \"x\": null }",
+        "null",
+        r#""text""#,
+    ];
+    let mut checked = 0;
+    for (i, text) in strings.iter().enumerate() {
+        for (j, occurred_at) in times.iter().enumerate() {
+            for (k, payload) in payloads.iter().enumerate() {
+                let pick = |n: usize| (i + j + k + n) % 3;
+                let envelope = EventEnvelope {
+                    event_id: Ulid::from_parts(i as u64 * 1000 + j as u64, k as u128),
+                    aggregate_type: if pick(0) == 0 { SESSION } else { INVOCATION },
+                    aggregate_id: format!("inv-{text}"),
+                    aggregate_version: [0, 1, u64::MAX][pick(1)],
+                    event_type: (*text).to_owned(),
+                    schema_version: [1, 7, u32::MAX][pick(2)],
+                    occurred_at: *occurred_at,
+                    correlation_id: (pick(0) != 1).then(|| text.to_string()),
+                    causation_id: (pick(1) == 2).then(|| format!("cause {text}")),
+                    actor: (pick(2) != 0).then(|| Actor {
+                        tenant_id: text.to_string(),
+                        actor_id: format!("{text}{text}"),
+                    }),
+                    payload: RawJson::parse((*payload).to_owned()).unwrap(),
+                };
+                let mut ours = Vec::new();
+                encode_envelope(&mut ours, &envelope).unwrap();
+                let theirs = serde_json::to_vec(&envelope).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&theirs)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, strings.len() * times.len() * payloads.len());
+
+    // A timestamp RFC 3339 cannot express (an offset with seconds) is refused, as serde
+    // refuses it.
+    let mut odd = event(SESSION, "session-1", 1);
+    odd.occurred_at = odd
+        .occurred_at
+        .to_offset(time::UtcOffset::from_hms(1, 0, 30).unwrap());
+    assert!(serde_json::to_vec(&odd).is_err());
+    assert!(encode_envelope(&mut Vec::new(), &odd).is_err());
+}
