@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Largest frame either side accepts (16 MiB): a 1 MiB file travels base64-encoded well within.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
-/// Protocol version; the runner refuses a `hello` with another major version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version; the runner refuses a `hello` with another version. 2: externally tagged
+/// messages and `read_text`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One message with its request id.
 #[derive(Debug, Clone, Serialize, Deserialize)]

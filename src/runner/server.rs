@@ -770,15 +770,25 @@ mod tests {
         let s = served().await;
         let reply = s
             .runner
-            .call(Request::Hello { version: 1 }, T)
+            .call(
+                Request::Hello {
+                    version: PROTOCOL_VERSION,
+                },
+                T,
+            )
             .await
             .unwrap();
         assert!(
-            matches!(reply, Reply::Hello { version: 1, ref isolation } if isolation == "unsandboxed")
+            matches!(reply, Reply::Hello { version, ref isolation } if version == PROTOCOL_VERSION && isolation == "unsandboxed")
         );
         let reply = s
             .runner
-            .call(Request::Hello { version: 2 }, T)
+            .call(
+                Request::Hello {
+                    version: PROTOCOL_VERSION - 1,
+                },
+                T,
+            )
             .await
             .unwrap();
         assert_eq!(error_code(&reply), Some(RunnerErrorCode::InvalidArgument));
@@ -974,7 +984,9 @@ mod tests {
         );
         let frame = Frame {
             id: 42,
-            body: Request::Hello { version: 1 },
+            body: Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
         };
         stream
             .write_all(&encode_frame(&frame).unwrap())

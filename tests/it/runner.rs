@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use workspace::ids::SessionId;
-use workspace::runner::protocol::{Bytes, EntryType, Reply, Request, RunnerErrorCode};
+use workspace::runner::protocol::{
+    Bytes, EntryType, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode,
+};
 use workspace::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider, SandboxMode};
 use workspace::runner::{RunnerProvider, SandboxSpec, SessionRunner};
 
@@ -334,7 +336,12 @@ async fn stopping_a_session_kills_everything_it_started() {
         .await
         .expect("restart");
     let reply = runner
-        .call(Request::Hello { version: 1 }, CALL)
+        .call(
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            CALL,
+        )
         .await
         .expect("hello");
     assert!(matches!(reply, Reply::Hello { ref isolation, .. } if isolation == "bubblewrap"));
@@ -364,7 +371,14 @@ async fn the_sandbox_dies_with_its_parent() {
         .ensure(&sandbox.spec())
         .await
         .expect("restart");
-    let reply = runner.call(Request::Hello { version: 1 }, CALL).await;
+    let reply = runner
+        .call(
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            CALL,
+        )
+        .await;
     assert!(matches!(reply, Ok(Reply::Hello { .. })), "{reply:?}");
 }
 
@@ -605,7 +619,14 @@ async fn concurrent_ensure_for_one_session_starts_one_runner() {
         .expect("read");
     assert!(matches!(read, Reply::File { ref content, .. } if content.0 == b"outside secret"));
     sandbox.provider.stop(&other.session_id).await;
-    let still = a.call(Request::Hello { version: 1 }, CALL).await;
+    let still = a
+        .call(
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            CALL,
+        )
+        .await;
     assert!(matches!(still, Ok(Reply::Hello { .. })), "{still:?}");
 }
 
