@@ -25,23 +25,10 @@ for tool in wrk valgrind callgrind_control curl python3; do
 done
 [ -x "$bin" ] || { echo "missing $bin: cargo build --release" >&2; exit 1; }
 
-LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-  "$bin" serve --port "$port" --data-dir "$data" >"$data/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 300); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.1; done
-session=$(curl -sf -X POST "localhost:$port/v1/sessions" -H 'content-type: application/json' \
-  -d '{"principal":{"tenant_id":"bench","actor_id":"bench","roles":["developer"]}}' |
-  python3 -c 'import sys,json;print(json.load(sys.stdin)["session"]["id"])')
-content=$(python3 -c 'print("x"*512)')
-curl -sf -o /dev/null -X POST "localhost:$port/v1/sessions/$session/tools/fs.write_file/invoke" \
-  -H 'content-type: application/json' \
-  -d "{\"approved\":true,\"args\":{\"path\":\"bench/read.txt\",\"content\":\"$content\"}}"
-cat >"$lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"args":{"path":"bench/read.txt"}}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-url="http://127.0.0.1:$port/v1/sessions/$session/tools/fs.read_file/invoke"
+wrapper="valgrind --tool=callgrind --callgrind-out-file=$out/cg.out"
+wait_steps=300
+# shellcheck source=benches/read_load.sh
+. benches/read_load.sh
 wrk -t1 -c"$conns" -d2s -s "$lua" "$url" >/dev/null   # warm-up, not counted
 callgrind_control -z "$server" >/dev/null 2>&1
 n=$(wrk -t1 -c"$conns" -d"${secs}s" -s "$lua" "$url" | awk '/requests in/{print $1}')
@@ -56,5 +43,7 @@ for path in glob.glob(f"{out}/cg.out.*"):
     for line in open(path):
         if line.startswith("summary:"):
             total += int(line.split()[1])
+print("| invocations | server instructions per invocation |")
+print("|---|---|")
 print(f"| {n} | {total / n:,.0f} |")
 PY

@@ -20,24 +20,10 @@ for tool in wrk perf curl python3; do
 done
 [ -x "$bin" ] || { echo "missing $bin: cargo build --release" >&2; exit 1; }
 
-LOG_LEVEL=warn "$bin" serve --port "$port" --data-dir "$data" >"$data/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 50); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.1; done
-session=$(curl -sf -X POST "localhost:$port/v1/sessions" -H 'content-type: application/json' \
-  -d '{"principal":{"tenant_id":"bench","actor_id":"bench","roles":["developer"]}}' |
-  python3 -c 'import sys,json;print(json.load(sys.stdin)["session"]["id"])')
-content=$(python3 -c 'print("x"*512)')
-curl -sf -o /dev/null -X POST "localhost:$port/v1/sessions/$session/tools/fs.write_file/invoke" \
-  -H 'content-type: application/json' \
-  -d "{\"approved\":true,\"args\":{\"path\":\"bench/read.txt\",\"content\":\"$content\"}}"
-cat >"$lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"args":{"path":"bench/read.txt"}}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+# shellcheck source=benches/read_load.sh
+. benches/read_load.sh
 # The runner inside the session's sandbox (bwrap's own command lines start with `bwrap`).
 runner=$(pgrep -n -f "^/opt/workspace/bin/workspace runner")
-url="http://127.0.0.1:$port/v1/sessions/$session/tools/fs.read_file/invoke"
 
 echo "| connections | invocations/s | server syscalls | server context switches | server CPU µs | runner syscalls | runner context switches | runner CPU µs |"
 echo "|---|---|---|---|---|---|---|---|"
