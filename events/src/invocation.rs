@@ -5,6 +5,8 @@
 //! `invocation.denied`, one that fails argument validation as `invocation.rejected`; both are
 //! the first and last event of their aggregate, and nothing runs.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -42,9 +44,10 @@ pub struct InvocationRequest {
 /// `invocation.queued` v1: the request passed validation and policy and waits for an executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvocationQueued {
-    /// The request.
+    /// The request. Shared: the events, commands and states that carry it copy a pointer,
+    /// not the arguments.
     #[serde(flatten)]
-    pub request: InvocationRequest,
+    pub request: Arc<InvocationRequest>,
     /// The tool's timeout (`constraints.timeout_seconds`) at the time of the request.
     pub timeout_seconds: u64,
     /// If no executor has started it by then, it fails with `timeout`.
@@ -56,9 +59,10 @@ pub struct InvocationQueued {
 /// ran. Terminal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvocationRefused {
-    /// The request.
+    /// The request. Shared: the events, commands and states that carry it copy a pointer,
+    /// not the arguments.
     #[serde(flatten)]
-    pub request: InvocationRequest,
+    pub request: Arc<InvocationRequest>,
     /// Why it was refused.
     pub error: ErrorInfo,
 }
@@ -166,8 +170,8 @@ impl InvocationEvent {
     /// The request, when this is the first event of its aggregate.
     pub fn request(&self) -> Option<&InvocationRequest> {
         match self {
-            InvocationEvent::Queued(q) => Some(&q.request),
-            InvocationEvent::Denied(r) | InvocationEvent::Rejected(r) => Some(&r.request),
+            InvocationEvent::Queued(q) => Some(q.request.as_ref()),
+            InvocationEvent::Denied(r) | InvocationEvent::Rejected(r) => Some(r.request.as_ref()),
             InvocationEvent::Started(_) | InvocationEvent::Completed(_) => None,
         }
     }

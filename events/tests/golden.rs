@@ -79,7 +79,7 @@ fn session_events() -> Vec<SessionEvent> {
 
 fn invocation_events() -> Vec<InvocationEvent> {
     let refused = InvocationRefused {
-        request: request(),
+        request: request().into(),
         error: ErrorInfo {
             code: "approval_required".into(),
             message: "tool requires explicit approval".into(),
@@ -88,7 +88,7 @@ fn invocation_events() -> Vec<InvocationEvent> {
     };
     vec![
         InvocationEvent::Queued(InvocationQueued {
-            request: request(),
+            request: request().into(),
             timeout_seconds: 20,
             start_deadline: datetime!(2026-11-23 10:01:00 UTC),
         }),

@@ -452,7 +452,7 @@ mod tests {
             requested_at: datetime!(2026-11-23 10:00:01 UTC),
         };
         let queued = InvocationEvent::Queued(InvocationQueued {
-            request,
+            request: request.into(),
             timeout_seconds: 15,
             start_deadline: datetime!(2026-11-23 10:01 UTC),
         });

@@ -305,7 +305,7 @@ pub async fn invoke(
     let refused = refusal.as_ref().map(|(_, code, _)| *code);
     let command = match refusal {
         Some((make, code, message)) => make(InvocationRefused {
-            request,
+            request: request.into(),
             error: ErrorInfo {
                 code: code.as_str().into(),
                 message,
@@ -313,7 +313,7 @@ pub async fn invoke(
             },
         }),
         None => InvocationCommand::Queue(InvocationQueued {
-            request,
+            request: request.into(),
             timeout_seconds: tool.spec.constraints.timeout_seconds,
             start_deadline: now
                 + time::Duration::try_from(app.config.queue_timeout)

@@ -209,7 +209,7 @@ mod tests {
 
     fn queued() -> InvocationEvent {
         InvocationEvent::Queued(InvocationQueued {
-            request: request(),
+            request: request().into(),
             timeout_seconds: 20,
             start_deadline: datetime!(2026-11-23 10:01 UTC),
         })
@@ -217,7 +217,7 @@ mod tests {
 
     fn refused(code: &str) -> InvocationRefused {
         InvocationRefused {
-            request: request(),
+            request: request().into(),
             error: ErrorInfo {
                 code: code.into(),
                 message: "no".into(),

@@ -319,7 +319,8 @@ fn queued(session: &str, id: &str) -> workspace_events::InvocationQueued {
             args: Some(json!({"path": "."})),
             args_ref: None,
             requested_at: now,
-        },
+        }
+        .into(),
         timeout_seconds: 15,
         start_deadline: now + time::Duration::minutes(5),
     }
@@ -461,8 +462,9 @@ async fn a_losing_retry_does_not_run_the_winners_claim() {
     let file = server.workspace_dir(&session).join("once.txt");
     std::fs::write(&file, "base\n").expect("file");
     let mut insert = queued(&session, id);
-    insert.request.tool_name = "fs.insert".into();
-    insert.request.args = Some(json!({"path": "once.txt", "line": 0, "content": "ran"}));
+    let request = std::sync::Arc::make_mut(&mut insert.request);
+    request.tool_name = "fs.insert".into();
+    request.args = Some(json!({"path": "once.txt", "line": 0, "content": "ran"}));
     let mut winner = app.handoff(id);
     let started = winner
         .claim(time::OffsetDateTime::now_utc(), 15)
