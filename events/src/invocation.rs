@@ -144,7 +144,7 @@ pub enum InvocationEvent {
     Started(InvocationStarted),
     /// `invocation.completed`
     #[serde(rename = "invocation.completed")]
-    Completed(InvocationCompleted),
+    Completed(Arc<InvocationCompleted>),
 }
 
 impl InvocationEvent {

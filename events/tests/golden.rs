@@ -106,7 +106,7 @@ fn invocation_events() -> Vec<InvocationEvent> {
             started_at: datetime!(2026-11-23 10:00:00.5 UTC),
             deadline: datetime!(2026-11-23 10:00:20.5 UTC),
         }),
-        InvocationEvent::Completed(InvocationCompleted {
+        InvocationEvent::Completed(std::sync::Arc::new(InvocationCompleted {
             outcome: InvocationOutcome::Succeeded,
             exit_code: 0,
             duration_ms: 3,
@@ -128,7 +128,7 @@ fn invocation_events() -> Vec<InvocationEvent> {
             }],
             error: None,
             completed_at: datetime!(2026-11-23 10:00:00.6 UTC),
-        }),
+        })),
     ]
 }
 

@@ -325,6 +325,8 @@ impl ReadModel {
                 view.run_started_at = Some(s.started_at);
             }
             InvocationEvent::Completed(c) => {
+                // The projector usually holds the only reference: no copy.
+                let c = Arc::unwrap_or_clone(c);
                 view.status = match c.outcome {
                     InvocationOutcome::Succeeded => "succeeded".into(),
                     InvocationOutcome::Failed => "failed".into(),
@@ -461,7 +463,7 @@ mod tests {
             started_at: datetime!(2026-11-23 10:00:02 UTC),
             deadline: datetime!(2026-11-23 10:00:17 UTC),
         });
-        let completed = InvocationEvent::Completed(InvocationCompleted {
+        let completed = InvocationEvent::Completed(Arc::new(InvocationCompleted {
             outcome: InvocationOutcome::Succeeded,
             exit_code: 0,
             duration_ms: 4,
@@ -472,7 +474,7 @@ mod tests {
             artifacts: vec![],
             error: None,
             completed_at: datetime!(2026-11-23 10:00:03 UTC),
-        });
+        }));
         vec![
             recorded(1, "s1", 1, &created),
             recorded(2, "s1", 2, &provisioned),

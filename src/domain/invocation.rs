@@ -5,6 +5,8 @@
 //! loaded (the queued event), so two executors that received the same work can never both run
 //! it — the second one's append conflicts, it reloads, and `Start` is refused as `NotQueued`.
 
+use std::sync::Arc;
+
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
@@ -82,7 +84,7 @@ pub enum InvocationCommand {
     /// that accepted it: `queued` and `started` are recorded together.
     QueueAndStart(InvocationQueued, InvocationStarted),
     /// Record its terminal outcome.
-    Complete(InvocationCompleted),
+    Complete(Arc<InvocationCompleted>),
 }
 
 /// Why an invocation command was refused.
@@ -234,8 +236,8 @@ mod tests {
         }
     }
 
-    fn completed(outcome: InvocationOutcome) -> InvocationCompleted {
-        InvocationCompleted {
+    fn completed(outcome: InvocationOutcome) -> Arc<InvocationCompleted> {
+        Arc::new(InvocationCompleted {
             outcome,
             exit_code: 0,
             duration_ms: 1,
@@ -246,7 +248,7 @@ mod tests {
             artifacts: vec![],
             error: None,
             completed_at: datetime!(2026-11-23 10:00:02 UTC),
-        }
+        })
     }
 
     fn queue() -> InvocationCommand {

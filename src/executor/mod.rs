@@ -496,7 +496,13 @@ impl Executor {
         let code = completed.error.as_ref().map(|e| e.code.clone());
         match self
             .store
-            .execute_known(id, known, InvocationCommand::Complete(completed), &(), meta)
+            .execute_known(
+                id,
+                known,
+                InvocationCommand::Complete(completed.into()),
+                &(),
+                meta,
+            )
             .await
         {
             // The audit line of the original service, now backed by the event it describes.
