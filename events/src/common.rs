@@ -53,7 +53,7 @@ pub struct ArtifactMeta {
     /// Lower-case hex SHA-256 of the bytes.
     pub sha256: String,
     /// When the artifact was stored.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -82,7 +82,7 @@ pub enum LogChannel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     /// When the line was produced.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub at: OffsetDateTime,
     /// Which stream produced it.
     pub channel: LogChannel,

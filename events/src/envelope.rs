@@ -67,7 +67,7 @@ pub struct EventEnvelope {
     /// Schema version of `payload` for this event type, starting at 1.
     pub schema_version: u32,
     /// When the event was decided.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub occurred_at: OffsetDateTime,
     /// Correlation id of the request that led to the event (request id or client key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,7 +106,7 @@ struct RecordedWire {
     aggregate_version: u64,
     event_type: String,
     schema_version: u32,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     occurred_at: OffsetDateTime,
     #[serde(default)]
     correlation_id: Option<String>,

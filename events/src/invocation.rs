@@ -37,7 +37,7 @@ pub struct InvocationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_ref: Option<ArtifactRef>,
     /// When the request was accepted.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub requested_at: OffsetDateTime,
 }
 
@@ -51,7 +51,7 @@ pub struct InvocationQueued {
     /// The tool's timeout (`constraints.timeout_seconds`) at the time of the request.
     pub timeout_seconds: u64,
     /// If no executor has started it by then, it fails with `timeout`.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub start_deadline: OffsetDateTime,
 }
 
@@ -73,10 +73,10 @@ pub struct InvocationStarted {
     /// Which executor runs it.
     pub executor_id: String,
     /// When it started.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub started_at: OffsetDateTime,
     /// The run ends with `timeout` at this instant at the latest.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub deadline: OffsetDateTime,
 }
 
@@ -122,7 +122,7 @@ pub struct InvocationCompleted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     /// When it finished.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub completed_at: OffsetDateTime,
 }
 

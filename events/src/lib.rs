@@ -18,6 +18,7 @@ mod contract;
 mod envelope;
 mod invocation;
 mod raw_json;
+pub mod rfc3339;
 mod session;
 pub mod subjects;
 pub mod upcast;

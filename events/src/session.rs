@@ -49,10 +49,10 @@ pub struct SessionCreated {
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     /// When the session was created.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When the session expires and is closed.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
@@ -79,7 +79,7 @@ pub struct SessionProvisioned {
     /// The runtime the session's tools run in.
     pub runtime: RuntimeRef,
     /// When provisioning finished.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub provisioned_at: OffsetDateTime,
 }
 
@@ -89,7 +89,7 @@ pub struct SessionProvisioningFailed {
     /// Why (e.g. `execution_failed` for a failed clone, `unavailable` when no sandbox exists).
     pub error: ErrorInfo,
     /// When provisioning gave up.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub failed_at: OffsetDateTime,
 }
 
@@ -109,7 +109,7 @@ pub struct SessionClosed {
     /// Why the session was closed.
     pub reason: CloseReason,
     /// When it was closed.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::rfc3339")]
     pub closed_at: OffsetDateTime,
 }
 

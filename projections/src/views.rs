@@ -35,16 +35,16 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
     /// Creation time.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "workspace_events::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Expiry time.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "workspace_events::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// When it was closed or expired.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "workspace_events::rfc3339::option"
     )]
     pub closed_at: Option<OffsetDateTime>,
     /// Why provisioning failed.
@@ -71,20 +71,20 @@ pub struct InvocationView {
     /// Whether the caller approved it.
     pub approved: bool,
     /// When the request was accepted.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "workspace_events::rfc3339")]
     pub started_at: OffsetDateTime,
     /// When an executor started running it.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "workspace_events::rfc3339::option"
     )]
     pub run_started_at: Option<OffsetDateTime>,
     /// When it reached its terminal state.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "workspace_events::rfc3339::option"
     )]
     pub completed_at: Option<OffsetDateTime>,
     /// Run time in milliseconds (0 until complete).

@@ -39,7 +39,7 @@ impl SessionStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     status: SessionStatus,
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "workspace_events::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
 }
 
