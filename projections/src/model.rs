@@ -377,8 +377,8 @@ impl MemoryReadModel {
         self.apply_all_with(upcasters, events, |_| None)
     }
 
-    /// [`MemoryReadModel::apply_all`], asking `typed` for each event's typed form (see
-    /// [`ReadModel::apply_with`]).
+    /// [`MemoryReadModel::apply_all`], asking `typed` for each event's typed form, once per event
+    /// and in order (see [`ReadModel::apply_with`]).
     pub fn apply_all_with(
         &self,
         upcasters: &[Box<dyn Upcaster>],

@@ -79,11 +79,19 @@ impl Projector {
     }
 
     fn apply(&self, events: &[Arc<workspace_events::RecordedEvent>]) {
-        let mut taker = self.typed.taker();
-        let applied = self.model.apply_all_with(&self.upcasters, events, |e| {
-            taker.take(&e.envelope.event_id)
-        });
-        drop(taker);
+        // Taken before the fold, so writers offering new events wait only for these lookups,
+        // not for the whole pass under the model's lock.
+        let mut typed = {
+            let mut taker = self.typed.taker();
+            events
+                .iter()
+                .map(|e| taker.take(&e.envelope.event_id))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let applied = self
+            .model
+            .apply_all_with(&self.upcasters, events, |_| typed.next().flatten());
         let mut finished = Vec::new();
         for (event, outcome) in events.iter().zip(&applied) {
             match outcome {
