@@ -136,7 +136,12 @@ async fn answer(app: &App, view: &InvocationView, rid: &str) -> Response {
             let rendered = render(app, view).await;
             (StatusCode::OK, Json(json!({ "invocation": rendered }))).into_response()
         }
-        _ => sized_json(StatusCode::OK, &InvocationBody { invocation: view }, view),
+        _ => sized_json(
+            StatusCode::OK,
+            &InvocationBody { invocation: view },
+            view,
+            rid,
+        ),
     }
 }
 
@@ -149,6 +154,7 @@ fn sized_json<T: serde::Serialize>(
     status: StatusCode,
     body: &T,
     view: &InvocationView,
+    rid: &str,
 ) -> Response {
     let output = view.output.as_ref().map_or(0, |o| o.get().len());
     let mut buf = Vec::with_capacity(output + VIEW_HEADROOM);
@@ -162,8 +168,8 @@ fn sized_json<T: serde::Serialize>(
             buf,
         )
             .into_response(),
-        // Unreachable for plain data; answered as axum's `Json` would be.
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        // Unreachable for plain data; still answered in the error envelope.
+        Err(e) => ApiError::internal(&e, rid).into_response(),
     }
 }
 
