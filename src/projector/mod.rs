@@ -81,14 +81,10 @@ impl Projector {
     fn apply(&self, events: &[Arc<workspace_events::RecordedEvent>]) {
         // Taken before the fold, so writers offering new events wait only for these lookups,
         // not for the whole pass under the model's lock.
-        let mut typed = {
-            let mut taker = self.typed.taker();
-            events
-                .iter()
-                .map(|e| taker.take(&e.envelope.event_id))
-                .collect::<Vec<_>>()
-                .into_iter()
-        };
+        let mut typed = self
+            .typed
+            .take_all(events.iter().map(|e| &e.envelope.event_id))
+            .into_iter();
         let applied = self
             .model
             .apply_all_with(&self.upcasters, events, |_| typed.next().flatten());

@@ -48,11 +48,18 @@ impl TypedEvents {
         }
     }
 
-    /// A taker for one pass of the projector.
-    pub fn taker(&self) -> Taker<'_> {
-        Taker {
-            waiting: self.lock(),
-        }
+    /// The typed event offered for each id, in order (each taken once), under one lock.
+    pub fn take_all<'a>(&self, ids: impl IntoIterator<Item = &'a Ulid>) -> Vec<Option<TypedEvent>> {
+        let mut waiting = self.lock();
+        ids.into_iter()
+            .map(|id| {
+                if waiting.is_empty() {
+                    None
+                } else {
+                    waiting.remove(id)
+                }
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Ulid, TypedEvent>> {
@@ -63,21 +70,6 @@ impl TypedEvents {
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.lock().len()
-    }
-}
-
-/// Holds the lock for one pass of the projector.
-pub struct Taker<'a> {
-    waiting: MutexGuard<'a, HashMap<Ulid, TypedEvent>>,
-}
-
-impl Taker<'_> {
-    /// The typed event offered for `event_id`, if any (taken once).
-    pub fn take(&mut self, event_id: &Ulid) -> Option<TypedEvent> {
-        if self.waiting.is_empty() {
-            return None;
-        }
-        self.waiting.remove(event_id)
     }
 }
 
@@ -101,12 +93,11 @@ mod tests {
         typed.offer(&ids[..2], vec![closed(), closed()]);
         typed.offer(&ids[2..], vec![closed()]);
         typed.withdraw(&ids[1..2]);
-        let mut taker = typed.taker();
-        assert!(taker.take(&ids[0]).is_some());
-        assert_eq!(taker.take(&ids[0]), None, "taken once");
-        assert_eq!(taker.take(&ids[1]), None, "withdrawn");
-        assert!(taker.take(&ids[2]).is_some());
-        drop(taker);
+        let taken = typed.take_all([&ids[0], &ids[0], &ids[1], &ids[2]]);
+        assert!(taken[0].is_some());
+        assert_eq!(taken[1], None, "taken once");
+        assert_eq!(taken[2], None, "withdrawn");
+        assert!(taken[3].is_some());
         assert_eq!(typed.waiting(), 0);
     }
 
