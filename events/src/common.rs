@@ -78,6 +78,27 @@ pub enum LogChannel {
     Stderr,
 }
 
+impl LogChannel {
+    /// The serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogChannel::Stdout => "stdout",
+            LogChannel::Stderr => "stderr",
+        }
+    }
+}
+
+impl LogLine {
+    /// Appends the line's JSON: what serde writes for it, byte for byte.
+    pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let mut o = crate::json::Object::new(buf);
+        o.time("at", &self.at)
+            .str("channel", self.channel.as_str())
+            .str("message", &self.message);
+        o.end()
+    }
+}
+
 /// One log line of an invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {

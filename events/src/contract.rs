@@ -76,6 +76,17 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A payload written by hand (`write` appends what serde would write for it) into a buffer of
+/// `capacity` bytes.
+pub(crate) fn written_payload(
+    capacity: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+) -> RawJson {
+    // Invariant: as for `encode_payload`, the payloads written by hand hold strings, integers,
+    // timestamps and `serde_json::Value`s, so writing them cannot fail.
+    RawJson::written(capacity, write).expect("event payloads always encode")
+}
+
 /// Encodes a typed payload. Payload types are plain data with string keys and finite numbers.
 pub(crate) fn encode_payload<T: serde::Serialize>(payload: &T) -> RawJson {
     // Invariant: the payload types hold strings, integers, timestamps, enums and

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::common::{ArtifactMeta, ArtifactRef, ErrorInfo, LogLine};
-use crate::contract::{DecodeError, EventContract, decode_payload, encode_payload};
+use crate::contract::{
+    DecodeError, EventContract, decode_payload, encode_payload, written_payload,
+};
 use crate::envelope::AggregateType;
+use crate::json::Object;
 use crate::raw_json::RawJson;
 
 /// What was asked: carried by the first event of every invocation.
@@ -177,6 +180,87 @@ impl InvocationEvent {
     }
 }
 
+impl InvocationRequest {
+    /// The fields of the request, in serde's order.
+    fn write_fields(&self, o: &mut Object<'_>) {
+        o.str("invocation_id", &self.invocation_id)
+            .str("session_id", &self.session_id)
+            .str("tool_name", &self.tool_name)
+            .opt_str("correlation_id", self.correlation_id.as_deref())
+            .bool("approved", self.approved);
+        if let Some(args) = &self.args {
+            o.serde("args", args);
+        }
+        if let Some(args_ref) = &self.args_ref {
+            o.serde("args_ref", args_ref);
+        }
+        o.time("requested_at", &self.requested_at);
+    }
+}
+
+impl InvocationQueued {
+    /// Appends the payload's JSON: what serde writes for it, byte for byte.
+    pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let mut o = Object::new(buf);
+        self.request.write_fields(&mut o);
+        o.u64("timeout_seconds", self.timeout_seconds)
+            .time("start_deadline", &self.start_deadline);
+        o.end()
+    }
+}
+
+impl InvocationStarted {
+    /// Appends the payload's JSON: what serde writes for it, byte for byte.
+    pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let mut o = Object::new(buf);
+        o.str("executor_id", &self.executor_id)
+            .time("started_at", &self.started_at)
+            .time("deadline", &self.deadline);
+        o.end()
+    }
+}
+
+impl InvocationOutcome {
+    /// The serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvocationOutcome::Succeeded => "succeeded",
+            InvocationOutcome::Failed => "failed",
+            InvocationOutcome::Denied => "denied",
+        }
+    }
+}
+
+impl InvocationCompleted {
+    /// Appends the payload's JSON: what serde writes for it, byte for byte.
+    pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let mut o = Object::new(buf);
+        o.str("outcome", self.outcome.as_str())
+            .i64("exit_code", i64::from(self.exit_code))
+            .u64("duration_ms", self.duration_ms);
+        if let Some(output) = &self.output {
+            o.raw("output", output.get());
+        }
+        if let Some(output_ref) = &self.output_ref {
+            o.serde("output_ref", output_ref);
+        }
+        if !self.logs.is_empty() {
+            o.array("logs", &self.logs, |buf, line| line.write_json(buf));
+        }
+        if let Some(logs_ref) = &self.logs_ref {
+            o.serde("logs_ref", logs_ref);
+        }
+        if !self.artifacts.is_empty() {
+            o.serde("artifacts", &self.artifacts);
+        }
+        if let Some(error) = &self.error {
+            o.serde("error", error);
+        }
+        o.time("completed_at", &self.completed_at);
+        o.end()
+    }
+}
+
 impl EventContract for InvocationEvent {
     const AGGREGATE_TYPE: AggregateType = AggregateType::Invocation;
 
@@ -196,10 +280,15 @@ impl EventContract for InvocationEvent {
 
     fn to_payload(&self) -> RawJson {
         match self {
-            InvocationEvent::Queued(p) => encode_payload(p),
+            // The events of every run are written by hand (what serde writes, tests say);
+            // refusals, rarer, by serde.
+            InvocationEvent::Queued(p) => written_payload(512, |buf| p.write_json(buf)),
             InvocationEvent::Denied(p) | InvocationEvent::Rejected(p) => encode_payload(p),
-            InvocationEvent::Started(p) => encode_payload(p),
-            InvocationEvent::Completed(p) => encode_payload(p),
+            InvocationEvent::Started(p) => written_payload(160, |buf| p.write_json(buf)),
+            InvocationEvent::Completed(p) => {
+                let output = p.output.as_ref().map_or(0, |o| o.get().len());
+                written_payload(output + 512, |buf| p.write_json(buf))
+            }
         }
     }
 
@@ -223,5 +312,131 @@ impl cqrs_es::DomainEvent for InvocationEvent {
 
     fn event_version(&self) -> String {
         EventContract::schema_version(self).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::LogChannel;
+    use crate::json::tests::tricky_strings;
+
+    fn at(i: usize) -> OffsetDateTime {
+        // Whole seconds, and fractions with and without trailing zeros.
+        let nanos = [0, 500_000_000, 123_456_789, 1][i % 4];
+        OffsetDateTime::from_unix_timestamp_nanos(
+            1_790_000_000_000_000_000 + i as i128 * 1_000_003 + nanos,
+        )
+        .unwrap()
+    }
+
+    fn written(write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>) -> String {
+        let mut buf = Vec::new();
+        write(&mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn payloads_written_by_hand_are_what_serde_writes() {
+        let strings = tricky_strings();
+        for (i, s) in strings.iter().enumerate() {
+            let some = |k: usize| (i % k == 0).then(|| s.clone());
+            let request = Arc::new(InvocationRequest {
+                invocation_id: format!("inv-{s}"),
+                session_id: s.clone(),
+                tool_name: "fs.read_file".into(),
+                correlation_id: some(2),
+                approved: i % 3 == 0,
+                args: (i % 4 != 0)
+                    .then(|| serde_json::json!({"path": s, "n": i, "deep": {"x": [s]}})),
+                args_ref: (i % 5 == 0).then(|| ArtifactRef {
+                    artifact_id: format!("artifact-{i}"),
+                    sha256: s.clone(),
+                    size_bytes: i as u64,
+                }),
+                requested_at: at(i),
+            });
+            let queued = InvocationQueued {
+                request,
+                timeout_seconds: i as u64 * 7,
+                start_deadline: at(i + 1),
+            };
+            assert_eq!(
+                written(|b| queued.write_json(b)),
+                serde_json::to_string(&queued).unwrap()
+            );
+            let started = InvocationStarted {
+                executor_id: s.clone(),
+                started_at: at(i + 2),
+                deadline: at(i + 3),
+            };
+            assert_eq!(
+                written(|b| started.write_json(b)),
+                serde_json::to_string(&started).unwrap()
+            );
+            let line = |k: usize| LogLine {
+                at: at(i + k),
+                channel: if k % 2 == 0 {
+                    LogChannel::Stdout
+                } else {
+                    LogChannel::Stderr
+                },
+                message: s.clone(),
+            };
+            let completed = InvocationCompleted {
+                outcome: [
+                    InvocationOutcome::Succeeded,
+                    InvocationOutcome::Failed,
+                    InvocationOutcome::Denied,
+                ][i % 3],
+                exit_code: [0, -1, 124, i32::MIN][i % 4],
+                duration_ms: i as u64,
+                output: (i % 2 == 0).then(|| serde_json::json!({"content": s, "i": i}).into()),
+                output_ref: some(3).map(|s| ArtifactRef {
+                    artifact_id: s,
+                    sha256: "ab".into(),
+                    size_bytes: 3,
+                }),
+                logs: (0..i % 3).map(line).collect(),
+                logs_ref: some(4).map(|s| ArtifactRef {
+                    artifact_id: "artifact-l".into(),
+                    sha256: s,
+                    size_bytes: 9,
+                }),
+                artifacts: (0..i % 2)
+                    .map(|k| ArtifactMeta {
+                        id: format!("artifact-{k}"),
+                        name: s.clone(),
+                        content_type: "text/plain".into(),
+                        size_bytes: 1,
+                        sha256: "cd".into(),
+                        created_at: at(k),
+                    })
+                    .collect(),
+                error: some(5).map(|s| ErrorInfo {
+                    code: "timeout".into(),
+                    message: s,
+                    retryable: i % 2 == 0,
+                }),
+                completed_at: at(i + 4),
+            };
+            assert_eq!(
+                written(|b| completed.write_json(b)),
+                serde_json::to_string(&completed).unwrap()
+            );
+            // The event's payload is that text, and decodes back to the event.
+            let event = InvocationEvent::Completed(Arc::new(completed.clone()));
+            let payload = event.to_payload();
+            assert_eq!(payload.get(), serde_json::to_string(&completed).unwrap());
+            assert_eq!(
+                InvocationEvent::decode(InvocationEvent::COMPLETED, 1, &payload).unwrap(),
+                event
+            );
+            let event = InvocationEvent::Queued(queued.clone());
+            assert_eq!(
+                InvocationEvent::decode(InvocationEvent::QUEUED, 1, &event.to_payload()).unwrap(),
+                event
+            );
+        }
     }
 }

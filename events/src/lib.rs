@@ -17,6 +17,7 @@ mod common;
 mod contract;
 mod envelope;
 mod invocation;
+pub mod json;
 mod raw_json;
 pub mod rfc3339;
 mod session;

@@ -25,6 +25,24 @@ impl RawJson {
         serde_json::value::to_raw_value(value).map(RawJson)
     }
 
+    /// The JSON that `write` appends to an empty buffer (of `capacity` bytes). `write` must append exactly one
+    /// well-formed JSON value and nothing else: it is one of this crate's writers
+    /// ([`crate::json`]), each tested to write what serde_json writes for its type. Debug builds
+    /// parse the text again to check it; release builds trust the writer.
+    pub(crate) fn written(
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) -> Result<Self, serde_json::Error> {
+        let mut buf = Vec::with_capacity(capacity);
+        write(&mut buf)?;
+        let text =
+            String::from_utf8(buf).map_err(<serde_json::Error as serde::ser::Error>::custom)?;
+        // SAFETY: `text` is one well-formed JSON value without surrounding whitespace: the
+        // writers are this crate's own, each pinned byte for byte to serde_json's output by
+        // tests (and `from_string_unchecked` re-parses it in debug builds, where the tests run).
+        Ok(RawJson(unsafe { RawValue::from_string_unchecked(text) }))
+    }
+
     /// Checks that `json` is one JSON value and keeps its text unchanged.
     pub fn parse(json: String) -> Result<Self, serde_json::Error> {
         RawValue::from_string(json).map(RawJson)

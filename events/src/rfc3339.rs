@@ -10,20 +10,100 @@ use time::format_description::well_known::Rfc3339;
 
 /// Room for the longest RFC 3339 text `time` writes (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+HH:MM`,
 /// 35 bytes); a longer one would fail to format rather than be cut.
-const MAX_LEN: usize = 48;
+pub(crate) const MAX_LEN: usize = 48;
 
 /// Writes `value` as RFC 3339 (the text `time` writes; `Z` for UTC).
 pub fn serialize<S: Serializer>(value: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
     let mut buf = [0u8; MAX_LEN];
-    let mut out = &mut buf[..];
-    value
-        .format_into(&mut out, &Rfc3339)
-        .map_err(S::Error::custom)?;
-    // What was written is what the cursor moved past (time 0.3's returned count leaves out the
-    // fraction of a second).
-    let len = MAX_LEN - out.len();
+    let len = match format(value, &mut buf) {
+        Some(len) => len,
+        // What RFC 3339 cannot express: `time` says why.
+        None => {
+            let mut out = &mut buf[..];
+            value
+                .format_into(&mut out, &Rfc3339)
+                .map_err(S::Error::custom)?;
+            // What was written is what the cursor moved past (time 0.3's returned count leaves
+            // out the fraction of a second).
+            MAX_LEN - out.len()
+        }
+    };
     let text = std::str::from_utf8(&buf[..len]).map_err(S::Error::custom)?;
     serializer.serialize_str(text)
+}
+
+/// Formats `value` as `time`'s `Rfc3339` does, byte for byte, without its generic component
+/// machinery (a tenth of the instructions); `None` for what RFC 3339 cannot express (a year
+/// outside 0..=9999, an offset with seconds or beyond 23 hours), left to `time` to report.
+pub(crate) fn format(value: &OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> Option<usize> {
+    let (year, month, day) = value.to_calendar_date();
+    let (hour, minute, second, nanos) = value.to_hms_nano();
+    let offset = value.offset();
+    let (offset_hours, offset_minutes, offset_seconds) = offset.as_hms();
+    if !(0..10_000).contains(&year) || offset_seconds != 0 || offset_hours.unsigned_abs() > 23 {
+        return None;
+    }
+    let year = year as u32;
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    put(&[
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        b'-',
+        digit(u32::from(u8::from(month)) / 10),
+        digit(u32::from(u8::from(month))),
+        b'-',
+        digit(u32::from(day) / 10),
+        digit(u32::from(day)),
+        b'T',
+        digit(u32::from(hour) / 10),
+        digit(u32::from(hour)),
+        b':',
+        digit(u32::from(minute) / 10),
+        digit(u32::from(minute)),
+        b':',
+        digit(u32::from(second) / 10),
+        digit(u32::from(second)),
+    ]);
+    if nanos != 0 {
+        // Nine digits, less the trailing zeros.
+        let mut fraction = [b'.'; 10];
+        let mut n = nanos;
+        for slot in fraction[1..].iter_mut().rev() {
+            *slot = digit(n);
+            n /= 10;
+        }
+        let mut end = 10;
+        while fraction[end - 1] == b'0' {
+            end -= 1;
+        }
+        put(&fraction[..end]);
+    }
+    if offset.is_utc() {
+        put(b"Z");
+    } else {
+        let hours = u32::from(offset_hours.unsigned_abs());
+        let minutes = u32::from(offset_minutes.unsigned_abs());
+        put(&[
+            if offset.is_negative() { b'-' } else { b'+' },
+            digit(hours / 10),
+            digit(hours),
+            b':',
+            digit(minutes / 10),
+            digit(minutes),
+        ]);
+    }
+    Some(len)
+}
+
+/// The last decimal digit of `n`, as ASCII.
+fn digit(n: u32) -> u8 {
+    b'0' + (n % 10) as u8
 }
 
 /// Reads an RFC 3339 timestamp.
@@ -107,9 +187,49 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_format_matches_time_over_a_sweep_of_instants_and_offsets() {
+        // A fixed pseudo-random sweep: years 0..=9999, any nanosecond (and some with trailing
+        // zeros), offsets on both sides of UTC, with and without minutes.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let min = datetime!(0000-01-02 00:00 UTC).unix_timestamp();
+        let max = datetime!(9999-12-30 00:00 UTC).unix_timestamp();
+        for i in 0..20_000u64 {
+            let secs = min + (next() % (max - min) as u64) as i64;
+            let nanos = match i % 4 {
+                0 => 0,
+                1 => (next() % 1_000_000_000) as i128,
+                2 => (next() % 1000) as i128 * 1_000_000,
+                _ => (next() % 1_000_000) as i128 * 1000,
+            };
+            let at =
+                OffsetDateTime::from_unix_timestamp_nanos(secs as i128 * 1_000_000_000 + nanos)
+                    .unwrap();
+            let hours = (next() % 47) as i8 - 23;
+            let minutes = match i % 3 {
+                0 => 0,
+                _ => ((next() % 60) as i8) * if hours < 0 { -1 } else { 1 },
+            };
+            let offset = time::UtcOffset::from_hms(hours, minutes, 0).unwrap();
+            for at in [at, at.to_offset(offset)] {
+                let ours = serde_json::to_string(&Ours { at, maybe: None }).unwrap();
+                let theirs = serde_json::to_string(&Theirs { at, maybe: None }).unwrap();
+                assert_eq!(ours, theirs, "{at:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_timestamp_rfc_3339_cannot_express_is_an_error() {
         let at =
             datetime!(2026-01-01 0:00 UTC).to_offset(time::UtcOffset::from_hms(1, 0, 30).unwrap());
+        assert!(serde_json::to_string(&Ours { at, maybe: None }).is_err());
+        let at = datetime!(-0001-12-31 23:00 UTC);
         assert!(serde_json::to_string(&Ours { at, maybe: None }).is_err());
     }
 }

@@ -118,8 +118,128 @@ pub struct InvocationView {
 }
 
 impl InvocationView {
+    /// Appends the view's JSON: what serde writes for it, byte for byte (a test compares the two
+    /// over varied views), written by [`workspace_events::json`] for the invoke answer.
+    pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        use workspace_events::json::Object;
+        let mut o = Object::new(buf);
+        o.str("id", &self.id)
+            .str("session_id", &self.session_id)
+            .str("tool_name", &self.tool_name)
+            .opt_str("correlation_id", self.correlation_id.as_deref())
+            .str("status", &self.status)
+            .bool("approved", self.approved)
+            .time("started_at", &self.started_at)
+            .opt_time("run_started_at", self.run_started_at.as_ref())
+            .opt_time("completed_at", self.completed_at.as_ref())
+            .u64("duration_ms", self.duration_ms)
+            .str("trace_name", &self.trace_name)
+            .str("span_name", &self.span_name)
+            .i64("exit_code", i64::from(self.exit_code));
+        if let Some(output) = &self.output {
+            o.raw("output", output.get());
+        }
+        o.opt_str("output_ref", self.output_ref.as_deref());
+        if !self.logs.is_empty() {
+            o.array("logs", &self.logs, |buf, line| line.write_json(buf));
+        }
+        o.opt_str("logs_ref", self.logs_ref.as_deref());
+        if !self.artifacts.is_empty() {
+            o.serde("artifacts", &self.artifacts);
+        }
+        if let Some(error) = &self.error {
+            o.serde("error", error);
+        }
+        o.u64("version", self.version);
+        o.end()
+    }
+
     /// Whether the invocation reached a terminal state.
     pub fn is_terminal(&self) -> bool {
         matches!(self.status.as_str(), "succeeded" | "failed" | "denied")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+    use workspace_events::{ArtifactMeta, ErrorInfo, LogChannel, LogLine};
+
+    use super::InvocationView;
+
+    fn at(i: usize) -> OffsetDateTime {
+        let nanos = [0, 250_000_000, 987_654_321][i % 3];
+        OffsetDateTime::from_unix_timestamp_nanos(
+            1_790_000_000_000_000_000 + i as i128 * 1_000_000_007 + nanos,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_view_written_by_hand_is_what_serde_writes() {
+        let strings = [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "control \u{0}\u{1f}\n\t\r\u{8}\u{c}",
+            "ünïcode 😀 \u{2028}",
+            "a somewhat longer string that spans several eight-byte words without escapes",
+        ];
+        for i in 0..60 {
+            let s = strings[i % strings.len()].to_owned();
+            let some = |k: usize| (i % k == 0).then(|| s.clone());
+            let view = InvocationView {
+                id: format!("inv-{i}"),
+                session_id: s.clone(),
+                tool_name: "fs.read_file".into(),
+                correlation_id: some(2),
+                status: ["queued", "running", "succeeded", "failed", "denied"][i % 5].into(),
+                approved: i % 3 == 0,
+                started_at: at(i),
+                run_started_at: (i % 4 != 0).then(|| at(i + 1)),
+                completed_at: (i % 5 >= 2).then(|| at(i + 2)),
+                duration_ms: i as u64 * 13,
+                trace_name: "workspace.tools".into(),
+                span_name: s.clone(),
+                exit_code: [0, 1, 124, -1][i % 4],
+                output: (i % 2 == 0)
+                    .then(|| serde_json::json!({"content": s, "n": i, "ok": true}).into()),
+                output_ref: some(3),
+                logs: (0..i % 3)
+                    .map(|k| LogLine {
+                        at: at(k),
+                        channel: if k == 0 {
+                            LogChannel::Stdout
+                        } else {
+                            LogChannel::Stderr
+                        },
+                        message: s.clone(),
+                    })
+                    .collect(),
+                logs_ref: some(4),
+                artifacts: (0..i % 2)
+                    .map(|k| ArtifactMeta {
+                        id: format!("artifact-{k}"),
+                        name: s.clone(),
+                        content_type: "application/json".into(),
+                        size_bytes: 7,
+                        sha256: "ef".into(),
+                        created_at: at(k),
+                    })
+                    .collect(),
+                error: some(5).map(|s| ErrorInfo {
+                    code: "not_found".into(),
+                    message: s,
+                    retryable: i % 2 == 1,
+                }),
+                version: i as u64,
+            };
+            let mut ours = Vec::new();
+            view.write_json(&mut ours).unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&view).unwrap()
+            );
+        }
     }
 }

@@ -616,59 +616,44 @@ fn encode(events: &[EventEnvelope]) -> Result<Vec<Vec<u8>>, StoreError> {
 
 /// Writes the JSON of `envelope`, byte for byte what `serde_json::to_writer` writes (a test
 /// compares the two over varied envelopes), without serde's per-field work: the field names are
-/// constants, the id and the timestamp are formatted in place, and the payload is copied as it
-/// is. Strings that come from callers go through serde_json's escaping.
-fn encode_envelope(buf: &mut Vec<u8>, envelope: &EventEnvelope) -> Result<(), EncodeError> {
-    fn string(buf: &mut Vec<u8>, value: &str) -> Result<(), EncodeError> {
-        serde_json::to_writer(&mut *buf, value).map_err(EncodeError::Json)
-    }
+/// constants, the id and the timestamp are formatted in place, strings are escaped by
+/// [`workspace_events::json`], and the payload is copied as it is.
+fn encode_envelope(buf: &mut Vec<u8>, envelope: &EventEnvelope) -> Result<(), serde_json::Error> {
+    use workspace_events::json;
     let mut id = [0u8; ulid::ULID_LEN];
     buf.extend_from_slice(b"{\"event_id\":\"");
     buf.extend_from_slice(envelope.event_id.array_to_str(&mut id).as_bytes());
     buf.extend_from_slice(b"\",\"aggregate_type\":\"");
     buf.extend_from_slice(envelope.aggregate_type.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"aggregate_id\":");
-    string(buf, &envelope.aggregate_id)?;
+    json::string(buf, &envelope.aggregate_id);
     buf.extend_from_slice(b",\"aggregate_version\":");
-    record::push_decimal(buf, envelope.aggregate_version);
+    json::u64(buf, envelope.aggregate_version);
     buf.extend_from_slice(b",\"event_type\":");
-    string(buf, &envelope.event_type)?;
+    json::string(buf, &envelope.event_type);
     buf.extend_from_slice(b",\"schema_version\":");
-    record::push_decimal(buf, u64::from(envelope.schema_version));
-    buf.extend_from_slice(b",\"occurred_at\":\"");
-    envelope
-        .occurred_at
-        .format_into(buf, &time::format_description::well_known::Rfc3339)
-        .map_err(EncodeError::Time)?;
-    buf.push(b'"');
+    json::u64(buf, u64::from(envelope.schema_version));
+    buf.extend_from_slice(b",\"occurred_at\":");
+    json::timestamp(buf, &envelope.occurred_at)?;
     if let Some(correlation_id) = &envelope.correlation_id {
         buf.extend_from_slice(b",\"correlation_id\":");
-        string(buf, correlation_id)?;
+        json::string(buf, correlation_id);
     }
     if let Some(causation_id) = &envelope.causation_id {
         buf.extend_from_slice(b",\"causation_id\":");
-        string(buf, causation_id)?;
+        json::string(buf, causation_id);
     }
     if let Some(actor) = &envelope.actor {
         buf.extend_from_slice(b",\"actor\":{\"tenant_id\":");
-        string(buf, &actor.tenant_id)?;
+        json::string(buf, &actor.tenant_id);
         buf.extend_from_slice(b",\"actor_id\":");
-        string(buf, &actor.actor_id)?;
+        json::string(buf, &actor.actor_id);
         buf.push(b'}');
     }
     buf.extend_from_slice(b",\"payload\":");
     buf.extend_from_slice(envelope.payload.get().as_bytes());
     buf.push(b'}');
     Ok(())
-}
-
-/// Why an envelope could not be encoded.
-#[derive(Debug, thiserror::Error)]
-enum EncodeError {
-    #[error("{0}")]
-    Json(serde_json::Error),
-    #[error("occurred_at: {0}")]
-    Time(time::error::Format),
 }
 
 /// Reads and decodes runs of published records; any mismatch is corruption, never a guess.

@@ -51,6 +51,46 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// Text that travels as a JSON string and stays one where it arrives: the executor copies the
+/// string literal into the tool's output as it came, instead of unescaping it into a `String`
+/// and escaping it again.
+#[derive(Debug, Clone)]
+pub enum JsonText {
+    /// Text to send (the runner's side), escaped when the message is encoded.
+    Text(String),
+    /// A JSON string literal as received, quotes and escapes included.
+    Json(Box<serde_json::value::RawValue>),
+}
+
+impl JsonText {
+    /// The text itself (decoded when it arrived as JSON).
+    pub fn to_text(&self) -> Result<std::borrow::Cow<'_, str>, serde_json::Error> {
+        match self {
+            JsonText::Text(text) => Ok(std::borrow::Cow::Borrowed(text)),
+            JsonText::Json(raw) => serde_json::from_str::<String>(raw.get()).map(Into::into),
+        }
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            JsonText::Text(text) => s.serialize_str(text),
+            JsonText::Json(raw) => raw.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        if !raw.get().starts_with('"') {
+            return Err(serde::de::Error::custom("expected a JSON string"));
+        }
+        Ok(JsonText::Json(raw))
+    }
+}
+
 /// The UTF-8 text of `bytes`, or the bytes back when they are not text. When the read stopped
 /// inside a multi-byte character (`truncated`), the partial character is dropped rather than
 /// turning a whole text file into binary (the content is cut anyway).
@@ -295,7 +335,9 @@ pub enum Reply {
     /// base64, so neither side encodes it.
     Text {
         /// The text read (at most `max_bytes`, less a character cut at the end).
-        text: String,
+        text: JsonText,
+        /// Length of `text` in bytes.
+        returned_bytes: u64,
         /// Full size of the file.
         size_bytes: u64,
         /// Whether `text` is shorter than the file.
@@ -417,9 +459,23 @@ mod tests {
             serde_json::to_string(&request).unwrap(),
             r#"{"read_text":{"path":"a.txt","max_bytes":5}}"#
         );
-        let reply: Reply =
-            serde_json::from_str(r#"{"text":{"text":"hé","size_bytes":3,"truncated":false}}"#)
-                .unwrap();
-        assert!(matches!(reply, Reply::Text { text, .. } if text == "hé"));
+        let reply: Reply = serde_json::from_str(
+            r#"{"text":{"text":"h\u00e9\"","returned_bytes":4,"size_bytes":4,"truncated":false}}"#,
+        )
+        .unwrap();
+        let Reply::Text { text, .. } = reply else {
+            panic!("{reply:?}")
+        };
+        // Kept as it came, and decoded on demand.
+        assert!(matches!(&text, JsonText::Json(raw) if raw.get() == r#""h\u00e9\"""#));
+        assert_eq!(text.to_text().unwrap(), "hé\"");
+        assert_eq!(serde_json::to_string(&text).unwrap(), r#""h\u00e9\"""#);
+        // Sent as text, escaped once.
+        assert_eq!(
+            serde_json::to_string(&JsonText::Text("hé\"".into())).unwrap(),
+            r#""hé\"""#
+        );
+        // Anything but a string is refused.
+        assert!(serde_json::from_str::<JsonText>("12").is_err());
     }
 }

@@ -30,7 +30,8 @@ use tokio::time::Instant;
 use super::confine::{OpError, Workspace, WorkspacePath};
 use super::frame::{FrameError, encode_frame, read_payload};
 use super::protocol::{
-    Bytes, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode, utf8_text,
+    Bytes, Frame, JsonText, MAX_FRAME_BYTES, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode,
+    utf8_text,
 };
 
 /// `PATH` of every executed program.
@@ -276,7 +277,8 @@ fn handle_inner(
                 ws.read_file(&WorkspacePath::parse(&path)?, max_bytes.min(MAX_READ_BYTES))?;
             match utf8_text(read.content, read.truncated) {
                 Ok(text) => Reply::Text {
-                    text,
+                    returned_bytes: text.len() as u64,
+                    text: JsonText::Text(text),
                     size_bytes: read.size_bytes,
                     truncated: read.truncated,
                 },

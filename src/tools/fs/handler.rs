@@ -21,7 +21,7 @@ use crate::policy::paths;
 use workspace_events::RawJson;
 
 use crate::runner::protocol::{
-    Bytes, Entry, EntryType, Reply, Request, RunnerErrorCode, utf8_text,
+    Bytes, Entry, EntryType, JsonText, Reply, Request, RunnerErrorCode, utf8_text,
 };
 use crate::tools::{
     ToolContext, ToolFailure, ToolFuture, ToolSuccess, call_runner, runner_failure, stdout_line,
@@ -322,7 +322,7 @@ async fn run_read_file(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, T
     struct Output<'a> {
         path: &'a str,
         encoding: &'static str,
-        content: &'a str,
+        content: &'a JsonText,
         size_bytes: u64,
         truncated: bool,
     }
@@ -335,19 +335,27 @@ async fn run_read_file(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, T
     };
     let (returned, encoding, content, size_bytes, truncated) =
         match call_runner(ctx, request).await? {
+            // The text stays the JSON string the runner sent.
             Reply::Text {
                 text,
+                returned_bytes,
                 size_bytes,
                 truncated,
-            } => (text.len(), "utf8", text, size_bytes, truncated),
+            } => (returned_bytes, "utf8", text, size_bytes, truncated),
             Reply::File {
                 content,
                 size_bytes,
                 truncated,
             } => {
-                let returned = content.0.len();
+                let returned = content.0.len() as u64;
                 let (encoding, content) = encode_content(content.0, truncated);
-                (returned, encoding, content, size_bytes, truncated)
+                (
+                    returned,
+                    encoding,
+                    JsonText::Text(content),
+                    size_bytes,
+                    truncated,
+                )
             }
             Reply::Error { code, message } => return Err(runner_failure(code, message)),
             other => return Err(unexpected(&other)),

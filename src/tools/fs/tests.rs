@@ -252,6 +252,12 @@ async fn read_file_returns_utf8_text_with_its_size() {
         out,
         json!({"path": "notes/a.txt", "encoding": "utf8", "content": "héllo\n", "size_bytes": 7, "truncated": false})
     );
+    // What JSON escapes arrives intact (the text travels from the runner as a JSON string).
+    let tricky = "quote \" backslash \\ tab \t nul \u{0} bell \u{7} del \u{7f} \u{2028} 😀\r\n";
+    h.write("tricky.txt", tricky);
+    let out = h.ok("fs.read_file", json!({"path": "tricky.txt"})).await;
+    assert_eq!(out["content"], tricky);
+    assert_eq!(out["size_bytes"], tricky.len());
 }
 
 #[tokio::test]
