@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// Protocol version; the runner refuses a `hello` with another version. 2: externally tagged
-/// messages and `read_text`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// messages and `read_text`; 3: `text` replies carry `returned_bytes` and stay JSON strings on
+/// arrival ([`JsonText`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One message with its request id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
