@@ -18,7 +18,7 @@ use workspace_events::{Actor, AggregateType, EventEnvelope};
 
 // The same allocator as the `workspace` binary.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: workspace::alloc::Allocator = workspace::alloc::Allocator;
 
 /// A realistic small event: an invocation state change (about 450 bytes encoded).
 fn envelope(aggregate_id: &str, version: u64) -> EventEnvelope {

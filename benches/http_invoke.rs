@@ -23,7 +23,7 @@ use workspace::runner::sandbox::SandboxMode;
 
 // The same allocator as the `workspace` binary.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: workspace::alloc::Allocator = workspace::alloc::Allocator;
 
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,

@@ -16,7 +16,7 @@ use workspace::runner::{RunnerProvider, SandboxSpec, SessionRunner};
 
 // The same allocator as the `workspace` binary.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: workspace::alloc::Allocator = workspace::alloc::Allocator;
 
 const CALL: Duration = Duration::from_secs(20);
 

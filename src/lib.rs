@@ -1,6 +1,7 @@
 //! The workspace execution service: a governed, event-sourced execution plane for AI coding
 //! agents. See `docs/architecture.md` for the picture and the code map.
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod artifacts;

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use workspace::config::{Config, ServeArgs};
 
-// mimalloc: the service allocates many small, short-lived buffers (JSON, events) across
-// threads; measured ~10% more throughput than glibc malloc in `benches/http_invoke.rs`.
+// mimalloc (entered as `workspace::alloc` explains): the service allocates many small,
+// short-lived buffers (JSON, events) across threads; measured ~10% more throughput than glibc
+// malloc in `benches/http_invoke.rs`.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: workspace::alloc::Allocator = workspace::alloc::Allocator;
 
 #[derive(Parser)]
 #[command(
