@@ -376,7 +376,7 @@ mod tests {
             );
             let line = |k: usize| LogLine {
                 at: at(i + k),
-                channel: if k % 2 == 0 {
+                channel: if k.is_multiple_of(2) {
                     LogChannel::Stdout
                 } else {
                     LogChannel::Stderr
