@@ -67,7 +67,7 @@ pub(super) fn encode_into(buf: &mut Vec<u8>, sequence: u64, envelope_json: &[u8]
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     buf.extend_from_slice(SEQUENCE_PREFIX);
-    push_decimal(buf, sequence);
+    workspace_events::json::u64(buf, sequence);
     buf.push(b',');
     buf.extend_from_slice(envelope_json.get(1..).unwrap_or_default());
     let payload_len = buf.len() - start - HEADER_LEN;
@@ -78,21 +78,6 @@ pub(super) fn encode_into(buf: &mut Vec<u8>, sequence: u64, envelope_json: &[u8]
     let crc = checksum(length, &buf[start + HEADER_LEN..]);
     buf[start..start + 4].copy_from_slice(&length);
     buf[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-}
-
-pub(super) fn push_decimal(buf: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `value % 10` is a single digit.
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[at..]);
 }
 
 /// What a header's length word says.
