@@ -33,7 +33,7 @@ pub fn serialize<S: Serializer>(value: &OffsetDateTime, serializer: S) -> Result
 }
 
 /// Formats `value` as `time`'s `Rfc3339` does, byte for byte, without its generic component
-/// machinery (a tenth of the instructions); `None` for what RFC 3339 cannot express (a year
+/// machinery; `None` for what RFC 3339 cannot express (a year
 /// outside 0..=9999, an offset with seconds or beyond 23 hours), left to `time` to report.
 pub(crate) fn format(value: &OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> Option<usize> {
     let (year, month, day) = value.to_calendar_date();
@@ -49,26 +49,15 @@ pub(crate) fn format(value: &OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> Option<
         buf[len..len + bytes.len()].copy_from_slice(bytes);
         len += bytes.len();
     };
+    let [y1, y2] = pair(year / 100);
+    let [y3, y4] = pair(year);
+    let [mo1, mo2] = pair(u32::from(u8::from(month)));
+    let [d1, d2] = pair(u32::from(day));
+    let [h1, h2] = pair(u32::from(hour));
+    let [mi1, mi2] = pair(u32::from(minute));
+    let [s1, s2] = pair(u32::from(second));
     put(&[
-        digit(year / 1000),
-        digit(year / 100),
-        digit(year / 10),
-        digit(year),
-        b'-',
-        digit(u32::from(u8::from(month)) / 10),
-        digit(u32::from(u8::from(month))),
-        b'-',
-        digit(u32::from(day) / 10),
-        digit(u32::from(day)),
-        b'T',
-        digit(u32::from(hour) / 10),
-        digit(u32::from(hour)),
-        b':',
-        digit(u32::from(minute) / 10),
-        digit(u32::from(minute)),
-        b':',
-        digit(u32::from(second) / 10),
-        digit(u32::from(second)),
+        y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1, s2,
     ]);
     if nanos != 0 {
         // Nine digits, less the trailing zeros.
@@ -87,18 +76,17 @@ pub(crate) fn format(value: &OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> Option<
     if offset.is_utc() {
         put(b"Z");
     } else {
-        let hours = u32::from(offset_hours.unsigned_abs());
-        let minutes = u32::from(offset_minutes.unsigned_abs());
-        put(&[
-            if offset.is_negative() { b'-' } else { b'+' },
-            digit(hours / 10),
-            digit(hours),
-            b':',
-            digit(minutes / 10),
-            digit(minutes),
-        ]);
+        let [oh1, oh2] = pair(u32::from(offset_hours.unsigned_abs()));
+        let [om1, om2] = pair(u32::from(offset_minutes.unsigned_abs()));
+        let sign = if offset.is_negative() { b'-' } else { b'+' };
+        put(&[sign, oh1, oh2, b':', om1, om2]);
     }
     Some(len)
+}
+
+/// The last two decimal digits of `n`, as ASCII.
+fn pair(n: u32) -> [u8; 2] {
+    [digit(n / 10), digit(n)]
 }
 
 /// The last decimal digit of `n`, as ASCII.
