@@ -37,11 +37,16 @@ pub enum ErrorCode {
     Unavailable,
     /// The tool's timeout expired; its process tree was killed.
     Timeout,
+    /// A request body that is not `application/json`.
+    UnsupportedMediaType,
+    /// The invocation was running when its executor stopped (a crash): its effect may or may
+    /// not have happened. Retryable.
+    Interrupted,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::PolicyDenied,
@@ -57,6 +62,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::Interrupted,
     ];
 
     /// The code as it appears on the wire.
@@ -77,6 +84,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Interrupted => "interrupted",
         }
     }
 
@@ -101,6 +110,8 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Interrupted => 503,
         }
     }
 
