@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Root of artifacts (default `<data dir>/artifacts`).
     #[arg(long, env = "ARTIFACT_ROOT")]
     pub artifact_root: Option<PathBuf>,
+    /// Host directories sessions may copy with `source_repo_path`, `:`-separated. Unset: no
+    /// host directory may be copied. Never the service's own directories, even below a root.
+    #[arg(long, env = "WORKSPACE_SOURCE_ROOTS", value_name = "DIR[:DIR...]")]
+    pub source_roots: Option<String>,
     /// Event store: `file` (embedded append-only log).
     #[arg(long, env = "WORKSPACE_EVENT_STORE", default_value = "file")]
     pub event_store: String,
@@ -128,6 +132,10 @@ pub enum AuthMode {
 pub struct Config {
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// The data directory (event log, and by default workspaces, artifacts and sockets).
+    pub data_dir: PathBuf,
+    /// Host directories sessions may copy (`WORKSPACE_SOURCE_ROOTS`); empty: none.
+    pub source_roots: Vec<PathBuf>,
     /// Event log directory.
     pub events_dir: PathBuf,
     /// Workspaces root.
@@ -222,9 +230,12 @@ impl TryFrom<ServeArgs> for Config {
             None => std::env::current_exe()
                 .map_err(|e| ConfigError(format!("cannot locate this binary: {e}")))?,
         };
+        let source_roots = parse_source_roots(args.source_roots.as_deref().unwrap_or(""))?;
         let data = args.data_dir;
         Ok(Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
+            data_dir: data.clone(),
+            source_roots,
             events_dir: data.join("events"),
             workspace_root: args
                 .workspace_root
@@ -245,6 +256,33 @@ impl TryFrom<ServeArgs> for Config {
     }
 }
 
+/// `WORKSPACE_SOURCE_ROOTS`: absolute, existing directories, never `/` (that would let a
+/// session copy the whole host, `/etc/shadow` included).
+fn parse_source_roots(list: &str) -> Result<Vec<PathBuf>, ConfigError> {
+    let bad = |root: &std::path::Path, why: &str| {
+        ConfigError(format!("WORKSPACE_SOURCE_ROOTS: {}: {why}", root.display()))
+    };
+    let mut roots = Vec::new();
+    for root in std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()) {
+        if !root.is_absolute() {
+            return Err(bad(&root, "must be an absolute path"));
+        }
+        match std::fs::canonicalize(&root) {
+            Ok(real) if real == std::path::Path::new("/") => {
+                return Err(bad(
+                    &root,
+                    "the host's root directory cannot be a source root",
+                ));
+            }
+            Ok(real) if real.is_dir() => {}
+            Ok(_) => return Err(bad(&root, "not a directory")),
+            Err(e) => return Err(bad(&root, &e.to_string())),
+        }
+        roots.push(root);
+    }
+    Ok(roots)
+}
+
 impl Config {
     /// A configuration for tests: everything under `data_dir`, port 0, loopback.
     pub fn for_tests(
@@ -254,6 +292,8 @@ impl Config {
     ) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_path_buf(),
+            source_roots: Vec::new(),
             events_dir: data_dir.join("events"),
             workspace_root: data_dir.join("workspaces"),
             artifact_root: data_dir.join("artifacts"),
@@ -316,9 +356,23 @@ mod tests {
             &["--event-store", "jetstream"],
             &["--eventlog-fsync", "sometimes"],
             &["--executor-concurrency", "0"],
+            &["--source-roots", "relative/dir"],
+            &["--source-roots", "/"],
+            &["--source-roots", "/nonexistent-source-root"],
+            &["--source-roots", "/etc/passwd"],
         ] {
             assert!(parse(args).is_err(), "{args:?} accepted");
         }
+    }
+
+    #[test]
+    fn source_roots_are_a_colon_separated_list_and_default_to_none() {
+        assert!(parse(&[]).unwrap().source_roots.is_empty());
+        let c = parse(&["--source-roots", "/usr:/tmp:"]).unwrap();
+        assert_eq!(
+            c.source_roots,
+            [PathBuf::from("/usr"), PathBuf::from("/tmp")]
+        );
     }
 
     #[test]

@@ -160,10 +160,8 @@ fn validate(body: CreateSessionBody, caller: &Caller, rid: &str) -> Result<NewSe
             if !p.is_absolute() || path.contains('\0') || path.len() > 4096 {
                 return Err(bad("source_repo_path must be an absolute path", rid));
             }
-            match std::fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => {}
-                _ => return Err(bad("source_repo_path is not a directory", rid)),
-            }
+            // Whether it may be copied, and exists, is the session service's decision (it
+            // answers nothing about paths outside WORKSPACE_SOURCE_ROOTS).
             if repo_ref.is_some() {
                 return Err(bad("repo_ref needs repo_url", rid));
             }

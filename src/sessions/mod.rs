@@ -6,6 +6,7 @@
 //! This module never runs tools and never decides policy.
 
 mod provision;
+mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use crate::projector::Projector;
 use crate::runner::{RunnerProvider, SandboxSpec};
 
 pub use provision::redact_metadata;
+pub use source::{SOURCE_ROOTS_VAR, SourcePolicy, SourceRefusal};
 
 /// A validated request to create a session.
 #[derive(Debug, Clone)]
@@ -128,6 +130,21 @@ impl Sessions {
             .join(session.as_str())
     }
 
+    /// The host directories a session may copy, and the service's own, which it never may.
+    pub fn source_policy(&self) -> SourcePolicy {
+        let c = &self.config;
+        SourcePolicy::new(
+            c.source_roots.clone(),
+            vec![
+                c.data_dir.clone(),
+                c.events_dir.clone(),
+                c.workspace_root.clone(),
+                c.artifact_root.clone(),
+                c.run_dir.clone(),
+            ],
+        )
+    }
+
     /// The sandbox spec of a session.
     pub fn sandbox_spec(&self, view: &SessionView) -> Option<SandboxSpec> {
         let id = SessionId::parse(&view.id).ok()?;
@@ -167,6 +184,12 @@ impl Sessions {
         request: NewSession,
         correlation_id: &str,
     ) -> Result<SessionView, SessionFailure> {
+        // Refused before anything is recorded: a path the policy refuses names no session.
+        if let WorkspaceSource::Copy { source_repo_path } = &request.source {
+            self.source_policy()
+                .admit(source_repo_path)
+                .map_err(|r| SessionFailure::new(r.code(), r.to_string()))?;
+        }
         let now = OffsetDateTime::now_utc();
         let meta = CommandMetadata {
             correlation_id: Some(correlation_id.to_owned()),
@@ -234,7 +257,7 @@ impl Sessions {
         source: &WorkspaceSource,
         dir: PathBuf,
     ) -> Result<workspace_events::RuntimeRef, ErrorInfo> {
-        provision::prepare_workspace(source, &dir).await?;
+        provision::prepare_workspace(source, &dir, &self.source_policy()).await?;
         let spec = SandboxSpec {
             session_id: id.clone(),
             workspace_dir: dir,

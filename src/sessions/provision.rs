@@ -7,6 +7,7 @@ use std::process::Stdio;
 
 use workspace_events::{ErrorInfo, WorkspaceSource};
 
+use super::source::{SourcePolicy, SourceRefusal};
 use crate::error_code::ErrorCode;
 
 const SECRET_KEY_PARTS: [&str; 10] = [
@@ -46,8 +47,14 @@ fn failed(code: ErrorCode, message: impl Into<String>) -> ErrorInfo {
     }
 }
 
-/// Creates `dir` (replacing leftovers of an interrupted attempt) and fills it from `source`.
-pub async fn prepare_workspace(source: &WorkspaceSource, dir: &Path) -> Result<(), ErrorInfo> {
+/// Creates `dir` (replacing leftovers of an interrupted attempt) and fills it from `source`. A
+/// copy is admitted by `sources` again here (the check at creation may be a restart ago, and the
+/// tree may have changed since).
+pub async fn prepare_workspace(
+    source: &WorkspaceSource,
+    dir: &Path,
+    sources: &SourcePolicy,
+) -> Result<(), ErrorInfo> {
     let io = |e: std::io::Error| {
         tracing::error!(error = %e, "workspace directory could not be prepared");
         failed(
@@ -61,9 +68,12 @@ pub async fn prepare_workspace(source: &WorkspaceSource, dir: &Path) -> Result<(
     match source {
         WorkspaceSource::Empty => tokio::fs::create_dir_all(dir).await.map_err(io),
         WorkspaceSource::Copy { source_repo_path } => {
-            let from = Path::new(source_repo_path).to_path_buf();
+            let from = sources
+                .admit(source_repo_path)
+                .map_err(SourceRefusal::into_error_info)?;
+            let sources = sources.clone();
             let to = dir.to_path_buf();
-            tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+            tokio::task::spawn_blocking(move || sources.copy(&from, &to))
                 .await
                 .map_err(|e| io(std::io::Error::other(e)))?
         }
@@ -71,51 +81,6 @@ pub async fn prepare_workspace(source: &WorkspaceSource, dir: &Path) -> Result<(
             clone(repo_url, repo_ref.as_deref(), dir).await
         }
     }
-}
-
-/// Copies regular files and directories; symlinks, devices, fifos and sockets are skipped, so
-/// nothing outside the source can be pulled in through a link.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), ErrorInfo> {
-    let meta = std::fs::symlink_metadata(from).map_err(|_| {
-        failed(
-            ErrorCode::InvalidArgument,
-            "source_repo_path does not exist",
-        )
-    })?;
-    if !meta.is_dir() {
-        return Err(failed(
-            ErrorCode::InvalidArgument,
-            "source_repo_path must be a directory (symlinks are not followed)",
-        ));
-    }
-    let io = |e: std::io::Error| {
-        tracing::error!(error = %e, "copying source_repo_path failed");
-        failed(
-            ErrorCode::ExecutionFailed,
-            "copying source_repo_path failed",
-        )
-    };
-    std::fs::create_dir_all(to).map_err(io)?;
-    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
-    while let Some((src, dst)) = stack.pop() {
-        for entry in std::fs::read_dir(&src).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let kind = entry.file_type().map_err(io)?;
-            let target = dst.join(entry.file_name());
-            if kind.is_dir() {
-                std::fs::create_dir(&target).map_err(io)?;
-                stack.push((entry.path(), target));
-            } else if kind.is_file() {
-                std::fs::copy(entry.path(), &target).map_err(io)?;
-                // Drop setuid/setgid/sticky bits; keep rwx.
-                use std::os::unix::fs::PermissionsExt;
-                let mode = entry.metadata().map_err(io)?.permissions().mode() & 0o777;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                    .map_err(io)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<(), ErrorInfo> {
@@ -189,26 +154,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_copy_skips_symlinks_that_point_outside() {
-        let src = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), "s").unwrap();
-        std::fs::create_dir(src.path().join("sub")).unwrap();
-        std::fs::write(src.path().join("sub/a.txt"), "a").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), src.path().join("link")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), src.path().join("dirlink")).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        let ws = dst.path().join("repo");
-        let source = WorkspaceSource::Copy {
-            source_repo_path: src.path().to_string_lossy().into_owned(),
-        };
-        prepare_workspace(&source, &ws).await.unwrap();
-        assert_eq!(std::fs::read_to_string(ws.join("sub/a.txt")).unwrap(), "a");
-        assert!(!ws.join("link").exists() && std::fs::symlink_metadata(ws.join("link")).is_err());
-        assert!(std::fs::symlink_metadata(ws.join("dirlink")).is_err());
-    }
-
-    #[tokio::test]
     async fn a_clone_of_a_missing_repository_fails_with_gits_reason() {
         let dst = tempfile::tempdir().unwrap();
         let ws = dst.path().join("repo");
@@ -216,7 +161,9 @@ mod tests {
             repo_url: dst.path().join("nope").to_string_lossy().into_owned(),
             repo_ref: None,
         };
-        let err = prepare_workspace(&source, &ws).await.unwrap_err();
+        let err = prepare_workspace(&source, &ws, &SourcePolicy::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code, "git_repo_error");
         assert!(
             err.message.starts_with("git clone failed"),

@@ -204,7 +204,13 @@ fn git(dir: &std::path::Path, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory() {
-    let (server, dir) = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The repository lies outside the data dir: the service never copies its own directories.
+    let data = dir.path().join("data");
+    let server = TestServer::start_in(&data, |c| {
+        c.source_roots = vec![dir.path().join("origin")];
+    })
+    .await;
     let repo = dir.path().join("origin");
     std::fs::create_dir(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -263,7 +269,7 @@ async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory() {
     assert!(
         !body
             .to_string()
-            .contains(&*dir.path().join("workspaces").to_string_lossy()),
+            .contains(&*data.join("workspaces").to_string_lossy()),
         "host paths stay out of errors: {body}"
     );
 
