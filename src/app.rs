@@ -1,7 +1,8 @@
 //! Wiring of the embedded mode: one process holding the event log, the projector and its read
-//! models, the executor, the session service and the HTTP API. `Server::bind` prepares
-//! everything (rebuilding read models from the log and repairing what a crash left behind)
-//! before it binds; `run_until_stopped` serves until the shutdown token fires.
+//! models, the executor, the session service and the HTTP API. `Server::bind` takes the HTTP
+//! port first (a busy port fails before anything is created on disk), then prepares everything
+//! (rebuilding read models from the log and repairing what a crash left behind);
+//! `run_until_stopped` serves until the shutdown token fires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +63,18 @@ pub enum StartError {
     /// The artifact store could not be opened.
     #[error("artifact store: {0}")]
     Artifacts(#[from] ArtifactError),
-    /// A directory could not be created, or the port could not be bound.
+    /// The HTTP address could not be bound.
+    #[error(
+        "cannot listen on {addr} (set by PORT / --port and WORKSPACE_BIND_ADDR / --bind-addr): {source}"
+    )]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory could not be created.
     #[error("{context}: {source}")]
     Io {
         /// What was being done.
@@ -83,6 +95,15 @@ impl Server {
     /// Opens the stores, rebuilds the read models, repairs interrupted work and binds.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
+        // First: a busy port must fail before anything exists on disk. Connections that arrive
+        // while the read models are rebuilt wait in the backlog.
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         for (dir, context) in [
             (&config.workspace_root, "creating WORKSPACE_ROOT"),
             (&config.run_dir, "creating the runner socket directory"),
@@ -129,12 +150,6 @@ impl Server {
             config.max_inline_bytes,
             config.executor_concurrency,
         ));
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Io {
-                context: "binding the HTTP port",
-                source,
-            })?;
         let app = Arc::new(App {
             invocations: AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             config,

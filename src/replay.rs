@@ -54,8 +54,13 @@ pub fn run(args: ReplayArgs) -> ExitCode {
                 if batch.is_empty() {
                     break;
                 }
+                let mut lines = String::new();
                 for e in &batch {
-                    println!("{}", serde_json::to_string(e.as_ref()).unwrap_or_default());
+                    lines.push_str(&serde_json::to_string(e.as_ref()).unwrap_or_default());
+                    lines.push('\n');
+                }
+                if let Err(code) = emit(&lines) {
+                    return code;
                 }
                 after = batch.last().map(|e| e.sequence).unwrap_or(after);
             }
@@ -87,7 +92,24 @@ pub fn run(args: ReplayArgs) -> ExitCode {
                 "invocations": by_status,
             })
         });
-        println!("{summary}");
-        ExitCode::SUCCESS
+        match emit(&format!("{summary}\n")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        }
     })
+}
+
+/// Writes to stdout. A reader that went away (`replay --events | head -1`) ends the replay
+/// quietly with success, as other Unix filters do; any other write error is EX_IOERR.
+fn emit(text: &str) -> Result<(), ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("cannot write the replay: {e}");
+            Err(ExitCode::from(74))
+        }
+    }
 }

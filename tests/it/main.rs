@@ -6,4 +6,5 @@ mod lifecycle;
 mod paths;
 mod runner;
 mod sources;
+mod startup;
 mod support;
