@@ -26,7 +26,7 @@ use crate::projector::Projector;
 use crate::runner::{RunnerProvider, SandboxSpec};
 
 pub use provision::redact_metadata;
-pub use source::{SOURCE_ROOTS_VAR, SourcePolicy, SourceRefusal};
+pub use source::{CloneSource, SOURCE_ROOTS_VAR, SourcePolicy, SourceRefusal, UnsupportedRepoUrl};
 
 /// A validated request to create a session.
 #[derive(Debug, Clone)]
@@ -185,9 +185,23 @@ impl Sessions {
         correlation_id: &str,
     ) -> Result<SessionView, SessionFailure> {
         // Refused before anything is recorded: a path the policy refuses names no session.
-        if let WorkspaceSource::Copy { source_repo_path } = &request.source {
+        let host_path = match &request.source {
+            WorkspaceSource::Copy { source_repo_path } => Some(source_repo_path.clone()),
+            WorkspaceSource::Git { repo_url, .. } => match CloneSource::classify(repo_url) {
+                Ok(CloneSource::Local(path)) => Some(path),
+                Ok(CloneSource::Remote) => None,
+                Err(e) => {
+                    return Err(SessionFailure::new(
+                        ErrorCode::InvalidArgument,
+                        e.to_string(),
+                    ));
+                }
+            },
+            WorkspaceSource::Empty => None,
+        };
+        if let Some(path) = host_path {
             self.source_policy()
-                .admit(source_repo_path)
+                .admit(&path)
                 .map_err(|r| SessionFailure::new(r.code(), r.to_string()))?;
         }
         let now = OffsetDateTime::now_utc();

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use workspace_events::{ErrorInfo, WorkspaceSource};
 
-use super::source::{SourcePolicy, SourceRefusal};
+use super::source::{CloneSource, SourcePolicy, SourceRefusal};
 use crate::error_code::ErrorCode;
 
 const SECRET_KEY_PARTS: [&str; 10] = [
@@ -78,12 +78,32 @@ pub async fn prepare_workspace(
                 .map_err(|e| io(std::io::Error::other(e)))?
         }
         WorkspaceSource::Git { repo_url, repo_ref } => {
-            clone(repo_url, repo_ref.as_deref(), dir).await
+            let from = CloneSource::classify(repo_url)
+                .map_err(|e| failed(ErrorCode::InvalidArgument, e.to_string()))?;
+            // A local repository is a host directory: admitted like a copy, cloned from its
+            // canonical path.
+            let url = match &from {
+                CloneSource::Remote => repo_url.clone(),
+                CloneSource::Local(path) => sources
+                    .admit(path)
+                    .map_err(SourceRefusal::into_error_info)?
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            clone(&url, repo_ref.as_deref(), dir, from.allowed_protocols()).await
         }
     }
 }
 
-async fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<(), ErrorInfo> {
+/// `git clone` on the host, as the service. Nothing of the host's git or ssh setup takes part:
+/// no system or global config (so no credential helpers), no templates (so no hooks), only the
+/// protocols `protocols` names (never `ext::` or other program-running transports), no prompt.
+async fn clone(
+    url: &str,
+    reference: Option<&str>,
+    dir: &Path,
+    protocols: &str,
+) -> Result<(), ErrorInfo> {
     let mut cmd = tokio::process::Command::new("git");
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -91,7 +111,22 @@ async fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<(), Err
         .env("LANG", "C.UTF-8")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .args(["clone", "--depth", "1", "--no-hardlinks", "--quiet"]);
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ALLOW_PROTOCOL", protocols)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "credential.helper=",
+            "clone",
+            "--template=",
+            "--depth",
+            "1",
+            "--no-hardlinks",
+            "--quiet",
+        ]);
     if let Some(r) = reference {
         cmd.args(["--branch", r]);
     }
@@ -158,7 +193,8 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         let ws = dst.path().join("repo");
         let source = WorkspaceSource::Git {
-            repo_url: dst.path().join("nope").to_string_lossy().into_owned(),
+            // Nothing listens on the discard port: git fails to connect (exit 128).
+            repo_url: "http://127.0.0.1:9/nope.git".to_owned(),
             repo_ref: None,
         };
         let err = prepare_workspace(&source, &ws, &SourcePolicy::default())

@@ -72,6 +72,70 @@ impl SourceRefusal {
     }
 }
 
+/// Where a `repo_url` clones from, as far as the host is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloneSource {
+    /// A network remote (`https://`, `http://`, `git://`): allowed as given.
+    Remote,
+    /// A repository on the service host (an absolute path or a `file://` URL): a host
+    /// directory like `source_repo_path`, admitted by the same [`SourcePolicy`].
+    Local(String),
+}
+
+/// Why a `repo_url` is not a clone source this service accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsupportedRepoUrl(&'static str);
+
+impl CloneSource {
+    /// Classifies `url` the way git reads it. Transports that run programs (`ext::`, any
+    /// `<helper>::`), ssh (which would use the host's keys: remotes with credentials need a git
+    /// auth secret) and relative paths (resolved against the service's working directory) are
+    /// refused.
+    pub fn classify(url: &str) -> Result<Self, UnsupportedRepoUrl> {
+        if let Some((scheme, rest)) = url.split_once("://") {
+            return match scheme.to_ascii_lowercase().as_str() {
+                "https" | "http" | "git" => Ok(Self::Remote),
+                "file" => match rest.strip_prefix("localhost").unwrap_or(rest) {
+                    path if path.starts_with('/') => Ok(Self::Local(path.to_owned())),
+                    _ => Err(UnsupportedRepoUrl(
+                        "a file:// repo_url must name an absolute path on this host",
+                    )),
+                },
+                "ssh" | "git+ssh" | "ssh+git" => Err(UnsupportedRepoUrl(SSH_REFUSED)),
+                _ => Err(UnsupportedRepoUrl(
+                    "repo_url must be an https://, http://, git:// or file:// URL, or an absolute path",
+                )),
+            };
+        }
+        if url.contains("::") {
+            return Err(UnsupportedRepoUrl(
+                "repo_url must not name a git transport helper (<transport>::<address>)",
+            ));
+        }
+        if url.starts_with('/') {
+            return Ok(Self::Local(url.to_owned()));
+        }
+        // git reads `host:path` (no slash before the first colon) as an ssh remote.
+        match url.split_once(':') {
+            Some((host, _)) if !host.contains('/') => Err(UnsupportedRepoUrl(SSH_REFUSED)),
+            _ => Err(UnsupportedRepoUrl(
+                "a local repo_url must be an absolute path",
+            )),
+        }
+    }
+
+    /// The protocols git may use for this clone (`GIT_ALLOW_PROTOCOL`).
+    pub fn allowed_protocols(&self) -> &'static str {
+        match self {
+            Self::Remote => "https:http:git",
+            Self::Local(_) => "file",
+        }
+    }
+}
+
+const SSH_REFUSED: &str = "ssh repo_url is not supported: the clone would run with the service host's ssh identity; use https";
+
 /// The roots sessions may copy from and the directories they never may.
 #[derive(Debug, Clone, Default)]
 pub struct SourcePolicy {
@@ -280,6 +344,36 @@ mod tests {
         fn admit(&self, rel: &str) -> Result<PathBuf, SourceRefusal> {
             self.policy().admit(&self.path(rel).to_string_lossy())
         }
+    }
+
+    #[test]
+    fn repo_urls_are_remotes_or_admissible_local_paths() {
+        use CloneSource::*;
+        for (url, expected) in [
+            ("https://example.com/r.git", Ok(Remote)),
+            ("HTTP://example.com/r.git", Ok(Remote)),
+            ("git://example.com/r.git", Ok(Remote)),
+            ("/srv/repos/r", Ok(Local("/srv/repos/r".into()))),
+            ("file:///srv/repos/r", Ok(Local("/srv/repos/r".into()))),
+            ("file://localhost/srv/r", Ok(Local("/srv/r".into()))),
+        ] {
+            assert_eq!(CloneSource::classify(url), expected, "{url}");
+        }
+        for url in [
+            "ext::sh -c touch% /tmp/pwned",
+            "fd::17",
+            "foo::bar",
+            "ssh://git@example.com/r.git",
+            "git@example.com:org/r.git",
+            "relative/repo",
+            "./repo",
+            "file://otherhost/r",
+            "gopher://example.com/r",
+        ] {
+            assert!(CloneSource::classify(url).is_err(), "{url} accepted");
+        }
+        assert_eq!(Remote.allowed_protocols(), "https:http:git");
+        assert_eq!(Local("/x".into()).allowed_protocols(), "file");
     }
 
     #[test]

@@ -467,9 +467,9 @@ async fn every_api_error_code_has_its_status_and_envelope() {
     assert_eq!(body["invocation"]["status"], "failed");
 
     // git_repo_error: cloning a repository that does not exist fails the session.
-    let missing = server.data_dir.join("no-such-repo");
+    let missing = "http://127.0.0.1:9/no-such-repo.git";
     let (status, _, body) = server
-        .call(Method::POST, "/v1/sessions", Some(json!({"repo_url": missing.to_string_lossy(), "principal": {"tenant_id": "acme", "actor_id": "alice"}})))
+        .call(Method::POST, "/v1/sessions", Some(json!({"repo_url": missing, "principal": {"tenant_id": "acme", "actor_id": "alice"}})))
         .await;
     assert_eq!(
         (status, code(&body)),

@@ -86,3 +86,46 @@ async fn only_directories_below_a_source_root_are_copied_and_never_the_services_
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repo_url_on_the_host_is_a_host_directory_and_program_transports_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("service");
+    let allowed = dir.path().join("sources");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let roots = vec![allowed.clone()];
+    let server = TestServer::start_in(&data, |c| c.source_roots = roots).await;
+
+    // Another tenant's workspace, made a git repository, cloned by path or file:// URL.
+    let other = server.create_session(json!({})).await;
+    let other_ws = server.workspace_dir(&other);
+    let init = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .arg(&other_ws)
+        .status()
+        .expect("git runs");
+    assert!(init.success());
+    for url in [
+        other_ws.to_string_lossy().into_owned(),
+        format!("file://{}", other_ws.display()),
+    ] {
+        let (status, body) = server.try_create_session(json!({"repo_url": url})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "policy_denied", "{url}");
+        assert!(body.get("session").is_none(), "nothing recorded: {body}");
+    }
+
+    // Transports that run programs on the host, and ssh with the host's identity.
+    let marker = dir.path().join("pwned");
+    for url in [
+        format!("ext::sh -c touch% {}", marker.display()),
+        "ssh://git@127.0.0.1:9/r.git".to_owned(),
+        "git@127.0.0.1:r.git".to_owned(),
+    ] {
+        let (status, body) = server.try_create_session(json!({"repo_url": url})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_argument", "{url}");
+    }
+    assert!(!marker.exists(), "a transport ran a program on the host");
+    server.stop().await;
+}
