@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::AggregateError;
@@ -19,7 +19,7 @@ use workspace_events::{
 use workspace_projections::{InvocationView, SessionView};
 
 use super::sessions::{lookup, require_ready};
-use super::{ApiError, ApiJson, Caller, RequestId};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, RequestId};
 use crate::app::App;
 use crate::domain::{InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
@@ -187,7 +187,7 @@ pub async fn invoke(
     RequestId(rid): RequestId,
     caller: Caller,
     headers: HeaderMap,
-    Path((session_id, tool_name)): Path<(String, String)>,
+    ApiPath((session_id, tool_name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<InvokeBody>,
 ) -> Result<Response, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
@@ -466,7 +466,7 @@ pub async fn get(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     Ok(Json(json!({ "invocation": render(&app, &view).await })))
@@ -477,7 +477,7 @@ pub async fn logs(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let mut logs = view.logs.clone();
@@ -500,7 +500,7 @@ pub async fn artifacts(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     Ok(Json(json!({ "artifacts": view.artifacts })))
@@ -512,7 +512,7 @@ pub async fn artifact(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path((invocation_id, artifact_id)): Path<(String, String)>,
+    ApiPath((invocation_id, artifact_id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let meta = view
@@ -555,7 +555,7 @@ pub async fn events(
     RequestId(rid): RequestId,
     caller: Caller,
     headers: HeaderMap,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let wants_stream = headers
@@ -669,16 +669,9 @@ pub async fn list_for_session(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(session_id): Path<String>,
-    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+    ApiPath(session_id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(page) = page.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("invalid query: {e}"),
-            &rid,
-        )
-    })?;
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     let limit = page.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {

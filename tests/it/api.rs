@@ -6,7 +6,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually};
+use crate::support::{TestServer, eventually, send_exact};
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
@@ -715,3 +715,175 @@ async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
     assert_eq!(body["invocation"]["exit_code"], 124);
     server.stop().await;
 }
+
+/// Asserts an answer is the JSON error envelope with `status`, `code` and the request id the
+/// caller sent, and nothing else.
+fn assert_envelope(
+    answer: &(StatusCode, hyper::HeaderMap, Value),
+    status: StatusCode,
+    expected: &str,
+    request_id: &str,
+) {
+    let (got, headers, body) = answer;
+    assert_eq!((*got, code(body)), (status, expected), "{body}");
+    assert_eq!(headers["content-type"], "application/json", "{body}");
+    let error = body["error"].as_object().expect("an error envelope");
+    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "message", "request_id"], "{body}");
+    assert!(
+        !error["message"].as_str().unwrap_or_default().is_empty(),
+        "{body}"
+    );
+    assert_eq!(error["request_id"], request_id, "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_the_json_error_envelope() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let json: &[u8] = br#"{"args": {}}"#;
+    let none: &[u8] = b"";
+    let big = vec![b' '; 2 * 1024 * 1024 + 10];
+    let s = format!("/v1/sessions/{session}");
+    let bad = (StatusCode::BAD_REQUEST, "invalid_argument");
+    // (expected status and code, method, path, body, content type)
+    type Case<'a> = ((StatusCode, &'a str), Method, String, &'a [u8], &'a str);
+    let cases: Vec<Case> = vec![
+        // Path parameters that are not UTF-8, on every route that has them.
+        (bad, Method::GET, "/v1/sessions/%FF%FE".into(), none, JSON),
+        (
+            bad,
+            Method::DELETE,
+            "/v1/sessions/%FF%FE".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/sessions/%FF%FE/tools".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/sessions/%FF/invocations".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/sessions/%FF%FE/events".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::POST,
+            format!("{s}/tools/%C3%28/invoke"),
+            json,
+            JSON,
+        ),
+        (bad, Method::GET, "/v1/invocations/%FF".into(), none, JSON),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/%FF/logs".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/%FF/artifacts".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/x/artifacts/%FF".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/%FF/events".into(),
+            none,
+            JSON,
+        ),
+        // Query strings that do not parse.
+        (
+            bad,
+            Method::GET,
+            format!("{s}/invocations?limit=many"),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            format!("{s}/invocations?limit=%FF"),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            format!("{s}/invocations?surprise=1"),
+            none,
+            JSON,
+        ),
+        // Bodies: malformed, over the limit.
+        (bad, Method::POST, "/v1/sessions".into(), b"{not json", JSON),
+        (
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Method::POST,
+            "/v1/sessions".into(),
+            &big,
+            JSON,
+        ),
+        // Methods and routes.
+        (NOT_ALLOWED, Method::GET, "/v1/sessions".into(), none, JSON),
+        (NOT_ALLOWED, Method::PUT, s.clone(), json, JSON),
+        (
+            NOT_ALLOWED,
+            Method::GET,
+            format!("{s}/tools/fs.list/invoke"),
+            none,
+            JSON,
+        ),
+        (
+            NOT_FOUND,
+            Method::GET,
+            "/v1/nothing/here".into(),
+            none,
+            JSON,
+        ),
+        (
+            NOT_FOUND,
+            Method::GET,
+            "/v1/sessions/%FF/nothing".into(),
+            none,
+            JSON,
+        ),
+    ];
+    for (n, ((status, expected), method, path, body, content_type)) in cases.into_iter().enumerate()
+    {
+        let rid = format!("reject-{n}");
+        let headers = [("content-type", content_type), ("x-request-id", &rid)];
+        let answer = send_exact(server.addr, method.clone(), &path, body, &headers).await;
+        assert_envelope(&answer, status, expected, &rid);
+        assert_eq!(answer.1["x-request-id"], rid.as_str(), "{method} {path}");
+    }
+    server.stop().await;
+}
+
+const JSON: &str = "application/json";
+const NOT_ALLOWED: (StatusCode, &str) = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+const NOT_FOUND: (StatusCode, &str) = (StatusCode::NOT_FOUND, "not_found");
