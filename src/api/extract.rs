@@ -1,9 +1,10 @@
 //! The extractors of every route: a JSON body, path parameters and a query string. Each
-//! rejection is the error envelope with a stable code, never axum's plain-text answer.
+//! rejection is the error envelope with a stable code, never axum's plain-text answer, and a
+//! body is refused before any handler runs, so a refused request records nothing.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{Extensions, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, MAX_BODY_BYTES, RequestId};
@@ -16,8 +17,48 @@ fn request_id(extensions: &Extensions) -> String {
         .unwrap_or_default()
 }
 
-/// A JSON body: at most [`MAX_BODY_BYTES`] (else 413), unknown fields rejected by the target
-/// type.
+const NOT_JSON: &str = "request body must be application/json";
+
+/// Why a request's `Content-Type` does not declare JSON, or `None` when it does: present, and
+/// every value (a repeated header is not read one way here and another way elsewhere)
+/// `application/json` in any case, parameters allowed, a `charset` only when it is UTF-8.
+/// `+json` types (`application/merge-patch+json`, …) carry semantics these routes do not
+/// implement and are refused too.
+fn not_json(headers: &HeaderMap) -> Option<&'static str> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter().peekable();
+    if values.peek().is_none() {
+        return Some("request body must be application/json; Content-Type is missing");
+    }
+    values.find_map(|value| match value.to_str() {
+        Ok(value) => not_json_value(value),
+        Err(_) => Some(NOT_JSON),
+    })
+}
+
+fn not_json_value(value: &str) -> Option<&'static str> {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Some(NOT_JSON);
+    }
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return Some(NOT_JSON);
+        };
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if name.trim().eq_ignore_ascii_case("charset") && !value.eq_ignore_ascii_case("utf-8") {
+            return Some("request body must be application/json in UTF-8");
+        }
+    }
+    None
+}
+
+/// A JSON body: `Content-Type: application/json` (else 415, checked before the body is read),
+/// at most [`MAX_BODY_BYTES`] (else 413), unknown fields rejected by the target type.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -25,6 +66,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let rid = request_id(request.extensions());
+        if let Some(message) = not_json(request.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                message,
+                &rid,
+            ));
+        }
         let bytes = match axum::body::Bytes::from_request(request, state).await {
             Ok(b) => b,
             Err(rejection) => {
@@ -100,6 +148,53 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                 format!("invalid query: {}", e.body_text()),
                 &request_id(&parts.extensions),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content_type(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::CONTENT_TYPE, v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn json_with_or_without_a_utf8_charset_is_json() {
+        for v in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json; profile=x",
+        ] {
+            assert_eq!(not_json(&content_type(&[v])), None, "{v}");
+        }
+        let repeated = content_type(&["application/json", "application/json; charset=utf-8"]);
+        assert_eq!(not_json(&repeated), None);
+    }
+
+    #[test]
+    fn other_missing_or_conflicting_content_types_are_not_json() {
+        for v in [
+            &[][..],
+            &["text/plain"],
+            &["text/plain;charset=UTF-8"],
+            &["application/x-www-form-urlencoded"],
+            &["multipart/form-data; boundary=x"],
+            &["application/merge-patch+json"],
+            &["application/jsonx"],
+            &["application/json; charset=latin1"],
+            &["application/json; utf-8"],
+            &["application/json", "text/plain"],
+            &["text/plain", "application/json"],
+        ] {
+            assert!(not_json(&content_type(v)).is_some(), "{v:?}");
         }
     }
 }

@@ -740,6 +740,79 @@ fn assert_envelope(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_declared_as_json_is_refused_before_anything_is_recorded() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let head = || *server.app().log.head().borrow();
+    let before = head();
+
+    // What a web page can send without a preflight: text/plain, a form, multipart, or no
+    // Content-Type at all (a Blob or ArrayBuffer body); and JSON-ish types we do not take.
+    let create = br#"{"session_id": "session-crosssite", "principal": {"tenant_id": "acme", "actor_id": "alice", "roles": ["developer"]}}"#;
+    let write = br#"{"approved": true, "args": {"path": "pwned.txt", "content": "x"}}"#;
+    let invoke = format!("/v1/sessions/{session}/tools/fs.write_file/invoke");
+    let refused: [&[(&str, &str)]; 7] = [
+        &[("content-type", "text/plain")],
+        &[("content-type", "text/plain;charset=UTF-8")],
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &[("content-type", "multipart/form-data; boundary=x")],
+        &[],
+        &[("content-type", "application/merge-patch+json")],
+        &[("content-type", "application/json; charset=iso-8859-1")],
+    ];
+    for (n, headers) in refused.iter().enumerate() {
+        let rid = format!("media-{n}");
+        let mut with_rid = headers.to_vec();
+        with_rid.push(("x-request-id", &rid));
+        for (path, body) in [("/v1/sessions", &create[..]), (invoke.as_str(), &write[..])] {
+            let answer = send_exact(server.addr, Method::POST, path, body, &with_rid).await;
+            assert_envelope(
+                &answer,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                &rid,
+            );
+        }
+    }
+    // An empty POST without a Content-Type is refused the same way.
+    let answer = send_exact(server.addr, Method::POST, "/v1/sessions", b"", &[]).await;
+    assert_eq!(
+        (answer.0, code(&answer.2)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+
+    assert_eq!(head(), before, "a refused request appended events");
+    let (status, _, _) = server.get("/v1/sessions/session-crosssite").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a session was created");
+    assert!(!server.workspace_dir(&session).join("pwned.txt").exists());
+    let (_, _, body) = server
+        .get(&format!("/v1/sessions/{session}/invocations"))
+        .await;
+    assert_eq!(body["total"], 0, "{body}");
+
+    // JSON with a UTF-8 charset, in any case, is JSON; DELETE needs no body nor Content-Type.
+    let (status, _, body) = send_exact(
+        server.addr,
+        Method::POST,
+        &format!("/v1/sessions/{session}/tools/fs.list/invoke"),
+        br#"{"args": {}}"#,
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = send_exact(
+        server.addr,
+        Method::DELETE,
+        &format!("/v1/sessions/{session}"),
+        b"",
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_is_the_json_error_envelope() {
     let (server, _dir) = TestServer::start().await;
     let session = server.create_session(json!({})).await;
@@ -839,7 +912,7 @@ async fn every_rejection_is_the_json_error_envelope() {
             none,
             JSON,
         ),
-        // Bodies: malformed, over the limit.
+        // Bodies: malformed, over the limit, not declared as JSON.
         (bad, Method::POST, "/v1/sessions".into(), b"{not json", JSON),
         (
             (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -847,6 +920,13 @@ async fn every_rejection_is_the_json_error_envelope() {
             "/v1/sessions".into(),
             &big,
             JSON,
+        ),
+        (
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Method::POST,
+            "/v1/sessions".into(),
+            json,
+            "text/plain",
         ),
         // Methods and routes.
         (NOT_ALLOWED, Method::GET, "/v1/sessions".into(), none, JSON),
