@@ -1,11 +1,14 @@
-//! The extractors of every route: a JSON body, path parameters and a query string. Each
+//! The extractors of every route: a JSON object body, path parameters and a query string. Each
 //! rejection is the error envelope with a stable code, never axum's plain-text answer, and a
 //! body is refused before any handler runs, so a refused request records nothing.
+
+use std::marker::PhantomData;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
 
 use super::{ApiError, MAX_BODY_BYTES, RequestId};
 use crate::error_code::ErrorCode;
@@ -57,8 +60,9 @@ fn not_json_value(value: &str) -> Option<&'static str> {
     None
 }
 
-/// A JSON body: `Content-Type: application/json` (else 415, checked before the body is read),
-/// at most [`MAX_BODY_BYTES`] (else 413), unknown fields rejected by the target type.
+/// A JSON object body: `Content-Type: application/json` (else 415, checked before the body is
+/// read), at most [`MAX_BODY_BYTES`] (else 413), a JSON object (else 400: serde's derived
+/// structs would also read an array by position), unknown fields rejected by the target type.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -88,12 +92,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 });
             }
         };
-        if bytes.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidArgument,
-                "invalid request body: empty body",
-                &rid,
-            ));
+        // The first byte serde_json would read (it skips the same whitespace) decides the kind
+        // of value: cheaper than decoding into a `Value` first.
+        match bytes
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "invalid request body: empty body",
+                    &rid,
+                ));
+            }
+            Some(b'{') => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "request body must be a JSON object",
+                    &rid,
+                ));
+            }
         }
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             ApiError::new(
@@ -103,6 +122,51 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             )
         })
     }
+}
+
+/// `#[serde(default, deserialize_with = "object")]` for an optional nested struct: a JSON
+/// object or `null` (absent), never an array read by position.
+pub fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct OptionalObject<T>(PhantomData<T>);
+    struct Object<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionalObject<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(Object(PhantomData)).map(Some)
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_option(OptionalObject(PhantomData))
 }
 
 /// Path parameters; a value that is not UTF-8 or does not parse is `invalid_argument`.
@@ -196,5 +260,40 @@ mod tests {
         ] {
             assert!(not_json(&content_type(v)).is_some(), "{v:?}");
         }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[serde(default)]
+        a: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[serde(default, deserialize_with = "object")]
+        inner: Option<Inner>,
+    }
+
+    #[test]
+    fn a_nested_struct_is_an_object_or_null_never_an_array() {
+        let parse = |s: &str| serde_json::from_str::<Outer>(s);
+        assert_eq!(
+            parse(r#"{"inner": {"a": "x"}}"#).unwrap().inner.unwrap().a,
+            "x"
+        );
+        assert!(parse(r#"{"inner": null}"#).unwrap().inner.is_none());
+        assert!(parse(r#"{}"#).unwrap().inner.is_none());
+        for refused in [
+            r#"{"inner": ["x"]}"#,
+            r#"{"inner": []}"#,
+            r#"{"inner": "x"}"#,
+        ] {
+            let e = parse(refused).unwrap_err().to_string();
+            assert!(e.contains("expected a JSON object"), "{refused}: {e}");
+        }
+        let e = parse(r#"{"inner": {"b": 1}}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
     }
 }

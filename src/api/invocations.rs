@@ -37,12 +37,23 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 pub struct InvokeBody {
     #[serde(default)]
     correlation_id: Option<String>,
-    #[serde(default)]
+    /// A JSON object; `null` is the same as absent (`{}`).
+    #[serde(default, deserialize_with = "object_args")]
     args: Option<Value>,
     #[serde(default)]
     approved: Option<bool>,
     #[serde(default, rename = "async")]
     run_async: Option<bool>,
+}
+
+/// `args` is a JSON object (or `null`, as if absent): anything else is refused at the edge like
+/// any malformed body, before an invocation is recorded.
+fn object_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(args @ Value::Object(_)) => Ok(Some(args)),
+        Some(_) => Err(serde::de::Error::custom("args must be a JSON object")),
+    }
 }
 
 pub(super) fn session_context(view: &SessionView, rid: &str) -> Result<SessionContext, ApiError> {

@@ -46,7 +46,7 @@ pub struct CreateSessionBody {
     source_repo_path: Option<String>,
     #[serde(default)]
     allowed_paths: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::object")]
     principal: Option<PrincipalBody>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,

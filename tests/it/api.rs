@@ -967,3 +967,89 @@ async fn every_rejection_is_the_json_error_envelope() {
 const JSON: &str = "application/json";
 const NOT_ALLOWED: (StatusCode, &str) = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 const NOT_FOUND: (StatusCode, &str) = (StatusCode::NOT_FOUND, "not_found");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_or_args_that_is_not_a_json_object_is_refused() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let invoke = format!("/v1/sessions/{session}/tools/fs.list/invoke");
+    let post = |path: String, body: &'static str| {
+        let addr = server.addr;
+        async move {
+            send_exact(
+                addr,
+                Method::POST,
+                &path,
+                body.as_bytes(),
+                &[("content-type", "application/json")],
+            )
+            .await
+        }
+    };
+
+    // serde reads a struct from an array by position: `[]` is all defaults, and this one
+    // names a session and its principal.
+    for body in [
+        "[]",
+        " \n\t[]",
+        r#"["session-byposition", null, null, null, null, {"tenant_id": "acme", "actor_id": "alice"}]"#,
+        "null",
+        r#""{}""#,
+    ] {
+        let (status, _, answer) = post("/v1/sessions".into(), body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_argument"),
+            "{body}: {answer}"
+        );
+        assert_eq!(
+            answer["error"]["message"], "request body must be a JSON object",
+            "{body}"
+        );
+    }
+    let (status, _, _) = server.get("/v1/sessions/session-byposition").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A nested object is an object too.
+    let (status, answer) = server
+        .try_create_session(json!({"principal": ["acme", "alice", ["developer"]]}))
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{answer}"
+    );
+
+    let (status, _, answer) = post(invoke.clone(), r#"[null, {"path": "."}]"#).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["error"]["message"],
+        "request body must be a JSON object"
+    );
+    // `args` that is not an object is a malformed body: refused before anything is recorded.
+    for body in [r#"{"args": []}"#, r#"{"args": "x"}"#, r#"{"args": 7}"#] {
+        let (status, _, answer) = post(invoke.clone(), body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_argument"),
+            "{body}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("args must be a JSON object"), "{answer}");
+        assert!(answer.get("invocation").is_none(), "{answer}");
+    }
+    let (_, _, listed) = server
+        .get(&format!("/v1/sessions/{session}/invocations"))
+        .await;
+    assert_eq!(listed["total"], 0, "{listed}");
+
+    // `"args": null` is as if absent; whitespace before the object is fine.
+    for body in [r#"{"args": null}"#, "\r\n {\"args\": {}}"] {
+        let (status, _, answer) = post(invoke.clone(), body).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+    }
+    server.stop().await;
+}
