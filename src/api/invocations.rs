@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::AggregateError;
@@ -19,7 +19,7 @@ use workspace_events::{
 use workspace_projections::{InvocationView, SessionView};
 
 use super::sessions::{lookup, require_ready};
-use super::{ApiError, ApiJson, Caller, RequestId};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, RequestId};
 use crate::app::App;
 use crate::domain::{InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
@@ -37,12 +37,23 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 pub struct InvokeBody {
     #[serde(default)]
     correlation_id: Option<String>,
-    #[serde(default)]
+    /// A JSON object; `null` is the same as absent (`{}`).
+    #[serde(default, deserialize_with = "object_args")]
     args: Option<Value>,
     #[serde(default)]
     approved: Option<bool>,
     #[serde(default, rename = "async")]
     run_async: Option<bool>,
+}
+
+/// `args` is a JSON object (or `null`, as if absent): anything else is refused at the edge like
+/// any malformed body, before an invocation is recorded.
+fn object_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(args @ Value::Object(_)) => Ok(Some(args)),
+        Some(_) => Err(serde::de::Error::custom("args must be a JSON object")),
+    }
 }
 
 pub(super) fn session_context(view: &SessionView, rid: &str) -> Result<SessionContext, ApiError> {
@@ -187,7 +198,7 @@ pub async fn invoke(
     RequestId(rid): RequestId,
     caller: Caller,
     headers: HeaderMap,
-    Path((session_id, tool_name)): Path<(String, String)>,
+    ApiPath((session_id, tool_name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<InvokeBody>,
 ) -> Result<Response, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
@@ -466,7 +477,7 @@ pub async fn get(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     Ok(Json(json!({ "invocation": render(&app, &view).await })))
@@ -477,7 +488,7 @@ pub async fn logs(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let mut logs = view.logs.clone();
@@ -500,7 +511,7 @@ pub async fn artifacts(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     Ok(Json(json!({ "artifacts": view.artifacts })))
@@ -512,7 +523,7 @@ pub async fn artifact(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path((invocation_id, artifact_id)): Path<(String, String)>,
+    ApiPath((invocation_id, artifact_id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let meta = view
@@ -555,7 +566,7 @@ pub async fn events(
     RequestId(rid): RequestId,
     caller: Caller,
     headers: HeaderMap,
-    Path(invocation_id): Path<String>,
+    ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
     let wants_stream = headers
@@ -669,16 +680,9 @@ pub async fn list_for_session(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(session_id): Path<String>,
-    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+    ApiPath(session_id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(page) = page.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("invalid query: {e}"),
-            &rid,
-        )
-    })?;
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     let limit = page.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod error;
+mod extract;
 mod health;
 mod invocations;
 mod sessions;
@@ -11,18 +12,18 @@ mod sessions;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post};
-use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::error_code::ErrorCode;
 pub use auth::Caller;
 pub use error::ApiError;
+pub use extract::{ApiJson, ApiPath, ApiQuery};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -74,51 +75,6 @@ async fn assign_request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", v);
     }
     response
-}
-
-/// A JSON body: at most [`MAX_BODY_BYTES`], unknown fields rejected by the target type,
-/// every failure mapped to the error envelope.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let rid = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        let bytes = match axum::body::Bytes::from_request(request, state).await {
-            Ok(b) => b,
-            Err(rejection) => {
-                let too_large = rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-                return Err(if too_large {
-                    ApiError::new(
-                        ErrorCode::PayloadTooLarge,
-                        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-                        &rid,
-                    )
-                } else {
-                    ApiError::new(ErrorCode::InvalidArgument, "invalid request body", &rid)
-                });
-            }
-        };
-        if bytes.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidArgument,
-                "invalid request body: empty body",
-                &rid,
-            ));
-        }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidArgument,
-                format!("invalid request body: {e}"),
-                &rid,
-            )
-        })
-    }
 }
 
 async fn not_found(RequestId(rid): RequestId) -> ApiError {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::json;
 use workspace_events::{AggregateType, CloseReason, Principal, WorkspaceSource};
 use workspace_projections::SessionView;
 
-use super::{ApiError, ApiJson, Caller, RequestId};
+use super::{ApiError, ApiJson, ApiPath, Caller, RequestId};
 use crate::app::App;
 use crate::error_code::ErrorCode;
 use crate::ids::{SessionId, TenantId};
@@ -46,7 +46,7 @@ pub struct CreateSessionBody {
     source_repo_path: Option<String>,
     #[serde(default)]
     allowed_paths: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::object")]
     principal: Option<PrincipalBody>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
@@ -305,7 +305,7 @@ pub async fn get(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     Ok(Json(json!({ "session": &*view })))
@@ -316,7 +316,7 @@ pub async fn close(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     let id = SessionId::parse(&view.id).map_err(|e| bad(e.to_string(), &rid))?;
@@ -332,7 +332,7 @@ pub async fn tools(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     require_ready(&view, &rid)?;
@@ -351,7 +351,7 @@ pub async fn events(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
     let events = app

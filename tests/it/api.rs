@@ -6,7 +6,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually};
+use crate::support::{TestServer, eventually, send_exact};
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
@@ -713,5 +713,343 @@ async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
     );
     assert_eq!(body["invocation"]["status"], "failed");
     assert_eq!(body["invocation"]["exit_code"], 124);
+    server.stop().await;
+}
+
+/// Asserts an answer is the JSON error envelope with `status`, `code` and the request id the
+/// caller sent, and nothing else.
+fn assert_envelope(
+    answer: &(StatusCode, hyper::HeaderMap, Value),
+    status: StatusCode,
+    expected: &str,
+    request_id: &str,
+) {
+    let (got, headers, body) = answer;
+    assert_eq!((*got, code(body)), (status, expected), "{body}");
+    assert_eq!(headers["content-type"], "application/json", "{body}");
+    let error = body["error"].as_object().expect("an error envelope");
+    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "message", "request_id"], "{body}");
+    assert!(
+        !error["message"].as_str().unwrap_or_default().is_empty(),
+        "{body}"
+    );
+    assert_eq!(error["request_id"], request_id, "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_declared_as_json_is_refused_before_anything_is_recorded() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let head = || *server.app().log.head().borrow();
+    let before = head();
+
+    // What a web page can send without a preflight: text/plain, a form, multipart, or no
+    // Content-Type at all (a Blob or ArrayBuffer body); and JSON-ish types we do not take.
+    let create = br#"{"session_id": "session-crosssite", "principal": {"tenant_id": "acme", "actor_id": "alice", "roles": ["developer"]}}"#;
+    let write = br#"{"approved": true, "args": {"path": "pwned.txt", "content": "x"}}"#;
+    let invoke = format!("/v1/sessions/{session}/tools/fs.write_file/invoke");
+    let refused: [&[(&str, &str)]; 7] = [
+        &[("content-type", "text/plain")],
+        &[("content-type", "text/plain;charset=UTF-8")],
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &[("content-type", "multipart/form-data; boundary=x")],
+        &[],
+        &[("content-type", "application/merge-patch+json")],
+        &[("content-type", "application/json; charset=iso-8859-1")],
+    ];
+    for (n, headers) in refused.iter().enumerate() {
+        let rid = format!("media-{n}");
+        let mut with_rid = headers.to_vec();
+        with_rid.push(("x-request-id", &rid));
+        for (path, body) in [("/v1/sessions", &create[..]), (invoke.as_str(), &write[..])] {
+            let answer = send_exact(server.addr, Method::POST, path, body, &with_rid).await;
+            assert_envelope(
+                &answer,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                &rid,
+            );
+        }
+    }
+    // An empty POST without a Content-Type is refused the same way.
+    let answer = send_exact(server.addr, Method::POST, "/v1/sessions", b"", &[]).await;
+    assert_eq!(
+        (answer.0, code(&answer.2)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+
+    assert_eq!(head(), before, "a refused request appended events");
+    let (status, _, _) = server.get("/v1/sessions/session-crosssite").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a session was created");
+    assert!(!server.workspace_dir(&session).join("pwned.txt").exists());
+    let (_, _, body) = server
+        .get(&format!("/v1/sessions/{session}/invocations"))
+        .await;
+    assert_eq!(body["total"], 0, "{body}");
+
+    // JSON with a UTF-8 charset, in any case, is JSON; DELETE needs no body nor Content-Type.
+    let (status, _, body) = send_exact(
+        server.addr,
+        Method::POST,
+        &format!("/v1/sessions/{session}/tools/fs.list/invoke"),
+        br#"{"args": {}}"#,
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = send_exact(
+        server.addr,
+        Method::DELETE,
+        &format!("/v1/sessions/{session}"),
+        b"",
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_the_json_error_envelope() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let json: &[u8] = br#"{"args": {}}"#;
+    let none: &[u8] = b"";
+    let big = vec![b' '; 2 * 1024 * 1024 + 10];
+    let s = format!("/v1/sessions/{session}");
+    let bad = (StatusCode::BAD_REQUEST, "invalid_argument");
+    // (expected status and code, method, path, body, content type)
+    type Case<'a> = ((StatusCode, &'a str), Method, String, &'a [u8], &'a str);
+    let cases: Vec<Case> = vec![
+        // Path parameters that are not UTF-8, on every route that has them.
+        (bad, Method::GET, "/v1/sessions/%FF%FE".into(), none, JSON),
+        (
+            bad,
+            Method::DELETE,
+            "/v1/sessions/%FF%FE".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/sessions/%FF%FE/tools".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/sessions/%FF/invocations".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/sessions/%FF%FE/events".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::POST,
+            format!("{s}/tools/%C3%28/invoke"),
+            json,
+            JSON,
+        ),
+        (bad, Method::GET, "/v1/invocations/%FF".into(), none, JSON),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/%FF/logs".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/%FF/artifacts".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/x/artifacts/%FF".into(),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            "/v1/invocations/%FF/events".into(),
+            none,
+            JSON,
+        ),
+        // Query strings that do not parse.
+        (
+            bad,
+            Method::GET,
+            format!("{s}/invocations?limit=many"),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            format!("{s}/invocations?limit=%FF"),
+            none,
+            JSON,
+        ),
+        (
+            bad,
+            Method::GET,
+            format!("{s}/invocations?surprise=1"),
+            none,
+            JSON,
+        ),
+        // Bodies: malformed, over the limit, not declared as JSON.
+        (bad, Method::POST, "/v1/sessions".into(), b"{not json", JSON),
+        (
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Method::POST,
+            "/v1/sessions".into(),
+            &big,
+            JSON,
+        ),
+        (
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Method::POST,
+            "/v1/sessions".into(),
+            json,
+            "text/plain",
+        ),
+        // Methods and routes.
+        (NOT_ALLOWED, Method::GET, "/v1/sessions".into(), none, JSON),
+        (NOT_ALLOWED, Method::PUT, s.clone(), json, JSON),
+        (
+            NOT_ALLOWED,
+            Method::GET,
+            format!("{s}/tools/fs.list/invoke"),
+            none,
+            JSON,
+        ),
+        (
+            NOT_FOUND,
+            Method::GET,
+            "/v1/nothing/here".into(),
+            none,
+            JSON,
+        ),
+        (
+            NOT_FOUND,
+            Method::GET,
+            "/v1/sessions/%FF/nothing".into(),
+            none,
+            JSON,
+        ),
+    ];
+    for (n, ((status, expected), method, path, body, content_type)) in cases.into_iter().enumerate()
+    {
+        let rid = format!("reject-{n}");
+        let headers = [("content-type", content_type), ("x-request-id", &rid)];
+        let answer = send_exact(server.addr, method.clone(), &path, body, &headers).await;
+        assert_envelope(&answer, status, expected, &rid);
+        assert_eq!(answer.1["x-request-id"], rid.as_str(), "{method} {path}");
+    }
+    server.stop().await;
+}
+
+const JSON: &str = "application/json";
+const NOT_ALLOWED: (StatusCode, &str) = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+const NOT_FOUND: (StatusCode, &str) = (StatusCode::NOT_FOUND, "not_found");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_or_args_that_is_not_a_json_object_is_refused() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let invoke = format!("/v1/sessions/{session}/tools/fs.list/invoke");
+    let post = |path: String, body: &'static str| {
+        let addr = server.addr;
+        async move {
+            send_exact(
+                addr,
+                Method::POST,
+                &path,
+                body.as_bytes(),
+                &[("content-type", "application/json")],
+            )
+            .await
+        }
+    };
+
+    // serde reads a struct from an array by position: `[]` is all defaults, and this one
+    // names a session and its principal.
+    for body in [
+        "[]",
+        " \n\t[]",
+        r#"["session-byposition", null, null, null, null, {"tenant_id": "acme", "actor_id": "alice"}]"#,
+        "null",
+        r#""{}""#,
+    ] {
+        let (status, _, answer) = post("/v1/sessions".into(), body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_argument"),
+            "{body}: {answer}"
+        );
+        assert_eq!(
+            answer["error"]["message"], "request body must be a JSON object",
+            "{body}"
+        );
+    }
+    let (status, _, _) = server.get("/v1/sessions/session-byposition").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A nested object is an object too.
+    let (status, answer) = server
+        .try_create_session(json!({"principal": ["acme", "alice", ["developer"]]}))
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{answer}"
+    );
+
+    let (status, _, answer) = post(invoke.clone(), r#"[null, {"path": "."}]"#).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_argument"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["error"]["message"],
+        "request body must be a JSON object"
+    );
+    // `args` that is not an object is a malformed body: refused before anything is recorded.
+    for body in [r#"{"args": []}"#, r#"{"args": "x"}"#, r#"{"args": 7}"#] {
+        let (status, _, answer) = post(invoke.clone(), body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_argument"),
+            "{body}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("args must be a JSON object"), "{answer}");
+        assert!(answer.get("invocation").is_none(), "{answer}");
+    }
+    let (_, _, listed) = server
+        .get(&format!("/v1/sessions/{session}/invocations"))
+        .await;
+    assert_eq!(listed["total"], 0, "{listed}");
+
+    // `"args": null` is as if absent; whitespace before the object is fine.
+    for body in [r#"{"args": null}"#, "\r\n {\"args\": {}}"] {
+        let (status, _, answer) = post(invoke.clone(), body).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+    }
     server.stop().await;
 }

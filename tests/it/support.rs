@@ -255,3 +255,34 @@ impl Client {
         (status, value)
     }
 }
+
+/// Sends one HTTP/1.1 request with exactly `headers` (no default `Content-Type`, unlike
+/// [`send`]); returns status, headers and the body parsed as JSON (or a string).
+pub async fn send_exact(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut builder = Request::builder().method(method).uri(path);
+    builder = builder.header("host", "localhost");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (parts.status, parts.headers, value)
+}
