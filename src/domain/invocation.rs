@@ -239,8 +239,8 @@ mod tests {
     fn completed(outcome: InvocationOutcome) -> Arc<InvocationCompleted> {
         Arc::new(InvocationCompleted {
             outcome,
-            exit_code: 0,
-            duration_ms: 1,
+            exit_code: Some(0),
+            duration_ns: 1_260_000,
             output: Some(json!({"content": "x"}).into()),
             output_ref: None,
             logs: vec![],

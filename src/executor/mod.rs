@@ -86,7 +86,8 @@ struct RunResult {
     output: Option<RawJson>,
     logs: Vec<LogLine>,
     artifacts: Vec<crate::tools::NewArtifact>,
-    exit_code: i32,
+    /// What the tool reported; `None` when it never ran or its end is unknown.
+    exit_code: Option<i32>,
     error: Option<ErrorInfo>,
 }
 
@@ -171,9 +172,11 @@ impl Executor {
                 return;
             }
         };
+        // Upcast: an older `completed` must count, never be skipped as undecodable.
+        let upcasters = workspace_events::upcast::registry();
         let decoded: Vec<InvocationEvent> = events
             .iter()
-            .filter_map(|e| decode_event::<InvocationEvent>(&[], e).ok())
+            .filter_map(|e| decode_event::<InvocationEvent>(&upcasters, e).ok())
             .collect();
         match decoded.as_slice() {
             [InvocationEvent::Queued(queued)] => {
@@ -336,8 +339,9 @@ impl Executor {
         }
         let begun = Instant::now();
         let result = self.run(&queued, session.as_deref(), begun + timeout).await;
-        let duration_ms = begun.elapsed().as_millis() as u64;
-        self.complete(&id, Some(claimed), &meta, result, duration_ms)
+        // Exact: a run shorter than a millisecond is not a zero.
+        let duration_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.complete(&id, Some(claimed), &meta, result, duration_ns)
             .await;
         true
     }
@@ -432,7 +436,7 @@ impl Executor {
         match tokio::time::timeout_at((deadline + grace).into(), run).await {
             Ok(Ok(success)) => RunResult::succeeded(success),
             Ok(Err(failure)) => RunResult::from_failure(failure),
-            Err(_) => RunResult::failed(ErrorCode::Timeout, "the tool's timeout expired"),
+            Err(_) => RunResult::timed_out(),
         }
     }
 
@@ -442,7 +446,7 @@ impl Executor {
         known: Option<Known<Invocation>>,
         meta: &CommandMetadata,
         result: RunResult,
-        duration_ms: u64,
+        duration_ns: u64,
     ) {
         let Ok(inv) = InvocationId::parse(id) else {
             return;
@@ -479,7 +483,7 @@ impl Executor {
         let completed = InvocationCompleted {
             outcome,
             exit_code: result.exit_code,
-            duration_ms,
+            duration_ns,
             output,
             output_ref,
             logs,
@@ -510,7 +514,8 @@ impl Executor {
                 invocation_id = id,
                 status,
                 error_code = code.as_deref().unwrap_or(""),
-                duration_ms,
+                duration_ms = duration_ns / 1_000_000,
+                duration_ns,
                 "audit.tool_invocation"
             ),
             Err(err) => {
@@ -678,18 +683,29 @@ fn fold(events: impl IntoIterator<Item = InvocationEvent>) -> Known<Invocation> 
 }
 
 impl RunResult {
+    /// The tool never ran (its start deadline passed, its session or runner was not there):
+    /// no exit code.
     fn failed(code: ErrorCode, message: &str) -> Self {
         RunResult {
             outcome: InvocationOutcome::Failed,
             output: None,
             logs: Vec::new(),
             artifacts: Vec::new(),
-            exit_code: if code == ErrorCode::Timeout { 124 } else { -1 },
+            exit_code: None,
             error: Some(ErrorInfo {
                 code: code.as_str().into(),
                 message: message.into(),
-                retryable: matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout),
+                retryable: retryable(code),
             }),
+        }
+    }
+
+    /// The tool ran past its timeout and was abandoned (the executor's backstop; the runner
+    /// kills processes on time itself): 124, as `timeout(1)` and the runner report it.
+    fn timed_out() -> Self {
+        RunResult {
+            exit_code: Some(124),
+            ..Self::failed(ErrorCode::Timeout, "the tool's timeout expired")
         }
     }
 
@@ -699,7 +715,7 @@ impl RunResult {
             output: Some(s.output),
             logs: s.logs,
             artifacts: s.artifacts,
-            exit_code: s.exit_code,
+            exit_code: Some(s.exit_code),
             error: None,
         }
     }
@@ -714,12 +730,32 @@ impl RunResult {
             output: f.output,
             logs: f.logs,
             artifacts: f.artifacts,
-            exit_code: f.exit_code,
+            exit_code: Some(f.exit_code),
             error: Some(ErrorInfo {
                 code: f.code.as_str().into(),
                 message: f.message,
-                retryable: matches!(f.code, ErrorCode::Unavailable | ErrorCode::Timeout),
+                retryable: retryable(f.code),
             }),
         }
+    }
+}
+
+/// Whether sending the request again may succeed: the sandbox may come back, a timeout may
+/// not recur.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_that_never_ran_has_no_exit_code_and_one_that_timed_out_has_124() {
+        let never = RunResult::failed(ErrorCode::Timeout, "start deadline passed");
+        assert_eq!(never.exit_code, None);
+        assert_eq!(RunResult::timed_out().exit_code, Some(124));
+        let ran = RunResult::succeeded(ToolSuccess::default());
+        assert_eq!(ran.exit_code, Some(0));
     }
 }
