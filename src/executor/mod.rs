@@ -192,8 +192,9 @@ impl Executor {
         }
     }
 
-    /// Recovers after a restart (fails invocations that were running when the process died,
-    /// queues the rest), then runs every invocation queued from now on until `shutdown`.
+    /// Recovers after a restart (invocations that were running when the process died end
+    /// `failed` with `interrupted`, the queued ones run), then runs every invocation queued
+    /// from now on until `shutdown`.
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
         let (queued, running, mut cursor) = self.projector.model().read(|m| {
             let mut queued = Vec::new();
@@ -208,7 +209,7 @@ impl Executor {
             (queued, running, m.checkpoint())
         });
         for id in running {
-            self.fail_orphan(&id).await;
+            self.interrupt_orphan(&id).await;
         }
         for id in queued {
             if let Ok(events) = self
@@ -608,17 +609,18 @@ impl Executor {
         }
     }
 
-    async fn fail_orphan(&self, id: &str) {
+    /// Records the outcome of an invocation that was running when its executor died: nobody
+    /// knows whether the tool took effect (a write may have landed before the crash), so it is
+    /// neither reported as a plain failure nor run again; see ADR 0003 for what a retry with
+    /// its correlation id gets.
+    async fn interrupt_orphan(&self, id: &str) {
         let meta = CommandMetadata {
             correlation_id: Some("recovery".into()),
             causation_id: Some(id.to_owned()),
             actor: None,
         };
-        let result = RunResult::failed(
-            ErrorCode::Internal,
-            "the executor stopped before the invocation finished; it was not retried",
-        );
-        self.complete(id, None, &meta, result, 0).await;
+        self.complete(id, None, &meta, RunResult::interrupted(), 0)
+            .await;
     }
 }
 
@@ -709,6 +711,16 @@ impl RunResult {
         }
     }
 
+    /// The run was cut by a crash: outcome unknown, no exit code.
+    fn interrupted() -> Self {
+        Self::failed(
+            ErrorCode::Interrupted,
+            "the service stopped while the invocation was running, so its outcome is unknown: \
+             the tool may or may not have taken effect. It was not run again; check the \
+             workspace, then retry with a new correlation id",
+        )
+    }
+
     fn succeeded(s: ToolSuccess) -> Self {
         RunResult {
             outcome: InvocationOutcome::Succeeded,
@@ -741,14 +753,32 @@ impl RunResult {
 }
 
 /// Whether sending the request again may succeed: the sandbox may come back, a timeout may
-/// not recur.
+/// not recur, an interrupted run's effect can be checked and the request sent again (under a
+/// new correlation id, ADR 0003).
 fn retryable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout)
+    matches!(
+        code,
+        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Interrupted
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_run_fails_retryably_with_an_unknown_outcome_and_no_exit_code() {
+        let r = RunResult::interrupted();
+        assert_eq!((r.outcome, r.exit_code), (InvocationOutcome::Failed, None));
+        let error = r.error.expect("an error");
+        assert_eq!(error.code, "interrupted");
+        assert!(error.retryable);
+        assert!(
+            error.message.contains("outcome is unknown"),
+            "{}",
+            error.message
+        );
+    }
 
     #[test]
     fn a_tool_that_never_ran_has_no_exit_code_and_one_that_timed_out_has_124() {

@@ -335,6 +335,90 @@ fn started_by_a_dead_executor() -> workspace_events::InvocationStarted {
     }
 }
 
+/// ADR 0003: after a crash, the correlation id still names the interrupted invocation. A retry
+/// with it gets the interrupted outcome and never runs the tool again (its write may have
+/// landed); a retry with a new correlation id is a new invocation, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_again() {
+    use workspace::domain::InvocationCommand;
+    use workspace::ids::{InvocationId, SessionId};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let session = server.create_session(json!({})).await;
+    let workspace = server.workspace_dir(&session);
+    server.stop().await;
+
+    // kill -9 while a write was in flight: claimed, its file already written, no outcome.
+    let session_id = SessionId::parse(&session).unwrap();
+    let id = InvocationId::for_correlation(&session_id, "fs.write_file", "k-crash").to_string();
+    let mut write = queued(&session, &id);
+    write.request = workspace_events::InvocationRequest {
+        tool_name: "fs.write_file".into(),
+        correlation_id: Some("k-crash".into()),
+        approved: true,
+        args: Some(json!({"path": "w.txt", "content": "first"})),
+        ..(*write.request).clone()
+    }
+    .into();
+    leave_behind(
+        dir.path(),
+        vec![
+            (id.clone(), InvocationCommand::Queue(write)),
+            (
+                id.clone(),
+                InvocationCommand::Start(started_by_a_dead_executor()),
+            ),
+        ],
+    )
+    .await;
+    std::fs::write(workspace.join("w.txt"), "first").unwrap();
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let path = format!("/v1/invocations/{id}");
+    let settled = eventually(Duration::from_secs(10), || {
+        let (server, path) = (&server, &path);
+        async move { server.get(path).await.2["invocation"]["status"] == "failed" }
+    })
+    .await;
+    let (_, _, view) = server.get(&path).await;
+    assert!(settled, "{view}");
+    assert_eq!(view["invocation"]["error"]["code"], "interrupted", "{view}");
+    assert_eq!(view["invocation"]["error"]["retryable"], true, "{view}");
+    assert!(view["invocation"]["exit_code"].is_null(), "{view}");
+
+    // The same key: the recorded interrupted invocation, not a second run.
+    let retry = json!({"approved": true, "correlation_id": "k-crash", "args": {"path": "w.txt", "content": "second"}});
+    let (status, body) = server.invoke(&session, "fs.write_file", retry).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "interrupted", "{body}");
+    assert_eq!(body["invocation"]["id"], id.as_str(), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("w.txt")).unwrap(),
+        "first",
+        "the interrupted write did not run again"
+    );
+    let types = server.event_types(&format!("{path}/events")).await;
+    assert_eq!(
+        types,
+        [
+            "invocation.queued",
+            "invocation.started",
+            "invocation.completed"
+        ]
+    );
+
+    // A new key is a new invocation: it runs.
+    let fresh = json!({"approved": true, "correlation_id": "k-crash-2", "args": {"path": "w.txt", "content": "second"}});
+    let (status, body) = server.invoke(&session, "fs.write_file", fresh).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(body["invocation"]["id"], id.as_str());
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("w.txt")).unwrap(),
+        "second"
+    );
+    server.stop().await;
+}
+
 /// An exit code is known only once the tool ran: never for a denial or a rejection, not while
 /// queued; 0 for an in-process tool that completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,7 +561,13 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     assert!(settled, "queued: {a}\nrunning: {b}");
     assert_eq!(a["invocation"]["output"]["exists"], true);
     assert_eq!(a["invocation"]["exit_code"], 0);
-    assert_eq!(b["invocation"]["error"]["code"], "internal");
+    // Its outcome is unknown, and said so: interrupted, retryable, no exit code.
+    assert_eq!(b["invocation"]["error"]["code"], "interrupted", "{b}");
+    assert_eq!(b["invocation"]["error"]["retryable"], true, "{b}");
+    let message = b["invocation"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("outcome is unknown"), "{b}");
     assert!(b["invocation"]["exit_code"].is_null(), "{b}");
     // One outcome each: the interrupted run was not retried.
     let types = server
