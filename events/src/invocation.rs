@@ -96,16 +96,23 @@ pub enum InvocationOutcome {
     Denied,
 }
 
-/// `invocation.completed` v1: the invocation reached its terminal state. Terminal.
+/// `invocation.completed` v2: the invocation reached its terminal state. Terminal.
+///
+/// v1 had `duration_ms` (whole milliseconds, rounded down) where v2 has `duration_ns`, and
+/// always an `exit_code`; the v1 → v2 upcaster turns `duration_ms` into nanoseconds and keeps
+/// the exit code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvocationCompleted {
     /// Succeeded, failed or denied.
     pub outcome: InvocationOutcome,
-    /// Exit code: 0 for in-process tools, the process's code for commands, 124 on timeout, -1
-    /// when nothing could be started.
-    pub exit_code: i32,
-    /// Run time in milliseconds.
-    pub duration_ms: u64,
+    /// Exit code, once the tool ran: the process's code for commands, 0 for in-process tools,
+    /// 124 when the run timed out, -1 when the tool could not start its process. `null` when
+    /// no exit is known: the tool never ran (its start deadline passed, its session closed,
+    /// its runner was unavailable) or its outcome is unknown (`interrupted`).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Run time in nanoseconds, as measured (0 when the tool never ran).
+    pub duration_ns: u64,
     /// Tool output, inline when small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<RawJson>,
@@ -161,13 +168,16 @@ impl InvocationEvent {
     pub const STARTED: &'static str = "invocation.started";
     /// Event type name of `invocation.completed`.
     pub const COMPLETED: &'static str = "invocation.completed";
+    /// Current schema version of `invocation.completed` (v2: `duration_ns`, nullable
+    /// `exit_code`).
+    pub const COMPLETED_VERSION: u32 = 2;
     /// Every invocation event type with its current schema version.
     pub const CURRENT_VERSIONS: [(&'static str, u32); 5] = [
         (Self::QUEUED, 1),
         (Self::DENIED, 1),
         (Self::REJECTED, 1),
         (Self::STARTED, 1),
-        (Self::COMPLETED, 1),
+        (Self::COMPLETED, Self::COMPLETED_VERSION),
     ];
 
     /// The request, when this is the first event of its aggregate.
@@ -236,8 +246,8 @@ impl InvocationCompleted {
     pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         let mut o = Object::new(buf);
         o.str("outcome", self.outcome.as_str())
-            .i64("exit_code", i64::from(self.exit_code))
-            .u64("duration_ms", self.duration_ms);
+            .nullable_i64("exit_code", self.exit_code.map(i64::from))
+            .u64("duration_ns", self.duration_ns);
         if let Some(output) = &self.output {
             o.raw("output", output.get());
         }
@@ -275,7 +285,13 @@ impl EventContract for InvocationEvent {
     }
 
     fn schema_version(&self) -> u32 {
-        1
+        match self {
+            InvocationEvent::Completed(_) => Self::COMPLETED_VERSION,
+            InvocationEvent::Queued(_)
+            | InvocationEvent::Denied(_)
+            | InvocationEvent::Rejected(_)
+            | InvocationEvent::Started(_) => 1,
+        }
     }
 
     fn to_payload(&self) -> RawJson {
@@ -298,7 +314,12 @@ impl EventContract for InvocationEvent {
             Self::DENIED => Self::Denied(decode_payload(event_type, version, 1, payload)?),
             Self::REJECTED => Self::Rejected(decode_payload(event_type, version, 1, payload)?),
             Self::STARTED => Self::Started(decode_payload(event_type, version, 1, payload)?),
-            Self::COMPLETED => Self::Completed(decode_payload(event_type, version, 1, payload)?),
+            Self::COMPLETED => Self::Completed(decode_payload(
+                event_type,
+                version,
+                Self::COMPLETED_VERSION,
+                payload,
+            )?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
@@ -389,8 +410,8 @@ mod tests {
                     InvocationOutcome::Failed,
                     InvocationOutcome::Denied,
                 ][i % 3],
-                exit_code: [0, -1, 124, i32::MIN][i % 4],
-                duration_ms: i as u64,
+                exit_code: [Some(0), Some(-1), None, Some(124), Some(i32::MIN)][i % 5],
+                duration_ns: [0, 1_260_001, u64::MAX][i % 3],
                 output: (i % 2 == 0).then(|| serde_json::json!({"content": s, "i": i}).into()),
                 output_ref: some(3).map(|s| ArtifactRef {
                     artifact_id: s,
@@ -429,7 +450,7 @@ mod tests {
             let payload = event.to_payload();
             assert_eq!(payload.get(), serde_json::to_string(&completed).unwrap());
             assert_eq!(
-                InvocationEvent::decode(InvocationEvent::COMPLETED, 1, &payload).unwrap(),
+                InvocationEvent::decode(InvocationEvent::COMPLETED, 2, &payload).unwrap(),
                 event
             );
             let event = InvocationEvent::Queued(queued.clone());

@@ -156,6 +156,17 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// A signed number field that is `null` when `None` (an `Option` serde writes, not skips).
+    pub fn nullable_i64(&mut self, key: &'static str, value: Option<i64>) -> &mut Self {
+        match value {
+            Some(value) => self.i64(key, value),
+            None => {
+                self.key(key).extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
     /// A boolean field.
     pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
         let buf = self.key(key);
@@ -315,19 +326,21 @@ pub(crate) mod tests {
             b: Option<&'a str>,
             n: u64,
             i: i64,
+            z: Option<i64>,
             t: bool,
             #[serde(with = "crate::rfc3339")]
             at: OffsetDateTime,
             v: serde_json::Value,
         }
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_790_000_000_123_000_000).unwrap();
-        for (b, i) in [(None, -5), (Some("x\"y"), i64::MIN)] {
+        for (b, i, z) in [(None, -5, None), (Some("x\"y"), i64::MIN, Some(-7))] {
             let v = serde_json::json!({"k": [1, "two", null]});
             let theirs = serde_json::to_vec(&Like {
                 a: "q\n",
                 b,
                 n: u64::MAX,
                 i,
+                z,
                 t: true,
                 at,
                 v: v.clone(),
@@ -339,6 +352,7 @@ pub(crate) mod tests {
                 .opt_str("b", b)
                 .u64("n", u64::MAX)
                 .i64("i", i)
+                .nullable_i64("z", z)
                 .bool("t", true)
                 .time("at", &at)
                 .serde("v", &v);

@@ -1,9 +1,8 @@
 //! Upcasters: turn a stored payload of an old schema version into the current version.
 //!
 //! Readers run [`upcast`] on every stored envelope before decoding it. Upcasters are applied in
-//! list order as a fold, so a chain v1 → v2 → v3 works when listed in that order. Every event
-//! type is at version 1 today, so [`registry`] is empty; the mechanism is exercised by this
-//! module's tests and is where the next version of an event registers its upcaster.
+//! list order as a fold, so a chain v1 → v2 → v3 works when listed in that order. [`registry`]
+//! holds the upcasters of the shipped contract: `invocation.completed` v1 → v2 today.
 
 use crate::envelope::EventEnvelope;
 
@@ -59,7 +58,25 @@ where
 
 /// The upcasters of the current contract, in application order.
 pub fn registry() -> Vec<Box<dyn Upcaster>> {
-    Vec::new()
+    vec![Box::new(FnUpcaster::new(
+        crate::InvocationEvent::COMPLETED,
+        1,
+        completed_v1_to_v2,
+    ))]
+}
+
+/// `invocation.completed` v1 → v2: v1's whole milliseconds become nanoseconds (the exact value
+/// v1 kept; the fraction it dropped is lost) and its exit code, always present in v1, stays.
+/// A v1 payload without a whole-number `duration_ms` gets no `duration_ns`, so decoding
+/// reports it as invalid rather than inventing a duration.
+fn completed_v1_to_v2(mut payload: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = payload.as_object_mut()
+        && let Some(ms) = fields.remove("duration_ms")
+        && let Some(ms) = ms.as_u64()
+    {
+        fields.insert("duration_ns".into(), ms.saturating_mul(1_000_000).into());
+    }
+    payload
 }
 
 /// Applies every matching upcaster, in order, until none matches.
@@ -75,6 +92,7 @@ pub fn upcast(upcasters: &[Box<dyn Upcaster>], mut envelope: EventEnvelope) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::EventContract;
     use crate::envelope::AggregateType;
     use serde_json::json;
 
@@ -125,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_registry_has_no_upcaster_for_v1_events() {
+    fn the_shipped_registry_never_rewrites_a_current_version() {
         let reg = registry();
         for (event_type, version) in crate::SessionEvent::CURRENT_VERSIONS
             .iter()
@@ -133,5 +151,55 @@ mod tests {
         {
             assert!(reg.iter().all(|u| !u.can_upcast(event_type, *version)));
         }
+    }
+
+    fn completed_v1(payload: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            aggregate_type: AggregateType::Invocation,
+            aggregate_id: "inv-1".into(),
+            event_type: crate::InvocationEvent::COMPLETED.into(),
+            ..envelope(1, payload)
+        }
+    }
+
+    #[test]
+    fn a_v1_completed_event_gets_its_milliseconds_as_nanoseconds() {
+        let out = upcast(
+            &registry(),
+            completed_v1(json!({
+                "outcome": "failed", "exit_code": 124, "duration_ms": 1500,
+                "completed_at": "2026-11-23T10:00:00Z"
+            })),
+        );
+        assert_eq!(out.schema_version, 2);
+        assert_eq!(
+            out.payload.to_value().unwrap(),
+            json!({
+                "outcome": "failed", "exit_code": 124, "duration_ns": 1_500_000_000u64,
+                "completed_at": "2026-11-23T10:00:00Z"
+            })
+        );
+        let decoded = crate::InvocationEvent::decode(&out.event_type, 2, &out.payload).unwrap();
+        let crate::InvocationEvent::Completed(c) = decoded else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!((c.exit_code, c.duration_ns), (Some(124), 1_500_000_000));
+    }
+
+    #[test]
+    fn a_v1_completed_event_without_a_duration_is_invalid_not_guessed() {
+        let out = upcast(
+            &registry(),
+            completed_v1(json!({
+                "outcome": "failed", "exit_code": 1, "duration_ms": -3,
+                "completed_at": "2026-11-23T10:00:00Z"
+            })),
+        );
+        let err = crate::InvocationEvent::decode(&out.event_type, out.schema_version, &out.payload)
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::DecodeError::Payload { version: 2, .. }),
+            "{err}"
+        );
     }
 }

@@ -106,30 +106,35 @@ fn invocation_events() -> Vec<InvocationEvent> {
             started_at: datetime!(2026-11-23 10:00:00.5 UTC),
             deadline: datetime!(2026-11-23 10:00:20.5 UTC),
         }),
-        InvocationEvent::Completed(std::sync::Arc::new(InvocationCompleted {
-            outcome: InvocationOutcome::Succeeded,
-            exit_code: 0,
-            duration_ms: 3,
-            output: Some(json!({"path": "notes/a.txt", "bytes_written": 5}).into()),
-            output_ref: None,
-            logs: vec![LogLine {
-                at: datetime!(2026-11-23 10:00:00.6 UTC),
-                channel: LogChannel::Stdout,
-                message: "wrote 5 bytes".into(),
-            }],
-            logs_ref: Some(artifact_ref()),
-            artifacts: vec![ArtifactMeta {
-                id: "artifact-00000000000000aa".into(),
-                name: "invocation-logs.jsonl".into(),
-                content_type: "application/x-ndjson".into(),
-                size_bytes: 5,
-                sha256: artifact_ref().sha256,
-                created_at: datetime!(2026-11-23 10:00:00.6 UTC),
-            }],
-            error: None,
-            completed_at: datetime!(2026-11-23 10:00:00.6 UTC),
-        })),
+        completed(3_141_593),
     ]
+}
+
+/// The `invocation.completed` of the fixtures, run for `duration_ns`.
+fn completed(duration_ns: u64) -> InvocationEvent {
+    InvocationEvent::Completed(std::sync::Arc::new(InvocationCompleted {
+        outcome: InvocationOutcome::Succeeded,
+        exit_code: Some(0),
+        duration_ns,
+        output: Some(json!({"path": "notes/a.txt", "bytes_written": 5}).into()),
+        output_ref: None,
+        logs: vec![LogLine {
+            at: datetime!(2026-11-23 10:00:00.6 UTC),
+            channel: LogChannel::Stdout,
+            message: "wrote 5 bytes".into(),
+        }],
+        logs_ref: Some(artifact_ref()),
+        artifacts: vec![ArtifactMeta {
+            id: "artifact-00000000000000aa".into(),
+            name: "invocation-logs.jsonl".into(),
+            content_type: "application/x-ndjson".into(),
+            size_bytes: 5,
+            sha256: artifact_ref().sha256,
+            created_at: datetime!(2026-11-23 10:00:00.6 UTC),
+        }],
+        error: None,
+        completed_at: datetime!(2026-11-23 10:00:00.6 UTC),
+    }))
 }
 
 fn envelope<E: EventContract>(event: &E, aggregate_id: &str, version: u64) -> EventEnvelope {
@@ -212,6 +217,34 @@ fn every_session_event_version_matches_its_golden_fixture() {
 fn every_invocation_event_version_matches_its_golden_fixture() {
     for (i, event) in invocation_events().into_iter().enumerate() {
         check_fixture(event, "inv-0123456789abcdef", i as u64 + 1);
+    }
+}
+
+/// Every shipped version older than the current one: its fixture (never rewritten) read through
+/// the upcasters must decode to the event it meant, at the current version.
+#[test]
+fn every_older_version_fixture_upcasts_to_the_event_it_recorded() {
+    let older = [(
+        "invocation.completed.v1.json",
+        // v1 kept whole milliseconds: 3 ms is 3 000 000 ns.
+        completed(3_000_000),
+    )];
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let registry = upcast::registry();
+    for (name, expected) in older {
+        let text = std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|_| panic!("missing fixture {name}"));
+        let stored: EventEnvelope = serde_json::from_str(&text).unwrap();
+        assert!(stored.schema_version < expected.schema_version(), "{name}");
+        let current = upcast::upcast(&registry, stored);
+        assert_eq!(current.schema_version, expected.schema_version(), "{name}");
+        let decoded = InvocationEvent::decode(
+            &current.event_type,
+            current.schema_version,
+            &current.payload,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(decoded, expected, "{name}");
     }
 }
 

@@ -284,9 +284,11 @@ impl ReadModel {
                 run_started_at: None,
                 completed_at: terminal.then_some(request.requested_at),
                 duration_ms: 0,
+                duration_ns: 0,
                 trace_name: "workspace.tools".into(),
                 span_name: request.tool_name.clone(),
-                exit_code: 0,
+                // Nothing ran yet, or ever will for a refusal: no exit is known.
+                exit_code: None,
                 output: None,
                 output_ref: None,
                 logs: Vec::new(),
@@ -333,7 +335,8 @@ impl ReadModel {
                     InvocationOutcome::Denied => "denied".into(),
                 };
                 view.completed_at = Some(c.completed_at);
-                view.duration_ms = c.duration_ms;
+                view.duration_ms = c.duration_ns / 1_000_000;
+                view.duration_ns = c.duration_ns;
                 view.exit_code = c.exit_code;
                 view.output = c.output;
                 view.output_ref = c.output_ref.map(|r| r.artifact_id);
@@ -465,8 +468,8 @@ mod tests {
         });
         let completed = InvocationEvent::Completed(Arc::new(InvocationCompleted {
             outcome: InvocationOutcome::Succeeded,
-            exit_code: 0,
-            duration_ms: 4,
+            exit_code: Some(0),
+            duration_ns: 4_260_000,
             output: Some(json!({"exists": true}).into()),
             output_ref: None,
             logs: vec![],
@@ -494,7 +497,8 @@ mod tests {
         assert_eq!(m.session("s1").unwrap().status, "ready");
         let inv = m.invocation("i1").unwrap();
         assert_eq!(inv.status, "succeeded");
-        assert_eq!(inv.duration_ms, 4);
+        assert_eq!((inv.duration_ms, inv.duration_ns), (4, 4_260_000));
+        assert_eq!(inv.exit_code, Some(0));
         assert_eq!(inv.version, 3);
         assert_eq!(m.session_invocations("s1", 0, 10).1, 1);
     }
@@ -582,5 +586,78 @@ mod tests {
         completed.sequence = 4;
         assert!(matches!(m.apply(&[], &completed), Applied::Rejected { .. }));
         assert_eq!(m.invocation("i1").unwrap().status, "queued");
+    }
+
+    #[test]
+    fn an_invocation_has_no_exit_code_until_its_run_ends() {
+        let h = history();
+        let mut m = ReadModel::default();
+        for e in &h[..2] {
+            m.apply(&[], e);
+        }
+        for (e, status) in [(&h[2], "queued"), (&h[3], "running")] {
+            m.apply(&[], e);
+            let inv = m.invocation("i1").unwrap();
+            assert_eq!((inv.status.as_str(), inv.exit_code), (status, None));
+            let json = serde_json::to_value(inv).unwrap();
+            assert!(json["exit_code"].is_null(), "{json}");
+            assert!(
+                json.as_object().unwrap().contains_key("exit_code"),
+                "{json}"
+            );
+        }
+        m.apply(&[], &h[4]);
+        assert_eq!(m.invocation("i1").unwrap().exit_code, Some(0));
+    }
+
+    #[test]
+    fn a_refused_invocation_has_no_exit_code() {
+        let h = history();
+        let mut m = ReadModel::default();
+        m.apply(&[], &h[0]);
+        m.apply(&[], &h[1]);
+        let InvocationEvent::Queued(q) =
+            InvocationEvent::decode(InvocationEvent::QUEUED, 1, &h[2].envelope.payload).unwrap()
+        else {
+            unreachable!()
+        };
+        let refused = InvocationRefused {
+            request: q.request,
+            error: ErrorInfo {
+                code: "approval_required".into(),
+                message: "no".into(),
+                retryable: false,
+            },
+        };
+        for (seq, id, event) in [
+            (3, "denied", InvocationEvent::Denied(refused.clone())),
+            (4, "rejected", InvocationEvent::Rejected(refused)),
+        ] {
+            m.apply(&[], &recorded(seq, id, 1, &event));
+            let inv = m.invocation(id).unwrap();
+            assert!(inv.is_terminal(), "{id}");
+            assert_eq!(inv.exit_code, None, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_v1_completed_event_folds_through_its_upcaster() {
+        let mut h = history();
+        let v1 = &mut h[4].envelope;
+        v1.schema_version = 1;
+        v1.payload = json!({
+            "outcome": "failed", "exit_code": 124, "duration_ms": 1500,
+            "completed_at": "2026-11-23T10:00:03Z"
+        })
+        .into();
+        let mut m = ReadModel::default();
+        let upcasters = upcast::registry();
+        for e in &h {
+            assert!(!matches!(m.apply(&upcasters, e), Applied::Rejected { .. }));
+        }
+        let inv = m.invocation("i1").unwrap();
+        assert_eq!(inv.status, "failed");
+        assert_eq!((inv.duration_ms, inv.duration_ns), (1500, 1_500_000_000));
+        assert_eq!(inv.exit_code, Some(124));
     }
 }

@@ -87,14 +87,21 @@ pub struct InvocationView {
         with = "workspace_events::rfc3339::option"
     )]
     pub completed_at: Option<OffsetDateTime>,
-    /// Run time in milliseconds (0 until complete).
+    /// Run time in whole milliseconds, rounded down (0 until complete): `duration_ns / 10^6`.
     pub duration_ms: u64,
+    /// Run time in nanoseconds, as measured (0 until complete).
+    #[serde(default)]
+    pub duration_ns: u64,
     /// Always `workspace.tools`.
     pub trace_name: String,
     /// The tool name.
     pub span_name: String,
-    /// Exit code of the run (0 for in-process tools, 124 after a timeout).
-    pub exit_code: i32,
+    /// Exit code of the run, once the tool ran (the process's code for commands, 0 for
+    /// in-process tools, 124 after a timeout, -1 when its process could not start). `null`
+    /// while queued or running, when it never ran (denied, rejected, failed before starting)
+    /// and when its outcome is unknown (`interrupted`).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
     /// Output, when small enough to be inline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<RawJson>,
@@ -133,9 +140,10 @@ impl InvocationView {
             .opt_time("run_started_at", self.run_started_at.as_ref())
             .opt_time("completed_at", self.completed_at.as_ref())
             .u64("duration_ms", self.duration_ms)
+            .u64("duration_ns", self.duration_ns)
             .str("trace_name", &self.trace_name)
             .str("span_name", &self.span_name)
-            .i64("exit_code", i64::from(self.exit_code));
+            .nullable_i64("exit_code", self.exit_code.map(i64::from));
         if let Some(output) = &self.output {
             o.raw("output", output.get());
         }
@@ -199,9 +207,10 @@ mod tests {
                 run_started_at: (i % 4 != 0).then(|| at(i + 1)),
                 completed_at: (i % 5 >= 2).then(|| at(i + 2)),
                 duration_ms: i as u64 * 13,
+                duration_ns: i as u64 * 13_000_017,
                 trace_name: "workspace.tools".into(),
                 span_name: s.clone(),
-                exit_code: [0, 1, 124, -1][i % 4],
+                exit_code: [Some(0), Some(1), None, Some(124), Some(-1)][i % 5],
                 output: (i % 2 == 0)
                     .then(|| serde_json::json!({"content": s, "n": i, "ok": true}).into()),
                 output_ref: some(3),

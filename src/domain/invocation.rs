@@ -239,8 +239,8 @@ mod tests {
     fn completed(outcome: InvocationOutcome) -> Arc<InvocationCompleted> {
         Arc::new(InvocationCompleted {
             outcome,
-            exit_code: 0,
-            duration_ms: 1,
+            exit_code: Some(0),
+            duration_ns: 1_260_000,
             output: Some(json!({"content": "x"}).into()),
             output_ref: None,
             logs: vec![],
@@ -431,5 +431,31 @@ mod tests {
             )))
             .await
             .then_expect_error(InvocationError::NotFound);
+    }
+
+    #[tokio::test]
+    async fn queueing_an_interrupted_invocation_again_is_rejected_so_it_never_reruns() {
+        // ADR 0003: its correlation id keeps naming the interrupted invocation, whose effect
+        // may have happened; a new attempt needs a new correlation id.
+        let interrupted = Arc::new(InvocationCompleted {
+            exit_code: None,
+            duration_ns: 0,
+            output: None,
+            error: Some(ErrorInfo {
+                code: "interrupted".into(),
+                message: "outcome unknown".into(),
+                retryable: true,
+            }),
+            ..(*completed(InvocationOutcome::Failed)).clone()
+        });
+        InvocationTest::with(())
+            .given(vec![
+                queued(),
+                InvocationEvent::Started(started()),
+                InvocationEvent::Completed(interrupted),
+            ])
+            .when_async(queue())
+            .await
+            .then_expect_error(InvocationError::AlreadyExists);
     }
 }

@@ -86,7 +86,8 @@ struct RunResult {
     output: Option<RawJson>,
     logs: Vec<LogLine>,
     artifacts: Vec<crate::tools::NewArtifact>,
-    exit_code: i32,
+    /// What the tool reported; `None` when it never ran or its end is unknown.
+    exit_code: Option<i32>,
     error: Option<ErrorInfo>,
 }
 
@@ -171,9 +172,11 @@ impl Executor {
                 return;
             }
         };
+        // Upcast: an older `completed` must count, never be skipped as undecodable.
+        let upcasters = workspace_events::upcast::registry();
         let decoded: Vec<InvocationEvent> = events
             .iter()
-            .filter_map(|e| decode_event::<InvocationEvent>(&[], e).ok())
+            .filter_map(|e| decode_event::<InvocationEvent>(&upcasters, e).ok())
             .collect();
         match decoded.as_slice() {
             [InvocationEvent::Queued(queued)] => {
@@ -189,8 +192,9 @@ impl Executor {
         }
     }
 
-    /// Recovers after a restart (fails invocations that were running when the process died,
-    /// queues the rest), then runs every invocation queued from now on until `shutdown`.
+    /// Recovers after a restart (invocations that were running when the process died end
+    /// `failed` with `interrupted`, the queued ones run), then runs every invocation queued
+    /// from now on until `shutdown`.
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
         let (queued, running, mut cursor) = self.projector.model().read(|m| {
             let mut queued = Vec::new();
@@ -205,7 +209,7 @@ impl Executor {
             (queued, running, m.checkpoint())
         });
         for id in running {
-            self.fail_orphan(&id).await;
+            self.interrupt_orphan(&id).await;
         }
         for id in queued {
             if let Ok(events) = self
@@ -336,8 +340,9 @@ impl Executor {
         }
         let begun = Instant::now();
         let result = self.run(&queued, session.as_deref(), begun + timeout).await;
-        let duration_ms = begun.elapsed().as_millis() as u64;
-        self.complete(&id, Some(claimed), &meta, result, duration_ms)
+        // Exact: a run shorter than a millisecond is not a zero.
+        let duration_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.complete(&id, Some(claimed), &meta, result, duration_ns)
             .await;
         true
     }
@@ -432,7 +437,7 @@ impl Executor {
         match tokio::time::timeout_at((deadline + grace).into(), run).await {
             Ok(Ok(success)) => RunResult::succeeded(success),
             Ok(Err(failure)) => RunResult::from_failure(failure),
-            Err(_) => RunResult::failed(ErrorCode::Timeout, "the tool's timeout expired"),
+            Err(_) => RunResult::timed_out(),
         }
     }
 
@@ -442,7 +447,7 @@ impl Executor {
         known: Option<Known<Invocation>>,
         meta: &CommandMetadata,
         result: RunResult,
-        duration_ms: u64,
+        duration_ns: u64,
     ) {
         let Ok(inv) = InvocationId::parse(id) else {
             return;
@@ -479,7 +484,7 @@ impl Executor {
         let completed = InvocationCompleted {
             outcome,
             exit_code: result.exit_code,
-            duration_ms,
+            duration_ns,
             output,
             output_ref,
             logs,
@@ -510,7 +515,8 @@ impl Executor {
                 invocation_id = id,
                 status,
                 error_code = code.as_deref().unwrap_or(""),
-                duration_ms,
+                duration_ms = duration_ns / 1_000_000,
+                duration_ns,
                 "audit.tool_invocation"
             ),
             Err(err) => {
@@ -603,17 +609,18 @@ impl Executor {
         }
     }
 
-    async fn fail_orphan(&self, id: &str) {
+    /// Records the outcome of an invocation that was running when its executor died: nobody
+    /// knows whether the tool took effect (a write may have landed before the crash), so it is
+    /// neither reported as a plain failure nor run again; see ADR 0003 for what a retry with
+    /// its correlation id gets.
+    async fn interrupt_orphan(&self, id: &str) {
         let meta = CommandMetadata {
             correlation_id: Some("recovery".into()),
             causation_id: Some(id.to_owned()),
             actor: None,
         };
-        let result = RunResult::failed(
-            ErrorCode::Internal,
-            "the executor stopped before the invocation finished; it was not retried",
-        );
-        self.complete(id, None, &meta, result, 0).await;
+        self.complete(id, None, &meta, RunResult::interrupted(), 0)
+            .await;
     }
 }
 
@@ -678,19 +685,40 @@ fn fold(events: impl IntoIterator<Item = InvocationEvent>) -> Known<Invocation> 
 }
 
 impl RunResult {
+    /// The tool never ran (its start deadline passed, its session or runner was not there):
+    /// no exit code.
     fn failed(code: ErrorCode, message: &str) -> Self {
         RunResult {
             outcome: InvocationOutcome::Failed,
             output: None,
             logs: Vec::new(),
             artifacts: Vec::new(),
-            exit_code: if code == ErrorCode::Timeout { 124 } else { -1 },
+            exit_code: None,
             error: Some(ErrorInfo {
                 code: code.as_str().into(),
                 message: message.into(),
-                retryable: matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout),
+                retryable: retryable(code),
             }),
         }
+    }
+
+    /// The tool ran past its timeout and was abandoned (the executor's backstop; the runner
+    /// kills processes on time itself): 124, as `timeout(1)` and the runner report it.
+    fn timed_out() -> Self {
+        RunResult {
+            exit_code: Some(124),
+            ..Self::failed(ErrorCode::Timeout, "the tool's timeout expired")
+        }
+    }
+
+    /// The run was cut by a crash: outcome unknown, no exit code.
+    fn interrupted() -> Self {
+        Self::failed(
+            ErrorCode::Interrupted,
+            "the service stopped while the invocation was running, so its outcome is unknown: \
+             the tool may or may not have taken effect. It was not run again; check the \
+             workspace, then retry with a new correlation id",
+        )
     }
 
     fn succeeded(s: ToolSuccess) -> Self {
@@ -699,7 +727,7 @@ impl RunResult {
             output: Some(s.output),
             logs: s.logs,
             artifacts: s.artifacts,
-            exit_code: s.exit_code,
+            exit_code: Some(s.exit_code),
             error: None,
         }
     }
@@ -714,12 +742,50 @@ impl RunResult {
             output: f.output,
             logs: f.logs,
             artifacts: f.artifacts,
-            exit_code: f.exit_code,
+            exit_code: Some(f.exit_code),
             error: Some(ErrorInfo {
                 code: f.code.as_str().into(),
                 message: f.message,
-                retryable: matches!(f.code, ErrorCode::Unavailable | ErrorCode::Timeout),
+                retryable: retryable(f.code),
             }),
         }
+    }
+}
+
+/// Whether sending the request again may succeed: the sandbox may come back, a timeout may
+/// not recur, an interrupted run's effect can be checked and the request sent again (under a
+/// new correlation id, ADR 0003).
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Interrupted
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_run_fails_retryably_with_an_unknown_outcome_and_no_exit_code() {
+        let r = RunResult::interrupted();
+        assert_eq!((r.outcome, r.exit_code), (InvocationOutcome::Failed, None));
+        let error = r.error.expect("an error");
+        assert_eq!(error.code, "interrupted");
+        assert!(error.retryable);
+        assert!(
+            error.message.contains("outcome is unknown"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_tool_that_never_ran_has_no_exit_code_and_one_that_timed_out_has_124() {
+        let never = RunResult::failed(ErrorCode::Timeout, "start deadline passed");
+        assert_eq!(never.exit_code, None);
+        assert_eq!(RunResult::timed_out().exit_code, Some(124));
+        let ran = RunResult::succeeded(ToolSuccess::default());
+        assert_eq!(ran.exit_code, Some(0));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The metric families keep the original names (`invocations_total`, `denied_total`,
 //! `duration_ms`). They are fed by the projector from terminal invocation events, so after a
-//! restart they count the whole log again: counters stay monotonic across restarts.
+//! restart they count the whole log again: counters stay monotonic across restarts. The
+//! `duration_ms` histogram observes each run's exact duration (nanoseconds, in fractional
+//! milliseconds), so runs shorter than a millisecond still add to its sum.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,7 +54,7 @@ impl Metrics {
                 .or_default() += 1;
         }
         let h = f.duration.entry(view.tool_name.clone()).or_default();
-        let ms = view.duration_ms as f64;
+        let ms = view.duration_ns as f64 / 1_000_000.0;
         for (i, le) in BUCKETS_MS.iter().enumerate() {
             if ms <= *le {
                 h.buckets[i] += 1;
@@ -144,4 +146,51 @@ pub fn init_logging(level: &str) -> tracing_appender::non_blocking::WorkerGuard 
         .with_writer(writer)
         .try_init();
     guard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(duration_ns: u64) -> InvocationView {
+        InvocationView {
+            id: "inv-1".into(),
+            session_id: "session-1".into(),
+            tool_name: "fs.read_file".into(),
+            correlation_id: None,
+            status: "succeeded".into(),
+            approved: false,
+            started_at: time::OffsetDateTime::UNIX_EPOCH,
+            run_started_at: None,
+            completed_at: None,
+            duration_ms: duration_ns / 1_000_000,
+            duration_ns,
+            trace_name: "workspace.tools".into(),
+            span_name: "fs.read_file".into(),
+            exit_code: Some(0),
+            output: None,
+            output_ref: None,
+            logs: Vec::new(),
+            logs_ref: None,
+            artifacts: Vec::new(),
+            error: None,
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn the_duration_histogram_sums_exact_durations_below_a_millisecond() {
+        let metrics = Metrics::default();
+        metrics.observe_invocation(&view(1_260_000));
+        metrics.observe_invocation(&view(400_000));
+        let text = metrics.render();
+        assert!(
+            text.contains("duration_ms_sum{tool=\"fs.read_file\"} 1.660"),
+            "{text}"
+        );
+        assert!(
+            text.contains("duration_ms_bucket{tool=\"fs.read_file\",le=\"10\"} 2"),
+            "{text}"
+        );
+    }
 }

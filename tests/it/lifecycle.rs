@@ -332,6 +332,197 @@ fn queued(session: &str, id: &str) -> workspace_events::InvocationQueued {
     }
 }
 
+/// The `started` of an executor that died while running the invocation.
+fn started_by_a_dead_executor() -> workspace_events::InvocationStarted {
+    workspace_events::InvocationStarted {
+        executor_id: "executor-dead".into(),
+        started_at: time::OffsetDateTime::now_utc(),
+        deadline: time::OffsetDateTime::now_utc() + time::Duration::seconds(15),
+    }
+}
+
+/// ADR 0003: after a crash, the correlation id still names the interrupted invocation. A retry
+/// with it gets the interrupted outcome and never runs the tool again (its write may have
+/// landed); a retry with a new correlation id is a new invocation, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_again() {
+    use workspace::domain::InvocationCommand;
+    use workspace::ids::{InvocationId, SessionId};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let session = server.create_session(json!({})).await;
+    let workspace = server.workspace_dir(&session);
+    server.stop().await;
+
+    // kill -9 while a write was in flight: claimed, its file already written, no outcome.
+    let session_id = SessionId::parse(&session).unwrap();
+    let id = InvocationId::for_correlation(&session_id, "fs.write_file", "k-crash").to_string();
+    let mut write = queued(&session, &id);
+    write.request = workspace_events::InvocationRequest {
+        tool_name: "fs.write_file".into(),
+        correlation_id: Some("k-crash".into()),
+        approved: true,
+        args: Some(json!({"path": "w.txt", "content": "first"})),
+        ..(*write.request).clone()
+    }
+    .into();
+    leave_behind(
+        dir.path(),
+        vec![
+            (id.clone(), InvocationCommand::Queue(write)),
+            (
+                id.clone(),
+                InvocationCommand::Start(started_by_a_dead_executor()),
+            ),
+        ],
+    )
+    .await;
+    std::fs::write(workspace.join("w.txt"), "first").unwrap();
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let path = format!("/v1/invocations/{id}");
+    let settled = eventually(Duration::from_secs(10), || {
+        let (server, path) = (&server, &path);
+        async move { server.get(path).await.2["invocation"]["status"] == "failed" }
+    })
+    .await;
+    let (_, _, view) = server.get(&path).await;
+    assert!(settled, "{view}");
+    assert_eq!(view["invocation"]["error"]["code"], "interrupted", "{view}");
+    assert_eq!(view["invocation"]["error"]["retryable"], true, "{view}");
+    assert!(view["invocation"]["exit_code"].is_null(), "{view}");
+
+    // The same key: the recorded interrupted invocation, not a second run.
+    let retry = json!({"approved": true, "correlation_id": "k-crash", "args": {"path": "w.txt", "content": "second"}});
+    let (status, body) = server.invoke(&session, "fs.write_file", retry).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "interrupted", "{body}");
+    assert_eq!(body["invocation"]["id"], id.as_str(), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("w.txt")).unwrap(),
+        "first",
+        "the interrupted write did not run again"
+    );
+    let types = server.event_types(&format!("{path}/events")).await;
+    assert_eq!(
+        types,
+        [
+            "invocation.queued",
+            "invocation.started",
+            "invocation.completed"
+        ]
+    );
+
+    // A new key is a new invocation: it runs.
+    let fresh = json!({"approved": true, "correlation_id": "k-crash-2", "args": {"path": "w.txt", "content": "second"}});
+    let (status, body) = server.invoke(&session, "fs.write_file", fresh).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(body["invocation"]["id"], id.as_str());
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("w.txt")).unwrap(),
+        "second"
+    );
+    server.stop().await;
+}
+
+/// An exit code is known only once the tool ran: never for a denial or a rejection, not while
+/// queued; 0 for an in-process tool that completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_has_no_exit_code_until_its_tool_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| c.executor_concurrency = 1).await;
+    let session = server.create_session(json!({})).await;
+
+    let unapproved = json!({"args": {"path": "a.txt", "content": "x"}});
+    let (status, denied) = server.invoke(&session, "fs.write_file", unapproved).await;
+    assert_eq!(
+        denied["invocation"]["status"], "denied",
+        "{status} {denied}"
+    );
+    let (status, rejected) = server
+        .invoke(&session, "fs.read_file", json!({"args": {}}))
+        .await;
+    assert_eq!(
+        rejected["invocation"]["status"], "failed",
+        "{status} {rejected}"
+    );
+
+    let busy = server.hold_the_only_slot();
+    let (status, queued) = server
+        .invoke(&session, "fs.list", json!({"async": true, "args": {}}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["invocation"]["status"], "queued", "{queued}");
+    for (what, body) in [
+        ("denied", &denied),
+        ("rejected", &rejected),
+        ("queued", &queued),
+    ] {
+        let invocation = body["invocation"].as_object().unwrap();
+        assert!(
+            invocation.get("exit_code").is_some_and(|c| c.is_null()),
+            "{what}: {body}"
+        );
+        // The stored view says the same as the answer.
+        let (_, _, view) = server
+            .get(&format!(
+                "/v1/invocations/{}",
+                body["invocation"]["id"].as_str().unwrap()
+            ))
+            .await;
+        assert!(view["invocation"]["exit_code"].is_null(), "{what}: {view}");
+    }
+    drop(busy);
+    let id = queued["invocation"]["id"].as_str().unwrap().to_owned();
+    let done = eventually(Duration::from_secs(10), || {
+        let (server, id) = (&server, &id);
+        async move {
+            server.get(&format!("/v1/invocations/{id}")).await.2["invocation"]["status"]
+                == "succeeded"
+        }
+    })
+    .await;
+    let (_, _, view) = server.get(&format!("/v1/invocations/{id}")).await;
+    assert!(done, "{view}");
+    assert_eq!(view["invocation"]["exit_code"], 0, "{view}");
+    server.stop().await;
+}
+
+/// A sub-millisecond run is not a zero: the view carries its exact duration and the histogram
+/// sums it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_run_reports_its_exact_duration_and_feeds_the_histogram() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let (status, body) = server
+        .invoke(&session, "fs.stat", json!({"args": {"path": "."}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ns = body["invocation"]["duration_ns"].as_u64();
+    assert!(ns.is_some_and(|ns| ns > 0), "{body}");
+    assert_eq!(
+        body["invocation"]["duration_ms"].as_u64(),
+        ns.map(|ns| ns / 1_000_000),
+        "{body}"
+    );
+    // The projector observes the run just after the answer could see it.
+    let exact = ns.unwrap_or_default() as f64 / 1e6;
+    let summed = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("duration_ms_sum{tool=\"fs.stat\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|sum| sum > 0.0 && (sum - exact).abs() < 0.001)
+    };
+    let observed = eventually(Duration::from_secs(5), || {
+        let server = &server;
+        async move { summed(server.get("/metrics").await.2.as_str().unwrap_or_default()) }
+    })
+    .await;
+    let (_, _, metrics) = server.get("/metrics").await;
+    assert!(observed, "{exact} ms\n{metrics}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     use workspace::domain::InvocationCommand;
@@ -341,11 +532,7 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     server.stop().await;
 
     // A crash left one invocation queued and one claimed by an executor that died.
-    let started = workspace_events::InvocationStarted {
-        executor_id: "executor-dead".into(),
-        started_at: time::OffsetDateTime::now_utc(),
-        deadline: time::OffsetDateTime::now_utc() + time::Duration::seconds(15),
-    };
+    let started = started_by_a_dead_executor();
     leave_behind(
         dir.path(),
         vec![
@@ -379,7 +566,15 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     let (_, _, b) = server.get("/v1/invocations/inv-runningatcrash").await;
     assert!(settled, "queued: {a}\nrunning: {b}");
     assert_eq!(a["invocation"]["output"]["exists"], true);
-    assert_eq!(b["invocation"]["error"]["code"], "internal");
+    assert_eq!(a["invocation"]["exit_code"], 0);
+    // Its outcome is unknown, and said so: interrupted, retryable, no exit code.
+    assert_eq!(b["invocation"]["error"]["code"], "interrupted", "{b}");
+    assert_eq!(b["invocation"]["error"]["retryable"], true, "{b}");
+    let message = b["invocation"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("outcome is unknown"), "{b}");
+    assert!(b["invocation"]["exit_code"].is_null(), "{b}");
     // One outcome each: the interrupted run was not retried.
     let types = server
         .event_types("/v1/invocations/inv-runningatcrash/events")
