@@ -5,4 +5,5 @@ mod api;
 mod lifecycle;
 mod paths;
 mod runner;
+mod seccomp;
 mod support;
