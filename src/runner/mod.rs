@@ -12,6 +12,7 @@ pub mod frame;
 pub mod limits;
 pub mod protocol;
 pub mod sandbox;
+pub mod seccomp;
 pub mod server;
 
 pub use client::SocketRunner;

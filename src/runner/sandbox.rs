@@ -6,7 +6,8 @@
 //! user namespace), drops all capabilities, dies with its parent, and sees only: `/usr` and the
 //! host's `/bin`-style links read-only, a handful of `/etc` files read-only, fresh `/proc`,
 //! `/dev` and `/tmp`, the workspace read-write at [`WORKDIR`], the runner binary read-only, and a
-//! private per-session socket directory. Its environment is rebuilt from nothing.
+//! private per-session socket directory. Its environment is rebuilt from nothing. The runner
+//! and everything it starts run under the syscall filter of [`super::seccomp`], in both modes.
 //!
 //! This module owns process lifecycle and isolation; it never interprets requests (the runner
 //! does) and never decides policy. It must not start a runner from a blocking-pool thread: the
@@ -259,6 +260,7 @@ pub fn bwrap_args(
     socket_dir: &Path,
     runner_exe: &Path,
     info_fd: Option<RawFd>,
+    seccomp_fd: RawFd,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&std::ffi::OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));
@@ -266,6 +268,8 @@ pub fn bwrap_args(
         "--unshare-all".as_ref(),
         // Explicit: --unshare-all only *tries* the user namespace; we require it.
         "--unshare-user".as_ref(),
+        // Behind the syscall filter's refusal of CLONE_NEWUSER: no nested user namespace.
+        "--disable-userns".as_ref(),
         "--die-with-parent".as_ref(),
         "--new-session".as_ref(),
         "--cap-drop".as_ref(),
@@ -331,6 +335,9 @@ pub fn bwrap_args(
         args.push("--info-fd".into());
         args.push(fd.to_string().into());
     }
+    // Installed by bwrap after its own setup, right before it execs the runner.
+    args.push("--seccomp".into());
+    args.push(seccomp_fd.to_string().into());
     let socket = format!("{SANDBOX_SOCKET_DIR}/{SOCKET_NAME}");
     for arg in [
         "--",
@@ -350,6 +357,8 @@ pub fn bwrap_args(
 
 /// The fd number bwrap's `--info-fd` is given in the child.
 const INFO_FD: RawFd = 3;
+/// The fd number bwrap's `--seccomp` program is given in the child.
+const SECCOMP_FD: RawFd = 4;
 
 /// A pipe whose write end becomes [`INFO_FD`] in the bwrap child.
 fn info_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -470,7 +479,8 @@ impl LocalSandboxProvider {
             .map_err(RunnerError::Io)?;
 
         let mode = self.config.mode;
-        let (mut command, info) = match mode {
+        let filter = super::seccomp::program()?;
+        let (mut command, info, seccomp) = match mode {
             SandboxMode::Bubblewrap => {
                 let bwrap = find_program(&self.config.bwrap)
                     .ok_or_else(|| RunnerError::Unavailable(BWRAP_MISSING.to_owned()))?;
@@ -483,8 +493,10 @@ impl LocalSandboxProvider {
                     &socket_dir,
                     &runner_exe,
                     Some(INFO_FD),
+                    SECCOMP_FD,
                 ));
-                (command, Some((read_end, write_end)))
+                let seccomp = super::seccomp::program_fd(filter)?;
+                (command, Some((read_end, write_end)), Some(seccomp))
             }
             SandboxMode::Unsandboxed => {
                 let mut command = Command::new(&self.config.runner_exe);
@@ -497,7 +509,7 @@ impl LocalSandboxProvider {
                     .arg("--isolation")
                     .arg("unsandboxed")
                     .current_dir(&workspace_dir);
-                (command, None)
+                (command, None, None)
             }
         };
         // Nothing of the service's environment (tokens, cloud credentials) reaches the sandbox.
@@ -514,9 +526,13 @@ impl LocalSandboxProvider {
             command.env("HOME", &workspace_dir);
         }
         let info_write = info.as_ref().map(|(_, w)| w.as_raw_fd());
+        let seccomp_fd = seccomp.as_ref().map(AsRawFd::as_raw_fd);
+        // Unsandboxed, the runner installs the filter itself (inherited by all it spawns).
+        let own_filter = (mode == SandboxMode::Unsandboxed).then_some(filter);
         // SAFETY: runs in the forked child before exec and only makes async-signal-safe system
-        // calls (dup2, fcntl, setrlimit, prctl) on integers; the info pipe's write end stays
-        // open in the parent until spawn returns.
+        // calls (dup2, fcntl, setrlimit, prctl) on integers and on the filter compiled before
+        // the fork; the info pipe's write end and the filter's memfd stay open in the parent
+        // until spawn returns.
         unsafe {
             command.pre_exec(move || {
                 if let Some(fd) = info_write {
@@ -529,7 +545,16 @@ impl LocalSandboxProvider {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                // The memfd is numbered above INFO_FD and SECCOMP_FD, so neither dup2 closes it.
+                if let Some(fd) = seccomp_fd
+                    && libc::dup2(fd, SECCOMP_FD) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
                 super::limits::apply_in_child(EXEC_NOFILE);
+                if let Some(program) = own_filter {
+                    super::seccomp::install_in_child(program)?;
+                }
                 Ok(())
             });
         }
@@ -539,6 +564,7 @@ impl LocalSandboxProvider {
             }
             _ => RunnerError::Start(format!("cannot start the {mode} runner: {e}")),
         })?;
+        drop(seccomp);
         let info_read = info.map(|(read_end, write_end)| {
             drop(write_end);
             read_end
@@ -709,6 +735,7 @@ mod tests {
             Path::new("/run/ws/s1"),
             Path::new("/usr/local/bin/workspace"),
             Some(3),
+            4,
         );
         let args: Vec<String> = args
             .iter()
@@ -716,7 +743,7 @@ mod tests {
             .collect();
         let joined = args.join(" ");
         for expected in [
-            "--unshare-all --unshare-user --die-with-parent --new-session --cap-drop ALL",
+            "--unshare-all --unshare-user --disable-userns --die-with-parent --new-session --cap-drop ALL",
             "--ro-bind /usr /usr",
             "--proc /proc --dev /dev --tmpfs /tmp",
             "--bind /srv/ws/s1 /workspace",
@@ -725,7 +752,7 @@ mod tests {
             "--clearenv --setenv PATH /usr/local/bin:/usr/bin:/bin --setenv HOME /workspace",
             "--remount-ro / --clearenv",
             "--chdir /workspace",
-            "--info-fd 3 -- /opt/workspace/bin/workspace runner --listen /run/workspace/runner.sock --root /workspace --isolation bubblewrap",
+            "--info-fd 3 --seccomp 4 -- /opt/workspace/bin/workspace runner --listen /run/workspace/runner.sock --root /workspace --isolation bubblewrap",
         ] {
             assert!(
                 joined.contains(expected),

@@ -6,6 +6,7 @@ mod docs;
 mod lifecycle;
 mod paths;
 mod runner;
+mod seccomp;
 mod sources;
 mod startup;
 mod support;
