@@ -2,6 +2,7 @@
 //! real runner binary in a real bubblewrap sandbox, and real git.
 
 mod api;
+mod git;
 mod lifecycle;
 mod paths;
 mod runner;
