@@ -9,7 +9,8 @@
 //!    platform_admin role"
 //! 3. approval — `approval_required` "tool requires explicit approval"
 //! 4. path fields ([`paths`]) — `policy_denied` "absolute paths are not allowed", "path escapes
-//!    workspace", "path outside allowed_paths", "invalid path field payload", ...
+//!    workspace", "path outside allowed_paths", "invalid path field payload", ...; a field the
+//!    tool writes must also not be protected (`.git` at any depth: [`paths::PROTECTED_MESSAGE`])
 //! 5. argument rules — `policy_denied` "argument not allowed by policy", "argument list exceeds
 //!    allowed length", "invalid args field payload"
 //!
@@ -105,6 +106,7 @@ mod tests {
             risk_level: risk,
             requires_approval: approval,
             idempotency: Idempotency::Guaranteed,
+            runs_repository_code: false,
             constraints: Constraints {
                 timeout_seconds: 10,
                 max_retries: 0,
@@ -130,6 +132,7 @@ mod tests {
                 field,
                 multi: *multi,
                 workspace_relative: true,
+                writes: false,
             })
             .collect();
         s
@@ -278,6 +281,40 @@ mod tests {
                 authorize(&dev, &s, &json!({"path": ok}), false),
                 Ok(()),
                 "{ok:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn written_path_fields_must_not_be_inside_git() {
+        let mut s = path_spec(&[("source_path", false), ("destination_path", false)]);
+        s.policy.path_fields[1].writes = true;
+        let dev = session(&["developer"], &["."]);
+        // Reading from .git is allowed; writing into it, however spelled, is not.
+        assert_eq!(
+            authorize(
+                &dev,
+                &s,
+                &json!({"source_path": ".git/config", "destination_path": "config.txt"}),
+                false
+            ),
+            Ok(())
+        );
+        for target in [
+            ".git/config",
+            "./.git/hooks/pre-commit",
+            "a/../.git",
+            "sub/.GIT/x",
+        ] {
+            assert_eq!(
+                reason(authorize(
+                    &dev,
+                    &s,
+                    &json!({"source_path": "a", "destination_path": target}),
+                    false
+                )),
+                denied(paths::PROTECTED_MESSAGE),
+                "{target}"
             );
         }
     }

@@ -10,6 +10,10 @@
 //! Over-long paths are `policy_denied`, like the other refusals here, because the runner
 //! classifies them the same way and one request should not get two different codes depending
 //! on which layer noticed first.
+//!
+//! [`is_protected`] names the one protected path: `.git`, at any depth. Repository metadata
+//! decides which commands git runs (hooks, filters, `core.fsmonitor`, ...), so file tools never
+//! write inside it; the git tools own it (see `docs/security-git.md`). Reading it stays allowed.
 
 use crate::error_code::ErrorCode;
 
@@ -108,6 +112,26 @@ pub fn is_allowed(path: &str, allowed_paths: &[String]) -> bool {
     })
 }
 
+/// The protected directory name: nothing named this is ever written by a file tool.
+pub const PROTECTED_DIR: &str = ".git";
+
+/// The reason given when a write names a protected path.
+pub const PROTECTED_MESSAGE: &str =
+    "path is inside .git, a protected path: file tools never write there (the git tools own it)";
+
+/// Whether the normalised `path` is a `.git` entry or lies inside one, at any depth: the
+/// workspace root's repository, and a nested one (a submodule's `.git` file, a vendored
+/// clone), which git would use as soon as a command runs in that directory.
+///
+/// The match is on whole components and ignores ASCII case, as git's own `verify_path` does
+/// for the names it checks out: on a case-insensitive filesystem `.GIT` is `.git`, and no
+/// tool has a reason to write either. It is lexical; the runner checks the resolved directory
+/// too, so a symlink to `.git` does not get around it.
+pub fn is_protected(path: &str) -> bool {
+    path.split('/')
+        .any(|part| part.eq_ignore_ascii_case(PROTECTED_DIR))
+}
+
 /// Normalises `raw` and checks it against `allowed_paths`: the rule-4 decision for one value.
 /// Returns the normalised path.
 pub fn check(raw: &str, allowed_paths: &[String]) -> Result<String, Denial> {
@@ -117,6 +141,15 @@ pub fn check(raw: &str, allowed_paths: &[String]) -> Result<String, Denial> {
             ErrorCode::PolicyDenied,
             "path outside allowed_paths",
         ));
+    }
+    Ok(path)
+}
+
+/// [`check`] for a path that will be written: also refuses the protected path.
+pub fn check_writable(raw: &str, allowed_paths: &[String]) -> Result<String, Denial> {
+    let path = check(raw, allowed_paths)?;
+    if is_protected(&path) {
+        return Err(Denial::new(ErrorCode::PolicyDenied, PROTECTED_MESSAGE));
     }
     Ok(path)
 }
@@ -209,5 +242,59 @@ mod tests {
         assert_eq!(outside.message, "path outside allowed_paths");
         let escape = check("../x", &src).unwrap_err();
         assert_eq!(escape.message, "path escapes workspace");
+    }
+
+    #[test]
+    fn git_metadata_is_protected_at_any_depth_and_in_any_case() {
+        for path in [
+            ".git",
+            ".git/config",
+            ".git/hooks/pre-commit",
+            "vendor/lib/.git",
+            "vendor/lib/.git/config",
+            ".GIT/config",
+            "sub/.Git",
+        ] {
+            assert!(is_protected(path), "{path}");
+        }
+        for path in [
+            ".",
+            ".gitignore",
+            ".gitattributes",
+            ".gitmodules",
+            "src/.github/x",
+            "git/config",
+            "a.git/config",
+            ".git.bak/config",
+        ] {
+            assert!(!is_protected(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn writable_paths_are_checked_after_normalisation() {
+        let all = allow(&["."]);
+        for raw in [
+            ".git/config",
+            "./.git//config",
+            "src/../.git/hooks/x",
+            ".git",
+        ] {
+            let denial = check_writable(raw, &all).unwrap_err();
+            assert_eq!(denial.code, ErrorCode::PolicyDenied, "{raw}");
+            assert_eq!(denial.message, PROTECTED_MESSAGE, "{raw}");
+        }
+        assert_eq!(
+            check_writable(".gitattributes", &all).as_deref(),
+            Ok(".gitattributes")
+        );
+        // Reads of .git stay allowed.
+        assert_eq!(check(".git/config", &all).as_deref(), Ok(".git/config"));
+        // allowed_paths speaks first, as for any other path.
+        let src = allow(&["src"]);
+        assert_eq!(
+            check_writable(".git/config", &src).unwrap_err().message,
+            "path outside allowed_paths"
+        );
     }
 }

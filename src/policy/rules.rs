@@ -92,8 +92,8 @@ fn string_values(value: &Value, multi: bool) -> Option<Vec<&str>> {
 }
 
 /// Rule 4: every path field must normalise inside the workspace and lie inside the session's
-/// `allowed_paths`. Empty values are skipped (the handler then uses its default, which it
-/// checks the same way).
+/// `allowed_paths`, and a field the tool writes must not be protected (`.git`). Empty values
+/// are skipped (the handler then uses its default, which it checks the same way).
 pub(super) fn path_fields(
     session: &SessionContext,
     spec: &ToolSpec,
@@ -105,14 +105,24 @@ pub(super) fn path_fields(
     let Some(args) = arg_object(args)? else {
         return Ok(());
     };
-    for PathField { field, multi, .. } in &spec.policy.path_fields {
+    for PathField {
+        field,
+        multi,
+        writes,
+        ..
+    } in &spec.policy.path_fields
+    {
         let Some(value) = lookup(args, field) else {
             continue;
         };
         let values =
             string_values(value, *multi).ok_or_else(|| denied("invalid path field payload"))?;
         for raw in values.into_iter().filter(|v| !v.is_empty()) {
-            paths::check(raw, &session.allowed_paths)?;
+            if *writes {
+                paths::check_writable(raw, &session.allowed_paths)?;
+            } else {
+                paths::check(raw, &session.allowed_paths)?;
+            }
         }
     }
     Ok(())

@@ -8,13 +8,21 @@
 //! and never a followed link. On top of that this module refuses regular files with more than
 //! one hard link (the other name may be outside), device files, fifos and sockets.
 //!
+//! Writes (write, mkdir, move, copy's destination, delete) never change anything inside a
+//! `.git` directory, at any depth: repository metadata decides which commands git runs, and
+//! only the git tools, through their hardened git, may change it. The check is made twice:
+//! on the path's names ([`WorkspacePath::is_protected`]), and on the directory the operation
+//! actually opened ([`Workspace::open_parent`] walks up from the open handle), so a symlink
+//! `x -> .git` or a concurrent rename cannot route a write into it. Reads of `.git` are
+//! allowed.
+//!
 //! This module never touches a path through ambient authority (`std::fs` with a joined host
 //! path) and never puts a host path in an error message: messages name workspace-relative paths
 //! only. It decides nothing about policy; it is the last line of defence under it.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +48,9 @@ pub const MAX_SNIPPET_BYTES: usize = 512;
 const BINARY_SNIFF_BYTES: usize = 8 * 1024;
 /// Largest directory tree `copy` accepts, in entries.
 const MAX_COPY_ENTRIES: usize = 100_000;
+
+/// The directory file tools never write into (see the module docs).
+pub const PROTECTED_DIR: &str = ".git";
 
 /// A failed operation: a stable code and a message naming workspace-relative paths only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +81,13 @@ impl OpError {
 
     fn not_found(path: &WorkspacePath) -> Self {
         Self::new(RunnerErrorCode::NotFound, format!("{path}: not found"))
+    }
+
+    fn protected(path: &WorkspacePath) -> Self {
+        Self::denied(format!(
+            "{path}: is inside .git, a protected path: file tools never write there \
+             (the git tools own it)"
+        ))
     }
 
     fn exists(path: &WorkspacePath) -> Self {
@@ -218,6 +236,14 @@ impl WorkspacePath {
         } else {
             Self(format!("{}/{}", self.0, name))
         }
+    }
+
+    /// Whether a component is `.git`, in any ASCII case (a case-insensitive filesystem would
+    /// make `.GIT` the repository's directory): such a path is never written.
+    pub fn is_protected(&self) -> bool {
+        self.0
+            .split('/')
+            .any(|part| part.eq_ignore_ascii_case(PROTECTED_DIR))
     }
 
     /// Whether `self` is `other` or lies inside it (component-wise).
@@ -374,15 +400,19 @@ fn read_options(follow: FollowSymlinks) -> OpenOptions {
 pub struct Workspace {
     root: Dir,
     root_path: PathBuf,
+    /// Device and inode of the root: where the walk up from an opened directory stops.
+    root_id: (u64, u64),
 }
 
 impl Workspace {
     /// Opens the workspace root (ambient authority is used once, here).
     pub fn open(root: &Path) -> io::Result<Self> {
         let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
+        let meta = dir.dir_metadata()?;
         Ok(Self {
             root: dir,
             root_path: root.to_path_buf(),
+            root_id: (meta.dev(), meta.ino()),
         })
     }
 
@@ -423,8 +453,13 @@ impl Workspace {
         })
     }
 
-    /// Opens the parent directory of `path` and returns it with the final name. With
-    /// `create_parents`, missing parents are created first.
+    /// Opens the parent directory of `path` for a write and returns it with the final name.
+    /// With `create_parents`, missing parents are created first.
+    ///
+    /// Every write goes through here, so this is where the protected path is enforced: the
+    /// names are checked first, then the directory really opened (after symlinks) must not be
+    /// inside a `.git`; with `create_parents`, the deepest existing ancestor is checked before
+    /// anything is created.
     fn open_parent<'p>(
         &self,
         path: &'p WorkspacePath,
@@ -433,18 +468,70 @@ impl Workspace {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(OpError::denied("refusing to operate on the workspace root"));
         };
-        if create_parents
-            && !parent.is_root()
-            && let Err(e) = self.root.create_dir_all(parent.as_path())
-        {
-            // create_dir_all reports an existing symlink that leads outside as "already
-            // exists"; resolving it says what is really wrong.
-            return Err(match self.open_dir(&parent) {
-                Err(denied) if denied.code == RunnerErrorCode::PolicyDenied => denied,
-                _ => io_error(&parent, &e),
-            });
+        if path.is_protected() {
+            return Err(OpError::protected(path));
         }
-        Ok((self.open_dir(&parent)?, name))
+        if create_parents && !parent.is_root() {
+            let mut existing = parent.clone();
+            let ancestor = loop {
+                // Missing (or not a directory, or leading out: create_dir_all below reports
+                // those): look one level up. The root always opens.
+                match self.open_dir(&existing) {
+                    Ok(dir) => break dir,
+                    Err(_) => existing = existing.parent().unwrap_or_else(WorkspacePath::root),
+                }
+            };
+            if self.inside_git(&ancestor, path)? {
+                return Err(OpError::protected(path));
+            }
+            if let Err(e) = self.root.create_dir_all(parent.as_path()) {
+                // create_dir_all reports an existing symlink that leads outside as "already
+                // exists"; resolving it says what is really wrong.
+                return Err(match self.open_dir(&parent) {
+                    Err(denied) if denied.code == RunnerErrorCode::PolicyDenied => denied,
+                    _ => io_error(&parent, &e),
+                });
+            }
+        }
+        let dir = self.open_dir(&parent)?;
+        if self.inside_git(&dir, path)? {
+            return Err(OpError::protected(path));
+        }
+        Ok((dir, name))
+    }
+
+    /// Whether the open directory `dir` is a `.git` directory or lies inside one. It walks up
+    /// from the handle itself (`..` of the open directory, not of a path), and at each level
+    /// asks whether the directory is its parent's `.git` entry (same device and inode), until
+    /// it meets the workspace root. A walk that passes the filesystem root without meeting the
+    /// workspace root means the directory is not in the workspace at all: refused. `path` is
+    /// only for messages.
+    fn inside_git(&self, dir: &Dir, path: &WorkspacePath) -> Result<bool, OpError> {
+        let fail = |e: io::Error| io_error(path, &e);
+        let mut current = dir.try_clone().map_err(fail)?;
+        // Each step climbs one level; a path has at most this many.
+        for _ in 0..=MAX_PATH_BYTES / 2 {
+            let meta = current.dir_metadata().map_err(fail)?;
+            let id = (meta.dev(), meta.ino());
+            if id == self.root_id {
+                return Ok(false);
+            }
+            let parent = open_dotdot(&current).map_err(fail)?;
+            let parent_meta = parent.dir_metadata().map_err(fail)?;
+            if (parent_meta.dev(), parent_meta.ino()) == id {
+                break;
+            }
+            if let Ok(git) = parent.symlink_metadata(PROTECTED_DIR)
+                && git.is_dir()
+                && (git.dev(), git.ino()) == id
+            {
+                return Ok(true);
+            }
+            current = parent;
+        }
+        Err(OpError::denied(format!(
+            "{path}: path escapes the workspace"
+        )))
     }
 
     /// Opens a regular, singly-linked file for reading. The type is checked before opening
@@ -771,6 +858,19 @@ impl Workspace {
                     "{}: has more than one hard link",
                     e.path
                 ))),
+                // The copy would create a .git (a repository git would use) at the
+                // destination: that is writing inside .git.
+                _ if e
+                    .name
+                    .as_bytes()
+                    .eq_ignore_ascii_case(PROTECTED_DIR.as_bytes()) =>
+                {
+                    Err(OpError::denied(format!(
+                        "{}: is a .git; copying a repository's metadata is refused (the git \
+                         tools own it)",
+                        e.path
+                    )))
+                }
                 _ if plan.len() >= MAX_COPY_ENTRIES => Err(OpError::invalid(format!(
                     "{from}: has more than {MAX_COPY_ENTRIES} entries"
                 ))),
@@ -841,6 +941,9 @@ impl Workspace {
         if path.is_root() {
             return Err(OpError::denied("refusing to delete workspace root"));
         }
+        if path.is_protected() {
+            return Err(OpError::protected(path));
+        }
         let Some(meta) = self.lstat(path)? else {
             if force {
                 return Ok(Removed {
@@ -850,15 +953,18 @@ impl Workspace {
             }
             return Err(OpError::not_found(path));
         };
+        // Through the parent's handle, checked like any write's: a parent reached through a
+        // symlink to .git is refused, and nothing re-resolves the path after the check.
+        let (dir, name) = self.open_parent(path, false)?;
         let result = if meta.is_dir() {
             if recursive {
-                self.root.remove_dir_all(path.as_path())
+                dir.remove_dir_all(name)
             } else {
-                self.root.remove_dir(path.as_path())
+                dir.remove_dir(name)
             }
         } else {
             // unlink never follows the final component: a symlink goes, its target stays.
-            self.root.remove_file_or_symlink(path.as_path())
+            dir.remove_file_or_symlink(name)
         };
         match result {
             Ok(()) => Ok(Removed {
@@ -1137,6 +1243,26 @@ fn make_dir(dir: &Dir, name: &str, path: &WorkspacePath) -> Result<(), OpError> 
         }
         Err(e) => Err(io_error(path, &e)),
     }
+}
+
+/// Opens the parent of an open directory (`openat(fd, "..")`): cap-std refuses `..`, which is
+/// right for paths but not for this walk, which only looks at what it opens.
+fn open_dotdot(dir: &Dir) -> io::Result<Dir> {
+    // SAFETY: `dir` is an open directory borrowed for the call; the name is a NUL-terminated
+    // literal; on success the returned descriptor is new and owned by nobody else.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"..".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened above and is owned by nothing else.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    Ok(Dir::from_std_file(std::fs::File::from(owned)))
 }
 
 /// `renameat2` between two directory handles with single-component names, so no path is
@@ -1566,6 +1692,74 @@ mod tests {
     }
 
     #[test]
+    fn writes_never_reach_inside_git_by_name_or_through_a_symlink() {
+        let (ws, _o, w) = setup();
+        std::fs::create_dir_all(ws.path().join(".git/hooks")).unwrap();
+        std::fs::write(ws.path().join(".git/config"), b"[core]\n").unwrap();
+        std::fs::create_dir(ws.path().join("sub")).unwrap();
+        symlink(".git", ws.path().join("g")).unwrap();
+        symlink("../.git/hooks", ws.path().join("sub/h")).unwrap();
+        let refused = |r: Result<(), OpError>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(e.code, RunnerErrorCode::PolicyDenied, "{what}: {e}");
+            assert!(e.message.contains("protected path"), "{what}: {e}");
+        };
+        for name in [
+            ".git/config",
+            ".GIT/x",
+            "a/.git",
+            "g/config",
+            "sub/h/pre-commit",
+        ] {
+            refused(w.write_file(&p(name), b"x", true, false).map(drop), name);
+            refused(
+                w.mkdir(&p(&format!("{name}/d")), true, 0o755, true)
+                    .map(drop),
+                name,
+            );
+        }
+        refused(
+            w.write_file(&p("g/new/deep/x"), b"x", true, false)
+                .map(drop),
+            "create_parents",
+        );
+        assert!(!ws.path().join(".git/new").exists());
+        w.write_file(&p("a.txt"), b"a", false, false).unwrap();
+        refused(
+            w.rename(&p("a.txt"), &p("g/a.txt"), false, false).map(drop),
+            "move in",
+        );
+        refused(
+            w.rename(&p("g/config"), &p("c"), false, false).map(drop),
+            "move out",
+        );
+        refused(
+            w.rename(&p(".git"), &p("old"), false, false).map(drop),
+            "move .git",
+        );
+        refused(
+            w.copy(&p("a.txt"), &p("sub/h/x"), false, false, true)
+                .map(drop),
+            "copy in",
+        );
+        refused(w.remove(&p("g/config"), false, false).map(drop), "delete");
+        refused(w.remove(&p(".git"), true, false).map(drop), "delete .git");
+        assert_eq!(
+            std::fs::read(ws.path().join(".git/config")).unwrap(),
+            b"[core]\n"
+        );
+        // Reads and copies out of .git are fine; the link itself is an ordinary entry.
+        assert_eq!(
+            w.read_file(&p("g/config"), 100).unwrap().content,
+            b"[core]\n"
+        );
+        w.copy(&p(".git/config"), &p("config.txt"), false, false, true)
+            .unwrap();
+        w.remove(&p("g"), false, false).unwrap();
+        assert!(ws.path().join(".git/config").exists());
+    }
+
+    #[test]
     fn search_skips_git_binaries_and_links_and_cuts_snippets() {
         let (ws, outside, w) = setup();
         w.write_file(
@@ -1575,8 +1769,9 @@ mod tests {
             false,
         )
         .unwrap();
-        w.write_file(&p(".git/config"), b"needle", true, false)
-            .unwrap();
+        // .git is never written through the workspace: the fixture goes to disk directly.
+        std::fs::create_dir(ws.path().join(".git")).unwrap();
+        std::fs::write(ws.path().join(".git/config"), b"needle").unwrap();
         w.write_file(&p("bin"), b"needle\0binary", false, false)
             .unwrap();
         let long = format!("needle {}", "é".repeat(400));
@@ -1609,10 +1804,13 @@ mod tests {
 
     #[test]
     fn glob_matches_relative_paths_of_files_and_directories() {
-        let (_ws, _o, w) = setup();
-        for f in ["src/a.rs", "src/sub/b.rs", "README.md", ".git/x.rs"] {
+        let (ws, _o, w) = setup();
+        for f in ["src/a.rs", "src/sub/b.rs", "README.md"] {
             w.write_file(&p(f), b"x", true, false).unwrap();
         }
+        // .git is never written through the workspace: the fixture goes to disk directly.
+        std::fs::create_dir(ws.path().join(".git")).unwrap();
+        std::fs::write(ws.path().join(".git/x.rs"), b"x").unwrap();
         let g = globset::GlobBuilder::new("**/*.rs")
             .literal_separator(true)
             .build()

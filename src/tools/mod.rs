@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod fs;
+pub mod git;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -97,6 +98,9 @@ pub struct PathField {
     pub multi: bool,
     /// Always true: paths are workspace-relative.
     pub workspace_relative: bool,
+    /// Whether the tool writes (creates, replaces, moves or removes) what the path names. Such
+    /// paths must not be protected (`.git` at any depth, see [`crate::policy::paths`]).
+    pub writes: bool,
 }
 
 /// A string argument with rules (policy rule 5).
@@ -167,6 +171,10 @@ pub struct ToolSpec {
     pub requires_approval: bool,
     /// Idempotency.
     pub idempotency: Idempotency,
+    /// Whether the tool runs code the repository chose, by design: a build or test tool runs
+    /// the repository's scripts. Every other tool (all `fs.*` tools) never does: the git it
+    /// runs is hardened ([`git`]) so no hook, filter or driver of the repository runs.
+    pub runs_repository_code: bool,
     /// Limits.
     pub constraints: Constraints,
     /// Preconditions, informational.

@@ -3,6 +3,7 @@
 
 mod api;
 mod docs;
+mod git;
 mod lifecycle;
 mod paths;
 mod runner;

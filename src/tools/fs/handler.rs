@@ -23,6 +23,7 @@ use workspace_events::RawJson;
 use crate::runner::protocol::{
     Bytes, Entry, EntryType, JsonText, Reply, Request, RunnerErrorCode, utf8_text,
 };
+use crate::tools::git::{self, GitCommand, Network, Repository};
 use crate::tools::{
     ToolContext, ToolFailure, ToolFuture, ToolSuccess, call_runner, runner_failure, stdout_line,
 };
@@ -183,6 +184,13 @@ impl<'a> Args<'a> {
 /// rule the static policy applies; see the module docs for why it runs again here).
 fn resolve(ctx: &ToolContext, raw: &str) -> Result<String, ToolFailure> {
     paths::check(raw, &ctx.session.allowed_paths).map_err(|d| ToolFailure::new(d.code, d.message))
+}
+
+/// [`resolve`] for a path the tool writes: the protected path (`.git`) is refused too. The
+/// runner refuses it again after resolving symlinks.
+fn resolve_write(ctx: &ToolContext, raw: &str) -> Result<String, ToolFailure> {
+    paths::check_writable(raw, &ctx.session.allowed_paths)
+        .map_err(|d| ToolFailure::new(d.code, d.message))
 }
 
 fn type_name(kind: EntryType) -> &'static str {
@@ -432,7 +440,7 @@ pub(super) fn decode_content(content: &str, encoding: &str) -> Result<Vec<u8>, T
 
 async fn run_write_file(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
-    let path = resolve(ctx, args.required("path")?)?;
+    let path = resolve_write(ctx, args.required("path")?)?;
     let content = args.required_text("content")?;
     let encoding = args.string("encoding")?.unwrap_or("utf8");
     let create_parents = args.flag("create_parents", true)?;
@@ -481,7 +489,7 @@ pub(super) fn parse_mode(raw: &str) -> Result<u32, ToolFailure> {
 
 async fn run_mkdir(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
-    let path = resolve(ctx, args.required("path")?)?;
+    let path = resolve_write(ctx, args.required("path")?)?;
     let create_parents = args.flag("create_parents", true)?;
     let exist_ok = args.flag("exist_ok", true)?;
     let mode = parse_mode(args.string("mode")?.unwrap_or("0755"))?;
@@ -540,8 +548,9 @@ fn destination_failure(code: RunnerErrorCode, message: String, destination: &str
 
 async fn run_move(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
-    let from = resolve(ctx, args.required("source_path")?)?;
-    let to = resolve(ctx, args.required("destination_path")?)?;
+    // Moving something out of .git changes .git as much as moving into it.
+    let from = resolve_write(ctx, args.required("source_path")?)?;
+    let to = resolve_write(ctx, args.required("destination_path")?)?;
     let request = Request::Move {
         from: from.clone(),
         to: to.clone(),
@@ -567,7 +576,8 @@ async fn run_move(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFa
 async fn run_copy(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
     let from = resolve(ctx, args.required("source_path")?)?;
-    let to = resolve(ctx, args.required("destination_path")?)?;
+    // Copying out of .git is a read; only the destination is written.
+    let to = resolve_write(ctx, args.required("destination_path")?)?;
     if from == to {
         return Err(invalid("source and destination must differ"));
     }
@@ -591,7 +601,7 @@ async fn run_copy(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFa
 
 async fn run_delete(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
-    let path = resolve(ctx, args.required("path")?)?;
+    let path = resolve_write(ctx, args.required("path")?)?;
     let recursive = args.flag("recursive", false)?;
     let force = args.flag("force", false)?;
     if path == "." {
@@ -657,9 +667,6 @@ async fn run_delete(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, Tool
 
 /// Output of `git apply` kept in the reply, per stream.
 const PATCH_OUTPUT_BYTES: u64 = 256 * 1024;
-/// The exec timeout is this much shorter than what is left of the invocation, so the runner
-/// answers (with git's output) before the call itself gives up.
-const EXEC_REPLY_MARGIN_MS: u64 = 250;
 
 /// Why a diff was refused before running git.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -940,55 +947,44 @@ async fn run_patch(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolF
             "patch touches paths outside allowed_paths",
         ));
     }
-
-    let mut argv: Vec<String> = [
-        "git",
-        "-c",
-        "core.fsmonitor=false",
-        "apply",
-        "--whitespace=nowarn",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    if three_way {
-        argv.push("--3way".to_owned());
+    // Old and new names alike: deleting or renaming a file out of .git changes it too.
+    if changed_paths.iter().any(|p| paths::is_protected(p)) {
+        return Err(ToolFailure::new(
+            ErrorCode::PolicyDenied,
+            "patch touches .git, a protected path: file tools never write there (the git \
+             tools own it)",
+        ));
     }
-    // The workspace's own files must not configure git: HOME is the workspace root, so a
-    // `.gitconfig` an agent wrote there would otherwise be read.
-    let env = [
-        ("GIT_CONFIG_GLOBAL", "/dev/null"),
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let remaining = ctx
-        .deadline
-        .saturating_duration_since(std::time::Instant::now());
-    let timeout_ms = u64::try_from(remaining.as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_sub(EXEC_REPLY_MARGIN_MS)
-        .max(1);
-    let request = Request::Exec {
-        argv,
-        env,
-        cwd: ".".to_owned(),
-        stdin: Some(Bytes(diff.as_bytes().to_vec())),
-        timeout_ms,
-        max_output_bytes: PATCH_OUTPUT_BYTES,
+
+    // Without --3way, git apply needs no repository: it runs outside any (no repository
+    // configuration is read at all, so nothing the repository names can run). A three-way
+    // apply needs the repository's objects and index: it is inspected and its drivers
+    // neutralised first (see `tools::git`).
+    let command = if three_way {
+        match git::open_repository(ctx).await? {
+            Some(config) => {
+                GitCommand::new("apply", Network::Denied, Repository::Workspace).neutralise(&config)
+            }
+            // git explains that --3way needs a repository.
+            None => GitCommand::new("apply", Network::Denied, Repository::Outside),
+        }
+        .args(["--whitespace=nowarn", "--3way"])
+    } else {
+        GitCommand::new("apply", Network::Denied, Repository::Outside).arg("--whitespace=nowarn")
     };
-    let (exit_code, stdout, stderr, timed_out) = match call_runner(ctx, request).await? {
-        Reply::Exited {
-            exit_code,
-            stdout,
-            stderr,
-            timed_out,
-            ..
-        } => (exit_code, stdout.0, stderr.0, timed_out),
-        Reply::Error { code, message } => return Err(runner_failure(code, message)),
-        other => return Err(unexpected(&other)),
-    };
+    let git::Output {
+        exit_code,
+        stdout,
+        stderr,
+        timed_out,
+        ..
+    } = git::run(
+        ctx,
+        &command,
+        Some(diff.as_bytes().to_vec()),
+        PATCH_OUTPUT_BYTES,
+    )
+    .await?;
     let mut output = String::from_utf8_lossy(&stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&stderr));
     let logs = if output.trim().is_empty() {
@@ -1154,7 +1150,7 @@ const TOO_LARGE_TO_EDIT: &str = "file too large to edit (over 1 MiB)";
 
 async fn run_edit(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
-    let path = resolve(ctx, args.required("path")?)?;
+    let path = resolve_write(ctx, args.required("path")?)?;
     let old = args.required("old_string")?;
     let new = args.required_text("new_string")?;
     let replace_all = args.flag("replace_all", false)?;
@@ -1234,7 +1230,7 @@ pub(super) fn insert_lines(
 
 async fn run_insert(ctx: &ToolContext, args: &Value) -> Result<ToolSuccess, ToolFailure> {
     let args = Args::new(args)?;
-    let path = resolve(ctx, args.required("path")?)?;
+    let path = resolve_write(ctx, args.required("path")?)?;
     let line = args
         .integer("line")?
         .ok_or_else(|| invalid("args: missing required property \"line\""))?;

@@ -61,6 +61,8 @@ fn base(
         risk_level: RiskLevel::Low,
         requires_approval: false,
         idempotency: Idempotency::Guaranteed,
+        // No fs tool runs repository code: fs.patch runs git hardened (`tools::git`).
+        runs_repository_code: false,
         constraints: Constraints {
             timeout_seconds,
             // Informational, as in the original: reads may be retried freely, writes not
@@ -88,7 +90,13 @@ fn writes(mut spec: ToolSpec) -> ToolSpec {
     spec
 }
 
+/// Path fields the tool only reads.
 fn path_fields(fields: &[&'static str]) -> PolicyMetadata {
+    path_fields_writing(fields, &[])
+}
+
+/// Path fields, those in `written` being written (so never protected: see `policy::paths`).
+fn path_fields_writing(fields: &[&'static str], written: &[&str]) -> PolicyMetadata {
     PolicyMetadata {
         path_fields: fields
             .iter()
@@ -96,10 +104,16 @@ fn path_fields(fields: &[&'static str]) -> PolicyMetadata {
                 field,
                 multi: false,
                 workspace_relative: true,
+                writes: written.contains(field),
             })
             .collect(),
         arg_fields: Vec::new(),
     }
+}
+
+/// One path field, written.
+fn written_path(field: &'static str) -> PolicyMetadata {
+    path_fields_writing(&[field], &[field])
 }
 
 fn path(description: &str) -> Value {
@@ -213,7 +227,7 @@ pub fn read_file() -> ToolSpec {
 pub fn write_file() -> ToolSpec {
     ToolSpec {
         requires_approval: true,
-        policy: path_fields(&["path"]),
+        policy: written_path("path"),
         postconditions: vec!["the file holds exactly the given content"],
         examples: vec![json!({"path": "notes/todo.md", "content": "- ship it\n"})],
         ..writes(base(
@@ -246,7 +260,7 @@ pub fn write_file() -> ToolSpec {
 /// `fs.mkdir`.
 pub fn mkdir() -> ToolSpec {
     ToolSpec {
-        policy: path_fields(&["path"]),
+        policy: written_path("path"),
         postconditions: vec!["path is a directory"],
         examples: vec![json!({"path": "build/out", "mode": "0755"})],
         ..writes(base(
@@ -279,7 +293,10 @@ pub fn mkdir() -> ToolSpec {
 /// `fs.move`.
 pub fn move_() -> ToolSpec {
     ToolSpec {
-        policy: path_fields(&["source_path", "destination_path"]),
+        policy: path_fields_writing(
+            &["source_path", "destination_path"],
+            &["source_path", "destination_path"],
+        ),
         preconditions: vec!["source_path exists"],
         postconditions: vec!["destination_path holds what source_path held"],
         examples: vec![json!({"source_path": "a.txt", "destination_path": "archive/a.txt"})],
@@ -313,7 +330,8 @@ pub fn move_() -> ToolSpec {
 /// `fs.copy`.
 pub fn copy() -> ToolSpec {
     ToolSpec {
-        policy: path_fields(&["source_path", "destination_path"]),
+        // Copying out of .git is a read; copying into it is a write.
+        policy: path_fields_writing(&["source_path", "destination_path"], &["destination_path"]),
         preconditions: vec!["source_path exists and contains no symlinks"],
         examples: vec![
             json!({"source_path": "templates", "destination_path": "site", "recursive": true}),
@@ -373,7 +391,7 @@ pub fn delete() -> ToolSpec {
     spec.side_effects = SideEffects::Irreversible;
     spec.requires_approval = true;
     spec.cost_hint = "medium";
-    spec.policy = path_fields(&["path"]);
+    spec.policy = written_path("path");
     spec.postconditions = vec!["path no longer exists"];
     spec.examples = vec![json!({"path": "build", "recursive": true, "force": true})];
     spec
@@ -492,7 +510,7 @@ pub fn search() -> ToolSpec {
 pub fn edit() -> ToolSpec {
     ToolSpec {
         requires_approval: true,
-        policy: path_fields(&["path"]),
+        policy: written_path("path"),
         preconditions: vec![
             "path is a UTF-8 text file of at most 1 MiB",
             "old_string occurs exactly once, or replace_all is true",
@@ -531,7 +549,7 @@ pub fn edit() -> ToolSpec {
 pub fn insert() -> ToolSpec {
     ToolSpec {
         requires_approval: true,
-        policy: path_fields(&["path"]),
+        policy: written_path("path"),
         preconditions: vec!["path is a file of at most 1 MiB"],
         examples: vec![json!({"path": "CHANGELOG.md", "line": 3, "content": "- fixed a bug\n"})],
         ..writes(base(
@@ -894,5 +912,31 @@ mod tests {
             assert_eq!(p["type"], "integer", "{} {field}", spec.name);
             assert_eq!(p["minimum"], 1, "{} {field}", spec.name);
         }
+    }
+
+    #[test]
+    fn written_path_fields_are_declared_and_no_fs_tool_runs_repository_code() {
+        let written = |spec: &ToolSpec| -> Vec<&str> {
+            spec.policy
+                .path_fields
+                .iter()
+                .filter(|f| f.writes)
+                .map(|f| f.field)
+                .collect()
+        };
+        for spec in all() {
+            assert!(!spec.runs_repository_code, "{}", spec.name);
+            let want: &[&str] = match spec.name {
+                "fs.write_file" | "fs.mkdir" | "fs.delete" | "fs.edit" | "fs.insert" => &["path"],
+                "fs.move" => &["source_path", "destination_path"],
+                "fs.copy" => &["destination_path"],
+                // fs.patch has no path fields: its handler checks the diff's paths.
+                _ => &[],
+            };
+            assert_eq!(written(&spec), want, "{}", spec.name);
+        }
+        let json = serde_json::to_value(write_file()).unwrap();
+        assert_eq!(json["runs_repository_code"], false);
+        assert_eq!(json["policy"]["path_fields"][0]["writes"], true);
     }
 }

@@ -923,6 +923,287 @@ async fn patch_refuses_paths_that_escape_or_leave_allowed_paths() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// .git is protected; git runs hardened
+// ---------------------------------------------------------------------------------------------
+
+/// A trusted git on the host, to set up repositories the way a developer would.
+fn host_git(root: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .current_dir(root)
+        .env_clear()
+        .env("PATH", crate::runner::server::EXEC_PATH)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// A workspace that is a git repository with `hello.txt` committed.
+async fn repository_harness() -> Harness {
+    let h = harness().await;
+    h.write("hello.txt", "hello\nworld\n");
+    host_git(&h.root, &["init", "-q", "-b", "main"]);
+    host_git(
+        &h.root,
+        &["-c", "user.name=a", "-c", "user.email=a@b", "add", "."],
+    );
+    host_git(
+        &h.root,
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@b",
+            "commit",
+            "-qm",
+            "init",
+        ],
+    );
+    h
+}
+
+const PROTECTED: &str =
+    "path is inside .git, a protected path: file tools never write there (the git tools own it)";
+
+#[tokio::test]
+async fn file_tools_never_write_inside_git_but_may_read_it() {
+    let h = repository_harness().await;
+    let config = h.text(".git/config");
+    let hook = "#!/bin/sh\ntouch pwned\n";
+    for (tool, args) in [
+        (
+            "fs.write_file",
+            json!({"path": ".git/config", "content": "[core]\n"}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": "./.git/hooks/pre-commit", "content": hook}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": "src/../.git/info/attributes", "content": "*"}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": "vendor/lib/.git", "content": "gitdir: /x"}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": ".GIT/config", "content": "x"}),
+        ),
+        (
+            "fs.edit",
+            json!({"path": ".git/config", "old_string": "[core]", "new_string": "[x]"}),
+        ),
+        (
+            "fs.insert",
+            json!({"path": ".git/config", "line": 1, "content": "[x]"}),
+        ),
+        ("fs.mkdir", json!({"path": ".git/hooks/more"})),
+        (
+            "fs.move",
+            json!({"source_path": "hello.txt", "destination_path": ".git/hooks/post-checkout"}),
+        ),
+        (
+            "fs.move",
+            json!({"source_path": ".git", "destination_path": "old-git"}),
+        ),
+        (
+            "fs.move",
+            json!({"source_path": ".git/config", "destination_path": "config"}),
+        ),
+        (
+            "fs.copy",
+            json!({"source_path": "hello.txt", "destination_path": ".git/hooks/pre-commit"}),
+        ),
+        ("fs.delete", json!({"path": ".git/index"})),
+        ("fs.delete", json!({"path": ".git", "recursive": true})),
+    ] {
+        let f = h.fail(tool, args.clone()).await;
+        assert_eq!(f.code, ErrorCode::PolicyDenied, "{tool} {args}");
+        assert_eq!(f.message, PROTECTED, "{tool} {args}");
+    }
+    assert_eq!(h.text(".git/config"), config);
+    assert!(!h.exists(".git/hooks/pre-commit") && !h.exists("old-git"));
+    // Reading and copying out of .git are reads.
+    let out = h.ok("fs.read_file", json!({"path": ".git/config"})).await;
+    assert_eq!(out["content"], config);
+    h.ok(
+        "fs.copy",
+        json!({"source_path": ".git/config", "destination_path": "config.txt"}),
+    )
+    .await;
+    assert_eq!(h.text("config.txt"), config);
+    // The files git reads from the working tree are ordinary files.
+    for name in [".gitattributes", ".gitmodules", ".gitignore"] {
+        h.ok(
+            "fs.write_file",
+            json!({"path": name, "content": "* filter=x\n"}),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_runner_refuses_writes_that_reach_git_through_a_symlink() {
+    let h = repository_harness().await;
+    std::os::unix::fs::symlink(".git", h.root.join("g")).unwrap();
+    std::os::unix::fs::symlink(".git/config", h.root.join("config-link")).unwrap();
+    std::fs::create_dir(h.root.join("d")).unwrap();
+    std::os::unix::fs::symlink("../.git/hooks", h.root.join("d/hooks")).unwrap();
+    let config = h.text(".git/config");
+    for (tool, args) in [
+        (
+            "fs.write_file",
+            json!({"path": "g/config", "content": "[core]\n"}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": "config-link", "content": "[core]\n"}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": "d/hooks/pre-commit", "content": "x"}),
+        ),
+        (
+            "fs.write_file",
+            json!({"path": "g/hooks/new/deeper/x", "content": "x"}),
+        ),
+        (
+            "fs.edit",
+            json!({"path": "config-link", "old_string": "[core]", "new_string": "[x]"}),
+        ),
+        ("fs.mkdir", json!({"path": "g/hooks/more"})),
+        (
+            "fs.move",
+            json!({"source_path": "hello.txt", "destination_path": "g/hello.txt"}),
+        ),
+        (
+            "fs.move",
+            json!({"source_path": "g/config", "destination_path": "c"}),
+        ),
+        (
+            "fs.copy",
+            json!({"source_path": "hello.txt", "destination_path": "d/hooks/post-checkout"}),
+        ),
+        ("fs.delete", json!({"path": "g/index"})),
+    ] {
+        let f = h.fail(tool, args.clone()).await;
+        assert_eq!(f.code, ErrorCode::PolicyDenied, "{tool} {args}");
+        assert!(
+            f.message.contains("is inside .git, a protected path"),
+            "{tool}: {}",
+            f.message
+        );
+    }
+    assert_eq!(h.text(".git/config"), config);
+    assert!(!h.exists(".git/hooks/new") && !h.exists(".git/hooks/more"));
+    assert!(!h.exists(".git/hooks/pre-commit") && !h.exists(".git/hooks/post-checkout"));
+    assert!(h.exists(".git/index"));
+    // The links themselves are ordinary entries: removing one leaves .git alone.
+    h.ok("fs.delete", json!({"path": "g"})).await;
+    assert!(h.exists(".git/config"));
+    // A tree holding a repository is not copied (the copy would be a .git).
+    h.write("nested/.git/config", "[core]\n");
+    let f = h
+        .fail(
+            "fs.copy",
+            json!({"source_path": "nested", "destination_path": "n2", "recursive": true}),
+        )
+        .await;
+    assert_eq!(f.code, ErrorCode::PolicyDenied, "{}", f.message);
+    assert!(!h.exists("n2"));
+}
+
+/// Writes a smudge filter into `.git/config` on disk (as a copied repository would have it)
+/// and selects it for every file; returns the marker the filter would create.
+fn plant_smudge_filter(h: &Harness) -> PathBuf {
+    let marker = h.dir.path().join("smudged");
+    let mut config = h.text(".git/config");
+    config.push_str(&format!(
+        "[filter \"x\"]\n\tsmudge = touch '{}'; cat\n\tclean = cat\n",
+        marker.display()
+    ));
+    h.write(".git/config", config);
+    h.write(".gitattributes", "* filter=x\n");
+    marker
+}
+
+#[tokio::test]
+async fn patch_never_runs_a_filter_of_the_repository_with_either_strategy() {
+    let h = repository_harness().await;
+    let marker = plant_smudge_filter(&h);
+    let diff = "diff --git a/hello.txt b/hello.txt\nindex ce01362..94954ab 100644\n--- a/hello.txt\n+++ b/hello.txt\n@@ -1,2 +1,2 @@\n-hello\n+hello, patched\n world\n";
+    for strategy in ["reject_on_conflict", "apply"] {
+        h.write("hello.txt", "hello\nworld\n");
+        // A three-way apply also updates the index, which must match the file again.
+        host_git(
+            &h.root,
+            &["-c", "filter.x.smudge=", "update-index", "-q", "--refresh"],
+        );
+        let out = h
+            .ok(
+                "fs.patch",
+                json!({"unified_diff": diff, "strategy": strategy}),
+            )
+            .await;
+        assert_eq!(out["applied"], true, "{strategy}: {out}");
+        assert_eq!(h.text("hello.txt"), "hello, patched\nworld\n", "{strategy}");
+        assert!(!marker.exists(), "{strategy}: the repository's filter ran");
+    }
+}
+
+#[tokio::test]
+async fn patch_refuses_git_paths_redirected_repositories_and_includes() {
+    let h = repository_harness().await;
+    for diff in [
+        "--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-a\n+b\n",
+        "--- /dev/null\n+++ b/.git/hooks/post-applypatch\n@@ -0,0 +1 @@\n+touch x\n",
+        "diff --git a/x b/sub/.git/config\nsimilarity index 100%\nrename from x\nrename to sub/.git/config\n",
+    ] {
+        let f = h.fail("fs.patch", json!({"unified_diff": diff})).await;
+        assert_eq!(f.code, ErrorCode::PolicyDenied, "{diff}");
+        assert!(f.message.contains("protected path"), "{}", f.message);
+    }
+    let diff = "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,2 +1,2 @@\n-hello\n+bye\n world\n";
+    // An include could name a file in the working tree: the three-way apply refuses it.
+    let mut config = h.text(".git/config");
+    config.push_str("[include]\n\tpath = ../extra.cfg\n");
+    h.write(".git/config", &config);
+    let f = h
+        .fail(
+            "fs.patch",
+            json!({"unified_diff": diff, "strategy": "apply"}),
+        )
+        .await;
+    assert_eq!(f.code, ErrorCode::PolicyDenied);
+    assert!(f.message.contains("include.path"), "{}", f.message);
+    // A .git file points git at a repository elsewhere.
+    std::fs::rename(h.root.join(".git"), h.dir.path().join("real-git")).unwrap();
+    h.write(
+        ".git",
+        format!("gitdir: {}\n", h.dir.path().join("real-git").display()),
+    );
+    let f = h
+        .fail(
+            "fs.patch",
+            json!({"unified_diff": diff, "strategy": "apply"}),
+        )
+        .await;
+    assert_eq!(f.code, ErrorCode::PolicyDenied);
+    assert!(
+        f.message.starts_with(".git is not a directory"),
+        "{}",
+        f.message
+    );
+    // Without --3way no repository is used, so the plain apply still works.
+    h.ok("fs.patch", json!({"unified_diff": diff})).await;
+    assert_eq!(h.text("hello.txt"), "bye\nworld\n");
+}
+
+// ---------------------------------------------------------------------------------------------
 // fs.edit, fs.insert, fs.read_lines
 // ---------------------------------------------------------------------------------------------
 
