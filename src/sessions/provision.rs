@@ -95,31 +95,23 @@ pub async fn prepare_workspace(
     }
 }
 
-/// `git clone` on the host, as the service. Nothing of the host's git or ssh setup takes part:
-/// no system or global config (so no credential helpers), no templates (so no hooks), only the
-/// protocols `protocols` names (never `ext::` or other program-running transports), no prompt.
+/// `git clone` on the host, as the service, hardened as every git of the service is
+/// ([`GitCommand`](crate::tools::git::GitCommand)): no system or global config (so no credential
+/// helpers), no templates (so no hooks), only `protocols` (never `ext::` or other
+/// program-running transports), no prompt, no home directory.
 async fn clone(
     url: &str,
     reference: Option<&str>,
     dir: &Path,
-    protocols: &str,
+    protocols: &'static [&'static str],
 ) -> Result<(), ErrorInfo> {
     let mut cmd = tokio::process::Command::new("git");
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", "/nonexistent")
         .env("LANG", "C.UTF-8")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_ALLOW_PROTOCOL", protocols)
+        .envs(crate::tools::git::GitCommand::host_clone_env(protocols))
         .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "credential.helper=",
             "clone",
             "--template=",
             "--depth",

@@ -126,10 +126,10 @@ impl CloneSource {
     }
 
     /// The protocols git may use for this clone (`GIT_ALLOW_PROTOCOL`).
-    pub fn allowed_protocols(&self) -> &'static str {
+    pub fn allowed_protocols(&self) -> &'static [&'static str] {
         match self {
-            Self::Remote => "https:http:git",
-            Self::Local(_) => "file",
+            Self::Remote => &["https", "http", "git"],
+            Self::Local(_) => &["file"],
         }
     }
 }
@@ -372,8 +372,8 @@ mod tests {
         ] {
             assert!(CloneSource::classify(url).is_err(), "{url} accepted");
         }
-        assert_eq!(Remote.allowed_protocols(), "https:http:git");
-        assert_eq!(Local("/x".into()).allowed_protocols(), "file");
+        assert_eq!(Remote.allowed_protocols(), ["https", "http", "git"]);
+        assert_eq!(Local("/x".into()).allowed_protocols(), ["file"]);
     }
 
     #[test]

@@ -334,6 +334,14 @@ impl GitCommand {
         env
     }
 
+    /// The environment of the one git the service runs on the host, the session's clone: the
+    /// same hardening with `protocols` allowed and no repository selected (clone makes its own).
+    pub fn host_clone_env(protocols: &'static [&'static str]) -> BTreeMap<String, String> {
+        let mut env = Self::new("clone", Network::Allowed(protocols), Repository::Outside).env();
+        env.remove("GIT_DIR");
+        env
+    }
+
     /// The runner request: run at the workspace root, with `stdin`, for at most `timeout_ms`.
     pub fn request(&self, stdin: Option<Vec<u8>>, timeout_ms: u64, max_output: u64) -> Request {
         Request::Exec {
