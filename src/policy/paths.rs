@@ -13,7 +13,7 @@
 //!
 //! [`is_protected`] names the one protected path: `.git`, at any depth. Repository metadata
 //! decides which commands git runs (hooks, filters, `core.fsmonitor`, ...), so file tools never
-//! write inside it; the git tools own it (see `docs/security-git.md`). Reading it stays allowed.
+//! write inside it; the git tools own it (see `docs/adr/0007-git-hardening.md`). Reading it stays allowed.
 
 use crate::error_code::ErrorCode;
 
