@@ -271,7 +271,7 @@ impl TryFrom<ServeArgs> for Config {
         };
         if args.sandbox_max_processes < MIN_SANDBOX_PROCESSES {
             return Err(ConfigError(format!(
-                "WORKSPACE_SANDBOX_MAX_PROCESSES must be at least {MIN_SANDBOX_PROCESSES}: a runner alone needs up to about 25"
+                "WORKSPACE_SANDBOX_MAX_PROCESSES must be at least {MIN_SANDBOX_PROCESSES}: a sandbox alone needs up to about 21"
             )));
         }
         if args.sandbox_max_file_bytes < MIN_SANDBOX_FILE_BYTES {

@@ -5,9 +5,9 @@
 use std::io;
 
 /// Default [`SandboxLimits::max_processes`]: tasks (processes and threads) all sandboxes of one
-/// host uid may have together. An idle runner uses about 7 (two bwrap processes, the runner's
-/// main thread and two workers), a busy one up to about 25 (its blocking pool); the rest is
-/// for programs. One eighth of the kernel's default `pid_max` (32768).
+/// host uid may have together. An idle sandbox uses a handful (two bwrap processes, the
+/// runner's main thread and two workers), a busy runner up to 16 more (its blocking pool); the
+/// rest is for programs. One eighth of the kernel's default `pid_max` (32768).
 pub const DEFAULT_MAX_PROCESSES: libc::rlim_t = 4096;
 /// Default [`SandboxLimits::max_file_bytes`]: 4 GiB, above any file a build in a workspace
 /// normally writes (debug binaries of large Rust projects reach a few hundred MiB), far below

@@ -71,8 +71,8 @@ pub const BWRAP_MISSING: &str = "bubblewrap (bwrap) is not installed: apt-get in
 /// Host paths that are symlinks into `/usr` on merged-usr systems and directories elsewhere.
 const ROOT_LINKS: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
 /// The only parts of the host's `/etc` a sandbox sees (its passwd and group are its own: see
-/// [`SANDBOX_PASSWD`]): name resolution config, TLS roots, the
-/// dynamic linker cache, Debian's alternatives links, time zone and system git config.
+/// [`SANDBOX_PASSWD`]): name resolution config, TLS roots, the dynamic linker cache, Debian's
+/// alternatives links, time zone and system git config.
 const ETC_ENTRIES: [&str; 12] = [
     "/etc/hosts",
     "/etc/nsswitch.conf",
@@ -468,8 +468,11 @@ struct ChildFdTable {
 impl ChildFdTable {
     /// Hands `fd` to the child; returns its number there.
     fn add(&mut self, fd: OwnedFd) -> io::Result<RawFd> {
-        let child = 3 + RawFd::try_from(self.parents.len()).map_err(io::Error::other)?;
-        assert!(child < PARENT_FD_FLOOR, "too many descriptors for a child");
+        let child = RawFd::try_from(self.parents.len())
+            .ok()
+            .map(|n| 3 + n)
+            .filter(|child| *child < PARENT_FD_FLOOR)
+            .ok_or_else(|| io::Error::other("too many descriptors for a child"))?;
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new one or -1.
         let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, PARENT_FD_FLOOR) };
         if raised < 0 {
@@ -1152,6 +1155,18 @@ mod tests {
         if Path::new("/etc/hosts").exists() {
             assert!(joined.contains("--ro-bind /etc/hosts /etc/hosts"));
         }
+    }
+
+    #[test]
+    fn the_sandbox_accounts_name_the_sandbox_uid() {
+        let user = format!("workspace:x:{SANDBOX_UID}:{SANDBOX_GID}:");
+        assert!(
+            SANDBOX_PASSWD.lines().any(|l| l.starts_with(&user)),
+            "{SANDBOX_PASSWD}"
+        );
+        let group = format!("workspace:x:{SANDBOX_GID}:");
+        assert!(SANDBOX_GROUP.lines().any(|l| l == group), "{SANDBOX_GROUP}");
+        assert_eq!(SANDBOX_PASSWD.lines().count(), 3, "one entry a line");
     }
 
     #[test]

@@ -865,6 +865,20 @@ fn processes_of_uid(uid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Host processes, zombies included (they count against `RLIMIT_NPROC` until reaped), whose
+/// real uid is `uid`.
+fn tasks_of_uid(uid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .filter(|pid| uids_of(*pid).is_some_and(|uids| uids.first() == Some(&uid)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Names under `dir` (recursively, not following links) that contain `marker`.
 fn entries_named(dir: &Path, marker: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -1051,41 +1065,75 @@ async fn a_fork_bomb_in_a_tool_does_not_take_the_host_down() {
         !probe.stdout.contains("started 300"),
         "300 processes started in the sandbox: {probe:?}"
     );
+    // Killed processes count against the limit until the sandbox's init reaps them.
+    let settled = || tasks_of_uid(user.uid) <= 3;
+    wait_for("the probe's processes to be reaped", settled).await;
     let timeout_ms = 3_000;
     let started = Instant::now();
-    let reply = sandbox
-        .runner
-        .call(
-            Request::Exec {
-                argv: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "bomb() { bomb | bomb & }; bomb; wait".into(),
-                ],
-                env: BTreeMap::new(),
-                cwd: ".".into(),
-                stdin: None,
-                timeout_ms,
-                max_output_bytes: 4096,
-            },
-            CALL,
-        )
-        .await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let call = async {
+        let reply = sandbox
+            .runner
+            .call(
+                Request::Exec {
+                    argv: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        // The shell becomes a sleeper (exec needs no fork, which the bomb soon makes
+                        // fail), so the bomb grows until the timeout.
+                        "bomb() { bomb | bomb & }; bomb; exec sleep 60".into(),
+                    ],
+                    env: BTreeMap::new(),
+                    cwd: ".".into(),
+                    stdin: None,
+                    timeout_ms,
+                    max_output_bytes: 4096,
+                },
+                CALL,
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reply
+    };
+    // The host's view while the bomb goes off: processes of the sandbox uid, sampled.
+    let sample = async {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(processes_of_uid(user.uid).len());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    };
+    let (reply, peak) = tokio::join!(call, sample);
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(timeout_ms) + Duration::from_secs(5),
         "the bomb's call took {took:?}: {reply:?}"
     );
-    let peak = processes_of_uid(user.uid).len();
+    // It timed out, and it did hit the limit: the kernel refused its forks.
+    match &reply {
+        Ok(Reply::Exited {
+            timed_out: true,
+            exit_code: 124,
+            stderr,
+            ..
+        }) => assert!(
+            String::from_utf8_lossy(&stderr.0).contains("Cannot fork"),
+            "{reply:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
     assert!(
         peak <= usize::try_from(max_processes).expect("small"),
         "{peak} processes of the sandbox uid"
     );
+    eprintln!("peak {peak} processes of the sandbox uid in {took:?}");
     let host = std::process::Command::new("true").status();
     assert!(
         host.is_ok_and(|s| s.success()),
         "the host cannot start processes"
     );
+    wait_for("the bomb's processes to be reaped", settled).await;
     let after = sandbox.sh("echo still here").await;
     assert_eq!(after.stdout, "still here\n", "{after:?}");
     sandbox.provider.stop(&sandbox.session).await;
