@@ -80,6 +80,8 @@ fn main() {
             bwrap: PathBuf::from("bwrap"),
             run_dir: dir.path().join("run"),
             start_timeout: Duration::from_secs(20),
+            sandbox_user: Default::default(),
+            limits: Default::default(),
         });
         let session = SessionId::parse("sess-bench-1").expect("session id");
         let spec = SandboxSpec {

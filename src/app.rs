@@ -131,6 +131,8 @@ impl Server {
                 bwrap: config.bwrap.clone(),
                 run_dir: config.run_dir.clone(),
                 start_timeout: std::time::Duration::from_secs(10),
+                sandbox_user: config.sandbox_user,
+                limits: config.sandbox_limits,
             }));
         let sessions = Arc::new(Sessions::new(
             AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::eventstore::FsyncPolicy;
-use crate::runner::sandbox::SandboxMode;
+use crate::runner::limits::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PROCESSES, SandboxLimits};
+use crate::runner::sandbox::{DEFAULT_SANDBOX_GID, DEFAULT_SANDBOX_UID, HostIdentity, SandboxMode};
 
 /// Command-line and environment settings of `workspace serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +48,30 @@ pub struct ServeArgs {
     /// The binary started inside sandboxes as the runner (default: this binary).
     #[arg(long, env = "WORKSPACE_RUNNER_EXE")]
     pub runner_exe: Option<PathBuf>,
+    /// Host uid bubblewrap sandboxes run as when the service runs as root (never 0; ignored
+    /// when the service is not root: sandboxes then run as the service's user). Pick an id no
+    /// account uses: it owns every workspace, and its process limit is shared by all
+    /// sandboxes.
+    #[arg(long, env = "WORKSPACE_SANDBOX_UID", default_value_t = DEFAULT_SANDBOX_UID)]
+    pub sandbox_uid: u32,
+    /// Host gid bubblewrap sandboxes run as when the service runs as root (never 0).
+    #[arg(long, env = "WORKSPACE_SANDBOX_GID", default_value_t = DEFAULT_SANDBOX_GID)]
+    pub sandbox_gid: u32,
+    /// RLIMIT_NPROC of sandboxes: processes and threads the sandbox uid may have, all
+    /// sandboxes together (enforced by the kernel for a non-root uid only).
+    #[arg(
+        long,
+        env = "WORKSPACE_SANDBOX_MAX_PROCESSES",
+        default_value_t = DEFAULT_MAX_PROCESSES
+    )]
+    pub sandbox_max_processes: u64,
+    /// RLIMIT_FSIZE of sandboxes: the largest file a program in one may write, in bytes.
+    #[arg(
+        long,
+        env = "WORKSPACE_SANDBOX_MAX_FILE_BYTES",
+        default_value_t = DEFAULT_MAX_FILE_BYTES
+    )]
+    pub sandbox_max_file_bytes: u64,
     /// Authentication: `payload` (trust the body principal) or `trusted_headers`.
     #[arg(long, env = "WORKSPACE_AUTH_MODE", default_value = "payload")]
     pub auth_mode: String,
@@ -152,6 +177,10 @@ pub struct Config {
     pub runner_exe: PathBuf,
     /// The bubblewrap program: a name looked up on `PATH` (`bwrap`) or a path.
     pub bwrap: PathBuf,
+    /// Host uid and gid of bubblewrap sandboxes when the service runs as root.
+    pub sandbox_user: HostIdentity,
+    /// Limits of every process in a bubblewrap sandbox.
+    pub sandbox_limits: SandboxLimits,
     /// Authentication.
     pub auth: AuthMode,
     /// Inline size limit of output, logs and arguments.
@@ -170,6 +199,25 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
+
+/// The fewest processes a sandbox uid may be limited to.
+const MIN_SANDBOX_PROCESSES: u64 = 64;
+/// The smallest file-size limit of a sandbox: above any file a file tool writes (a frame).
+const MIN_SANDBOX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A sandbox uid or gid: never root, and never an id the kernel or NFS treat specially
+/// (65534, the overflow id `nobody` that other daemons share; 65535 and 2^32-1, which mean -1).
+fn sandbox_id(name: &str, id: u32) -> Result<u32, ConfigError> {
+    match id {
+        0 => Err(ConfigError(format!(
+            "{name}=0: sandboxes never run as root"
+        ))),
+        65534 | 65535 | u32::MAX => Err(ConfigError(format!(
+            "{name}={id} is reserved (nobody, or -1); pick an id no account uses"
+        ))),
+        id => Ok(id),
+    }
+}
 
 impl TryFrom<ServeArgs> for Config {
     type Error = ConfigError;
@@ -225,6 +273,24 @@ impl TryFrom<ServeArgs> for Config {
                 "WORKSPACE_EXECUTOR_CONCURRENCY must be > 0".into(),
             ));
         }
+        let sandbox_user = HostIdentity {
+            uid: sandbox_id("WORKSPACE_SANDBOX_UID", args.sandbox_uid)?,
+            gid: sandbox_id("WORKSPACE_SANDBOX_GID", args.sandbox_gid)?,
+        };
+        if args.sandbox_max_processes < MIN_SANDBOX_PROCESSES {
+            return Err(ConfigError(format!(
+                "WORKSPACE_SANDBOX_MAX_PROCESSES must be at least {MIN_SANDBOX_PROCESSES}: a sandbox alone needs up to about 21"
+            )));
+        }
+        if args.sandbox_max_file_bytes < MIN_SANDBOX_FILE_BYTES {
+            return Err(ConfigError(format!(
+                "WORKSPACE_SANDBOX_MAX_FILE_BYTES must be at least {MIN_SANDBOX_FILE_BYTES}: the file tools write files up to the frame size"
+            )));
+        }
+        let sandbox_limits = SandboxLimits {
+            max_processes: args.sandbox_max_processes,
+            max_file_bytes: args.sandbox_max_file_bytes,
+        };
         let runner_exe = match args.runner_exe {
             Some(p) => p,
             None => std::env::current_exe()
@@ -246,6 +312,8 @@ impl TryFrom<ServeArgs> for Config {
             sandbox,
             runner_exe,
             bwrap: PathBuf::from("bwrap"),
+            sandbox_user,
+            sandbox_limits,
             auth,
             max_inline_bytes: args.max_inline_bytes,
             executor_concurrency: args.executor_concurrency,
@@ -302,6 +370,8 @@ impl Config {
             sandbox,
             runner_exe,
             bwrap: PathBuf::from("bwrap"),
+            sandbox_user: HostIdentity::default(),
+            sandbox_limits: SandboxLimits::default(),
             auth: AuthMode::Payload,
             max_inline_bytes: 8192,
             executor_concurrency: 64,
@@ -373,6 +443,49 @@ mod tests {
             c.source_roots,
             [PathBuf::from("/usr"), PathBuf::from("/tmp")]
         );
+    }
+
+    #[test]
+    fn sandboxes_run_as_an_unprivileged_configurable_user_with_limits() {
+        let c = parse(&[]).expect("valid");
+        assert_eq!(
+            c.sandbox_user,
+            HostIdentity {
+                uid: 61000,
+                gid: 61000
+            }
+        );
+        assert_eq!(c.sandbox_limits, SandboxLimits::default());
+        let c = parse(&[
+            "--sandbox-uid",
+            "70000",
+            "--sandbox-gid",
+            "70001",
+            "--sandbox-max-processes",
+            "512",
+            "--sandbox-max-file-bytes",
+            "1073741824",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.sandbox_user,
+            HostIdentity {
+                uid: 70000,
+                gid: 70001
+            }
+        );
+        assert_eq!(c.sandbox_limits.max_processes, 512);
+        assert_eq!(c.sandbox_limits.max_file_bytes, 1 << 30);
+        for args in [
+            &["--sandbox-uid", "0"][..],
+            &["--sandbox-gid", "0"],
+            &["--sandbox-uid", "65534"],
+            &["--sandbox-gid", "4294967295"],
+            &["--sandbox-max-processes", "10"],
+            &["--sandbox-max-file-bytes", "1000"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} accepted");
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The `workspace runner` role: the agent that runs inside a session's sandbox.
 //!
-//! It parses its arguments, arranges to die with its parent, binds the socket, prints one
-//! readiness line on stdout (`ready`), and serves until killed or sent SIGTERM. It is started by
-//! a [`RunnerProvider`](super::RunnerProvider), never by hand, and decides no policy.
+//! It parses its arguments, arranges to die with its parent, binds the socket (or takes the
+//! listening socket it inherited, as providers start it), prints one readiness line on stdout
+//! (`ready`), and serves until killed or sent SIGTERM. It is started by a
+//! [`RunnerProvider`](super::RunnerProvider), never by hand, and decides no policy.
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,9 +41,19 @@ impl Isolation {
 /// Arguments of `workspace runner`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunnerArgs {
-    /// Unix socket to listen on (created with mode 0600).
-    #[arg(long, value_name = "PATH")]
-    pub listen: PathBuf,
+    /// Unix socket to bind and listen on (created with mode 0600).
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "listen_fd",
+        conflicts_with = "listen_fd"
+    )]
+    pub listen: Option<PathBuf>,
+    /// An inherited descriptor of a unix socket that is already bound and listening (how
+    /// providers start runners: the socket's directory then never has to be visible, let
+    /// alone writable, in the sandbox).
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(RawFd).range(3..))]
+    pub listen_fd: Option<RawFd>,
     /// Workspace root every request path is confined to.
     #[arg(long, value_name = "PATH", default_value = "/workspace")]
     pub root: PathBuf,
@@ -56,6 +69,15 @@ pub fn run(args: RunnerArgs) -> ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     }
+    // Claimed before any thread or program starts: from here on the descriptor is
+    // close-on-exec, so nothing the runner spawns inherits the listening socket.
+    let inherited = match args.listen_fd.map(inherited_listener).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("runner: --listen-fd: {e}");
+            return ExitCode::from(64);
+        }
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -80,7 +102,12 @@ pub fn run(args: RunnerArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let server = RunnerServer::bind(&args.listen, &args.root, args.isolation.as_str())?;
+        let isolation = args.isolation.as_str();
+        let server = match (inherited, &args.listen) {
+            (Some(listener), _) => RunnerServer::from_listener(listener, &args.root, isolation)?,
+            (None, Some(path)) => RunnerServer::bind(path, &args.root, isolation)?,
+            (None, None) => unreachable!("clap requires --listen or --listen-fd"),
+        };
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{READY_LINE}")?;
         stdout.flush()?;
@@ -93,6 +120,58 @@ pub fn run(args: RunnerArgs) -> ExitCode {
             eprintln!("runner: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Takes ownership of the inherited descriptor `fd` after checking that it is an open,
+/// listening unix socket, and marks it close-on-exec.
+fn inherited_listener(fd: RawFd) -> io::Result<UnixListener> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{fd} {what}"));
+    // SAFETY: fcntl, fstat and getsockopt on an integer descriptor with valid pointers to
+    // stack values; nothing is owned until every check passed.
+    unsafe {
+        if libc::fcntl(fd, libc::F_GETFD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut stat: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut stat) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(invalid("is not a socket"));
+        }
+        let (mut domain, mut listening): (libc::c_int, libc::c_int) = (0, 0);
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut listening).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if domain != libc::AF_UNIX || listening == 0 {
+            return Err(invalid("is not a listening unix socket"));
+        }
+        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor is open, was handed to this process to own, and is claimed
+        // once, here.
+        Ok(UnixListener::from(OwnedFd::from_raw_fd(fd)))
     }
 }
 
@@ -142,5 +221,38 @@ mod tests {
         .unwrap();
         assert_eq!(cli.args.isolation.as_str(), "unsandboxed");
         assert!(Cli::try_parse_from(["runner", "--listen", "s", "--isolation", "chroot"]).is_err());
+    }
+
+    #[test]
+    fn the_socket_is_a_path_or_an_inherited_descriptor_never_both_nor_neither() {
+        let cli = Cli::try_parse_from(["runner", "--listen-fd", "4"]).unwrap();
+        assert_eq!((cli.args.listen, cli.args.listen_fd), (None, Some(4)));
+        for argv in [
+            &["runner"][..],
+            &["runner", "--listen", "s", "--listen-fd", "4"],
+            &["runner", "--listen-fd", "2"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
+    fn an_inherited_descriptor_must_be_a_listening_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let err = inherited_listener(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = inherited_listener(std::os::fd::AsRawFd::as_raw_fd(&a)).unwrap_err();
+        assert!(err.to_string().contains("not a listening"), "{err}");
+        let listener = UnixListener::bind(dir.path().join("s")).unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+        // SAFETY: clearing FD_CLOEXEC on a descriptor this test owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        let taken = inherited_listener(fd).unwrap();
+        // SAFETY: reading the flags of a descriptor the listener owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        drop(taken);
     }
 }

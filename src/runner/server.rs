@@ -83,7 +83,32 @@ impl RunnerServer {
         })
     }
 
-    /// Where the server listens.
+    /// Serves the workspace at `root` on a socket that is already bound and listening: how
+    /// providers start runners, so the runner needs no access to the socket's directory, which
+    /// stays outside the sandbox. The descriptor must be close-on-exec, or every program the
+    /// runner spawns would inherit it. Must be called inside a tokio runtime.
+    pub fn from_listener(
+        listener: std::os::unix::net::UnixListener,
+        root: &Path,
+        isolation: &'static str,
+    ) -> io::Result<Self> {
+        let workspace = Arc::new(Workspace::open(root)?);
+        let socket_path = listener
+            .local_addr()
+            .ok()
+            .and_then(|addr| addr.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_default();
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: UnixListener::from_std(listener)?,
+            socket_path,
+            workspace,
+            isolation,
+        })
+    }
+
+    /// Where the server listens (as the socket was bound: for an inherited socket, a host
+    /// path that may not exist in the runner's view).
     pub fn socket_path(&self) -> &Path {
         &self.socket_path
     }

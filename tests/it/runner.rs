@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use workspace::ids::SessionId;
+use workspace::runner::limits::SandboxLimits;
 use workspace::runner::protocol::{
     Bytes, EntryType, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode,
 };
-use workspace::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider, SandboxMode};
+use workspace::runner::sandbox::{
+    HostIdentity, LocalSandboxConfig, LocalSandboxProvider, SANDBOX_UID, SandboxMode,
+};
 use workspace::runner::{RunnerProvider, SandboxSpec, SessionRunner};
 
 const CALL: Duration = Duration::from_secs(20);
@@ -41,6 +44,15 @@ struct Sandbox {
 
 impl Sandbox {
     async fn start(mode: SandboxMode) -> Self {
+        Self::start_with(mode, |_, _| {}).await
+    }
+
+    /// Starts a sandbox whose provider configuration (and workspace, given as the second
+    /// argument) the test prepares first.
+    async fn start_with(
+        mode: SandboxMode,
+        prepare: impl FnOnce(&mut LocalSandboxConfig, &Path),
+    ) -> Self {
         if mode == SandboxMode::Bubblewrap {
             require_bwrap();
         }
@@ -48,13 +60,17 @@ impl Sandbox {
         std::fs::create_dir(dir.path().join("ws")).expect("ws");
         std::fs::create_dir(dir.path().join("outside")).expect("outside");
         std::fs::write(dir.path().join("outside/secret"), b"outside secret").expect("secret");
-        let provider = LocalSandboxProvider::new(LocalSandboxConfig {
+        let mut config = LocalSandboxConfig {
             mode,
             runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_workspace")),
             bwrap: PathBuf::from("bwrap"),
             run_dir: dir.path().join("run"),
             start_timeout: Duration::from_secs(20),
-        });
+            sandbox_user: HostIdentity::default(),
+            limits: SandboxLimits::default(),
+        };
+        prepare(&mut config, &dir.path().join("ws"));
+        let provider = LocalSandboxProvider::new(config);
         let session = SessionId::parse("sess-runner-1").expect("session id");
         let spec = SandboxSpec {
             session_id: session.clone(),
@@ -241,12 +257,14 @@ async fn the_sandbox_has_no_network_but_loopback() {
 async fn the_sandbox_cannot_write_outside_the_workspace() {
     let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
     let marker = format!("runner-test-{}", std::process::id());
-    for dir in ["/usr", "/etc", "", "/opt/workspace/bin", "/run"] {
+    for dir in ["/usr", "/etc", "", "/opt/workspace/bin", "/run", "/dev"] {
         let target = format!("{dir}/{marker}");
         let exited = sandbox.sh(&format!("echo x > {target}")).await;
         assert_ne!(exited.code, 0, "writing {target} succeeded");
+        // /run does not exist in the sandbox (the runner's socket stays on the host).
         assert!(
-            exited.stderr.contains("Read-only file system"),
+            exited.stderr.contains("Read-only file system")
+                || (dir == "/run" && exited.stderr.contains("nonexistent")),
             "{target}: {exited:?}"
         );
         assert!(
@@ -751,8 +769,8 @@ async fn a_thousand_read_file_round_trips_through_the_sandbox_all_answer() {
     }
 }
 
-/// Programs run in the directory asked for, with no core dumps and at most 1024 open files, in
-/// both modes (spawned without a pre-exec hook in the sandbox, with one unsandboxed), and a
+/// Programs run in the directory asked for, with no core dumps and at most 1024 open files
+/// (and, sandboxed, the sandbox's process and file-size limits), in both modes (spawned without a pre-exec hook in the sandbox, with one unsandboxed), and a
 /// working directory that leads outside the workspace is refused.
 #[tokio::test]
 async fn programs_run_in_their_directory_with_the_runner_limits() {
@@ -782,6 +800,31 @@ async fn programs_run_in_their_directory_with_the_runner_limits() {
             }
             other => panic!("{mode:?}: {other:?}"),
         }
+        if mode == SandboxMode::Bubblewrap {
+            // Everything in a sandbox shares its process and file-size limits.
+            let limits = sandbox.exec(&["cat", "/proc/self/limits"]).await;
+            let limit = |name: &str| {
+                limits
+                    .stdout
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .map(|l| {
+                        l.split_whitespace()
+                            .rev()
+                            .skip(1)
+                            .take(2)
+                            .collect::<Vec<_>>()
+                    })
+            };
+            let defaults = SandboxLimits::default();
+            let processes = defaults.max_processes.to_string();
+            let file_bytes = defaults.max_file_bytes.to_string();
+            assert_eq!(limit("Max processes"), Some(vec![&*processes, &*processes]));
+            assert_eq!(
+                limit("Max file size"),
+                Some(vec![&*file_bytes, &*file_bytes])
+            );
+        }
         assert_error(
             &sandbox.call(exec("out")).await,
             RunnerErrorCode::PolicyDenied,
@@ -791,4 +834,312 @@ async fn programs_run_in_their_directory_with_the_runner_limits() {
             RunnerErrorCode::PolicyDenied,
         );
     }
+}
+
+/// The real, effective, saved and filesystem uids of a host process (its `Uid:` status line).
+fn uids_of(pid: u32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().ok())
+        .collect()
+}
+
+/// Live host processes whose real uid is `uid`.
+fn processes_of_uid(uid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            !zombie && uids_of(*pid).is_some_and(|uids| uids.first() == Some(&uid))
+        })
+        .collect()
+}
+
+/// Host processes, zombies included (they count against `RLIMIT_NPROC` until reaped), whose
+/// real uid is `uid`.
+fn tasks_of_uid(uid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .filter(|pid| uids_of(*pid).is_some_and(|uids| uids.first() == Some(&uid)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Names under `dir` (recursively, not following links) that contain `marker`.
+fn entries_named(dir: &Path, marker: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().contains(marker) {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Issue 8, item 2: a program in the sandbox tries every writable-looking place; each write
+/// either fails or lands in a private tmpfs, and no host directory (the socket directory, the
+/// run directory, the test's directory, the host's /tmp, /var/tmp, /dev/shm and /run) gets a
+/// file. `$HOME` is the workspace, where writes belong. Programs inherit no descriptor beyond
+/// stdio.
+#[tokio::test]
+async fn nothing_run_in_the_sandbox_can_write_a_host_path_outside_the_workspace() {
+    let sandbox = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let marker = format!("escape-{}-{}", std::process::id(), line!());
+    let script = format!(
+        r#"for dir in /run/workspace /run /tmp /var/tmp /dev/shm /dev / /opt/workspace/bin /proc "$HOME"; do
+             if (echo x > "$dir/{marker}") 2>/dev/null; then
+               echo "wrote $dir $(stat -f -c %T "$dir")"
+             else
+               echo "refused $dir"
+             fi
+           done
+           echo "home $HOME""#
+    );
+    let exited = sandbox.sh(&script).await;
+    assert_eq!(exited.code, 0, "{exited:?}");
+    let mut private = BTreeSet::new();
+    for line in exited.stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["wrote", "/workspace", _] => {}
+            ["wrote", dir, fs] => {
+                assert_eq!(
+                    *fs, "tmpfs",
+                    "{dir} is writable and not a tmpfs: {exited:?}"
+                );
+                private.insert((*dir).to_owned());
+            }
+            ["refused", dir] => assert_ne!(*dir, "/workspace", "{exited:?}"),
+            ["home", home] => assert_eq!(*home, "/workspace"),
+            _ => panic!("unexpected line {line:?}: {exited:?}"),
+        }
+    }
+    // The private tmpfs mounts are documented in docs/adr/0002-runner.md.
+    let expected: BTreeSet<String> = ["/tmp", "/var/tmp", "/dev/shm"].map(String::from).into();
+    assert_eq!(private, expected, "{exited:?}");
+    assert!(
+        sandbox.ws().join(&marker).is_file(),
+        "$HOME is the workspace"
+    );
+    let socket_dir = sandbox
+        .dir
+        .path()
+        .join("run")
+        .join(sandbox.session.as_str());
+    let names: Vec<String> = std::fs::read_dir(&socket_dir)
+        .expect("socket dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["runner.sock"],
+        "the socket directory holds only the socket"
+    );
+    let outside_workspace: Vec<PathBuf> = entries_named(sandbox.dir.path(), &marker)
+        .into_iter()
+        .filter(|p| !p.starts_with(sandbox.ws()))
+        .collect();
+    assert!(outside_workspace.is_empty(), "{outside_workspace:?}");
+    for host in ["/tmp", "/var/tmp", "/dev/shm", "/run"] {
+        let leaked: Vec<PathBuf> = std::fs::read_dir(host)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(&marker))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(leaked.is_empty(), "{leaked:?} appeared on the host");
+    }
+    // Programs inherit stdin, stdout and stderr only (3 is ls's own listing of the
+    // directory): never the runner's listening socket, nor anything the service inherited.
+    let fds = sandbox.exec(&["ls", "/proc/self/fd"]).await;
+    let fds: BTreeSet<&str> = fds.stdout.lines().collect();
+    assert!(
+        fds.is_subset(&["0", "1", "2", "3"].into()),
+        "a program inherited descriptors: {fds:?}"
+    );
+}
+
+/// Issue 8, item 4: the service runs as root, yet a sandbox's processes are an unprivileged
+/// host user (the configured sandbox uid; uid 1000 inside), and the workspace provisioning
+/// created as root is handed over to it.
+#[tokio::test]
+async fn sandboxed_programs_run_as_an_unprivileged_host_user() {
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test proves what a root service does: run it as root, as CI does"
+    );
+    let user = HostIdentity {
+        uid: 61002,
+        gid: 61003,
+    };
+    let sandbox = Sandbox::start_with(SandboxMode::Bubblewrap, |config, ws| {
+        config.sandbox_user = user;
+        // The workspace is filled by root before the sandbox starts, as provisioning does.
+        std::fs::create_dir(ws.join("src")).expect("src");
+        std::fs::write(ws.join("src/lib.rs"), b"//").expect("lib");
+    })
+    .await;
+    assert_eq!(sandbox.provider.sandbox_identity(), Some(user));
+    let id = sandbox.sh("id -u; id -g; id -G; id -un").await;
+    assert_eq!(id.code, 0, "{id:?}");
+    let expected = format!("{SANDBOX_UID}\n{SANDBOX_UID}\n{SANDBOX_UID}\nworkspace\n");
+    assert_eq!(
+        id.stdout, expected,
+        "uid, gid, groups and name inside: {id:?}"
+    );
+    let marker = format!("300.{}4", std::process::id());
+    start_detached_sleeper(&sandbox, &marker).await;
+    let mut pids = processes_with(&marker);
+    pids.extend(sandbox.provider.runner_pid(&sandbox.session).await);
+    assert!(pids.len() >= 2, "{pids:?}");
+    for pid in pids {
+        assert_eq!(
+            uids_of(pid).expect("uids"),
+            [user.uid; 4],
+            "real, effective, saved and filesystem uid of {pid}"
+        );
+    }
+    // What root provisioned is the sandbox user's, so the runner can write it; what the
+    // sandbox writes is the sandbox user's on the host.
+    let written = sandbox.write("src/lib.rs", b"// changed").await;
+    assert!(matches!(written, Reply::Written { .. }), "{written:?}");
+    use std::os::unix::fs::MetadataExt;
+    for path in ["", "src", "src/lib.rs", "detached"] {
+        let meta = std::fs::symlink_metadata(sandbox.ws().join(path)).expect("exists");
+        assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "{path}");
+    }
+}
+
+/// Issue 8, item 4: a fork bomb in a tool is contained by the per-uid process limit: the call
+/// returns within its deadline, the host can still start processes, the session still
+/// answers, and stopping it leaves no process of the sandbox's uid behind.
+#[tokio::test]
+async fn a_fork_bomb_in_a_tool_does_not_take_the_host_down() {
+    // A uid of its own, so the bomb competes with no other test's sandboxes for the limit.
+    let user = HostIdentity {
+        uid: 61004,
+        gid: 61004,
+    };
+    let max_processes = 64;
+    let sandbox = Sandbox::start_with(SandboxMode::Bubblewrap, |config, _| {
+        config.sandbox_user = user;
+        config.limits.max_processes = max_processes;
+    })
+    .await;
+    // First a bounded probe, harmless where nothing is limited: 300 sleepers must not all
+    // start.
+    let probe = sandbox
+        .sh("i=0; while [ $i -lt 300 ]; do sleep 1000 & i=$((i+1)); done; echo started $i")
+        .await;
+    assert!(
+        !probe.stdout.contains("started 300"),
+        "300 processes started in the sandbox: {probe:?}"
+    );
+    // Killed processes count against the limit until the sandbox's init reaps them.
+    let settled = || tasks_of_uid(user.uid) <= 3;
+    wait_for("the probe's processes to be reaped", settled).await;
+    let timeout_ms = 3_000;
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let call = async {
+        let reply = sandbox
+            .runner
+            .call(
+                Request::Exec {
+                    argv: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        // The shell becomes a sleeper (exec needs no fork, which the bomb soon makes
+                        // fail), so the bomb grows until the timeout.
+                        "bomb() { bomb | bomb & }; bomb; exec sleep 60".into(),
+                    ],
+                    env: BTreeMap::new(),
+                    cwd: ".".into(),
+                    stdin: None,
+                    timeout_ms,
+                    max_output_bytes: 4096,
+                },
+                CALL,
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reply
+    };
+    // The host's view while the bomb goes off: processes of the sandbox uid, sampled.
+    let sample = async {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(processes_of_uid(user.uid).len());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    };
+    let (reply, peak) = tokio::join!(call, sample);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(timeout_ms) + Duration::from_secs(5),
+        "the bomb's call took {took:?}: {reply:?}"
+    );
+    // It timed out, and it did hit the limit: the kernel refused its forks.
+    match &reply {
+        Ok(Reply::Exited {
+            timed_out: true,
+            exit_code: 124,
+            stderr,
+            ..
+        }) => assert!(
+            String::from_utf8_lossy(&stderr.0).contains("Cannot fork"),
+            "{reply:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        peak <= usize::try_from(max_processes).expect("small"),
+        "{peak} processes of the sandbox uid"
+    );
+    eprintln!("peak {peak} processes of the sandbox uid in {took:?}");
+    let host = std::process::Command::new("true").status();
+    assert!(
+        host.is_ok_and(|s| s.success()),
+        "the host cannot start processes"
+    );
+    wait_for("the bomb's processes to be reaped", settled).await;
+    let after = sandbox.sh("echo still here").await;
+    assert_eq!(after.stdout, "still here\n", "{after:?}");
+    sandbox.provider.stop(&sandbox.session).await;
+    let left = processes_of_uid(user.uid);
+    assert!(
+        left.is_empty(),
+        "processes of the sandbox uid survived: {left:?}"
+    );
 }

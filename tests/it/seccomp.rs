@@ -12,8 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use workspace::ids::SessionId;
+use workspace::runner::limits::SandboxLimits;
 use workspace::runner::protocol::{Reply, Request};
-use workspace::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider, SandboxMode};
+use workspace::runner::sandbox::{
+    HostIdentity, LocalSandboxConfig, LocalSandboxProvider, SandboxMode,
+};
 use workspace::runner::{RunnerProvider, SandboxSpec, SessionRunner};
 
 use crate::support::require_binary;
@@ -246,6 +249,8 @@ impl Session {
             bwrap: PathBuf::from("bwrap"),
             run_dir: dir.path().join("run"),
             start_timeout: Duration::from_secs(20),
+            sandbox_user: HostIdentity::default(),
+            limits: SandboxLimits::default(),
         });
         let spec = SandboxSpec {
             session_id: SessionId::parse("sess-seccomp-1").expect("session id"),
