@@ -107,6 +107,12 @@ pub const STATIC_OVERRIDES: &[(&str, &str)] = &[
     ("interactive.diffFilter", ""),
     // Submodules have repositories of their own, which were not inspected.
     ("submodule.recurse", "false"),
+    // The index is often written on the host (the session's clone, as root) and read in the
+    // sandbox, where owners are mapped and the hand-over to the sandbox user changed every
+    // ctime: compare only what says a file's content changed (whole-second mtime, size),
+    // or every file looks modified and `apply --3way` refuses ("does not match index").
+    ("core.checkStat", "minimal"),
+    ("core.trustCtime", "false"),
     // No background maintenance processes.
     ("gc.auto", "0"),
     ("maintenance.auto", "false"),

@@ -16,11 +16,25 @@ fn host_git(dir: &Path, args: &[&str]) {
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // The workspace belongs to the sandbox user, not to this (root) test.
+        .args(["-c", "safe.directory=*"])
         .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
         .args(args)
         .output()
         .expect("git runs");
     assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// What this test writes into the workspace as root is handed to the sandbox user, as
+/// provisioning's files are, so the runner can write it.
+fn give_to_the_sandbox(path: &Path) {
+    let owner = workspace::runner::sandbox::HostIdentity::default();
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{}:{}", owner.uid, owner.gid)])
+        .arg(path)
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "chown -R {}", path.display());
 }
 
 async fn write(
@@ -47,6 +61,7 @@ async fn a_repository_cannot_make_fs_patch_run_its_filter() {
     host_git(&ws, &["init", "-q", "-b", "main"]);
     host_git(&ws, &["add", "."]);
     host_git(&ws, &["commit", "-qm", "init"]);
+    give_to_the_sandbox(&ws);
 
     // The attack: configure a filter with fs.write_file, select it with .gitattributes.
     // The filter command writes a marker in the workspace (its working directory).
@@ -75,15 +90,19 @@ async fn a_repository_cannot_make_fs_patch_run_its_filter() {
 
     // The same configuration put on disk directly, as a copied repository would bring it.
     std::fs::write(ws.join(".git/config"), format!("{config}{filter}")).unwrap();
+    give_to_the_sandbox(&ws);
     let diff =
         "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,2 +1,2 @@\n-hello\n+hello, patched\n world\n";
     for strategy in ["reject_on_conflict", "apply"] {
         std::fs::write(ws.join("hello.txt"), "hello\nworld\n").unwrap();
-        // A three-way apply also updates the index, which must match the file again.
+        give_to_the_sandbox(&ws);
+        // A three-way apply also updates the index, which must match the file again (its
+        // stat data included: the index is refreshed after the file changed owner).
         host_git(
             &ws,
             &["-c", "filter.x.smudge=", "update-index", "-q", "--refresh"],
         );
+        give_to_the_sandbox(&ws.join(".git"));
         let (status, body) = server
             .invoke(
                 &session,
