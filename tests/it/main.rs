@@ -3,7 +3,10 @@
 
 mod api;
 mod docs;
+mod eventlog_contract;
+mod jetstream;
 mod lifecycle;
+mod nats;
 mod paths;
 mod runner;
 mod sources;
