@@ -4,7 +4,8 @@
 //! It owns the stream (default `WORKSPACE_EVENTS`, subjects `es.>`) and is the only writer on
 //! it: nothing else may publish on `es.>` (NATS permissions), because every message is an
 //! event and its stream sequence is the event's global `sequence`. It never acknowledges an
-//! append the server has not acknowledged, and never reports a conflict for events it stored.
+//! append the server has not acknowledged, and never answers a refused append without reading
+//! the aggregate first (so a retry of stored events is a duplicate, not a conflict).
 //!
 //! - **One message per event; a multi-event append is one atomic batch** (nats-server ≥ 2.12):
 //!   stored together or not at all, at consecutive stream sequences. With delete and purge
