@@ -541,7 +541,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 }
 
 /// The append contract every request must meet, whatever the store holds.
-fn check_shape(
+pub(super) fn check_shape(
     aggregate_type: AggregateType,
     aggregate_id: &str,
     expected_version: u64,

@@ -3,8 +3,11 @@
 
 mod api;
 mod docs;
+mod eventlog_contract;
 mod git;
+mod jetstream;
 mod lifecycle;
+mod nats;
 mod paths;
 mod runner;
 mod seccomp;

