@@ -307,6 +307,20 @@ impl ReadModelStore for MemoryStore {
         }))
     }
 
+    async fn sessions_due(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Arc<SessionView>>, ReadModelError> {
+        let now = unix_ms(now);
+        Ok(self.read(|s| {
+            s.live
+                .iter()
+                .take_while(|(expires, _)| *expires <= now)
+                .filter_map(|(_, id)| s.sessions.get(id).map(|k| k.view.clone()))
+                .collect()
+        }))
+    }
+
     async fn open_invocations(&self) -> Result<Vec<Arc<InvocationView>>, ReadModelError> {
         Ok(self.read(|s| {
             s.open

@@ -189,6 +189,13 @@ pub trait ReadModelStore: Send + Sync {
     /// expiry sweep, start-up recovery and shutdown look at.
     async fn live_sessions(&self) -> Result<Vec<Arc<SessionView>>, ReadModelError>;
 
+    /// The live sessions whose `expires_at` is at or before `now`, soonest first: what the
+    /// expiry sweep closes.
+    async fn sessions_due(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Arc<SessionView>>, ReadModelError>;
+
     /// Invocations not yet terminal (`queued`, `running`), oldest first: what executor recovery
     /// looks at.
     async fn open_invocations(&self) -> Result<Vec<Arc<InvocationView>>, ReadModelError>;

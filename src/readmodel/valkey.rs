@@ -204,13 +204,14 @@ end
 return out
 "#;
 
-/// ARGV: ip, sp, pinned, kind, index. {json or false...}, lowest score first.
+/// ARGV: ip, sp, pinned, kind, index, highest score (`+inf` for all). {json or false...},
+/// lowest score first.
 const LIST: &str = r#"
 local g = generation(ARGV[1], ARGV[3])
 local kind = ARGV[4]
 local P = (kind == 'inv' and ARGV[1] or ARGV[2]) .. ':' .. g .. ':'
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', P .. ARGV[5], 0, -1)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ARGV[5], '-inf', ARGV[6])) do
   out[#out + 1] = redis.call('HGET', P .. kind .. ':' .. id, 'json') or false
 end
 return out
@@ -544,10 +545,12 @@ impl ValkeyStore {
         &self,
         kind: &str,
         index: &str,
+        highest: Option<i64>,
     ) -> Result<Vec<Arc<V>>, ReadModelError> {
+        let highest = highest.map_or_else(|| "+inf".to_owned(), |h| h.to_string());
         let value = self
             .run(&self.inner.scripts.list, |i| {
-                i.arg(kind).arg(index);
+                i.arg(kind).arg(index).arg(&highest);
             })
             .await?;
         array("a list", value)?
@@ -833,11 +836,18 @@ impl ReadModelStore for ValkeyStore {
     }
 
     async fn live_sessions(&self) -> Result<Vec<Arc<SessionView>>, ReadModelError> {
-        self.list("ses", "live").await
+        self.list("ses", "live", None).await
+    }
+
+    async fn sessions_due(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Arc<SessionView>>, ReadModelError> {
+        self.list("ses", "live", Some(unix_ms(now))).await
     }
 
     async fn open_invocations(&self) -> Result<Vec<Arc<InvocationView>>, ReadModelError> {
-        self.list("inv", "open").await
+        self.list("inv", "open", None).await
     }
 
     async fn apply(

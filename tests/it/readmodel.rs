@@ -555,7 +555,9 @@ async fn a_correlation_key_finds_its_invocation(f: &dyn Fixture) {
     }
 }
 
-async fn live_sessions_and_open_invocations_leave_their_lists_when_they_end(f: &dyn Fixture) {
+async fn live_sessions_due_sessions_and_open_invocations_leave_their_lists_when_they_end(
+    f: &dyn Fixture,
+) {
     let store = f.open(Retention::FOREVER).await;
     let mut h = History::new();
     h.session("s1", "alice", HOUR * 2)
@@ -570,6 +572,11 @@ async fn live_sessions_and_open_invocations_leave_their_lists_when_they_end(f: &
     feed(&*store, &h.events, 3).await;
     let live = store.live_sessions().await.unwrap();
     assert_eq!(ids(&live, |v| &v.id), ["s2", "s1"], "soonest expiry first");
+    assert!(store.sessions_due(h.at).await.unwrap().is_empty());
+    let due = store.sessions_due(h.at + HOUR).await.unwrap();
+    assert_eq!(ids(&due, |v| &v.id), ["s2"], "expires_at at or before now");
+    let due = store.sessions_due(h.at + HOUR * 3).await.unwrap();
+    assert_eq!(ids(&due, |v| &v.id), ["s2", "s1"]);
     let open = store.open_invocations().await.unwrap();
     assert_eq!(ids(&open, |v| &v.id), ["i1", "i2"]);
     assert_eq!(open[1].status, "running");
@@ -915,7 +922,7 @@ contract!(
     a_session_lists_its_invocations_newest_first_in_pages_with_a_total,
     a_principal_lists_its_sessions_newest_first,
     a_correlation_key_finds_its_invocation,
-    live_sessions_and_open_invocations_leave_their_lists_when_they_end,
+    live_sessions_due_sessions_and_open_invocations_leave_their_lists_when_they_end,
     terminal_views_leave_with_their_index_entries_after_their_retention,
     a_view_that_ended_longer_ago_than_its_retention_is_not_kept,
     without_a_retention_terminal_views_are_kept,
