@@ -13,6 +13,7 @@ pub mod executor;
 pub mod ids;
 pub mod policy;
 pub mod projector;
+pub mod readmodel;
 pub mod replay;
 pub mod runner;
 pub mod sessions;

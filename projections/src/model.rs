@@ -68,6 +68,40 @@ pub struct ReadModel {
 }
 
 impl ReadModel {
+    /// A model holding `sessions` and `invocations` as loaded from a store, at `checkpoint`:
+    /// what a store that keeps views elsewhere (Valkey) folds a batch onto. The per-session
+    /// index lists the given invocations in the order given.
+    pub fn from_views(
+        checkpoint: u64,
+        sessions: impl IntoIterator<Item = Arc<SessionView>>,
+        invocations: impl IntoIterator<Item = Arc<InvocationView>>,
+    ) -> Self {
+        let mut model = ReadModel {
+            checkpoint,
+            ..ReadModel::default()
+        };
+        for view in sessions {
+            model.sessions.insert(view.id.clone(), view);
+        }
+        for view in invocations {
+            model
+                .session_invocations
+                .entry(view.session_id.clone())
+                .or_default()
+                .push(view.id.clone());
+            model.invocations.insert(view.id.clone(), view);
+        }
+        model
+    }
+
+    /// Every view, moved out (no copy): the inverse of [`ReadModel::from_views`].
+    pub fn into_views(self) -> (Vec<Arc<SessionView>>, Vec<Arc<InvocationView>>) {
+        (
+            self.sessions.into_values().collect(),
+            self.invocations.into_values().collect(),
+        )
+    }
+
     /// The global sequence of the last event applied.
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
@@ -543,6 +577,29 @@ mod tests {
         assert_eq!(m.session("s1").unwrap().status, "ready");
         m.apply_with(&[], &events[2], Some(typed(&events[1])));
         assert_eq!(m.invocation("i1").unwrap().status, "queued");
+    }
+
+    #[test]
+    fn folding_onto_views_taken_out_of_a_model_matches_folding_the_whole_history() {
+        let h = history();
+        let mut whole = ReadModel::default();
+        for e in &h {
+            whole.apply(&[], e);
+        }
+        let mut first = ReadModel::default();
+        for e in &h[..3] {
+            first.apply(&[], e);
+        }
+        let (sessions, invocations) = first.clone().into_views();
+        let mut rest = ReadModel::from_views(first.checkpoint(), sessions, invocations);
+        assert_eq!(rest.apply(&[], &h[2]), Applied::Skipped);
+        for e in &h[3..] {
+            rest.apply(&[], e);
+        }
+        assert_eq!(rest.checkpoint(), whole.checkpoint());
+        assert_eq!(rest.session("s1"), whole.session("s1"));
+        assert_eq!(rest.invocation("i1"), whole.invocation("i1"));
+        assert_eq!(rest.session_invocations("s1", 0, 10).1, 1);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct SessionView {
     /// Owner.
     pub principal: Principal,
     /// Caller metadata (secret-looking values redacted).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
     /// Creation time.
     #[serde(with = "workspace_events::rfc3339")]
@@ -52,6 +52,13 @@ pub struct SessionView {
     pub failure: Option<ErrorInfo>,
     /// Aggregate version this view reflects.
     pub version: u64,
+}
+
+impl SessionView {
+    /// Whether the session reached a state it never leaves (`failed`, `closed`, `expired`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.status.as_str(), "failed" | "closed" | "expired")
+    }
 }
 
 /// An invocation as callers see it.
@@ -109,13 +116,13 @@ pub struct InvocationView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<String>,
     /// Inline log lines.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
     /// Artifact id holding the full logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs_ref: Option<String>,
     /// Artifacts of the invocation.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactMeta>,
     /// Why it failed or was denied.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,6 +250,10 @@ mod tests {
                 }),
                 version: i as u64,
             };
+            // A store keeps views as this JSON: it reads back as the same view.
+            let back: InvocationView =
+                serde_json::from_str(&serde_json::to_string(&view).unwrap()).unwrap();
+            assert_eq!(back, view);
             let mut ours = Vec::new();
             view.write_json(&mut ours).unwrap();
             assert_eq!(
