@@ -13,4 +13,5 @@ mod runner;
 mod seccomp;
 mod sources;
 mod startup;
+mod streams;
 mod support;
