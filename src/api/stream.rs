@@ -98,14 +98,6 @@ pub(super) fn resume_point(headers: &HeaderMap, uri: &Uri, rid: &str) -> Result<
             rid,
         )
     };
-    if let Some(value) = headers.get("last-event-id") {
-        let value = value.to_str().map_err(|_| invalid("Last-Event-ID"))?.trim();
-        // An empty Last-Event-ID is what an EventSource sends before it saw any id.
-        if value.is_empty() {
-            return Ok(0);
-        }
-        return value.parse().map_err(|_| invalid("Last-Event-ID"));
-    }
     let Query(query) = Query::<ResumeQuery>::try_from_uri(uri).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidArgument,
@@ -113,7 +105,15 @@ pub(super) fn resume_point(headers: &HeaderMap, uri: &Uri, rid: &str) -> Result<
             rid,
         )
     })?;
-    Ok(query.after.unwrap_or(0))
+    let given = match headers.get("last-event-id") {
+        None => "",
+        Some(value) => value.to_str().map_err(|_| invalid("Last-Event-ID"))?.trim(),
+    };
+    // An empty Last-Event-ID (an id reset by the stream) says nothing: as if absent.
+    if given.is_empty() {
+        return Ok(query.after.unwrap_or(0));
+    }
+    given.parse().map_err(|_| invalid("Last-Event-ID"))
 }
 
 /// The stream of one invocation, resuming after aggregate version `after`. 204 when the
@@ -434,8 +434,12 @@ mod tests {
         assert_eq!(resume_point(&headers, &uri, "r").unwrap(), 4);
         headers.insert("last-event-id", "9".parse().unwrap());
         assert_eq!(resume_point(&headers, &uri, "r").unwrap(), 9);
-        headers.insert("last-event-id", "".parse().unwrap());
-        assert_eq!(resume_point(&headers, &uri, "r").unwrap(), 0);
+        headers.insert("last-event-id", " ".parse().unwrap());
+        assert_eq!(
+            resume_point(&headers, &uri, "r").unwrap(),
+            4,
+            "empty is absent"
+        );
         headers.insert("last-event-id", "-1".parse().unwrap());
         assert!(resume_point(&headers, &uri, "r").is_err());
         let none: Uri = "/v1/x".parse().unwrap();
@@ -444,6 +448,12 @@ mod tests {
             let uri: Uri = bad.parse().unwrap();
             let err = resume_point(&HeaderMap::new(), &uri, "r").unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidArgument, "{bad}");
+            let err = resume_point(&headers, &uri, "r").unwrap_err();
+            assert_eq!(
+                err.code,
+                ErrorCode::InvalidArgument,
+                "{bad} with Last-Event-ID"
+            );
         }
     }
 
