@@ -4,9 +4,10 @@
 //! Events come from the event log, never from the read model, so any replica serves any stream
 //! from the shared log. A stream catches up from its resume point, then waits on the log's
 //! `head()` and reads only what was appended since it last looked, in batches of [`BATCH`]: a
-//! stream holds at most one batch (and, for a session, the ids of its invocations still in
-//! flight), and the client's reading speed never reaches a writer: a slow client just reads
-//! the log later. A stream never writes events and never decides anything.
+//! stream holds at most one batch (an invocation's catch-up: that invocation's events, as its
+//! JSON answer does; a session's stream also the ids of its invocations in flight), and the
+//! client's reading speed never reaches a writer: a slow client just reads the log later. A
+//! stream never writes events and never decides anything.
 //!
 //! What a stream sends, and its ids:
 //! - an invocation's stream: every event of the invocation (any type, so events a tool adds
@@ -125,7 +126,6 @@ pub(super) async fn invocation(
     after: u64,
     rid: &str,
 ) -> Result<Response, ApiError> {
-    // Subscribed before the catch-up read, so nothing appended after it goes unnoticed.
     let head = log.head();
     // The aggregate's own events are the filtered read: one `load`, not a scan of the log.
     let events = log
