@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use cqrs_es::AggregateError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -557,29 +557,23 @@ pub async fn artifact(
     Ok(response)
 }
 
-/// `GET /v1/invocations/{id}/events`: the invocation's events in order. With
-/// `Accept: text/event-stream`, a live stream instead: every event as an SSE message whose `id`
-/// is the aggregate version, ending after the terminal event; a client that reconnects with
-/// `Last-Event-ID: N` resumes after version N.
+/// `GET /v1/invocations/{id}/events`: the invocation's events in order; with
+/// `Accept: text/event-stream`, a live stream of them (see [`super::stream`]).
 pub async fn events(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
     headers: HeaderMap,
+    uri: Uri,
+    stop: Option<Extension<super::StopStreams>>,
     ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let view = find(&app, &caller, &invocation_id, &rid).await?;
-    let wants_stream = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    if wants_stream {
-        let after = headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        return Ok(event_stream(app, view.id, after).into_response());
+    if super::stream::wanted(&headers) {
+        let after = super::stream::resume_point(&headers, &uri, &rid)?;
+        let id = InvocationId::parse(&view.id).map_err(|e| ApiError::internal(&e, &rid))?;
+        let stop = stop.map(|Extension(stop)| stop);
+        return super::stream::invocation(app.log.clone(), stop, &id, after, &rid).await;
     }
     let events = app
         .log
@@ -590,79 +584,6 @@ pub async fn events(
         })?;
     let events: Vec<&workspace_events::RecordedEvent> = events.iter().map(|e| e.as_ref()).collect();
     Ok(Json(json!({ "events": events })).into_response())
-}
-
-fn event_stream(
-    app: Arc<App>,
-    invocation_id: String,
-    after: u64,
-) -> axum::response::sse::Sse<
-    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    struct Cursor {
-        app: Arc<App>,
-        id: String,
-        after: u64,
-        head: tokio::sync::watch::Receiver<u64>,
-        pending: std::collections::VecDeque<Arc<workspace_events::RecordedEvent>>,
-        done: bool,
-    }
-    let head = app.log.head();
-    let cursor = Cursor {
-        app,
-        id: invocation_id,
-        after,
-        head,
-        pending: Default::default(),
-        done: false,
-    };
-    let stream = futures::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(e) = c.pending.pop_front() {
-                c.after = e.envelope.aggregate_version;
-                if matches!(
-                    e.envelope.event_type.as_str(),
-                    "invocation.completed" | "invocation.denied" | "invocation.rejected"
-                ) {
-                    c.done = true;
-                    c.pending.clear();
-                }
-                let event = Event::default()
-                    .id(e.envelope.aggregate_version.to_string())
-                    .event(e.envelope.event_type.clone())
-                    .json_data(e.as_ref())
-                    .unwrap_or_else(|_| Event::default().comment("unencodable event"));
-                return Some((Ok(event), c));
-            }
-            if c.done {
-                return None;
-            }
-            c.head.borrow_and_update();
-            let Ok(events) = c.app.log.load(AggregateType::Invocation, &c.id).await else {
-                return None;
-            };
-            let finished = events.last().is_some_and(|e| {
-                matches!(
-                    e.envelope.event_type.as_str(),
-                    "invocation.completed" | "invocation.denied" | "invocation.rejected"
-                )
-            });
-            c.pending = events
-                .into_iter()
-                .filter(|e| e.envelope.aggregate_version > c.after)
-                .collect();
-            if c.pending.is_empty() {
-                if finished {
-                    return None;
-                }
-                if c.head.changed().await.is_err() {
-                    return None;
-                }
-            }
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// Paging of `GET /v1/sessions/{id}/invocations`.

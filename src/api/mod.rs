@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod invocations;
 mod sessions;
+mod stream;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use crate::error_code::ErrorCode;
 pub use auth::Caller;
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use stream::StopStreams;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;

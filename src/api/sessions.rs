@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use workspace_events::{AggregateType, CloseReason, Principal, WorkspaceSource};
@@ -346,14 +346,25 @@ pub async fn tools(
     Ok(Json(json!({ "tools": tools })))
 }
 
-/// `GET /v1/sessions/{id}/events`: the session's events, in order (its audit trail).
+/// `GET /v1/sessions/{id}/events`: the session's events, in order (its audit trail); with
+/// `Accept: text/event-stream`, a live stream of them and of its invocations' events (see
+/// [`super::stream`]).
 pub async fn events(
     State(app): State<Arc<App>>,
     RequestId(rid): RequestId,
     caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+    stop: Option<Extension<super::StopStreams>>,
     ApiPath(session_id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let view = lookup(&app, &caller, &session_id, &rid).await?;
+    if super::stream::wanted(&headers) {
+        let after = super::stream::resume_point(&headers, &uri, &rid)?;
+        let id = SessionId::parse(&view.id).map_err(|e| bad(e.to_string(), &rid))?;
+        let stop = stop.map(|Extension(stop)| stop);
+        return super::stream::session(app.log.clone(), stop, &id, after, &rid).await;
+    }
     let events = app
         .log
         .load(AggregateType::Session, &view.id)
@@ -362,5 +373,5 @@ pub async fn events(
             ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e)
         })?;
     let events: Vec<&workspace_events::RecordedEvent> = events.iter().map(|e| e.as_ref()).collect();
-    Ok(Json(json!({ "events": events })))
+    Ok(Json(json!({ "events": events })).into_response())
 }
