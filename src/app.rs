@@ -204,7 +204,9 @@ impl Server {
             });
         }
         tasks.close();
-        let router = crate::api::router(app.clone());
+        // Open event streams end when the service stops: a graceful shutdown waits for them.
+        let router = crate::api::router(app.clone())
+            .layer(axum::Extension(crate::api::StopStreams(shutdown.clone())));
         tracing::info!(addr = %self.listener.local_addr()?, "workspace service listening");
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

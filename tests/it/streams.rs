@@ -507,3 +507,16 @@ async fn a_json_get_of_the_events_is_unchanged() {
         .await;
     assert_eq!(types, ["session.created", "session.provisioned"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_service_ends_its_open_streams() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let path = format!("/v1/sessions/{session}/events");
+    let mut stream = EventStream::open(server.addr, &path, &[SSE]).await;
+    assert_eq!(stream.event().await.event, "session.created");
+    // A graceful shutdown waits for open answers; a session's stream would never end.
+    tokio::time::timeout(PATIENCE, server.stop())
+        .await
+        .expect("the service stopped with a stream open");
+}
