@@ -15,6 +15,7 @@ pub mod policy;
 pub mod projector;
 pub mod replay;
 pub mod runner;
+pub mod secret;
 pub mod sessions;
 pub mod telemetry;
 pub mod tools;
