@@ -140,7 +140,14 @@ impl Server {
             runners.clone(),
             config.clone(),
         ));
+        // Recovery appends (failing interrupted provisionings) and waits to read its own
+        // writes: the projector runs meanwhile, or each wait would last its whole timeout and
+        // the first requests could see the read model from before the recovery.
+        let recovering = CancellationToken::new();
+        let projecting = tokio::spawn(projector.clone().run_until_stopped(recovering.clone()));
         sessions.recover().await;
+        recovering.cancel();
+        let _ = projecting.await;
         let catalog = Arc::new(Catalog::builtin());
         let executor = Arc::new(Executor::new(
             log.clone(),
