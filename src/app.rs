@@ -1,8 +1,11 @@
-//! Wiring of the embedded mode: one process holding the event log, the projector and its read
-//! models, the executor, the session service and the HTTP API. `Server::bind` takes the HTTP
-//! port first (a busy port fails before anything is created on disk), then prepares everything
-//! (rebuilding read models from the log and repairing what a crash left behind);
-//! `run_until_stopped` serves until the shutdown token fires.
+//! Wiring of the `serve` role: one process holding the projector and its read models, the
+//! executor, the session service and the HTTP API, over the configured event store (the
+//! embedded log file, or a JetStream stream: [`open_event_log`]). Everything above the
+//! `EventLog` trait is the same in both. `Server::bind` takes the HTTP port first (a busy port
+//! fails before anything is created on disk), then opens the event store (an unreachable NATS
+//! fails before anything is created either), then prepares everything (rebuilding read models
+//! from the events and repairing what a crash left behind); `run_until_stopped` serves until
+//! the shutdown token fires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use workspace_projections::MemoryReadModel;
 
 use crate::artifacts::{ArtifactError, LocalArtifactStore};
-use crate::config::Config;
+use crate::config::{Config, EventStoreConfig};
 use crate::domain::Invocation;
+use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
 use crate::executor::{Executor, Handoff};
 use crate::projector::Projector;
@@ -57,9 +61,18 @@ impl App {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The event store could not be opened.
+    /// The event store could not be opened, or failed while the read models were rebuilt.
     #[error("event store: {0}")]
     EventStore(#[from] StoreError),
+    /// The JetStream event store could not be reached or set up.
+    #[error("cannot open the JetStream event store at {servers} (NATS_URL): {source}")]
+    JetStream {
+        /// The configured servers, without credentials.
+        servers: String,
+        /// The error (never holding a password or token).
+        #[source]
+        source: StoreError,
+    },
     /// The artifact store could not be opened.
     #[error("artifact store: {0}")]
     Artifacts(#[from] ArtifactError),
@@ -85,6 +98,26 @@ pub enum StartError {
     },
 }
 
+/// Opens the configured event store: the log file in `events_dir` (locked by this process),
+/// or the JetStream stream (connected, its server and settings checked, within the request
+/// timeout for an unreachable server).
+pub async fn open_event_log(
+    store: &EventStoreConfig,
+    events_dir: &std::path::Path,
+    fsync: &FsyncPolicy,
+) -> Result<Arc<dyn EventLog>, StartError> {
+    match store {
+        EventStoreConfig::File => Ok(FileEventLog::open(events_dir, fsync.clone()).await?),
+        EventStoreConfig::JetStream(options) => {
+            let servers = options.servers_for_display();
+            match JetStreamEventLog::connect(options.clone()).await {
+                Ok(log) => Ok(Arc::new(log)),
+                Err(source) => Err(StartError::JetStream { servers, source }),
+            }
+        }
+    }
+}
+
 /// A bound, ready server.
 pub struct Server {
     app: Arc<App>,
@@ -104,14 +137,16 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        // Second, the event store: an unreachable NATS fails before anything is created on
+        // disk.
+        let log = open_event_log(&config.event_store, &config.events_dir, &config.fsync).await?;
+        tracing::info!(event_store = %config.event_store.describe(), "event store open");
         for (dir, context) in [
             (&config.workspace_root, "creating WORKSPACE_ROOT"),
             (&config.run_dir, "creating the runner socket directory"),
         ] {
             std::fs::create_dir_all(dir).map_err(|source| StartError::Io { context, source })?;
         }
-        let log: Arc<dyn EventLog> =
-            FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
         let artifacts = LocalArtifactStore::open(
             &config.artifact_root,
             matches!(config.fsync, FsyncPolicy::Always),
@@ -140,7 +175,14 @@ impl Server {
             runners.clone(),
             config.clone(),
         ));
+        // Recovery appends (failing interrupted provisionings) and waits to read its own
+        // writes: the projector runs meanwhile, or each wait would last its whole timeout and
+        // the first requests could see the read model from before the recovery.
+        let recovering = CancellationToken::new();
+        let projecting = tokio::spawn(projector.clone().run_until_stopped(recovering.clone()));
         sessions.recover().await;
+        recovering.cancel();
+        let _ = projecting.await;
         let catalog = Arc::new(Catalog::builtin());
         let executor = Arc::new(Executor::new(
             log.clone(),

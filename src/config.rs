@@ -2,6 +2,13 @@
 //! environment variable (the original service's names where one existed), typed and defaulted;
 //! cross-field rules are checked in [`Config::try_from`]. Tests build [`Config`] directly and
 //! never touch the process environment.
+//!
+//! The event store ([`event_store`]) and the read-model stores ([`read_models`]) have their
+//! own argument groups, shared with the roles that need them; `docs/configuration.md` lists
+//! every setting and the mode rules.
+
+pub mod event_store;
+pub mod read_models;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,6 +17,9 @@ use std::time::Duration;
 use crate::eventstore::FsyncPolicy;
 use crate::runner::limits::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PROCESSES, SandboxLimits};
 use crate::runner::sandbox::{DEFAULT_SANDBOX_GID, DEFAULT_SANDBOX_UID, HostIdentity, SandboxMode};
+
+pub use self::event_store::{EventStoreArgs, EventStoreConfig};
+pub use self::read_models::{ReadModelArgs, ReadModelConfig};
 
 /// Command-line and environment settings of `workspace serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,9 +44,6 @@ pub struct ServeArgs {
     /// host directory may be copied. Never the service's own directories, even below a root.
     #[arg(long, env = "WORKSPACE_SOURCE_ROOTS", value_name = "DIR[:DIR...]")]
     pub source_roots: Option<String>,
-    /// Event store: `file` (embedded append-only log).
-    #[arg(long, env = "WORKSPACE_EVENT_STORE", default_value = "file")]
-    pub event_store: String,
     /// Event log durability: `interval` (write before ack, fsync every second), `always`
     /// (fsync before ack), `never`, or an interval such as `200ms`.
     #[arg(long, env = "WORKSPACE_EVENTLOG_FSYNC", default_value = "interval")]
@@ -130,6 +137,12 @@ pub struct ServeArgs {
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// The event store: the embedded log file, or a JetStream stream when NATS_URL is set.
+    #[command(flatten, next_help_heading = "Event store")]
+    pub event_store: EventStoreArgs,
+    /// The read-model stores (memory; Valkey is declared but not available yet).
+    #[command(flatten, next_help_heading = "Read-model stores")]
+    pub read_models: ReadModelArgs,
 }
 
 /// How callers are authenticated.
@@ -161,7 +174,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Host directories sessions may copy (`WORKSPACE_SOURCE_ROOTS`); empty: none.
     pub source_roots: Vec<PathBuf>,
-    /// Event log directory.
+    /// Where the events are kept: the log file in `events_dir`, or a JetStream stream.
+    pub event_store: EventStoreConfig,
+    /// Event log directory (of the file store).
     pub events_dir: PathBuf,
     /// Workspaces root.
     pub workspace_root: PathBuf,
@@ -169,8 +184,10 @@ pub struct Config {
     pub artifact_root: PathBuf,
     /// Per-session runner socket directories.
     pub run_dir: PathBuf,
-    /// Event log durability.
+    /// Event log (file store) and artifact durability.
     pub fsync: FsyncPolicy,
+    /// The read-model stores.
+    pub read_models: ReadModelConfig,
     /// Runner isolation.
     pub sandbox: SandboxMode,
     /// Runner binary.
@@ -223,12 +240,9 @@ impl TryFrom<ServeArgs> for Config {
     type Error = ConfigError;
 
     fn try_from(args: ServeArgs) -> Result<Self, Self::Error> {
-        if args.event_store != "file" {
-            return Err(ConfigError(format!(
-                "WORKSPACE_EVENT_STORE={} is not supported; use `file`",
-                args.event_store
-            )));
-        }
+        let event_store = EventStoreConfig::try_from(args.event_store)?;
+        let read_models = ReadModelConfig::try_from(args.read_models)?;
+        read_models.refuse_unavailable()?;
         let fsync: FsyncPolicy = args
             .eventlog_fsync
             .parse()
@@ -302,6 +316,7 @@ impl TryFrom<ServeArgs> for Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
             data_dir: data.clone(),
             source_roots,
+            event_store,
             events_dir: data.join("events"),
             workspace_root: args
                 .workspace_root
@@ -309,6 +324,7 @@ impl TryFrom<ServeArgs> for Config {
             artifact_root: args.artifact_root.unwrap_or_else(|| data.join("artifacts")),
             run_dir: data.join("run"),
             fsync,
+            read_models,
             sandbox,
             runner_exe,
             bwrap: PathBuf::from("bwrap"),
@@ -362,11 +378,13 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.to_path_buf(),
             source_roots: Vec::new(),
+            event_store: EventStoreConfig::File,
             events_dir: data_dir.join("events"),
             workspace_root: data_dir.join("workspaces"),
             artifact_root: data_dir.join("artifacts"),
             run_dir: data_dir.join("run"),
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+            read_models: ReadModelConfig::default(),
             sandbox,
             runner_exe,
             bwrap: PathBuf::from("bwrap"),
@@ -408,6 +426,31 @@ mod tests {
         assert_eq!(c.fsync, FsyncPolicy::Interval(Duration::from_secs(1)));
         assert_eq!(c.sandbox, SandboxMode::Bubblewrap);
         assert_eq!(c.auth, AuthMode::Payload);
+        assert_eq!(c.event_store, EventStoreConfig::File);
+        assert_eq!(c.read_models, ReadModelConfig::default());
+    }
+
+    #[test]
+    fn nats_url_selects_the_jetstream_store_and_valkey_is_refused_for_now() {
+        let c = parse(&["--nats-url", "nats://127.0.0.1:4223"]).expect("valid");
+        assert!(
+            matches!(&c.event_store, EventStoreConfig::JetStream(o) if o.url == "nats://127.0.0.1:4223"),
+            "{:?}",
+            c.event_store
+        );
+        let err = parse(&[
+            "--invocation-store-backend",
+            "valkey",
+            "--valkey-addr",
+            "127.0.0.1:6379",
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("not available in this build"), "{err}");
+        let err = parse(&["--event-store", "file", "--nats-url", "nats://h:4222"]).unwrap_err();
+        assert!(
+            err.0.contains("WORKSPACE_EVENT_STORE") && err.0.contains("NATS_URL"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -424,6 +467,7 @@ mod tests {
             &["--auth-mode", "magic"][..],
             &["--runner", "chroot"],
             &["--event-store", "jetstream"],
+            &["--event-store", "kafka"],
             &["--eventlog-fsync", "sometimes"],
             &["--executor-concurrency", "0"],
             &["--source-roots", "relative/dir"],

@@ -16,6 +16,7 @@ pub mod projector;
 pub mod readmodel;
 pub mod replay;
 pub mod runner;
+pub mod secret;
 pub mod sessions;
 pub mod telemetry;
 pub mod tools;

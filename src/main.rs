@@ -34,8 +34,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run the runner inside a session's sandbox (started by the service, not by hand).
     Runner(workspace::runner::cli::RunnerArgs),
-    /// Rebuild the read models from the event log and print a summary (audit replay).
-    Replay(workspace::replay::ReplayArgs),
+    /// Rebuild the read models from the event store and print a summary (audit replay).
+    Replay(Box<workspace::replay::ReplayArgs>),
 }
 
 /// Exit code for a bad configuration (EX_USAGE).
@@ -44,10 +44,22 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_RUNTIME: u8 = 70;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A value clap cannot parse (`PORT=http`, `VALKEY_PORT=x`) is a bad configuration too:
+    // exit 64 like the rules `Config::try_from` checks, not clap's 2. Help and version are 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Some(Command::Runner(args)) => workspace::runner::cli::run(args),
-        Some(Command::Replay(args)) => workspace::replay::run(args),
+        Some(Command::Replay(args)) => workspace::replay::run(*args),
         Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
     }

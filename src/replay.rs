@@ -1,6 +1,8 @@
-//! The `replay` role: rebuilds the read models from the event log, from sequence 0, and prints
-//! what it found. Proves the log alone is enough to recover every read model, and is the audit
-//! trail's command-line reader.
+//! The `replay` role: rebuilds the read models from the event store (the log file, or the
+//! JetStream stream with the same settings as `serve`), from sequence 0, and prints what it
+//! found. Proves the events alone are enough to recover every read model, and is the audit
+//! trail's command-line reader. It never changes the store: a JetStream stream is opened as it
+//! is, never created or updated.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,24 +10,46 @@ use std::sync::Arc;
 
 use workspace_projections::MemoryReadModel;
 
-use crate::eventstore::{EventLog, FileEventLog, FsyncPolicy};
+use crate::config::{ConfigError, EventStoreArgs, EventStoreConfig};
+use crate::eventstore::FsyncPolicy;
 use crate::projector::Projector;
 use crate::telemetry::Metrics;
 
 /// Arguments of `workspace replay`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// Data directory of the service (the log is in `<data dir>/events`). The service must be
-    /// stopped: the log is locked by its writer.
+    /// Data directory of the service (the file store's log is in `<data dir>/events`). With
+    /// the file store the service must be stopped: the log is locked by its writer.
     #[arg(long, env = "WORKSPACE_DATA_DIR", default_value = ".workspace-data")]
     pub data_dir: PathBuf,
     /// Print every event as one JSON line.
     #[arg(long)]
     pub events: bool,
+    /// The event store to read, as `serve` takes it.
+    #[command(flatten, next_help_heading = "Event store")]
+    pub event_store: EventStoreArgs,
+}
+
+/// The store `replay` reads: `serve`'s settings, with a JetStream stream opened as it is.
+fn store(args: EventStoreArgs) -> Result<EventStoreConfig, ConfigError> {
+    Ok(match EventStoreConfig::try_from(args)? {
+        EventStoreConfig::File => EventStoreConfig::File,
+        EventStoreConfig::JetStream(mut options) => {
+            options.create_stream = false;
+            EventStoreConfig::JetStream(options)
+        }
+    })
 }
 
 /// Runs the replay and prints a JSON summary.
 pub fn run(args: ReplayArgs) -> ExitCode {
+    let store = match store(args.event_store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,19 +61,23 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let log: Arc<dyn EventLog> =
-            match FileEventLog::open(&args.data_dir.join("events"), FsyncPolicy::Never).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("cannot open the event log: {e}");
-                    return ExitCode::from(70);
-                }
-            };
+        let events_dir = args.data_dir.join("events");
+        let log = match crate::app::open_event_log(&store, &events_dir, &FsyncPolicy::Never).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot open the event store: {e}");
+                return ExitCode::from(70);
+            }
+        };
         if args.events {
             let mut after = 0;
             loop {
-                let Ok(batch) = log.read_from(after, 1024).await else {
-                    return ExitCode::from(70);
+                let batch = match log.read_from(after, 1024).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        eprintln!("reading the events failed: {e}");
+                        return ExitCode::from(70);
+                    }
                 };
                 if batch.is_empty() {
                     break;

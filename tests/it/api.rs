@@ -1,26 +1,26 @@
 //! The REST contract through the real HTTP server: the smoke flow and every error code the API
-//! and the fs tools produce.
+//! and the fs tools produce, each in both modes (`embedded::` and `jetstream::`).
 
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually, send_exact};
+use crate::support::{Backends, Mode, TestServer, eventually, in_both_modes, send_exact};
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_smoke_flow_works_end_to_end() {
-    let (server, _dir) = TestServer::start().await;
+async fn the_smoke_flow_works_end_to_end(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
 
     let (status, _, body) = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "ok"}));
     let (status, _, body) = server.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["event_store"], "ok", "{mode:?}: {body}");
 
     let (status, _, body) = server
         .call(
@@ -226,9 +226,8 @@ async fn the_smoke_flow_works_end_to_end() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_api_error_code_has_its_status_and_envelope() {
-    let (server, _dir) = TestServer::start().await;
+async fn every_api_error_code_has_its_status_and_envelope(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
 
     // invalid_argument: malformed JSON, unknown field, missing principal, bad id.
@@ -480,10 +479,10 @@ async fn every_api_error_code_has_its_status_and_envelope() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trusted_headers_mode_authenticates_and_binds_sessions_to_owners() {
+async fn trusted_headers_mode_authenticates_and_binds_sessions_to_owners(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| {
+    let server = TestServer::start_with(&backends, dir.path(), |c| {
         c.auth = workspace::config::AuthMode::TrustedHeaders {
             token: "t0ken".into(),
             tenant_header: "X-Workspace-Tenant-Id".into(),
@@ -564,9 +563,8 @@ async fn trusted_headers_mode_authenticates_and_binds_sessions_to_owners() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_async_invoke_answers_202_with_a_location_to_poll() {
-    let (server, _dir) = TestServer::start().await;
+async fn an_async_invoke_answers_202_with_a_location_to_poll(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let path = format!("/v1/sessions/{session}/tools/fs.list/invoke");
     let (status, headers, body) = server
@@ -623,11 +621,14 @@ async fn an_async_invoke_answers_202_with_a_location_to_poll() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leaking_paths() {
+async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leaking_paths(
+    mode: Mode,
+) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-runner-binary");
-    let server = TestServer::start_in(dir.path(), |c| c.runner_exe = missing.clone()).await;
+    let server =
+        TestServer::start_with(&backends, dir.path(), |c| c.runner_exe = missing.clone()).await;
     let (status, body) = server.try_create_session(json!({})).await;
     assert_eq!(
         (status, code(&body)),
@@ -649,10 +650,11 @@ async fn a_runner_that_cannot_start_fails_the_session_as_internal_without_leakin
 
 /// A synchronous invoke in flight when the service is asked to stop is answered with its
 /// outcome before the service stops: the executor and the projector outlive the HTTP drain.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopping_service_answers_the_invocations_in_flight_first() {
+async fn a_stopping_service_answers_the_invocations_in_flight_first(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| c.executor_concurrency = 1).await;
+    let server =
+        TestServer::start_with(&backends, dir.path(), |c| c.executor_concurrency = 1).await;
     let session = server.create_session(json!({})).await;
     // The invocation is still waiting for the only slot when the stop comes.
     let busy = server.hold_the_only_slot();
@@ -671,11 +673,11 @@ async fn a_stopping_service_answers_the_invocations_in_flight_first() {
 
 /// Without bubblewrap, a session fails as `unavailable` with the install hint, never silently
 /// unsandboxed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_bubblewrap_a_session_fails_as_unavailable_with_an_install_hint() {
+async fn without_bubblewrap_a_session_fails_as_unavailable_with_an_install_hint(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-bwrap-here/bwrap");
-    let server = TestServer::start_in(dir.path(), |c| c.bwrap = missing.clone()).await;
+    let server = TestServer::start_with(&backends, dir.path(), |c| c.bwrap = missing.clone()).await;
     let (status, body) = server.try_create_session(json!({})).await;
     assert_eq!(
         (status, code(&body)),
@@ -689,10 +691,10 @@ async fn without_bubblewrap_a_session_fails_as_unavailable_with_an_install_hint(
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout() {
+async fn an_invocation_no_executor_started_before_its_deadline_is_a_timeout(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| {
+    let server = TestServer::start_with(&backends, dir.path(), |c| {
         c.queue_timeout = Duration::ZERO;
         c.executor_concurrency = 1;
     })
@@ -740,9 +742,8 @@ fn assert_envelope(
     assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_not_declared_as_json_is_refused_before_anything_is_recorded() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_body_not_declared_as_json_is_refused_before_anything_is_recorded(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let head = || *server.app().log.head().borrow();
     let before = head();
@@ -813,9 +814,8 @@ async fn a_body_not_declared_as_json_is_refused_before_anything_is_recorded() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rejection_is_the_json_error_envelope() {
-    let (server, _dir) = TestServer::start().await;
+async fn every_rejection_is_the_json_error_envelope(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let json: &[u8] = br#"{"args": {}}"#;
     let none: &[u8] = b"";
@@ -969,9 +969,8 @@ const JSON: &str = "application/json";
 const NOT_ALLOWED: (StatusCode, &str) = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 const NOT_FOUND: (StatusCode, &str) = (StatusCode::NOT_FOUND, "not_found");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_or_args_that_is_not_a_json_object_is_refused() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_body_or_args_that_is_not_a_json_object_is_refused(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let invoke = format!("/v1/sessions/{session}/tools/fs.list/invoke");
     let post = |path: String, body: &'static str| {
@@ -1054,3 +1053,17 @@ async fn a_body_or_args_that_is_not_a_json_object_is_refused() {
     }
     server.stop().await;
 }
+
+in_both_modes!(
+    the_smoke_flow_works_end_to_end,
+    every_api_error_code_has_its_status_and_envelope,
+    trusted_headers_mode_authenticates_and_binds_sessions_to_owners,
+    an_async_invoke_answers_202_with_a_location_to_poll,
+    a_runner_that_cannot_start_fails_the_session_as_internal_without_leaking_paths,
+    a_stopping_service_answers_the_invocations_in_flight_first,
+    without_bubblewrap_a_session_fails_as_unavailable_with_an_install_hint,
+    an_invocation_no_executor_started_before_its_deadline_is_a_timeout,
+    a_body_not_declared_as_json_is_refused_before_anything_is_recorded,
+    every_rejection_is_the_json_error_envelope,
+    a_body_or_args_that_is_not_a_json_object_is_refused,
+);

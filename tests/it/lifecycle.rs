@@ -1,16 +1,19 @@
 //! Durability and lifecycle: restart safety, expiry, correlation idempotency, concurrency.
+//! Every scenario runs in both modes (`embedded::` and `jetstream::`); a restart reopens the
+//! same data dir and the same event store (the log file, or the stream on the same server),
+//! and a crash is left behind through a server whose roles never ran, in either store.
 
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestServer, eventually};
+use crate::support::{Backends, Mode, TestServer, eventually, in_both_modes};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn everything_survives_a_restart_on_the_same_data_dir() {
+async fn everything_survives_a_restart_on_the_same_data_dir(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let session = server.create_session(json!({})).await;
     let big = "line of text\n".repeat(2000); // 26 KB: output goes to an artifact
     let (status, body) = server
@@ -37,7 +40,7 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(body["invocation"]["output"]["content"], big.as_str());
     server.stop().await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let (status, _, body) = server.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["status"], "ready");
@@ -72,9 +75,8 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_is_closed_and_its_workspace_removed() {
-    let (server, _dir) = TestServer::start().await;
+async fn an_expired_session_is_closed_and_its_workspace_removed(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server
         .create_session(json!({"expires_in_seconds": 1}))
         .await;
@@ -108,9 +110,8 @@ async fn an_expired_session_is_closed_and_its_workspace_removed() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_correlation_id_returns_the_first_invocation_and_runs_once() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_repeated_correlation_id_returns_the_first_invocation_and_runs_once(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let first = json!({"approved": true, "correlation_id": "k-1", "args": {"path": "c.txt", "content": "first"}});
     let (status, a) = server.invoke(&session, "fs.write_file", first).await;
@@ -158,9 +159,8 @@ async fn a_repeated_correlation_id_returns_the_first_invocation_and_runs_once() 
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_invocations_on_one_session_all_complete() {
-    let (server, _dir) = TestServer::start().await;
+async fn concurrent_invocations_on_one_session_all_complete(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let mut handles = Vec::new();
     for i in 0..40 {
@@ -202,12 +202,12 @@ fn git(dir: &std::path::Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory() {
+async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().expect("tempdir");
     // The repository lies outside the data dir: the service never copies its own directories.
     let data = dir.path().join("data");
-    let server = TestServer::start_in(&data, |c| {
+    let server = TestServer::start_with(&backends, &data, |c| {
         c.source_roots = vec![dir.path().join("origin")];
     })
     .await;
@@ -293,14 +293,11 @@ async fn a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory() {
 /// Appends commands the way a crashed process would have left them: through a bound server
 /// whose roles never ran.
 async fn leave_behind(
+    backends: &Backends,
     dir: &std::path::Path,
     commands: Vec<(String, workspace::domain::InvocationCommand)>,
 ) {
-    let config = workspace::config::Config::for_tests(
-        dir,
-        crate::support::runner_exe(),
-        workspace::runner::sandbox::SandboxMode::Bubblewrap,
-    );
+    let config = backends.config(dir);
     let server = workspace::app::Server::bind(config).await.expect("bind");
     let app = server.app();
     for (id, command) in commands {
@@ -344,12 +341,12 @@ fn started_by_a_dead_executor() -> workspace_events::InvocationStarted {
 /// ADR 0003: after a crash, the correlation id still names the interrupted invocation. A retry
 /// with it gets the interrupted outcome and never runs the tool again (its write may have
 /// landed); a retry with a new correlation id is a new invocation, and runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_again() {
+async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_again(mode: Mode) {
+    let backends = Backends::start(mode);
     use workspace::domain::InvocationCommand;
     use workspace::ids::{InvocationId, SessionId};
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let session = server.create_session(json!({})).await;
     let workspace = server.workspace_dir(&session);
     server.stop().await;
@@ -367,6 +364,7 @@ async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_a
     }
     .into();
     leave_behind(
+        &backends,
         dir.path(),
         vec![
             (id.clone(), InvocationCommand::Queue(write)),
@@ -379,7 +377,7 @@ async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_a
     .await;
     std::fs::write(workspace.join("w.txt"), "first").unwrap();
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let path = format!("/v1/invocations/{id}");
     let settled = eventually(Duration::from_secs(10), || {
         let (server, path) = (&server, &path);
@@ -427,10 +425,11 @@ async fn a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_a
 
 /// An exit code is known only once the tool ran: never for a denial or a rejection, not while
 /// queued; 0 for an in-process tool that completed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invocation_has_no_exit_code_until_its_tool_ran() {
+async fn an_invocation_has_no_exit_code_until_its_tool_ran(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| c.executor_concurrency = 1).await;
+    let server =
+        TestServer::start_with(&backends, dir.path(), |c| c.executor_concurrency = 1).await;
     let session = server.create_session(json!({})).await;
 
     let unapproved = json!({"args": {"path": "a.txt", "content": "x"}});
@@ -490,9 +489,8 @@ async fn an_invocation_has_no_exit_code_until_its_tool_ran() {
 
 /// A sub-millisecond run is not a zero: the view carries its exact duration and the histogram
 /// sums it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quick_run_reports_its_exact_duration_and_feeds_the_histogram() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_quick_run_reports_its_exact_duration_and_feeds_the_histogram(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let (status, body) = server
         .invoke(&session, "fs.stat", json!({"args": {"path": "."}}))
@@ -523,17 +521,18 @@ async fn a_quick_run_reports_its_exact_duration_and_feeds_the_histogram() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
+async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once(mode: Mode) {
+    let backends = Backends::start(mode);
     use workspace::domain::InvocationCommand;
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let session = server.create_session(json!({})).await;
     server.stop().await;
 
     // A crash left one invocation queued and one claimed by an executor that died.
     let started = started_by_a_dead_executor();
     leave_behind(
+        &backends,
         dir.path(),
         vec![
             (
@@ -552,7 +551,7 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
     )
     .await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let settled = eventually(Duration::from_secs(10), || {
         let server = &server;
         async move {
@@ -593,10 +592,9 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once() {
 /// A request cancelled between committing `queued` and handing it to the executor must not
 /// strand the invocation: dropped before or after the log reader passed the event, queued
 /// alone or already claimed for the executor, the handoff's invocation still runs, once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_work_whose_handoff_was_dropped_still_runs_once() {
+async fn queued_work_whose_handoff_was_dropped_still_runs_once(mode: Mode) {
     use workspace::domain::InvocationCommand;
-    let (server, _dir) = TestServer::start().await;
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let app = server.app();
     let cases = [
@@ -653,10 +651,9 @@ async fn queued_work_whose_handoff_was_dropped_still_runs_once() {
 /// Two requests for one invocation (a retry with the same correlation id) each take a handoff;
 /// the loser's append fails and its handoff is dropped. It must not take over the winner's
 /// claim: the tool runs once (an insert that ran twice would leave two lines).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_losing_retry_does_not_run_the_winners_claim() {
+async fn a_losing_retry_does_not_run_the_winners_claim(mode: Mode) {
     use workspace::domain::{InvocationCommand, InvocationError};
-    let (server, _dir) = TestServer::start().await;
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let app = server.app();
     let id = "inv-claimedonce";
@@ -718,15 +715,11 @@ async fn a_losing_retry_does_not_run_the_winners_claim() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
+async fn a_session_whose_provisioning_was_interrupted_fails_at_restart(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
     {
-        let config = workspace::config::Config::for_tests(
-            dir.path(),
-            crate::support::runner_exe(),
-            workspace::runner::sandbox::SandboxMode::Bubblewrap,
-        );
+        let config = backends.config(dir.path());
         let server = workspace::app::Server::bind(config).await.expect("bind");
         let app = server.app();
         let now = time::OffsetDateTime::now_utc();
@@ -753,7 +746,7 @@ async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
             .await
             .expect("created");
     }
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let (status, _, body) = server.get("/v1/sessions/session-interrupted").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["status"], "failed", "{body}");
@@ -761,10 +754,10 @@ async fn a_session_whose_provisioning_was_interrupted_fails_at_restart() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_rebuilds_the_read_models_from_the_log_alone() {
+async fn replay_rebuilds_the_read_models_from_the_log_alone(mode: Mode) {
+    let backends = Backends::start(mode);
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
     let session = server.create_session(json!({})).await;
     server
         .invoke(&session, "fs.list", json!({"args": {}}))
@@ -778,9 +771,15 @@ async fn replay_rebuilds_the_read_models_from_the_log_alone() {
         .await;
     server.stop().await;
 
+    if mode == Mode::JetStream {
+        assert!(
+            !dir.path().join("events").exists(),
+            "in JetStream mode no event log file is written"
+        );
+    }
     let output = std::process::Command::new(crate::support::runner_exe())
-        .args(["replay", "--data-dir"])
-        .arg(dir.path())
+        .arg("replay")
+        .args(backends.replay_args(dir.path()))
         .output()
         .expect("replay runs");
     assert!(
@@ -795,3 +794,19 @@ async fn replay_rebuilds_the_read_models_from_the_log_alone() {
     // session created + provisioned; list queued/started/completed; write denied.
     assert_eq!(summary["events"], 6, "{summary}");
 }
+
+in_both_modes!(
+    everything_survives_a_restart_on_the_same_data_dir,
+    an_expired_session_is_closed_and_its_workspace_removed,
+    a_repeated_correlation_id_returns_the_first_invocation_and_runs_once,
+    concurrent_invocations_on_one_session_all_complete,
+    a_session_clones_a_repository_at_a_ref_or_copies_a_host_directory,
+    a_retry_of_an_interrupted_write_with_its_correlation_id_never_runs_it_again,
+    an_invocation_has_no_exit_code_until_its_tool_ran,
+    a_quick_run_reports_its_exact_duration_and_feeds_the_histogram,
+    after_a_crash_queued_work_runs_and_interrupted_work_fails_once,
+    queued_work_whose_handoff_was_dropped_still_runs_once,
+    a_losing_retry_does_not_run_the_winners_claim,
+    a_session_whose_provisioning_was_interrupted_fails_at_restart,
+    replay_rebuilds_the_read_models_from_the_log_alone,
+);

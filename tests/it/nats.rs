@@ -100,9 +100,18 @@ impl NatsServer {
         Self::start_binary(pinned_binary())
     }
 
+    /// Starts the pinned server with JetStream and `extra` arguments (`--user u --pass p`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_binary_with(pinned_binary(), extra)
+    }
+
     /// Starts `binary` with JetStream on a port of its choosing; waits until it accepts
     /// connections.
     pub fn start_binary(binary: &Path) -> Self {
+        Self::start_binary_with(binary, &[])
+    }
+
+    fn start_binary_with(binary: &Path, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, ports, log) = (
             dir.path().join("store"),
@@ -119,6 +128,7 @@ impl NatsServer {
             .arg(&ports)
             .arg("-l")
             .arg(&log)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,8 +1,14 @@
 //! Test harness: a real server on port 0 over a temporary data dir, with the real runner binary
 //! in a real bubblewrap sandbox, and a minimal HTTP/1.1 client.
+//!
+//! A server runs in a [`Mode`]: embedded (the event log file in the data dir) or JetStream (a
+//! pinned nats-server of its own, started on a free port and killed with the last server
+//! using it). [`in_both_modes!`] runs one scenario body per mode.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -10,8 +16,82 @@ use hyper::body::Bytes;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use workspace::config::Config;
+use workspace::config::{Config, EventStoreConfig};
+use workspace::eventstore::jetstream::JetStreamOptions;
 use workspace::runner::sandbox::SandboxMode;
+
+use crate::nats::NatsServer;
+
+/// Where a test server keeps its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The embedded log file in the data dir.
+    Embedded,
+    /// A JetStream stream on the test's own nats-server.
+    JetStream,
+}
+
+/// What the servers of one test share across restarts besides the data dir: in JetStream
+/// mode, the nats-server (a restarted service reopens the same stream on it).
+#[derive(Clone)]
+pub struct Backends {
+    nats: Option<Arc<NatsServer>>,
+}
+
+impl Backends {
+    /// Starts what `mode` needs.
+    pub fn start(mode: Mode) -> Self {
+        let nats = (mode == Mode::JetStream).then(|| Arc::new(NatsServer::start()));
+        Backends { nats }
+    }
+
+    /// The test configuration over `data_dir` in this mode.
+    pub fn config(&self, data_dir: &Path) -> Config {
+        let mut config = Config::for_tests(data_dir, runner_exe(), SandboxMode::Bubblewrap);
+        if let Some(nats) = &self.nats {
+            config.event_store = EventStoreConfig::JetStream(JetStreamOptions::new(nats.url()));
+        }
+        config
+    }
+
+    /// The arguments that point `workspace replay` at this mode's event store.
+    pub fn replay_args(&self, data_dir: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--data-dir".into(), data_dir.into()];
+        if let Some(nats) = &self.nats {
+            args.extend(["--nats-url".into(), nats.url().into()]);
+        }
+        args
+    }
+
+    /// The nats-server's log, for failure messages (empty when embedded).
+    pub fn log(&self) -> String {
+        self.nats.as_ref().map(|n| n.log()).unwrap_or_default()
+    }
+}
+
+/// Generates, for each `async fn name(mode: Mode)` given, the tests `embedded::name` and
+/// `jetstream::name`: one scenario, run over each event store.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Mode::Embedded).await;
+                }
+            )*
+        }
+        mod jetstream {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Mode::JetStream).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use in_both_modes;
 
 /// Fails loudly (never skips) when a binary the tests need is missing.
 pub fn require_binary(name: &str, hint: &str) {
@@ -33,25 +113,43 @@ pub struct TestServer {
     app: std::sync::Arc<workspace::app::App>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Held so the nats-server outlives the service (declared last: dropped last).
+    _backends: Backends,
 }
 
 impl TestServer {
-    /// Starts a service on a fresh temporary data dir (kept by the returned guard).
+    /// Starts an embedded service on a fresh temporary data dir (kept by the returned guard).
     pub async fn start() -> (Self, tempfile::TempDir) {
+        Self::start_mode(Mode::Embedded).await
+    }
+
+    /// Starts a service in `mode` on a fresh temporary data dir (kept by the returned guard).
+    pub async fn start_mode(mode: Mode) -> (Self, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Self::start_in(dir.path(), |_| {}).await;
+        let server = Self::start_with(&Backends::start(mode), dir.path(), |_| {}).await;
         (server, dir)
     }
 
-    /// Starts a service over `data_dir`, letting the test adjust the configuration.
+    /// Starts an embedded service over `data_dir`, letting the test adjust the configuration.
     pub async fn start_in(data_dir: &Path, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(&Backends::start(Mode::Embedded), data_dir, adjust).await
+    }
+
+    /// Starts a service over `data_dir` on `backends` (shared with the test's other servers),
+    /// letting the test adjust the configuration.
+    pub async fn start_with(
+        backends: &Backends,
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         require_binary("bwrap", "install bubblewrap (apt-get install bubblewrap)");
         require_binary("git", "install git (apt-get install git)");
-        let mut config = Config::for_tests(data_dir, runner_exe(), SandboxMode::Bubblewrap);
+        let mut config = backends.config(data_dir);
         adjust(&mut config);
-        let server = workspace::app::Server::bind(config)
-            .await
-            .expect("server binds");
+        let server = match workspace::app::Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => panic!("server binds: {e}\n{}", backends.log()),
+        };
         let addr = server.local_addr();
         let app = server.app();
         let shutdown = CancellationToken::new();
@@ -62,6 +160,7 @@ impl TestServer {
             app,
             shutdown,
             task: Some(task),
+            _backends: backends.clone(),
         }
     }
 

@@ -34,6 +34,7 @@ mod version;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self as js, publish::PublishAck};
-use async_nats::{Client, HeaderMap};
+use async_nats::{Client, HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -57,6 +58,7 @@ use self::direct::{StoredMessage, unavailable};
 pub use self::version::{MINIMUM as MINIMUM_SERVER_VERSION, ServerVersion};
 use super::file_log::check_shape;
 use super::{Appended, EventLog, StoreError};
+use crate::secret::Secret;
 
 /// The default duplicate window: longer than any client's retry horizon (a command is retried
 /// for seconds, not minutes).
@@ -79,7 +81,8 @@ const HEADER_BATCH_COMMIT: &str = "Nats-Batch-Commit";
 /// Everything [`JetStreamEventLog::connect`] needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamOptions {
-    /// NATS server URL(s), comma separated (`nats://host:4222`).
+    /// NATS server URL(s), comma separated (`nats://host:4222`); never carrying credentials
+    /// (they are in [`JetStreamOptions::auth`], kept out of logs and errors).
     pub url: String,
     /// Name of the stream (created or updated at connect).
     pub stream: String,
@@ -89,19 +92,117 @@ pub struct JetStreamOptions {
     pub duplicate_window: Duration,
     /// Bound on every request to the server (connect, publish ack, direct get).
     pub request_timeout: Duration,
+    /// How the client authenticates.
+    pub auth: NatsAuth,
+    /// TLS to the server.
+    pub tls: NatsTls,
+    /// Create or update the stream at connect (the service). `false`: open the existing
+    /// stream and check it without changing it (a reader such as `workspace replay`, whose
+    /// replicas and duplicate window are the stream's own).
+    pub create_stream: bool,
 }
 
 impl JetStreamOptions {
-    /// Defaults for a server at `url`.
+    /// Defaults for a server at `url`: no credentials, TLS only if the server asks for it.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             stream: STREAM_NAME.to_owned(),
             replicas: 1,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
+            create_stream: true,
         }
     }
+
+    /// The servers, for messages and logs: `scheme://host:port` each, without any user info.
+    pub fn servers_for_display(&self) -> String {
+        match parse_servers(&self.url) {
+            Ok(servers) => servers
+                .iter()
+                .map(|s| format!("{}://{}:{}", s.scheme(), s.host(), s.port()))
+                .collect::<Vec<_>>()
+                .join(","),
+            Err(_) => "(an unparsable NATS URL)".to_owned(),
+        }
+    }
+
+    /// Removes the configured secrets from a message.
+    fn scrub(&self, text: &str) -> String {
+        match &self.auth {
+            NatsAuth::UserPassword { password, .. } => password.scrub(text),
+            NatsAuth::Token(token) => token.scrub(text),
+            NatsAuth::None | NatsAuth::CredsFile(_) => text.to_owned(),
+        }
+    }
+}
+
+/// The default bound on one request to the server.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the client authenticates to NATS (at most one way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A user and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// An authentication token.
+    Token(Secret),
+    /// A `.creds` file (user JWT and NKey seed), for decentralized (operator) auth.
+    CredsFile(PathBuf),
+}
+
+/// TLS to NATS. Any file implies TLS is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// Refuse a connection that is not TLS.
+    pub required: bool,
+    /// PEM CA certificates trusted for the server's certificate, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl NatsTls {
+    /// Whether the client must use TLS.
+    pub fn is_required(&self) -> bool {
+        self.required || self.ca_file.is_some() || self.client_cert.is_some()
+    }
+}
+
+/// Parses a comma-separated list of NATS URLs (`nats://` or `tls://`; a bare `host:port` is
+/// `nats://`). Websocket URLs are refused: this build has no websocket transport.
+pub fn parse_servers(url: &str) -> Result<Vec<ServerAddr>, String> {
+    let mut servers = Vec::new();
+    for part in url.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err("an empty URL in the list".to_owned());
+        }
+        let server: ServerAddr = part.parse().map_err(|e: std::io::Error| {
+            // The parser's message may quote the URL, which may carry a password.
+            e.to_string().replace(part, "<url>")
+        })?;
+        if server.is_websocket() {
+            return Err(format!(
+                "{}:// is not supported (no websocket transport); use nats:// or tls://",
+                server.scheme()
+            ));
+        }
+        if server.host().is_empty() {
+            return Err("a URL without a host".to_owned());
+        }
+        servers.push(server);
+    }
+    Ok(servers)
 }
 
 /// Where one aggregate stands: its version, the stream sequence of that version's event, and
@@ -150,31 +251,85 @@ impl JetStreamEventLog {
     /// (an older server silently drops settings it does not know). All failures are
     /// [`StoreError::Unavailable`] with a message naming what is wrong.
     pub async fn connect(options: JetStreamOptions) -> Result<Self, StoreError> {
-        let client = async_nats::ConnectOptions::new()
+        let shown = options.servers_for_display();
+        let servers = parse_servers(&options.url).map_err(|e| {
+            StoreError::Unavailable(format!("the NATS URL {shown} is not valid: {e}"))
+        })?;
+        let mut connect = async_nats::ConnectOptions::new()
             .name("workspace-eventstore")
             .connection_timeout(options.request_timeout)
-            .request_timeout(Some(options.request_timeout))
-            .connect(options.url.as_str())
-            .await
-            .map_err(|e| unavailable(&format!("connecting to NATS at {}", options.url), e))?;
+            .request_timeout(Some(options.request_timeout));
+        connect = match &options.auth {
+            NatsAuth::None => connect,
+            NatsAuth::UserPassword { user, password } => {
+                connect.user_and_password(user.clone(), password.expose().to_owned())
+            }
+            NatsAuth::Token(token) => connect.token(token.expose().to_owned()),
+            NatsAuth::CredsFile(path) => connect.credentials_file(path).await.map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "reading the NATS credentials file {}: {e}",
+                    path.display()
+                ))
+            })?,
+        };
+        if options.tls.is_required() {
+            connect = connect.require_tls(true);
+        }
+        if let Some(ca) = &options.tls.ca_file {
+            connect = connect.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &options.tls.client_cert {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = connect.connect(servers).await.map_err(|e| {
+            let tls = if options.tls.is_required() {
+                " (over TLS, which the settings require)"
+            } else {
+                ""
+            };
+            StoreError::Unavailable(
+                options.scrub(&format!("connecting to NATS at {shown}{tls} failed: {e}")),
+            )
+        })?;
         let info = client.server_info();
-        let server_version = check_server(&options.url, &info.version, info.jetstream)?;
+        let server_version = check_server(&shown, &info.version, info.jetstream)?;
         let context = js::ContextBuilder::new()
             .timeout(options.request_timeout)
             .build(client.clone());
-        let created = context
-            .create_or_update_stream(stream_config(&options))
-            .await
-            .map_err(|e| unavailable(&format!("creating the stream {}", options.stream), e))?;
-        check_stream(&options, &created)?;
-        let stream = context
-            .get_stream(&options.stream)
-            .await
-            .map_err(|e| unavailable(&format!("opening the stream {}", options.stream), e))?;
+        let stream = if options.create_stream {
+            let created = context
+                .create_or_update_stream(stream_config(&options))
+                .await
+                .map_err(|e| unavailable(&format!("creating the stream {}", options.stream), e))?;
+            check_stream(&options, &created)?;
+            context
+                .get_stream(&options.stream)
+                .await
+                .map_err(|e| unavailable(&format!("opening the stream {}", options.stream), e))?
+        } else {
+            let stream = context.get_stream(&options.stream).await.map_err(|e| {
+                unavailable(
+                    &format!(
+                        "opening the existing stream {} (created by the service's first start)",
+                        options.stream
+                    ),
+                    e,
+                )
+            })?;
+            let info = stream.cached_info();
+            let own = JetStreamOptions {
+                replicas: info.config.num_replicas,
+                duplicate_window: info.config.duplicate_window,
+                ..options.clone()
+            };
+            check_stream(&own, info)?;
+            stream
+        };
+        let created = stream.cached_info().clone();
         let head = Arc::new(watch::channel(created.state.last_sequence).0);
         let follower = tokio::spawn(follow(stream, Arc::clone(&head)));
         tracing::info!(
-            url = %options.url,
+            url = %shown,
             stream = %options.stream,
             server_version = %server_version,
             replicas = options.replicas,
