@@ -10,7 +10,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::TestServer;
+use crate::support::{Backends, Mode, TestServer, in_both_modes};
 
 /// How long any one event may take to arrive.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -188,11 +188,14 @@ async fn write_file(server: &TestServer, session: &str, path: &str) -> String {
     body["invocation"]["id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_async_invocations_stream_yields_queued_started_and_completed_as_they_happen_then_ends()
-{
+async fn an_async_invocations_stream_yields_queued_started_and_completed_as_they_happen_then_ends(
+    mode: Mode,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| c.executor_concurrency = 1).await;
+    let server = TestServer::start_with(&Backends::start(mode), dir.path(), |c| {
+        c.executor_concurrency = 1
+    })
+    .await;
     let session = server.create_session(json!({})).await;
     let busy = server.hold_the_only_slot();
     let (status, body) = server
@@ -238,9 +241,8 @@ async fn an_async_invocations_stream_yields_queued_started_and_completed_as_they
     assert_eq!(streamed, recorded);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connecting_after_an_invocation_completed_replays_all_its_events_and_ends() {
-    let (server, _dir) = TestServer::start().await;
+async fn connecting_after_an_invocation_completed_replays_all_its_events_and_ends(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let id = write_file(&server, &session, "a.txt").await;
 
@@ -269,10 +271,10 @@ async fn connecting_after_an_invocation_completed_replays_all_its_events_and_end
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_event_id_resumes_an_invocation_stream_after_the_given_event_without_duplicate_or_gap()
-{
-    let (server, _dir) = TestServer::start().await;
+async fn last_event_id_resumes_an_invocation_stream_after_the_given_event_without_duplicate_or_gap(
+    mode: Mode,
+) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let id = write_file(&server, &session, "a.txt").await;
     let path = format!("/v1/invocations/{id}/events");
@@ -319,9 +321,10 @@ async fn last_event_id_resumes_an_invocation_stream_after_the_given_event_withou
     assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_stream_sees_its_lifecycle_and_its_invocations_live_and_ends_when_it_closes() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_session_stream_sees_its_lifecycle_and_its_invocations_live_and_ends_when_it_closes(
+    mode: Mode,
+) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let other = server.create_session(json!({})).await;
     let path = format!("/v1/sessions/{session}/events");
@@ -402,9 +405,8 @@ async fn a_session_stream_sees_its_lifecycle_and_its_invocations_live_and_ends_w
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_for_an_unknown_id_is_a_404_json_envelope() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_stream_for_an_unknown_id_is_a_404_json_envelope(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     for path in [
         "/v1/invocations/inv-unknown/events",
         "/v1/sessions/session-unknown/events",
@@ -416,10 +418,9 @@ async fn a_stream_for_an_unknown_id_is_a_404_json_envelope() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trusted_headers_mode_enforces_ownership_on_the_stream_routes() {
+async fn trusted_headers_mode_enforces_ownership_on_the_stream_routes(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |c| {
+    let server = TestServer::start_with(&Backends::start(mode), dir.path(), |c| {
         c.auth = workspace::config::AuthMode::TrustedHeaders {
             token: "t0ken".into(),
             tenant_header: "X-Workspace-Tenant-Id".into(),
@@ -477,9 +478,8 @@ async fn trusted_headers_mode_enforces_ownership_on_the_stream_routes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_json_get_of_the_events_is_unchanged() {
-    let (server, _dir) = TestServer::start().await;
+async fn a_json_get_of_the_events_is_unchanged(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let id = write_file(&server, &session, "a.txt").await;
     for path in [
@@ -508,9 +508,8 @@ async fn a_json_get_of_the_events_is_unchanged() {
     assert_eq!(types, ["session.created", "session.provisioned"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_the_service_ends_its_open_streams() {
-    let (server, _dir) = TestServer::start().await;
+async fn stopping_the_service_ends_its_open_streams(mode: Mode) {
+    let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let path = format!("/v1/sessions/{session}/events");
     let mut stream = EventStream::open(server.addr, &path, &[SSE]).await;
@@ -520,3 +519,14 @@ async fn stopping_the_service_ends_its_open_streams() {
         .await
         .expect("the service stopped with a stream open");
 }
+
+in_both_modes!(
+    an_async_invocations_stream_yields_queued_started_and_completed_as_they_happen_then_ends,
+    connecting_after_an_invocation_completed_replays_all_its_events_and_ends,
+    last_event_id_resumes_an_invocation_stream_after_the_given_event_without_duplicate_or_gap,
+    a_session_stream_sees_its_lifecycle_and_its_invocations_live_and_ends_when_it_closes,
+    a_stream_for_an_unknown_id_is_a_404_json_envelope,
+    trusted_headers_mode_enforces_ownership_on_the_stream_routes,
+    a_json_get_of_the_events_is_unchanged,
+    stopping_the_service_ends_its_open_streams,
+);
