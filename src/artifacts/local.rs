@@ -1,7 +1,7 @@
 //! Artifacts on a local (or shared) filesystem: `<ARTIFACT_ROOT>/<invocation_id>/<artifact_id>`.
 //! The name and content type live in the events only. Ids are validated newtypes before they
-//! reach a path. A put writes a temporary file and renames it into place (synced first with
-//! `fsync`), before the event that references it is appended.
+//! reach a path. A put writes a temporary file and renames it into place before the event that
+//! references it is appended; with `fsync` the file and then the directory entries are synced.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,8 +48,10 @@ impl LocalArtifactStore {
         let fsync = self.fsync;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len() as u64;
+        let root = self.root.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let dir = path.parent().unwrap_or(Path::new("."));
+            let new_dir = !dir.exists();
             std::fs::create_dir_all(dir)?;
             let tmp = path.with_extension("tmp");
             let mut file = std::fs::File::create(&tmp)?;
@@ -57,7 +59,16 @@ impl LocalArtifactStore {
             if fsync {
                 file.sync_data()?;
             }
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            if fsync {
+                // The rename (and a new invocation directory) must be durable too, or a crash
+                // after the referencing event is synced could lose the name of the bytes.
+                std::fs::File::open(dir)?.sync_all()?;
+                if new_dir {
+                    std::fs::File::open(&root)?.sync_all()?;
+                }
+            }
+            Ok(())
         })
         .await
         .map_err(|e| ArtifactError::Io(std::io::Error::other(e)))??;
@@ -163,6 +174,20 @@ mod tests {
         let id = ArtifactId::parse(&meta.id).unwrap();
         let bytes = store.get(&inv, &id, Some(&meta.sha256)).await.unwrap();
         assert_eq!(bytes, b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_synced_store_round_trips_into_new_and_existing_invocation_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifactStore::open(dir.path(), true).unwrap();
+        let inv = InvocationId::generate();
+        for bytes in [&b"first"[..], b"second"] {
+            let meta = store
+                .put(&inv, "a", "text/plain", bytes.to_vec())
+                .await
+                .unwrap();
+            assert_eq!(store.get_ref(&inv, &meta.reference()).await.unwrap(), bytes);
+        }
     }
 
     #[tokio::test]
