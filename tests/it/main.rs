@@ -2,6 +2,7 @@
 //! real runner binary in a real bubblewrap sandbox, and real git.
 
 mod api;
+mod artifacts;
 mod configuration;
 mod docs;
 mod eventlog_contract;
