@@ -521,7 +521,15 @@ fn assemble(
     Ok((shared, commands, receiver, writer))
 }
 
+/// How long opening waits for a lock whose holder is going away.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the exclusive `flock` on `<dir>/events.lock`, held until the returned file is closed.
+///
+/// A lock held a moment longer than its log is waited for, up to [`LOCK_WAIT`]: a process that
+/// is exiting, or a child forked by this process that has not yet exec'd (it shares the lock's
+/// open file description until its close-on-exec descriptors go, and a sandbox's pre-exec
+/// work takes milliseconds), would otherwise fail a restart that comes right after a close.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let lock = OpenOptions::new()
         .read(true)
@@ -529,7 +537,13 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .create(true)
         .truncate(false)
         .open(dir.join(LOCK_FILE))?;
-    match lock.try_lock() {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut attempt = lock.try_lock();
+    while matches!(attempt, Err(TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        attempt = lock.try_lock();
+    }
+    match attempt {
         Ok(()) => Ok(lock),
         Err(TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
             "the event log in {} is already open (its lock file is held by another process or \

@@ -176,6 +176,27 @@ async fn reopening_preserves_events_indexes_head_and_dedup() {
 }
 
 #[tokio::test]
+async fn an_open_waits_for_a_lock_its_holder_releases_a_moment_later() {
+    let dir = tempfile::tempdir().unwrap();
+    // The lock's open file description held elsewhere, as a forked child that has not exec'd
+    // yet holds it after the log itself closed.
+    let held = std::fs::File::open(dir.path().join(super::LOCK_FILE))
+        .or_else(|_| {
+            std::fs::create_dir_all(dir.path())?;
+            std::fs::File::create(dir.path().join(super::LOCK_FILE))
+        })
+        .unwrap();
+    held.try_lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+    });
+    let log = open(dir.path()).await;
+    log.ping().await.unwrap();
+    release.join().unwrap();
+}
+
+#[tokio::test]
 async fn a_second_open_of_the_same_directory_fails_while_the_first_is_alive() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path()).await;
