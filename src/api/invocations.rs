@@ -238,8 +238,10 @@ pub async fn invoke(
     if correlation_id.is_some()
         && let Some(existing) = app
             .projector
-            .model()
-            .read(|m| m.invocation(invocation_id.as_str()).cloned())
+            .store()
+            .invocation(invocation_id.as_str())
+            .await
+            .map_err(ApiError::read_model(&rid))?
     {
         return Ok(replay(
             &app,
@@ -357,8 +359,10 @@ pub async fn invoke(
             app.projector.wait_for(sequence, READ_YOUR_WRITES).await;
             let existing = app
                 .projector
-                .model()
-                .read(|m| m.invocation(invocation_id.as_str()).cloned())
+                .store()
+                .invocation(invocation_id.as_str())
+                .await
+                .map_err(ApiError::read_model(&rid))?
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::Conflict, "invocation already exists", &rid)
                 })?;
@@ -399,8 +403,10 @@ pub async fn invoke(
         }
         let view = app
             .projector
-            .model()
-            .read(|m| m.invocation(invocation_id.as_str()).cloned())
+            .store()
+            .invocation(invocation_id.as_str())
+            .await
+            .map_err(ApiError::read_model(&rid))?
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
         // A request refused before anything ran is answered at once; queued work always gets
         // its 202 and Location, even when the executor was quick enough to finish it already.
@@ -416,6 +422,7 @@ pub async fn invoke(
         .projector
         .wait_terminal(invocation_id.as_str(), wait)
         .await
+        .map_err(ApiError::read_model(&rid))?
     {
         Some(done) if done.is_terminal() => Ok(answer(&app, &done, &rid).await),
         Some(pending) => Ok(accepted(&pending)),
@@ -429,7 +436,7 @@ pub async fn invoke(
 
 async fn replay(
     app: &App,
-    existing: InvocationView,
+    existing: Arc<InvocationView>,
     run_async: bool,
     timeout_seconds: u64,
     rid: &str,
@@ -442,9 +449,9 @@ async fn replay(
     }
     let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
     match app.projector.wait_terminal(&existing.id, wait).await {
-        Some(done) if done.is_terminal() => answer(app, &done, rid).await,
-        Some(pending) => accepted(&pending),
-        None => accepted(&existing),
+        Ok(Some(done)) if done.is_terminal() => answer(app, &done, rid).await,
+        Ok(Some(pending)) => accepted(&pending),
+        Ok(None) | Err(_) => accepted(&existing),
     }
 }
 
@@ -453,19 +460,20 @@ async fn find(
     caller: &Caller,
     raw_id: &str,
     rid: &str,
-) -> Result<InvocationView, ApiError> {
+) -> Result<Arc<InvocationView>, ApiError> {
     let id = InvocationId::parse(raw_id)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
-    let view = app
-        .projector
-        .model()
-        .read(|m| m.invocation(id.as_str()).cloned())
+    let store = app.projector.store();
+    let view = store
+        .invocation(id.as_str())
+        .await
+        .map_err(ApiError::read_model(rid))?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "invocation not found", rid))?;
     if let Caller::Authenticated(_) = caller {
-        let session = app
-            .projector
-            .model()
-            .read(|m| m.session(&view.session_id).cloned())
+        let session = store
+            .session(&view.session_id)
+            .await
+            .map_err(ApiError::read_model(rid))?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "session not found", rid))?;
         caller.check_owner(&session, rid)?;
     }
@@ -579,7 +587,7 @@ pub async fn events(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        return Ok(event_stream(app, view.id, after).into_response());
+        return Ok(event_stream(app, view.id.clone(), after).into_response());
     }
     let events = app
         .log
@@ -693,12 +701,14 @@ pub async fn list_for_session(
         ));
     }
     let offset = page.offset.unwrap_or(0);
-    let (items, total) = app.projector.model().read(|m| {
-        let (page, total) = m.session_invocations(&view.id, offset, limit);
-        (page.into_iter().cloned().collect::<Vec<_>>(), total)
-    });
-    let next = (offset + items.len() < total).then_some(offset + items.len());
+    let page = app
+        .projector
+        .store()
+        .session_invocations(&view.id, offset, limit)
+        .await
+        .map_err(ApiError::read_model(&rid))?;
+    let next = page.next_offset(offset);
     Ok(Json(
-        json!({ "invocations": items, "total": total, "next_offset": next }),
+        json!({ "invocations": page.items, "total": page.total, "next_offset": next }),
     ))
 }
