@@ -480,6 +480,46 @@ async fn find(
     Ok(view)
 }
 
+/// The invocation a route over its events names: found like [`find`] while the read models
+/// hold its view, and otherwise in the log, which keeps every event after the view left the
+/// store (retention): it exists when it has events, and belongs to the principal its first
+/// event was recorded for (the API records the session's owner as the actor of every request).
+async fn find_recorded(
+    app: &Arc<App>,
+    caller: &Caller,
+    raw_id: &str,
+    rid: &str,
+) -> Result<String, ApiError> {
+    let missing = match find(app, caller, raw_id, rid).await {
+        Ok(view) => return Ok(view.id.clone()),
+        Err(e) if e.code == ErrorCode::NotFound => e,
+        Err(e) => return Err(e),
+    };
+    let id = InvocationId::parse(raw_id)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
+    let events = app
+        .log
+        .load(AggregateType::Invocation, id.as_str())
+        .await
+        .map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(&e)
+        })?;
+    let Some(first) = events.first() else {
+        return Err(missing);
+    };
+    if let Caller::Authenticated(p) = caller {
+        let owner = first.envelope.actor.as_ref();
+        if !owner.is_some_and(|a| a.tenant_id == p.tenant_id && a.actor_id == p.actor_id) {
+            return Err(ApiError::new(
+                ErrorCode::PolicyDenied,
+                "session does not belong to authenticated principal",
+                rid,
+            ));
+        }
+    }
+    Ok(id.to_string())
+}
+
 /// `GET /v1/invocations/{id}`
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -576,7 +616,7 @@ pub async fn events(
     headers: HeaderMap,
     ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    let id = find_recorded(&app, &caller, &invocation_id, &rid).await?;
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -587,11 +627,11 @@ pub async fn events(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        return Ok(event_stream(app, view.id.clone(), after).into_response());
+        return Ok(event_stream(app, id, after).into_response());
     }
     let events = app
         .log
-        .load(AggregateType::Invocation, &view.id)
+        .load(AggregateType::Invocation, &id)
         .await
         .map_err(|e| {
             ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e)

@@ -14,5 +14,6 @@ mod runner;
 mod seccomp;
 mod sources;
 mod startup;
+mod store_wiring;
 mod support;
 mod valkey;
