@@ -245,18 +245,21 @@ impl Projector {
         timeout: Duration,
         rx: &mut oneshot::Receiver<()>,
     ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // One clock read, as a plain timeout would: the looks are scheduled from it.
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
         let mut pause = POLL_FIRST;
+        let mut look_at = start;
         loop {
             let current = self.store.invocation(id).await?;
-            let now = tokio::time::Instant::now();
-            if current.as_ref().is_some_and(|v| v.is_terminal()) || now >= deadline {
+            if current.as_ref().is_some_and(|v| v.is_terminal()) || look_at >= deadline {
                 return Ok(current);
             }
-            match tokio::time::timeout(pause.min(deadline - now), &mut *rx).await {
-                // Announced (or the projector went away): the view is in the store.
-                Ok(_) => return self.store.invocation(id).await,
-                Err(_) => pause = (pause * 2).min(POLL_MAX),
+            look_at = (look_at + pause).min(deadline);
+            pause = (pause * 2).min(POLL_MAX);
+            // Announced (or the projector went away): the view is in the store.
+            if tokio::time::timeout_at(look_at, &mut *rx).await.is_ok() {
+                return self.store.invocation(id).await;
             }
         }
     }
