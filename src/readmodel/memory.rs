@@ -356,8 +356,9 @@ impl ReadModelStore for MemoryStore {
         // keys wait beside their places in the indexes, to be put back without a copy either.
         // (An aggregate's later events find its view moved out already: no set of ids needed.)
         let mut session_places = HashMap::<String, u64>::default();
-        let mut invocation_places = HashMap::<String, u64>::default();
-        let (mut sessions, mut invocations) = (Vec::new(), Vec::new());
+        let mut invocation_places =
+            HashMap::<String, u64>::with_capacity_and_hasher(events.len(), Default::default());
+        let (mut sessions, mut invocations) = (Vec::new(), Vec::with_capacity(events.len()));
         for event in events {
             let id = event.envelope.aggregate_id.as_str();
             match event.envelope.aggregate_type {

@@ -311,7 +311,8 @@ pub(crate) fn fold(
     let mut applied = Vec::with_capacity(events.len());
     // Keyed by the events' aggregate ids: a changed view's id is its events' aggregate id.
     let mut changed_sessions: HashMap<&str, Touch> = HashMap::default();
-    let mut changed_invocations: HashMap<&str, Touch> = HashMap::default();
+    let mut changed_invocations: HashMap<&str, Touch> =
+        HashMap::with_capacity_and_hasher(events.len(), Default::default());
     for (i, event) in events.iter().enumerate() {
         let offered = typed.get_mut(i).and_then(Option::take);
         let outcome = model.apply_with(upcasters, event, offered);
