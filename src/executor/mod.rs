@@ -89,6 +89,8 @@ struct RunResult {
     /// What the tool reported; `None` when it never ran or its end is unknown.
     exit_code: Option<i32>,
     error: Option<ErrorInfo>,
+    /// Recorded for an invocation nobody claimed: only while it is still queued.
+    unstarted: bool,
 }
 
 impl Executor {
@@ -355,7 +357,10 @@ impl Executor {
             Claim::Take(known) => {
                 if let Some((code, message)) = refusal {
                     let result = RunResult::failed(code, message);
-                    self.complete(&id, known, &meta, result, 0).await;
+                    // Unclaimed: abandoned only while still queued (another dispatch of the same
+                    // queued event may have claimed it meanwhile).
+                    self.complete(&id, known, &meta, result.unstarted(), 0)
+                        .await;
                     return true;
                 }
                 let started = self.started(now, timeout);
@@ -492,6 +497,7 @@ impl Executor {
         let Ok(inv) = InvocationId::parse(id) else {
             return;
         };
+        let unstarted = result.unstarted;
         let mut artifacts: Vec<ArtifactMeta> = Vec::new();
         let mut error = result.error;
         for a in result.artifacts {
@@ -544,7 +550,11 @@ impl Executor {
             .execute_known(
                 id,
                 known,
-                InvocationCommand::Complete(completed.into()),
+                if unstarted {
+                    InvocationCommand::Abandon(completed.into())
+                } else {
+                    InvocationCommand::Complete(completed.into())
+                },
                 &(),
                 meta,
             )
@@ -559,6 +569,13 @@ impl Executor {
                 duration_ns,
                 "audit.tool_invocation"
             ),
+            // Another dispatch of the same queued event claimed it: that one records the outcome.
+            Err(AggregateError::UserError(InvocationError::NotQueued(_))) if unstarted => {
+                tracing::debug!(
+                    invocation_id = id,
+                    "claimed by another dispatch; not abandoned"
+                )
+            }
             Err(err) => {
                 tracing::error!(invocation_id = id, error = %err, "could not record the outcome")
             }
@@ -739,6 +756,15 @@ impl RunResult {
                 message: message.into(),
                 retryable: retryable(code),
             }),
+            unstarted: false,
+        }
+    }
+
+    /// This result, for an invocation no executor claimed.
+    fn unstarted(self) -> Self {
+        RunResult {
+            unstarted: true,
+            ..self
         }
     }
 
@@ -769,6 +795,7 @@ impl RunResult {
             artifacts: s.artifacts,
             exit_code: Some(s.exit_code),
             error: None,
+            unstarted: false,
         }
     }
 
@@ -788,6 +815,7 @@ impl RunResult {
                 message: f.message,
                 retryable: retryable(f.code),
             }),
+            unstarted: false,
         }
     }
 }
