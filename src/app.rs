@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use workspace_projections::MemoryReadModel;
 
 use crate::artifacts::{ArtifactError, LocalArtifactStore};
 use crate::config::{Config, EventStoreConfig};
@@ -20,7 +19,8 @@ use crate::domain::Invocation;
 use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
 use crate::executor::{Executor, Handoff};
-use crate::projector::Projector;
+use crate::projector::{Projector, ProjectorError};
+use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention};
 use crate::runner::RunnerProvider;
 use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sessions::Sessions;
@@ -73,6 +73,9 @@ pub enum StartError {
         #[source]
         source: StoreError,
     },
+    /// The read-model store failed.
+    #[error("read models: {0}")]
+    ReadModel(#[from] ReadModelError),
     /// The artifact store could not be opened.
     #[error("artifact store: {0}")]
     Artifacts(#[from] ArtifactError),
@@ -125,8 +128,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the stores, rebuilds the read models, repairs interrupted work and binds.
+    /// Opens the stores, rebuilds the read models (in memory, kept for the seed's default
+    /// retention), repairs interrupted work and binds.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        // Terminal views leave the read models after INVOCATION_STORE_TTL_SECONDS and
+        // SESSION_STORE_TTL_SECONDS (their events stay in the log).
+        let retention = Retention {
+            invocations: config.read_models.invocations.ttl,
+            sessions: config.read_models.sessions.ttl,
+        };
+        let read_models = Arc::new(MemoryStore::new(retention));
+        Self::bind_with(config, read_models).await
+    }
+
+    /// [`Server::bind`] with the read models in `read_models` (an empty [`MemoryStore`] is
+    /// filled from the log here; a shared store is caught up from its checkpoint).
+    pub async fn bind_with(
+        config: Config,
+        read_models: Arc<dyn ReadModelStore>,
+    ) -> Result<Self, StartError> {
         let config = Arc::new(config);
         // First: a busy port must fail before anything exists on disk. Connections that arrive
         // while the read models are rebuilt wait in the backlog.
@@ -152,12 +172,11 @@ impl Server {
             matches!(config.fsync, FsyncPolicy::Always),
         )?;
         let metrics = Arc::new(Metrics::default());
-        let projector = Arc::new(Projector::new(
-            log.clone(),
-            Arc::new(MemoryReadModel::default()),
-            metrics.clone(),
-        ));
-        let head = projector.catch_up().await?;
+        let projector = Arc::new(Projector::new(log.clone(), read_models, metrics.clone()).await?);
+        let head = projector.catch_up().await.map_err(|e| match e {
+            ProjectorError::Log(e) => StartError::EventStore(e),
+            ProjectorError::ReadModel(e) => StartError::ReadModel(e),
+        })?;
         tracing::info!(events = head, "read models rebuilt from the event log");
         let runners: Arc<dyn RunnerProvider> =
             Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
@@ -256,16 +275,15 @@ impl Server {
         shutdown.cancel();
         roles.cancel();
         tasks.wait().await;
-        let ready: Vec<String> = app.projector.model().read(|m| {
-            m.sessions()
-                .filter(|s| s.status == "ready")
-                .map(|s| s.id.clone())
-                .collect()
-        });
-        for id in ready {
-            if let Ok(id) = crate::ids::SessionId::parse(&id) {
-                app.runners.stop(&id).await;
+        match app.projector.store().live_sessions().await {
+            Ok(live) => {
+                for view in live.iter().filter(|s| s.status == "ready") {
+                    if let Ok(id) = crate::ids::SessionId::parse(&view.id) {
+                        app.runners.stop(&id).await;
+                    }
+                }
             }
+            Err(e) => tracing::error!(error = %e, "could not list the sessions to stop"),
         }
         tracing::info!("workspace service stopped");
         served

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use workspace_projections::MemoryReadModel;
+use workspace_projections::Applied;
 
 use crate::config::{ConfigError, EventStoreArgs, EventStoreConfig};
 use crate::eventstore::FsyncPolicy;
 use crate::projector::Projector;
+use crate::readmodel::{MemoryStore, ReadModelStore, Retention};
 use crate::telemetry::Metrics;
 
 /// Arguments of `workspace replay`.
@@ -93,32 +94,50 @@ pub fn run(args: ReplayArgs) -> ExitCode {
                 after = batch.last().map(|e| e.sequence).unwrap_or(after);
             }
         }
-        let projector = Projector::new(
-            log.clone(),
-            Arc::new(MemoryReadModel::default()),
-            Arc::new(Metrics::default()),
-        );
-        let checkpoint = match projector.catch_up().await {
+        // Nothing leaves the store while counting: the summary covers the whole log.
+        let store = Arc::new(MemoryStore::new(Retention::FOREVER));
+        let projector =
+            match Projector::new(log.clone(), store.clone(), Arc::new(Metrics::default())).await {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("replay failed: {e}");
+                    return ExitCode::from(70);
+                }
+            };
+        let mut invocations = std::collections::BTreeMap::<String, String>::new();
+        let mut session_ids = std::collections::BTreeSet::<String>::new();
+        let checkpoint = match projector
+            .catch_up_observed(|applied| match applied {
+                Applied::Invocation { id, status } => {
+                    invocations.insert(id.clone(), status.clone());
+                }
+                Applied::Session { id } => {
+                    session_ids.insert(id.clone());
+                }
+                Applied::Skipped | Applied::Rejected { .. } => {}
+            })
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("replay failed: {e}");
                 return ExitCode::from(70);
             }
         };
-        let summary = projector.model().read(|m| {
-            let mut by_status = std::collections::BTreeMap::<String, usize>::new();
-            for v in m.invocations() {
-                *by_status.entry(v.status.clone()).or_default() += 1;
-            }
-            let mut sessions = std::collections::BTreeMap::<String, usize>::new();
-            for s in m.sessions() {
+        let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+        for status in invocations.into_values() {
+            *by_status.entry(status).or_default() += 1;
+        }
+        let mut sessions = std::collections::BTreeMap::<String, usize>::new();
+        for id in session_ids {
+            if let Ok(Some(s)) = store.session(&id).await {
                 *sessions.entry(s.status.clone()).or_default() += 1;
             }
-            serde_json::json!({
-                "events": checkpoint,
-                "sessions": sessions,
-                "invocations": by_status,
-            })
+        }
+        let summary = serde_json::json!({
+            "events": checkpoint,
+            "sessions": sessions,
+            "invocations": by_status,
         });
         match emit(&format!("{summary}\n")) {
             Ok(()) => ExitCode::SUCCESS,

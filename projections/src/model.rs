@@ -80,6 +80,9 @@ impl ReadModel {
             checkpoint,
             ..ReadModel::default()
         };
+        let (sessions, invocations) = (sessions.into_iter(), invocations.into_iter());
+        model.sessions.reserve(sessions.size_hint().0);
+        model.invocations.reserve(invocations.size_hint().0);
         for view in sessions {
             model.sessions.insert(view.id.clone(), view);
         }

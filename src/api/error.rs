@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use workspace_projections::{InvocationView, SessionView};
 
 use crate::error_code::ErrorCode;
+use crate::readmodel::ReadModelError;
 
 /// An error answer: `{"error":{"code","message","request_id"}}`, plus the invocation or
 /// session it concerns when there is one.
@@ -56,6 +57,25 @@ impl ApiError {
     pub fn tap_log(self, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(request_id = %self.request_id, error = %cause, code = %self.code, "request failed");
         self
+    }
+
+    /// The answer to a failed read of the read models (`.map_err(ApiError::read_model(&rid))`):
+    /// `unavailable` (503, retry after a second) when the store cannot be reached, otherwise
+    /// the error's own code; the cause is logged, never shown.
+    pub fn read_model(request_id: &str) -> impl FnOnce(ReadModelError) -> Self + '_ {
+        move |err| {
+            let code = err.code();
+            let message = match code {
+                ErrorCode::Unavailable => "read model unavailable",
+                ErrorCode::Conflict => "read model is being rebuilt; retry",
+                _ => "internal error",
+            };
+            let mut api = Self::new(code, message, request_id).tap_log(&err);
+            if code == ErrorCode::Unavailable {
+                api.retry_after = Some(1);
+            }
+            api
+        }
     }
 
     /// A 500 that hides its cause from the caller and logs it.

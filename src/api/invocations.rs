@@ -238,8 +238,10 @@ pub async fn invoke(
     if correlation_id.is_some()
         && let Some(existing) = app
             .projector
-            .model()
-            .read(|m| m.invocation(invocation_id.as_str()).cloned())
+            .store()
+            .invocation(invocation_id.as_str())
+            .await
+            .map_err(ApiError::read_model(&rid))?
     {
         return Ok(replay(
             &app,
@@ -357,8 +359,10 @@ pub async fn invoke(
             app.projector.wait_for(sequence, READ_YOUR_WRITES).await;
             let existing = app
                 .projector
-                .model()
-                .read(|m| m.invocation(invocation_id.as_str()).cloned())
+                .store()
+                .invocation(invocation_id.as_str())
+                .await
+                .map_err(ApiError::read_model(&rid))?
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::Conflict, "invocation already exists", &rid)
                 })?;
@@ -399,8 +403,10 @@ pub async fn invoke(
         }
         let view = app
             .projector
-            .model()
-            .read(|m| m.invocation(invocation_id.as_str()).cloned())
+            .store()
+            .invocation(invocation_id.as_str())
+            .await
+            .map_err(ApiError::read_model(&rid))?
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
         // A request refused before anything ran is answered at once; queued work always gets
         // its 202 and Location, even when the executor was quick enough to finish it already.
@@ -416,6 +422,7 @@ pub async fn invoke(
         .projector
         .wait_terminal(invocation_id.as_str(), wait)
         .await
+        .map_err(ApiError::read_model(&rid))?
     {
         Some(done) if done.is_terminal() => Ok(answer(&app, &done, &rid).await),
         Some(pending) => Ok(accepted(&pending)),
@@ -429,7 +436,7 @@ pub async fn invoke(
 
 async fn replay(
     app: &App,
-    existing: InvocationView,
+    existing: Arc<InvocationView>,
     run_async: bool,
     timeout_seconds: u64,
     rid: &str,
@@ -442,9 +449,9 @@ async fn replay(
     }
     let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
     match app.projector.wait_terminal(&existing.id, wait).await {
-        Some(done) if done.is_terminal() => answer(app, &done, rid).await,
-        Some(pending) => accepted(&pending),
-        None => accepted(&existing),
+        Ok(Some(done)) if done.is_terminal() => answer(app, &done, rid).await,
+        Ok(Some(pending)) => accepted(&pending),
+        Ok(None) | Err(_) => accepted(&existing),
     }
 }
 
@@ -453,23 +460,64 @@ async fn find(
     caller: &Caller,
     raw_id: &str,
     rid: &str,
-) -> Result<InvocationView, ApiError> {
+) -> Result<Arc<InvocationView>, ApiError> {
     let id = InvocationId::parse(raw_id)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
-    let view = app
-        .projector
-        .model()
-        .read(|m| m.invocation(id.as_str()).cloned())
+    let store = app.projector.store();
+    let view = store
+        .invocation(id.as_str())
+        .await
+        .map_err(ApiError::read_model(rid))?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "invocation not found", rid))?;
     if let Caller::Authenticated(_) = caller {
-        let session = app
-            .projector
-            .model()
-            .read(|m| m.session(&view.session_id).cloned())
+        let session = store
+            .session(&view.session_id)
+            .await
+            .map_err(ApiError::read_model(rid))?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "session not found", rid))?;
         caller.check_owner(&session, rid)?;
     }
     Ok(view)
+}
+
+/// The invocation a route over its events names: found like [`find`] while the read models
+/// hold its view, and otherwise in the log, which keeps every event after the view left the
+/// store (retention): it exists when it has events, and belongs to the principal its first
+/// event was recorded for (the API records the session's owner as the actor of every request).
+async fn find_recorded(
+    app: &Arc<App>,
+    caller: &Caller,
+    raw_id: &str,
+    rid: &str,
+) -> Result<String, ApiError> {
+    let missing = match find(app, caller, raw_id, rid).await {
+        Ok(view) => return Ok(view.id.clone()),
+        Err(e) if e.code == ErrorCode::NotFound => e,
+        Err(e) => return Err(e),
+    };
+    let id = InvocationId::parse(raw_id)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
+    let events = app
+        .log
+        .load(AggregateType::Invocation, id.as_str())
+        .await
+        .map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(&e)
+        })?;
+    let Some(first) = events.first() else {
+        return Err(missing);
+    };
+    if let Caller::Authenticated(p) = caller {
+        let owner = first.envelope.actor.as_ref();
+        if !owner.is_some_and(|a| a.tenant_id == p.tenant_id && a.actor_id == p.actor_id) {
+            return Err(ApiError::new(
+                ErrorCode::PolicyDenied,
+                "session does not belong to authenticated principal",
+                rid,
+            ));
+        }
+    }
+    Ok(id.to_string())
 }
 
 /// `GET /v1/invocations/{id}`
@@ -568,16 +616,16 @@ pub async fn events(
     stop: Option<Extension<super::StopStreams>>,
     ApiPath(invocation_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let view = find(&app, &caller, &invocation_id, &rid).await?;
+    let id = find_recorded(&app, &caller, &invocation_id, &rid).await?;
     if super::stream::wanted(&headers) {
         let after = super::stream::resume_point(&headers, &uri, &rid)?;
-        let id = InvocationId::parse(&view.id).map_err(|e| ApiError::internal(&e, &rid))?;
+        let id = InvocationId::parse(&id).map_err(|e| ApiError::internal(&e, &rid))?;
         let stop = stop.map(|Extension(stop)| stop);
         return super::stream::invocation(app.log.clone(), stop, &id, after, &rid).await;
     }
     let events = app
         .log
-        .load(AggregateType::Invocation, &view.id)
+        .load(AggregateType::Invocation, &id)
         .await
         .map_err(|e| {
             ApiError::new(ErrorCode::Unavailable, "event store unavailable", &rid).tap_log(&e)
@@ -614,12 +662,14 @@ pub async fn list_for_session(
         ));
     }
     let offset = page.offset.unwrap_or(0);
-    let (items, total) = app.projector.model().read(|m| {
-        let (page, total) = m.session_invocations(&view.id, offset, limit);
-        (page.into_iter().cloned().collect::<Vec<_>>(), total)
-    });
-    let next = (offset + items.len() < total).then_some(offset + items.len());
+    let page = app
+        .projector
+        .store()
+        .session_invocations(&view.id, offset, limit)
+        .await
+        .map_err(ApiError::read_model(&rid))?;
+    let next = page.next_offset(offset);
     Ok(Json(
-        json!({ "invocations": items, "total": total, "next_offset": next }),
+        json!({ "invocations": page.items, "total": page.total, "next_offset": next }),
     ))
 }

@@ -253,8 +253,10 @@ pub(super) async fn lookup(
     let id = SessionId::parse(raw_id).map_err(|e| bad(e.to_string(), rid))?;
     let view = app
         .projector
-        .model()
-        .read(|m| m.shared_session(id.as_str()))
+        .store()
+        .session(id.as_str())
+        .await
+        .map_err(ApiError::read_model(rid))?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "session not found", rid))?;
     caller.check_owner(&view, rid)?;
     if !matches!(view.status.as_str(), "closed" | "expired")
@@ -264,8 +266,10 @@ pub(super) async fn lookup(
         let _ = app.sessions.close(&id, CloseReason::Expired, rid).await;
         return Ok(app
             .projector
-            .model()
-            .read(|m| m.shared_session(id.as_str()))
+            .store()
+            .session(id.as_str())
+            .await
+            .map_err(ApiError::read_model(rid))?
             .unwrap_or(view));
     }
     Ok(view)

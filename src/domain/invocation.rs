@@ -85,6 +85,10 @@ pub enum InvocationCommand {
     QueueAndStart(InvocationQueued, InvocationStarted),
     /// Record its terminal outcome.
     Complete(Arc<InvocationCompleted>),
+    /// Fail it without running it (its start deadline passed, or its session is not ready):
+    /// refused once an executor claimed it, so a dispatch that came late (the same queued
+    /// event found twice) never ends a run another dispatch started.
+    Abandon(Arc<InvocationCompleted>),
 }
 
 /// Why an invocation command was refused.
@@ -156,6 +160,16 @@ impl Aggregate for Invocation {
                 }
                 InvocationEvent::Completed(completed)
             }
+            InvocationCommand::Abandon(completed) => match self.status {
+                InvocationStatus::Queued if completed.outcome == InvocationOutcome::Failed => {
+                    InvocationEvent::Completed(completed)
+                }
+                InvocationStatus::Queued => {
+                    return Err(InvocationError::CannotComplete(InvocationStatus::Queued));
+                }
+                InvocationStatus::New => return Err(InvocationError::NotFound),
+                other => return Err(InvocationError::NotQueued(other)),
+            },
         };
         sink.write(event, self).await;
         Ok(())
@@ -394,6 +408,41 @@ mod tests {
             .then_expect_events(vec![InvocationEvent::Completed(completed(
                 InvocationOutcome::Failed,
             ))]);
+    }
+
+    #[tokio::test]
+    async fn abandoning_a_queued_invocation_fails_it() {
+        InvocationTest::with(())
+            .given(vec![queued()])
+            .when_async(InvocationCommand::Abandon(completed(
+                InvocationOutcome::Failed,
+            )))
+            .await
+            .then_expect_events(vec![InvocationEvent::Completed(completed(
+                InvocationOutcome::Failed,
+            ))]);
+    }
+
+    #[tokio::test]
+    async fn abandoning_a_claimed_invocation_is_rejected_so_a_late_dispatch_never_ends_a_run() {
+        InvocationTest::with(())
+            .given(vec![queued(), InvocationEvent::Started(started())])
+            .when_async(InvocationCommand::Abandon(completed(
+                InvocationOutcome::Failed,
+            )))
+            .await
+            .then_expect_error(InvocationError::NotQueued(InvocationStatus::Running));
+    }
+
+    #[tokio::test]
+    async fn abandoning_with_success_is_rejected() {
+        InvocationTest::with(())
+            .given(vec![queued()])
+            .when_async(InvocationCommand::Abandon(completed(
+                InvocationOutcome::Succeeded,
+            )))
+            .await
+            .then_expect_error(InvocationError::CannotComplete(InvocationStatus::Queued));
     }
 
     #[tokio::test]

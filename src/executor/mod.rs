@@ -89,6 +89,8 @@ struct RunResult {
     /// What the tool reported; `None` when it never ran or its end is unknown.
     exit_code: Option<i32>,
     error: Option<ErrorInfo>,
+    /// Recorded for an invocation nobody claimed: only while it is still queued.
+    unstarted: bool,
 }
 
 impl Executor {
@@ -196,18 +198,11 @@ impl Executor {
     /// `failed` with `interrupted`, the queued ones run), then runs every invocation queued
     /// from now on until `shutdown`.
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
-        let (queued, running, mut cursor) = self.projector.model().read(|m| {
-            let mut queued = Vec::new();
-            let mut running = Vec::new();
-            for v in m.invocations() {
-                match v.status.as_str() {
-                    "queued" => queued.push(v.id.clone()),
-                    "running" => running.push(v.id.clone()),
-                    _ => {}
-                }
-            }
-            (queued, running, m.checkpoint())
-        });
+        let Some((queued, running, mut cursor)) = self.open_work(&shutdown).await else {
+            self.runs.close();
+            self.runs.wait().await;
+            return;
+        };
         for id in running {
             self.interrupt_orphan(&id).await;
         }
@@ -259,6 +254,46 @@ impl Executor {
         self.runs.wait().await;
     }
 
+    /// The invocations left queued and running, and the sequence the log reader starts after.
+    ///
+    /// The checkpoint is read before the open invocations, so everything queued after it is
+    /// found in the log, and what was queued before it is in the list: an invocation queued in
+    /// between is in both and dispatched twice, and the `started` claim (appended with the
+    /// version it loaded) lets only one of them run it. Retries while the store cannot answer;
+    /// `None` on shutdown.
+    async fn open_work(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Option<(Vec<String>, Vec<String>, u64)> {
+        loop {
+            let store = self.projector.store();
+            let found = match store.checkpoint().await {
+                Ok(cursor) => store.open_invocations().await.map(|open| (cursor, open)),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok((cursor, open)) => {
+                    let (mut queued, mut running) = (Vec::new(), Vec::new());
+                    for v in open {
+                        match v.status.as_str() {
+                            "queued" => queued.push(v.id.clone()),
+                            "running" => running.push(v.id.clone()),
+                            _ => {}
+                        }
+                    }
+                    return Some((queued, running, cursor));
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "executor could not read the open invocations; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+    }
+
     async fn dispatch(self: Arc<Self>, event: &RecordedEvent) {
         let Ok(InvocationEvent::Queued(queued)) = decode_event::<InvocationEvent>(&[], event)
         else {
@@ -299,23 +334,33 @@ impl Executor {
         let now = OffsetDateTime::now_utc();
         let session = self
             .projector
-            .model()
-            .read(|m| m.shared_session(&queued.request.session_id));
+            .store()
+            .session(&queued.request.session_id)
+            .await;
         let refusal = match (&session, &claim) {
             (_, Claim::Take(_)) if now > queued.start_deadline => Some((
                 ErrorCode::Timeout,
                 "no executor started the invocation before its start deadline",
             )),
-            (Some(s), _) if s.status == "ready" => None,
-            (Some(_) | None, _) => Some((ErrorCode::NotFound, "session is closed or not ready")),
+            (Ok(Some(s)), _) if s.status == "ready" => None,
+            // Never run unchecked: without the session there is no allowlist to trust.
+            (Err(e), _) => {
+                tracing::error!(error = %e, "could not read the invocation's session");
+                Some((ErrorCode::Unavailable, "the session could not be read"))
+            }
+            (Ok(_), _) => Some((ErrorCode::NotFound, "session is closed or not ready")),
         };
+        let session = session.ok().flatten();
         let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
         let claimed = match claim {
             Claim::Held(claimed) => claimed,
             Claim::Take(known) => {
                 if let Some((code, message)) = refusal {
                     let result = RunResult::failed(code, message);
-                    self.complete(&id, known, &meta, result, 0).await;
+                    // Unclaimed: abandoned only while still queued (another dispatch of the same
+                    // queued event may have claimed it meanwhile).
+                    self.complete(&id, known, &meta, result.unstarted(), 0)
+                        .await;
                     return true;
                 }
                 let started = self.started(now, timeout);
@@ -452,6 +497,7 @@ impl Executor {
         let Ok(inv) = InvocationId::parse(id) else {
             return;
         };
+        let unstarted = result.unstarted;
         let mut artifacts: Vec<ArtifactMeta> = Vec::new();
         let mut error = result.error;
         for a in result.artifacts {
@@ -504,7 +550,11 @@ impl Executor {
             .execute_known(
                 id,
                 known,
-                InvocationCommand::Complete(completed.into()),
+                if unstarted {
+                    InvocationCommand::Abandon(completed.into())
+                } else {
+                    InvocationCommand::Complete(completed.into())
+                },
                 &(),
                 meta,
             )
@@ -519,6 +569,13 @@ impl Executor {
                 duration_ns,
                 "audit.tool_invocation"
             ),
+            // Another dispatch of the same queued event claimed it: that one records the outcome.
+            Err(AggregateError::UserError(InvocationError::NotQueued(_))) if unstarted => {
+                tracing::debug!(
+                    invocation_id = id,
+                    "claimed by another dispatch; not abandoned"
+                )
+            }
             Err(err) => {
                 tracing::error!(invocation_id = id, error = %err, "could not record the outcome")
             }
@@ -699,6 +756,15 @@ impl RunResult {
                 message: message.into(),
                 retryable: retryable(code),
             }),
+            unstarted: false,
+        }
+    }
+
+    /// This result, for an invocation no executor claimed.
+    fn unstarted(self) -> Self {
+        RunResult {
+            unstarted: true,
+            ..self
         }
     }
 
@@ -729,6 +795,7 @@ impl RunResult {
             artifacts: s.artifacts,
             exit_code: Some(s.exit_code),
             error: None,
+            unstarted: false,
         }
     }
 
@@ -748,6 +815,7 @@ impl RunResult {
                 message: f.message,
                 retryable: retryable(f.code),
             }),
+            unstarted: false,
         }
     }
 }

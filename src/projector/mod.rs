@@ -1,21 +1,21 @@
-//! The projector: tails the event log and folds every event into the read models that serve
-//! every GET. It records its checkpoint, so callers can wait until their own write is visible
-//! (read-your-writes), and wakes callers waiting for an invocation to finish.
+//! The projector: tails the event log and folds every event into the read-model store
+//! ([`ReadModelStore`]) that serves every GET. It tracks the checkpoint the store reached, so
+//! callers can wait until their own write is visible (read-your-writes), and wakes callers in
+//! this process waiting for an invocation to finish.
 //!
-//! It never decides anything and never writes events.
+//! It never decides anything and never writes events; every read goes through the store.
 
-use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use workspace_events::upcast::{self, Upcaster};
-use workspace_projections::{Applied, InvocationView, MemoryReadModel};
+use workspace_events::RecordedEvent;
+use workspace_projections::{Applied, InvocationView};
 
 use crate::eventstore::{EventLog, StoreError};
+use crate::readmodel::{ReadModelError, ReadModelStore};
 use crate::telemetry::Metrics;
 
 mod typed;
@@ -24,40 +24,56 @@ pub use typed::TypedEvents;
 
 const BATCH: usize = 1024;
 
-/// Tails the log into the in-memory read model.
+/// How often [`Projector::wait_terminal`] looks at the store when no completion was announced
+/// in this process (the projector may run in another one): the first look, and the longest
+/// pause between looks.
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(50);
+
+/// Why the projector could not catch up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// The log could not be read.
+    #[error(transparent)]
+    Log(#[from] StoreError),
+    /// The read-model store refused or failed the batch.
+    #[error(transparent)]
+    ReadModel(#[from] ReadModelError),
+}
+
+/// Tails the log into a read-model store.
 pub struct Projector {
     log: Arc<dyn EventLog>,
-    model: Arc<MemoryReadModel>,
-    upcasters: Vec<Box<dyn Upcaster>>,
+    store: Arc<dyn ReadModelStore>,
     /// Events this process appended, in typed form (see [`TypedEvents`]).
     typed: Arc<TypedEvents>,
+    /// The store's checkpoint as this projector last saw it (only ever moves forward).
     checkpoint: watch::Sender<u64>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
-    /// Callers waiting for the checkpoint to reach a sequence, keyed by that sequence, so an
-    /// applied batch wakes only the callers it satisfies (not every waiter on every event).
-    sequence_waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Projector {
-    /// A projector over `log` feeding `model`.
-    pub fn new(log: Arc<dyn EventLog>, model: Arc<MemoryReadModel>, metrics: Arc<Metrics>) -> Self {
-        let (checkpoint, _) = watch::channel(model.read(|m| m.checkpoint()));
-        Self {
+    /// A projector over `log` feeding `store`, starting from the store's checkpoint.
+    pub async fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ReadModelStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ReadModelError> {
+        let (checkpoint, _) = watch::channel(store.checkpoint().await?);
+        Ok(Self {
             log,
-            model,
-            upcasters: upcast::registry(),
+            store,
             typed: Arc::default(),
             checkpoint,
             waiters: Mutex::new(HashMap::default()),
-            sequence_waiters: Mutex::new(BTreeMap::new()),
             metrics,
-        }
+        })
     }
 
-    /// The read model.
-    pub fn model(&self) -> &Arc<MemoryReadModel> {
-        &self.model
+    /// The read-model store every read goes through.
+    pub fn store(&self) -> &Arc<dyn ReadModelStore> {
+        &self.store
     }
 
     /// Where this process's writers offer the events they append, so they are applied without
@@ -67,33 +83,58 @@ impl Projector {
     }
 
     /// Applies everything the log holds now; returns the new checkpoint.
-    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+    pub async fn catch_up(&self) -> Result<u64, ProjectorError> {
+        self.catch_up_observed(|_| {}).await
+    }
+
+    /// [`Projector::catch_up`], showing `observe` what each event did to the views.
+    pub async fn catch_up_observed(
+        &self,
+        mut observe: impl FnMut(&Applied) + Send,
+    ) -> Result<u64, ProjectorError> {
+        let mut from = *self.checkpoint.borrow();
         loop {
-            let from = *self.checkpoint.borrow();
             let events = self.log.read_from(from, BATCH).await?;
-            if events.is_empty() {
+            let Some(last) = events.last().map(|e| e.sequence) else {
                 return Ok(from);
+            };
+            match self.apply(from, &events).await {
+                Ok(applied) => {
+                    applied.iter().for_each(&mut observe);
+                    from = last;
+                }
+                // The store is behind what this projector saw (a shared store was reset, or a
+                // rebuild switched in): read again from where it is.
+                Err(ReadModelError::Gap { checkpoint, .. }) => {
+                    tracing::warn!(
+                        after = from,
+                        checkpoint,
+                        "read-model store is behind the projector; reading the log again"
+                    );
+                    from = checkpoint;
+                }
+                Err(e) => return Err(e.into()),
             }
-            self.apply(&events);
         }
     }
 
-    fn apply(&self, events: &[Arc<workspace_events::RecordedEvent>]) {
+    async fn apply(
+        &self,
+        after: u64,
+        events: &[Arc<RecordedEvent>],
+    ) -> Result<Vec<Applied>, ReadModelError> {
         // Taken before the fold, so writers offering new events wait only for these lookups,
-        // not for the whole pass under the model's lock.
-        let mut typed = self
+        // not for the whole pass under the store's lock.
+        let typed = self
             .typed
-            .take_all(events.iter().map(|e| &e.envelope.event_id))
-            .into_iter();
-        let applied = self
-            .model
-            .apply_all_with(&self.upcasters, events, |_| typed.next().flatten());
+            .take_all(events.iter().map(|e| &e.envelope.event_id));
+        let applied = self.store.apply(after, events, typed).await?;
         let mut finished = Vec::new();
         for (event, outcome) in events.iter().zip(&applied) {
             match outcome {
                 Applied::Invocation { id, status } => {
                     if matches!(status.as_str(), "succeeded" | "failed" | "denied") {
-                        finished.push(id.clone());
+                        finished.push(id.as_str());
                     }
                 }
                 Applied::Rejected { reason } => {
@@ -109,8 +150,7 @@ impl Projector {
             }
         }
         if let Some(last) = events.last() {
-            // Several callers may catch up at once (the projector task, and executors folding
-            // their own writes in embedded mode): the checkpoint only ever moves forward.
+            // Several callers may catch up at once: the checkpoint only ever moves forward.
             self.checkpoint.send_if_modified(|c| {
                 let newer = last.sequence > *c;
                 if newer {
@@ -118,31 +158,22 @@ impl Projector {
                 }
                 newer
             });
-            let mut waiters = self
-                .sequence_waiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let later = waiters.split_off(&(last.sequence + 1));
-            for tx in std::mem::replace(&mut *waiters, later)
-                .into_values()
-                .flatten()
-            {
-                let _ = tx.send(());
-            }
         }
         if !finished.is_empty() {
-            self.model.read(|m| {
-                for view in finished.iter().filter_map(|id| m.invocation(id)) {
-                    self.metrics.observe_invocation(view);
+            for id in &finished {
+                // A metric is not worth failing the batch for: the views are written.
+                if let Ok(Some(view)) = self.store.invocation(id).await {
+                    self.metrics.observe_invocation(&view);
                 }
-            });
+            }
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             for id in finished {
-                for tx in waiters.remove(&id).unwrap_or_default() {
+                for tx in waiters.remove(id).unwrap_or_default() {
                     let _ = tx.send(());
                 }
             }
         }
+        Ok(applied)
     }
 
     /// Runs until `shutdown`, applying events as they are appended.
@@ -152,7 +183,7 @@ impl Projector {
             match self.catch_up().await {
                 Ok(_) => {}
                 Err(err) => {
-                    tracing::error!(error = %err, "projector could not read the log; retrying");
+                    tracing::error!(error = %err, "projector could not catch up; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -171,44 +202,66 @@ impl Projector {
     }
 
     /// Waits until the read model has applied `sequence` (read-your-writes). Returns false on
-    /// timeout.
+    /// timeout, or when the store cannot say.
     pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
         if *self.checkpoint.borrow() >= sequence {
             return true;
         }
-        let (tx, rx) = oneshot::channel();
-        self.sequence_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(sequence)
-            .or_default()
-            .push(tx);
-        // Registered before looking again, so an apply in between is never missed.
-        if *self.checkpoint.borrow() >= sequence {
-            return true;
+        // The store knows, whichever process projects into it.
+        match self.store.wait_for(sequence, timeout).await {
+            Ok(reached) => reached,
+            Err(e) => {
+                tracing::warn!(error = %e, sequence, "could not wait for the read model");
+                false
+            }
         }
-        let _ = tokio::time::timeout(timeout, rx).await;
-        *self.checkpoint.borrow() >= sequence
     }
 
     /// Waits until the invocation is terminal; returns its view, or the current view (or
     /// `None`) when `timeout` passes first.
-    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Option<Arc<InvocationView>> {
-        let (tx, rx) = oneshot::channel();
+    ///
+    /// A completion this process projects wakes the caller at once; one projected elsewhere
+    /// is found by looking at the store, at growing intervals.
+    pub async fn wait_terminal(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
+        let (tx, mut rx) = oneshot::channel();
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             waiters.entry(id.to_owned()).or_default().push(tx);
         }
         // Registered before looking, so a completion applied in between is never missed.
-        let current = self.model.read(|m| m.shared_invocation(id));
-        if current.as_ref().is_some_and(|v| v.is_terminal()) {
-            drop(rx);
-            self.forget(id);
-            return current;
-        }
-        let _ = tokio::time::timeout(timeout, rx).await;
+        let result = self.wait_registered(id, timeout, &mut rx).await;
+        drop(rx);
         self.forget(id);
-        self.model.read(|m| m.shared_invocation(id))
+        result
+    }
+
+    async fn wait_registered(
+        &self,
+        id: &str,
+        timeout: Duration,
+        rx: &mut oneshot::Receiver<()>,
+    ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
+        // One clock read, as a plain timeout would: the looks are scheduled from it.
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        let mut pause = POLL_FIRST;
+        let mut look_at = start;
+        loop {
+            let current = self.store.invocation(id).await?;
+            if current.as_ref().is_some_and(|v| v.is_terminal()) || look_at >= deadline {
+                return Ok(current);
+            }
+            look_at = (look_at + pause).min(deadline);
+            pause = (pause * 2).min(POLL_MAX);
+            // Announced (or the projector went away): the view is in the store.
+            if tokio::time::timeout_at(look_at, &mut *rx).await.is_ok() {
+                return self.store.invocation(id).await;
+            }
+        }
     }
 
     fn forget(&self, id: &str) {

@@ -13,13 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use foldhash::HashMap;
 use tokio::sync::watch;
-use workspace_events::RecordedEvent;
 use workspace_events::upcast::{self, Upcaster};
+use workspace_events::{AggregateType, RecordedEvent};
 use workspace_projections::{Applied, InvocationView, SessionView, TypedEvent};
 
 use super::{
     Change, Page, ReadModelError, ReadModelStore, Rebuild, Retention, correlation_key, deadline,
-    fold, now_ms, touched, unix_ms,
+    fold, now_ms, unix_ms,
 };
 
 /// The read models in memory.
@@ -171,9 +171,14 @@ impl State {
             .remove(&(unix_ms(kept.view.expires_at), id.to_owned()));
     }
 
-    fn put_session(&mut self, change: Change<SessionView>, created: u64, ttl: Option<Duration>) {
+    fn put_session(
+        &mut self,
+        id: String,
+        change: Change<SessionView>,
+        created: u64,
+        ttl: Option<Duration>,
+    ) {
         let view = change.view;
-        let id = view.id.clone();
         if change.created.is_some() {
             self.by_principal
                 .entry(principal_key(&view))
@@ -194,17 +199,18 @@ impl State {
 
     fn put_invocation(
         &mut self,
+        id: String,
         change: Change<InvocationView>,
         created: u64,
         ttl: Option<Duration>,
     ) {
         let view = change.view;
-        let id = view.id.clone();
         if change.created.is_some() {
-            self.by_session
-                .entry(view.session_id.clone())
-                .or_default()
-                .insert(created, id.clone());
+            match self.by_session.get_mut(&view.session_id) {
+                Some(index) => index,
+                None => self.by_session.entry(view.session_id.clone()).or_default(),
+            }
+            .insert(created, id.clone());
             if let Some(c) = &view.correlation_id {
                 self.by_correlation.insert(
                     correlation_key(&view.session_id, &view.tool_name, c),
@@ -215,7 +221,7 @@ impl State {
         if view.is_terminal() {
             self.open.remove(&created);
         } else {
-            self.open.insert(created, id.clone());
+            self.open.entry(created).or_insert_with(|| id.clone());
         }
         if let Some(d) = deadline(change.ended_at_ms, ttl) {
             self.deadlines.insert((d, Kind::Invocation, id.clone()));
@@ -346,25 +352,30 @@ impl ReadModelStore for MemoryStore {
                 checkpoint: state.checkpoint,
             });
         }
-        // The views the batch touches are moved out while it folds (no copy) and put back.
-        let (session_ids, invocation_ids) = touched(events);
-        let mut created = HashMap::<(bool, String), u64>::default();
-        let sessions = session_ids
-            .iter()
-            .filter_map(|id| state.sessions.remove(id))
-            .map(|k| {
-                created.insert((false, k.view.id.clone()), k.created);
-                k.view
-            })
-            .collect();
-        let invocations = invocation_ids
-            .iter()
-            .filter_map(|id| state.invocations.remove(id))
-            .map(|k| {
-                created.insert((true, k.view.id.clone()), k.created);
-                k.view
-            })
-            .collect();
+        // The views the batch touches are moved out while it folds (no copy) and put back; their
+        // keys wait beside their places in the indexes, to be put back without a copy either.
+        // (An aggregate's later events find its view moved out already: no set of ids needed.)
+        let mut session_places = HashMap::<String, u64>::default();
+        let mut invocation_places =
+            HashMap::<String, u64>::with_capacity_and_hasher(events.len(), Default::default());
+        let (mut sessions, mut invocations) = (Vec::new(), Vec::with_capacity(events.len()));
+        for event in events {
+            let id = event.envelope.aggregate_id.as_str();
+            match event.envelope.aggregate_type {
+                AggregateType::Session => {
+                    if let Some((key, k)) = state.sessions.remove_entry(id) {
+                        session_places.insert(key, k.created);
+                        sessions.push(k.view);
+                    }
+                }
+                AggregateType::Invocation => {
+                    if let Some((key, k)) = state.invocations.remove_entry(id) {
+                        invocation_places.insert(key, k.created);
+                        invocations.push(k.view);
+                    }
+                }
+            }
+        }
         let checkpoint = state.checkpoint;
         let mut folded = fold(
             &shared.upcasters,
@@ -374,31 +385,28 @@ impl ReadModelStore for MemoryStore {
             events,
             typed,
         );
-        let mut place = |invocation: bool, id: &str, new: Option<u64>| {
-            created
-                .remove(&(invocation, id.to_owned()))
-                .or(new)
-                .unwrap_or_default()
-        };
+        // A view's key and place: those it had, or a new key and the place the batch gave it.
+        fn place(places: &mut HashMap<String, u64>, id: &str, new: Option<u64>) -> (String, u64) {
+            match places.remove_entry(id) {
+                Some(kept) => kept,
+                None => (id.to_owned(), new.unwrap_or_default()),
+            }
+        }
         for view in std::mem::take(&mut folded.untouched_sessions) {
-            let created = place(false, &view.id, None);
-            state
-                .sessions
-                .insert(view.id.clone(), Kept { view, created });
+            let (key, created) = place(&mut session_places, &view.id, None);
+            state.sessions.insert(key, Kept { view, created });
         }
         for view in std::mem::take(&mut folded.untouched_invocations) {
-            let created = place(true, &view.id, None);
-            state
-                .invocations
-                .insert(view.id.clone(), Kept { view, created });
+            let (key, created) = place(&mut invocation_places, &view.id, None);
+            state.invocations.insert(key, Kept { view, created });
         }
         for change in std::mem::take(&mut folded.sessions) {
-            let created = place(false, &change.view.id, change.created);
-            state.put_session(change, created, shared.retention.sessions);
+            let (key, created) = place(&mut session_places, &change.view.id, change.created);
+            state.put_session(key, change, created, shared.retention.sessions);
         }
         for change in std::mem::take(&mut folded.invocations) {
-            let created = place(true, &change.view.id, change.created);
-            state.put_invocation(change, created, shared.retention.invocations);
+            let (key, created) = place(&mut invocation_places, &change.view.id, change.created);
+            state.put_invocation(key, change, created, shared.retention.invocations);
         }
         state.checkpoint = state.checkpoint.max(folded.last);
         // A replay of old events writes views that ended longer ago than their retention.

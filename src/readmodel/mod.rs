@@ -18,11 +18,11 @@
 //!
 //! It never decides anything and never writes events.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use workspace_events::RecordedEvent;
 use workspace_events::upcast::Upcaster;
 use workspace_projections::{Applied, InvocationView, ReadModel, SessionView, TypedEvent};
@@ -275,7 +275,7 @@ impl Fold {
 /// The session and invocation ids a batch touches (to load before folding).
 pub(crate) fn touched(events: &[Arc<RecordedEvent>]) -> (Vec<String>, Vec<String>) {
     let (mut sessions, mut invocations) = (Vec::new(), Vec::new());
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(events.len(), Default::default());
     for e in events {
         let env = &e.envelope;
         if seen.insert((env.aggregate_type, env.aggregate_id.as_str())) {
@@ -309,15 +309,17 @@ pub(crate) fn fold(
     }
     let mut model = ReadModel::from_views(checkpoint, sessions, invocations);
     let mut applied = Vec::with_capacity(events.len());
-    let mut changed_sessions: BTreeMap<String, Touch> = BTreeMap::new();
-    let mut changed_invocations: BTreeMap<String, Touch> = BTreeMap::new();
+    // Keyed by the events' aggregate ids: a changed view's id is its events' aggregate id.
+    let mut changed_sessions: HashMap<&str, Touch> = HashMap::default();
+    let mut changed_invocations: HashMap<&str, Touch> =
+        HashMap::with_capacity_and_hasher(events.len(), Default::default());
     for (i, event) in events.iter().enumerate() {
         let offered = typed.get_mut(i).and_then(Option::take);
         let outcome = model.apply_with(upcasters, event, offered);
         let touch = match &outcome {
-            Applied::Session { id } => Some(changed_sessions.entry(id.clone()).or_default()),
+            Applied::Session { id } => Some(changed_sessions.entry(id_of(event, id)).or_default()),
             Applied::Invocation { id, .. } => {
-                Some(changed_invocations.entry(id.clone()).or_default())
+                Some(changed_invocations.entry(id_of(event, id)).or_default())
             }
             Applied::Skipped | Applied::Rejected { .. } => None,
         };
@@ -344,7 +346,7 @@ pub(crate) fn fold(
         last,
     };
     for view in all_sessions {
-        match changed_sessions.remove(&view.id) {
+        match changed_sessions.remove(view.id.as_str()) {
             Some(t) => fold.sessions.push(Change {
                 ended_at_ms: view.is_terminal().then_some(t.at_ms),
                 view,
@@ -356,7 +358,7 @@ pub(crate) fn fold(
         }
     }
     for view in all_invocations {
-        match changed_invocations.remove(&view.id) {
+        match changed_invocations.remove(view.id.as_str()) {
             Some(t) => fold.invocations.push(Change {
                 ended_at_ms: view.is_terminal().then_some(t.at_ms),
                 view,
@@ -370,14 +372,33 @@ pub(crate) fn fold(
     fold
 }
 
-/// A time in Unix milliseconds.
-pub(crate) fn unix_ms(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+/// The id of the view `event` changed, borrowed from the event (`applied` is the outcome's id,
+/// which is the event's aggregate id).
+fn id_of<'e>(event: &'e RecordedEvent, applied: &str) -> &'e str {
+    debug_assert_eq!(event.envelope.aggregate_id, applied);
+    event.envelope.aggregate_id.as_str()
 }
 
-/// Now, in Unix milliseconds.
+/// A time in Unix milliseconds (floored; without the 128-bit division of
+/// `unix_timestamp_nanos`, which the hot path would pay per event).
+pub(crate) fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.millisecond()))
+}
+
+/// Now, in Unix milliseconds: read on every read of the memory store (to see whether a
+/// retention deadline passed), so straight from the system clock, without building a date.
 pub(crate) fn now_ms() -> i64 {
-    unix_ms(time::OffsetDateTime::now_utc())
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64)
+            .saturating_mul(1000)
+            .saturating_add(i64::from(d.subsec_millis())),
+        Err(before) => {
+            let d = before.duration();
+            -((d.as_secs() as i64).saturating_mul(1000) + i64::from(d.subsec_millis()))
+        }
+    }
 }
 
 /// When a view that ended at `ended_at_ms` leaves the store, given its retention.
@@ -442,6 +463,24 @@ mod tests {
             Retention::default(),
             Retention::from_seconds(86_400, 86_400)
         );
+    }
+
+    #[test]
+    fn unix_milliseconds_agree_with_the_time_crate() {
+        for nanos in [
+            0i128,
+            1_999_999,
+            1_764_600_000_123_456_789,
+            -1_500_000,
+            -2_000_000,
+        ] {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            assert_eq!(unix_ms(t) as i128, nanos.div_euclid(1_000_000), "{nanos}");
+        }
+        let before = unix_ms(time::OffsetDateTime::now_utc());
+        let now = now_ms();
+        let after = unix_ms(time::OffsetDateTime::now_utc());
+        assert!(before <= now && now <= after, "{before} {now} {after}");
     }
 
     #[test]

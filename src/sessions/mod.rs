@@ -23,6 +23,7 @@ use crate::error_code::ErrorCode;
 use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt};
 use crate::ids::SessionId;
 use crate::projector::Projector;
+use crate::readmodel::ReadModelError;
 use crate::runner::{RunnerProvider, SandboxSpec};
 
 pub use provision::redact_metadata;
@@ -65,6 +66,15 @@ impl SessionFailure {
             session: None,
         }
     }
+}
+
+fn read_model_failure(err: ReadModelError) -> SessionFailure {
+    tracing::error!(error = %err, "read-model store failed");
+    let message = match err.code() {
+        ErrorCode::Unavailable => "read model unavailable",
+        _ => "internal error",
+    };
+    SessionFailure::new(err.code(), message)
 }
 
 fn classify(err: AggregateError<SessionError>) -> SessionFailure {
@@ -171,10 +181,12 @@ impl Sessions {
         Ok(receipt)
     }
 
-    fn view(&self, id: &SessionId) -> Option<SessionView> {
+    async fn view(&self, id: &SessionId) -> Result<Option<Arc<SessionView>>, SessionFailure> {
         self.projector
-            .model()
-            .read(|m| m.session(id.as_str()).cloned())
+            .store()
+            .session(id.as_str())
+            .await
+            .map_err(read_model_failure)
     }
 
     /// Creates and provisions a session; returns its view once it is `ready`, or the failure
@@ -254,7 +266,9 @@ impl Sessions {
         self.execute(&request.id, command, &meta).await?;
         let view = self
             .view(&request.id)
+            .await?
             .ok_or_else(|| SessionFailure::new(ErrorCode::Internal, "session view missing"))?;
+        let view = Arc::unwrap_or_clone(view);
         match &view.failure {
             Some(err) if view.status == "failed" => Err(SessionFailure {
                 code: ErrorCode::parse(&err.code).unwrap_or(ErrorCode::Internal),
@@ -310,7 +324,7 @@ impl Sessions {
         reason: CloseReason,
         correlation_id: &str,
     ) -> Result<(), SessionFailure> {
-        let Some(view) = self.view(id) else {
+        let Some(view) = self.view(id).await? else {
             return Err(SessionFailure::new(
                 ErrorCode::NotFound,
                 "session not found",
@@ -352,16 +366,16 @@ impl Sessions {
     /// Closes every session whose `expires_at` passed; returns how many were closed.
     pub async fn expire_due(&self) -> usize {
         let now = OffsetDateTime::now_utc();
-        let due: Vec<String> = self.projector.model().read(|m| {
-            m.sessions()
-                .filter(|s| !matches!(s.status.as_str(), "closed" | "expired"))
-                .filter(|s| s.expires_at <= now)
-                .map(|s| s.id.clone())
-                .collect()
-        });
+        let due = match self.projector.store().sessions_due(now).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the sessions due to expire");
+                return 0;
+            }
+        };
         let mut closed = 0;
-        for id in due {
-            let Ok(id) = SessionId::parse(&id) else {
+        for view in due {
+            let Ok(id) = SessionId::parse(&view.id) else {
                 continue;
             };
             match self.close(&id, CloseReason::Expired, "expiry").await {
@@ -376,44 +390,75 @@ impl Sessions {
     }
 
     /// Repairs what a crash can leave behind: a session stuck in `provisioning` fails (its
-    /// provisioning died with the process), and a closed session's leftover workspace is
-    /// removed.
+    /// provisioning died with the process), and a workspace left on disk by a session that
+    /// ended (or that the read models no longer hold: ended views leave them after their
+    /// retention) is removed.
     pub async fn recover(&self) {
-        let sessions: Vec<SessionView> = self
-            .projector
-            .model()
-            .read(|m| m.sessions().cloned().collect());
-        for view in sessions {
+        let live = match self.projector.store().live_sessions().await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list the live sessions to recover");
+                return;
+            }
+        };
+        for view in live.iter().filter(|v| v.status == "provisioning") {
             let Ok(id) = SessionId::parse(&view.id) else {
                 continue;
             };
-            match view.status.as_str() {
-                "provisioning" => {
-                    let meta = CommandMetadata {
-                        correlation_id: Some("recovery".into()),
-                        ..Default::default()
-                    };
-                    let command = SessionCommand::FailProvisioning {
-                        error: ErrorInfo {
-                            code: ErrorCode::Unavailable.as_str().into(),
-                            message: "provisioning was interrupted by a service restart".into(),
-                            retryable: true,
-                        },
-                        at: OffsetDateTime::now_utc(),
-                    };
-                    if let Err(e) = self.execute(&id, command, &meta).await {
-                        tracing::warn!(session_id = %id, error = %e, "could not fail an interrupted provisioning");
-                    }
-                    self.teardown(&view.principal.tenant_id, &id).await;
+            let meta = CommandMetadata {
+                correlation_id: Some("recovery".into()),
+                ..Default::default()
+            };
+            let command = SessionCommand::FailProvisioning {
+                error: ErrorInfo {
+                    code: ErrorCode::Unavailable.as_str().into(),
+                    message: "provisioning was interrupted by a service restart".into(),
+                    retryable: true,
+                },
+                at: OffsetDateTime::now_utc(),
+            };
+            if let Err(e) = self.execute(&id, command, &meta).await {
+                tracing::warn!(session_id = %id, error = %e, "could not fail an interrupted provisioning");
+            }
+            self.teardown(&view.principal.tenant_id, &id).await;
+        }
+        // The directories on disk are the truth about leftover workspaces.
+        for (tenant_id, id) in self.session_dirs().await {
+            match self.projector.store().session(id.as_str()).await {
+                Ok(Some(view)) if !view.is_terminal() => {}
+                Ok(_) => self.teardown(&tenant_id, &id).await,
+                Err(e) => {
+                    tracing::warn!(session_id = %id, error = %e, "could not look up a session to recover")
                 }
-                "closed" | "expired" | "failed" => {
-                    let dir = self.session_dir(&view.principal.tenant_id, &id);
-                    if dir.exists() {
-                        self.teardown(&view.principal.tenant_id, &id).await;
-                    }
-                }
-                _ => {}
             }
         }
+    }
+
+    /// The sessions that have a directory under `WORKSPACE_ROOT` (`<tenant>/<session id>`).
+    async fn session_dirs(&self) -> Vec<(String, SessionId)> {
+        async fn names(dir: &std::path::Path) -> Vec<String> {
+            let mut names = Vec::new();
+            let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+                return names;
+            };
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                if entry.file_type().await.is_ok_and(|t| t.is_dir())
+                    && let Ok(name) = entry.file_name().into_string()
+                {
+                    names.push(name);
+                }
+            }
+            names
+        }
+        let root = &self.config.workspace_root;
+        let mut found = Vec::new();
+        for tenant_id in names(root).await {
+            for name in names(&root.join(&tenant_id)).await {
+                if let Ok(id) = SessionId::parse(&name) {
+                    found.push((tenant_id.clone(), id));
+                }
+            }
+        }
+        found
     }
 }

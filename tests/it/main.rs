@@ -16,6 +16,7 @@ mod runner;
 mod seccomp;
 mod sources;
 mod startup;
+mod store_wiring;
 mod streams;
 mod support;
 mod valkey;
