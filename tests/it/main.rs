@@ -18,3 +18,4 @@ mod startup;
 mod streams;
 mod support;
 mod valkey;
+mod workqueue;
