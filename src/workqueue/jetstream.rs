@@ -20,7 +20,10 @@ use tokio::sync::Mutex;
 use workspace_events::upcast::Upcaster;
 use workspace_events::{AggregateType, EventEnvelope, InvocationEvent, RecordedEvent};
 
-use super::{DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, Settle, Work, WorkQueue, WorkQueueError};
+use super::{
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Work, WorkQueue,
+    WorkQueueError,
+};
 use crate::eventstore::decode_event;
 use crate::eventstore::jetstream::subjects;
 
@@ -38,7 +41,7 @@ pub struct JetStreamWorkQueueOptions {
     pub consumer: String,
     /// How long a delivery may go unsettled before the server delivers it again.
     pub ack_wait: Duration,
-    /// Deliveries of one message at most (at least 1).
+    /// Deliveries of one message at most (at least [`MIN_MAX_DELIVER`]).
     pub max_deliver: u32,
     /// Unsettled deliveries across all executors at most; the server delivers nothing more
     /// until some are settled.
@@ -75,7 +78,7 @@ pub fn consumer_config(options: &JetStreamWorkQueueOptions) -> pull::Config {
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: options.ack_wait,
-        max_deliver: i64::from(options.max_deliver.max(1)),
+        max_deliver: i64::from(options.max_deliver.max(MIN_MAX_DELIVER)),
         filter_subject: work_filter(),
         replay_policy: ReplayPolicy::Instant,
         max_ack_pending: options.max_ack_pending,
@@ -188,7 +191,7 @@ impl JetStreamWorkQueue {
         Some(Work::new(
             job,
             attempt,
-            self.options.max_deliver.max(1),
+            self.options.max_deliver.max(MIN_MAX_DELIVER),
             self.options.ack_wait,
             Box::new(Delivery { acker }),
         ))
@@ -267,7 +270,7 @@ impl WorkQueue for JetStreamWorkQueue {
     fn offer(&self, _job: Job) {}
 
     fn max_deliver(&self) -> u32 {
-        self.options.max_deliver.max(1)
+        self.options.max_deliver.max(MIN_MAX_DELIVER)
     }
 }
 

@@ -14,14 +14,17 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, Settle, Work, WorkQueue, WorkQueueError};
+use super::{
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Work, WorkQueue,
+    WorkQueueError,
+};
 
 /// Settings of a [`MemoryWorkQueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryOptions {
     /// How long a delivery may go unsettled before it is delivered again.
     pub ack_wait: Duration,
-    /// Deliveries of one job at most (at least 1).
+    /// Deliveries of one job at most (at least [`MIN_MAX_DELIVER`]).
     pub max_deliver: u32,
 }
 
@@ -84,7 +87,7 @@ impl MemoryWorkQueue {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 options: MemoryOptions {
-                    max_deliver: options.max_deliver.max(1),
+                    max_deliver: options.max_deliver.max(MIN_MAX_DELIVER),
                     ..options
                 },
             }),

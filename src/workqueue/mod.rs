@@ -30,6 +30,9 @@ use workspace_events::{InvocationQueued, InvocationStarted};
 /// Deliveries of one job by default: the first, redeliveries after crashes or `nak`s, and the
 /// last, which never starts a run ([`Work::last_attempt`]).
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
+/// The fewest deliveries a queue allows: the last one never starts a run, so one delivery
+/// would run nothing.
+pub const MIN_MAX_DELIVER: u32 = 2;
 /// How long a delivery may go without `ack`, `nak` or `in_progress` before it is delivered
 /// again, by default.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -142,16 +145,23 @@ impl Work {
         self.settle.nak(delay).await
     }
 
-    /// Sends [`Work::in_progress`] every [`Work::heartbeat_interval`] until it fails; run it
-    /// beside the tool (`select!`) and drop it when the run ends.
-    pub async fn keep_alive(&self) -> WorkQueueError {
+    /// Sends [`Work::in_progress`] every [`Work::heartbeat_interval`], for ever: run it beside
+    /// the tool (`select!`) and drop it when the run ends. A failed heartbeat is logged and
+    /// retried at the next tick, never a reason to stop the run (the claim, not the delivery,
+    /// decides who runs it).
+    pub async fn keep_alive(&self) {
         let mut ticks = tokio::time::interval(self.heartbeat_interval());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
             if let Err(err) = self.in_progress().await {
-                return err;
+                tracing::warn!(
+                    invocation_id = %self.job.invocation_id,
+                    delivery = self.attempt,
+                    error = %err,
+                    "work queue: a heartbeat failed; retrying at the next tick"
+                );
             }
         }
     }
