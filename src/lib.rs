@@ -20,3 +20,4 @@ pub mod secret;
 pub mod sessions;
 pub mod telemetry;
 pub mod tools;
+pub mod workqueue;

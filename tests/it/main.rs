@@ -20,3 +20,4 @@ mod store_wiring;
 mod streams;
 mod support;
 mod valkey;
+mod workqueue;

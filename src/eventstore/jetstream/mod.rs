@@ -359,6 +359,12 @@ impl JetStreamEventLog {
         &self.stream
     }
 
+    /// The JetStream context of this connection, for the work queue's consumer on the same
+    /// stream ([`crate::workqueue::jetstream::JetStreamWorkQueue::open`]).
+    pub fn jetstream(&self) -> &js::Context {
+        &self.context
+    }
+
     fn advance_head(&self, sequence: u64) {
         advance(&self.head, sequence);
     }

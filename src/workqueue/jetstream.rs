@@ -1,0 +1,341 @@
+//! The distributed work queue: one durable pull consumer on the event stream, filtered to
+//! `es.invocation.*.*.queued`, shared by every executor process (settings and reasons: ADR
+//! 0009). The `queued` event is the work: nothing else is published, so the queue can never
+//! disagree with the log.
+//!
+//! Each [`WorkQueue::next`] asks the server for exactly one message (a long-poll pull request
+//! that expires and is renewed), so a message is delivered only to a worker ready to take it:
+//! nothing waits in a client buffer while its ack wait runs out. It never appends events.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{
+    self, AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull,
+};
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self as js};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+use workspace_events::upcast::Upcaster;
+use workspace_events::{AggregateType, EventEnvelope, InvocationEvent, RecordedEvent};
+
+use super::{
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Work, WorkQueue,
+    WorkQueueError,
+};
+use crate::eventstore::decode_event;
+use crate::eventstore::jetstream::subjects;
+
+/// The durable consumer every executor shares, by default.
+pub const DEFAULT_CONSUMER: &str = "workspace-executors";
+/// How long one pull request waits on the server before it is renewed, by default.
+pub const DEFAULT_PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Deliveries awaiting a settlement across all executors, at most, by default.
+pub const DEFAULT_MAX_ACK_PENDING: i64 = 10_000;
+
+/// Settings of a [`JetStreamWorkQueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamWorkQueueOptions {
+    /// Name of the durable consumer (the same in every executor process).
+    pub consumer: String,
+    /// How long a delivery may go unsettled before the server delivers it again.
+    pub ack_wait: Duration,
+    /// Deliveries of one message at most (at least [`MIN_MAX_DELIVER`]).
+    pub max_deliver: u32,
+    /// Unsettled deliveries across all executors at most; the server delivers nothing more
+    /// until some are settled.
+    pub max_ack_pending: i64,
+    /// How long one pull request waits on the server before it is renewed.
+    pub pull_expires: Duration,
+}
+
+impl Default for JetStreamWorkQueueOptions {
+    fn default() -> Self {
+        Self {
+            consumer: DEFAULT_CONSUMER.to_owned(),
+            ack_wait: DEFAULT_ACK_WAIT,
+            max_deliver: DEFAULT_MAX_DELIVER,
+            max_ack_pending: DEFAULT_MAX_ACK_PENDING,
+            pull_expires: DEFAULT_PULL_EXPIRES,
+        }
+    }
+}
+
+/// `es.invocation.*.*.queued`: the subjects of every `queued` event.
+pub fn work_filter() -> String {
+    format!("{}.invocation.*.*.queued", subjects::PREFIX)
+}
+
+/// The consumer's configuration for `options`.
+pub fn consumer_config(options: &JetStreamWorkQueueOptions) -> pull::Config {
+    pull::Config {
+        durable_name: Some(options.consumer.clone()),
+        name: Some(options.consumer.clone()),
+        description: Some("workspace executors: queued invocations to claim".to_owned()),
+        // Everything ever queued: a consumer created on an existing stream sees the backlog
+        // (finished invocations are acked after one look-up).
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: i64::from(options.max_deliver.max(MIN_MAX_DELIVER)),
+        filter_subject: work_filter(),
+        replay_policy: ReplayPolicy::Instant,
+        max_ack_pending: options.max_ack_pending,
+        ..pull::Config::default()
+    }
+}
+
+/// The distributed [`WorkQueue`]. One per process; any number of processes share the consumer.
+pub struct JetStreamWorkQueue {
+    consumer: PullConsumer,
+    /// The pull request in flight, kept across cancelled `next` calls.
+    pull: Mutex<Option<pull::Batch>>,
+    options: JetStreamWorkQueueOptions,
+    upcasters: Vec<Box<dyn Upcaster>>,
+}
+
+impl std::fmt::Debug for JetStreamWorkQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamWorkQueue")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamWorkQueue {
+    /// Creates (or updates to `options`) the durable consumer on `stream` and checks that its
+    /// settings took. `context` may be the event store's
+    /// ([`crate::eventstore::jetstream::JetStreamEventLog::jetstream`]).
+    pub async fn open(
+        context: &js::Context,
+        stream: &str,
+        options: JetStreamWorkQueueOptions,
+    ) -> Result<Self, WorkQueueError> {
+        let handle = context.get_stream(stream).await.map_err(|e| {
+            WorkQueueError::Unavailable(format!("opening the stream {stream}: {e}"))
+        })?;
+        let wanted = consumer_config(&options);
+        let mut consumer: PullConsumer =
+            handle.create_consumer(wanted.clone()).await.map_err(|e| {
+                WorkQueueError::Unavailable(format!(
+                    "creating or updating the consumer {} on {stream}: {e}",
+                    options.consumer
+                ))
+            })?;
+        let info = consumer.info().await.map_err(|e| {
+            WorkQueueError::Unavailable(format!("reading the consumer {}: {e}", options.consumer))
+        })?;
+        check_consumer(&wanted, &info.config)?;
+        tracing::info!(
+            stream,
+            consumer = %options.consumer,
+            ack_wait_ms = options.ack_wait.as_millis() as u64,
+            max_deliver = options.max_deliver,
+            pending = info.num_pending,
+            "JetStream work queue opened"
+        );
+        Ok(Self {
+            consumer,
+            pull: Mutex::new(None),
+            options,
+            upcasters: workspace_events::upcast::registry(),
+        })
+    }
+
+    /// The settings it was opened with.
+    pub fn options(&self) -> &JetStreamWorkQueueOptions {
+        &self.options
+    }
+
+    /// A message as work; `None` (and the message terminated) when it is not a `queued` event.
+    async fn work(&self, message: js::Message) -> Option<Work> {
+        let (sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(e) => {
+                tracing::warn!(subject = %message.subject, error = %e, "work queue: a message without delivery info");
+                return None;
+            }
+        };
+        let (message, acker) = message.split();
+        let Some(parsed) = subjects::parse(message.subject.as_str())
+            .filter(|p| p.aggregate_type == AggregateType::Invocation && p.event == "queued")
+        else {
+            tracing::warn!(subject = %message.subject, sequence, "work queue: not a queued event; terminated");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return None;
+        };
+        let queued = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => {
+                let recorded = RecordedEvent { sequence, envelope };
+                match decode_event::<InvocationEvent>(&self.upcasters, &recorded) {
+                    Ok(InvocationEvent::Queued(queued)) => Some(queued),
+                    Ok(_) | Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        if queued.is_none() {
+            tracing::warn!(
+                sequence,
+                "work queue: the queued event does not decode; the executor loads it"
+            );
+        }
+        let job = Job {
+            invocation_id: parsed.aggregate_id.to_owned(),
+            session_id: parsed.session_id.to_owned(),
+            sequence,
+            queued,
+        };
+        let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        Some(Work::new(
+            job,
+            attempt,
+            self.options.max_deliver.max(MIN_MAX_DELIVER),
+            self.options.ack_wait,
+            Box::new(Delivery { acker }),
+        ))
+    }
+}
+
+/// Refuses a consumer whose settings are not the ones asked for (a server may drop what it
+/// does not know, and an existing consumer may keep settings it cannot change).
+fn check_consumer(wanted: &pull::Config, got: &consumer::Config) -> Result<(), WorkQueueError> {
+    let mut wrong = Vec::new();
+    if got.ack_policy != wanted.ack_policy {
+        wrong.push(format!("ack policy {:?}", got.ack_policy));
+    }
+    if got.ack_wait != wanted.ack_wait {
+        wrong.push(format!("ack wait {:?}", got.ack_wait));
+    }
+    if got.max_deliver != wanted.max_deliver {
+        wrong.push(format!("max deliver {}", got.max_deliver));
+    }
+    let filters: Vec<&str> = if got.filter_subjects.is_empty() {
+        vec![got.filter_subject.as_str()]
+    } else {
+        got.filter_subjects.iter().map(String::as_str).collect()
+    };
+    if filters != [wanted.filter_subject.as_str()] {
+        wrong.push(format!("filter {filters:?}"));
+    }
+    if got.deliver_policy != wanted.deliver_policy {
+        wrong.push(format!("deliver policy {:?}", got.deliver_policy));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(WorkQueueError::Misconfigured(format!(
+            "the consumer {} has {} instead of what was asked for",
+            wanted.durable_name.as_deref().unwrap_or(""),
+            wrong.join(", ")
+        )))
+    }
+}
+
+#[async_trait]
+impl WorkQueue for JetStreamWorkQueue {
+    async fn next(&self) -> Result<Work, WorkQueueError> {
+        let mut pull = self.pull.lock().await;
+        loop {
+            let batch = match pull.take() {
+                Some(batch) => batch,
+                None => self
+                    .consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(self.options.pull_expires)
+                    .messages()
+                    .await
+                    .map_err(|e| unavailable("requesting work", e))?,
+            };
+            let batch = pull.insert(batch);
+            match batch.next().await {
+                Some(Ok(message)) => {
+                    *pull = None;
+                    if let Some(work) = self.work(message).await {
+                        return Ok(work);
+                    }
+                }
+                Some(Err(e)) => {
+                    *pull = None;
+                    return Err(unavailable("receiving work", e));
+                }
+                // The request expired with nothing to deliver: ask again.
+                None => *pull = None,
+            }
+        }
+    }
+
+    fn offer(&self, _job: Job) {}
+
+    fn max_deliver(&self) -> u32 {
+        self.options.max_deliver.max(MIN_MAX_DELIVER)
+    }
+}
+
+/// One delivery: settled on the message's reply subject.
+struct Delivery {
+    acker: Acker,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> WorkQueueError {
+    WorkQueueError::Unavailable(format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl Settle for Delivery {
+    /// Confirmed by the server, so a returned `Ok` means it is not delivered again.
+    async fn ack(&self) -> Result<(), WorkQueueError> {
+        self.acker
+            .double_ack()
+            .await
+            .map_err(|e| unavailable("acknowledging work", e))
+    }
+
+    async fn in_progress(&self) -> Result<(), WorkQueueError> {
+        self.acker
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| unavailable("extending work", e))
+    }
+
+    async fn nak(&self, delay: Duration) -> Result<(), WorkQueueError> {
+        let delay = (!delay.is_zero()).then_some(delay);
+        self.acker
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| unavailable("returning work", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::consumer::IntoConsumerConfig;
+
+    #[test]
+    fn the_work_filter_is_the_documented_filter_of_queued_events() {
+        assert_eq!(
+            Some(work_filter()),
+            subjects::filters::event_type(InvocationEvent::QUEUED)
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_kept_other_settings_is_refused_naming_them() {
+        let wanted = consumer_config(&JetStreamWorkQueueOptions::default());
+        let got = pull::Config {
+            ack_wait: Duration::from_secs(5),
+            max_deliver: -1,
+            ..wanted.clone()
+        }
+        .into_consumer_config();
+        assert!(check_consumer(&wanted, &wanted.clone().into_consumer_config()).is_ok());
+        let message = check_consumer(&wanted, &got).unwrap_err().to_string();
+        assert!(
+            message.contains("ack wait 5s") && message.contains("max deliver -1"),
+            "{message}"
+        );
+    }
+}
