@@ -13,7 +13,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifacts::{ArtifactError, LocalArtifactStore};
+use crate::artifacts::{
+    ArtifactBucketOptions, ArtifactError, ArtifactStore, JetStreamArtifactStore, LocalArtifactStore,
+};
 use crate::config::{Config, EventStoreConfig};
 use crate::domain::Invocation;
 use crate::eventstore::jetstream::JetStreamEventLog;
@@ -42,7 +44,7 @@ pub struct App {
     /// The tool catalog.
     pub catalog: Arc<Catalog>,
     /// Artifact bytes.
-    pub artifacts: LocalArtifactStore,
+    pub artifacts: Arc<dyn ArtifactStore>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Session runners.
@@ -167,10 +169,24 @@ impl Server {
         ] {
             std::fs::create_dir_all(dir).map_err(|source| StartError::Io { context, source })?;
         }
-        let artifacts = LocalArtifactStore::open(
-            &config.artifact_root,
-            matches!(config.fsync, FsyncPolicy::Always),
-        )?;
+        // Artifacts live beside the events: a local directory with the file log, the
+        // JetStream object store with JetStream, so any replica serves them (ADR 0008).
+        let artifacts: Arc<dyn ArtifactStore> = match &config.event_store {
+            EventStoreConfig::File => Arc::new(LocalArtifactStore::open(
+                &config.artifact_root,
+                matches!(config.fsync, FsyncPolicy::Always),
+            )?),
+            EventStoreConfig::JetStream(nats) => Arc::new(
+                JetStreamArtifactStore::connect(
+                    nats,
+                    ArtifactBucketOptions {
+                        replicas: nats.replicas,
+                        ..ArtifactBucketOptions::default()
+                    },
+                )
+                .await?,
+            ),
+        };
         let metrics = Arc::new(Metrics::default());
         let projector = Arc::new(Projector::new(log.clone(), read_models, metrics.clone()).await?);
         let head = projector.catch_up().await.map_err(|e| match e {

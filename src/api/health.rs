@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// within the last append.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let store = app.log.ping().await;
-    let artifacts = app.artifacts.ping();
+    let artifacts = app.artifacts.ping().await;
     let head = *app.log.head().borrow();
     let checkpoint = app.projector.checkpoint();
     let ready = store.is_ok() && artifacts.is_ok();

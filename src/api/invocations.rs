@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::domain::{InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
 use crate::eventstore::CommandMetadata;
-use crate::ids::{ArtifactId, InvocationId, SessionId};
+use crate::ids::{InvocationId, SessionId};
 use crate::tools::SessionContext;
 
 /// How long past the tool's timeout a synchronous invoke waits before answering 202.
@@ -96,13 +96,10 @@ async fn referenced(
     let Some(meta) = view.artifacts.iter().find(|a| a.id == reference) else {
         return Ok(None);
     };
-    let (Ok(inv), Ok(aid)) = (InvocationId::parse(&view.id), ArtifactId::parse(reference)) else {
+    let Ok(inv) = InvocationId::parse(&view.id) else {
         return Ok(None);
     };
-    app.artifacts
-        .get(&inv, &aid, Some(&meta.sha256))
-        .await
-        .map(Some)
+    app.artifacts.get(&inv, meta).await.map(Some)
 }
 
 /// Renders an invocation, reading large output back from its artifact.
@@ -580,17 +577,15 @@ pub async fn artifact(
         .find(|a| a.id == artifact_id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "artifact not found", &rid))?;
     let inv = InvocationId::parse(&view.id).map_err(|e| ApiError::internal(&e, &rid))?;
-    let aid = ArtifactId::parse(&meta.id).map_err(|e| ApiError::internal(&e, &rid))?;
-    let bytes = app
-        .artifacts
-        .get(&inv, &aid, Some(&meta.sha256))
-        .await
-        .map_err(|e| match e {
-            crate::artifacts::ArtifactError::NotFound => {
-                ApiError::new(ErrorCode::NotFound, "artifact bytes not found", &rid)
-            }
-            other => ApiError::internal(&other, &rid),
-        })?;
+    let bytes = app.artifacts.get(&inv, meta).await.map_err(|e| match e {
+        crate::artifacts::ArtifactError::NotFound => {
+            ApiError::new(ErrorCode::NotFound, "artifact bytes not found", &rid)
+        }
+        crate::artifacts::ArtifactError::Unavailable(_) => {
+            ApiError::new(ErrorCode::Unavailable, "artifact store unavailable", &rid).tap_log(&e)
+        }
+        other => ApiError::internal(&other, &rid),
+    })?;
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&meta.content_type) {

@@ -20,7 +20,7 @@ use workspace_events::{
     InvocationQueued, InvocationStarted, LogLine, RawJson, RecordedEvent,
 };
 
-use crate::artifacts::LocalArtifactStore;
+use crate::artifacts::ArtifactStore;
 use crate::domain::{Invocation, InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
 use crate::eventstore::{AggregateStore, CommandMetadata, EventLog, Known, decode_event};
@@ -39,7 +39,7 @@ pub struct Executor {
     sessions: Arc<Sessions>,
     runners: Arc<dyn RunnerProvider>,
     catalog: Arc<Catalog>,
-    artifacts: LocalArtifactStore,
+    artifacts: Arc<dyn ArtifactStore>,
     max_inline_bytes: usize,
     slots: Arc<Semaphore>,
     /// Invocations handed over by the API of this process ([`Handoff`]) whose `queued` event the
@@ -102,7 +102,7 @@ impl Executor {
         sessions: Arc<Sessions>,
         runners: Arc<dyn RunnerProvider>,
         catalog: Arc<Catalog>,
-        artifacts: LocalArtifactStore,
+        artifacts: Arc<dyn ArtifactStore>,
         max_inline_bytes: usize,
         concurrency: usize,
     ) -> Self {

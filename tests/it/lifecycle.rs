@@ -56,6 +56,13 @@ async fn everything_survives_a_restart_on_the_same_data_dir(mode: Mode) {
         .get(&format!("/v1/invocations/{read_id}/artifacts/{output_ref}"))
         .await;
     assert_eq!(status, StatusCode::OK);
+    if mode == Mode::JetStream {
+        // The bytes came from the JetStream object store: nothing was written locally.
+        assert!(
+            !dir.path().join("artifacts").exists(),
+            "artifacts written to the local directory in JetStream mode"
+        );
+    }
     let (_, _, body) = server.get(&format!("/v1/invocations/{read_id}/logs")).await;
     assert!(
         !body["logs"].as_array().unwrap().is_empty(),
