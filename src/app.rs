@@ -22,7 +22,7 @@ use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
 use crate::executor::{Executor, Handoff};
 use crate::projector::{Projector, ProjectorError};
-use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention};
+use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, ValkeyStore};
 use crate::runner::RunnerProvider;
 use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sessions::Sessions;
@@ -139,7 +139,24 @@ impl Server {
             invocations: config.read_models.invocations.ttl,
             sessions: config.read_models.sessions.ttl,
         };
-        let read_models = Arc::new(MemoryStore::new(retention));
+        let read_models: Arc<dyn ReadModelStore> = match &config.read_models.valkey {
+            None => Arc::new(MemoryStore::new(retention)),
+            Some(valkey) => {
+                let store = ValkeyStore::connect(&crate::readmodel::ValkeyConfig {
+                    host: valkey.host.clone(),
+                    port: valkey.port,
+                    db: i64::from(valkey.db),
+                    password: valkey.password.as_ref().map(|p| p.expose().to_owned()),
+                    invocation_prefix: config.read_models.invocations.key_prefix.clone(),
+                    session_prefix: config.read_models.sessions.key_prefix.clone(),
+                    retention,
+                    ..crate::readmodel::ValkeyConfig::default()
+                })
+                .await?;
+                tracing::info!(host = %valkey.host, port = valkey.port, "read models in Valkey");
+                Arc::new(store)
+            }
+        };
         Self::bind_with(config, read_models).await
     }
 

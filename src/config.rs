@@ -242,7 +242,7 @@ impl TryFrom<ServeArgs> for Config {
     fn try_from(args: ServeArgs) -> Result<Self, Self::Error> {
         let event_store = EventStoreConfig::try_from(args.event_store)?;
         let read_models = ReadModelConfig::try_from(args.read_models)?;
-        read_models.refuse_unavailable()?;
+        read_models.check_one_store()?;
         let fsync: FsyncPolicy = args
             .eventlog_fsync
             .parse()
@@ -445,7 +445,7 @@ mod tests {
             "127.0.0.1:6379",
         ])
         .unwrap_err();
-        assert!(err.0.contains("not available in this build"), "{err}");
+        assert!(err.0.contains("SESSION_STORE_BACKEND"), "{err}");
         let err = parse(&["--event-store", "file", "--nats-url", "nats://h:4222"]).unwrap_err();
         assert!(
             err.0.contains("WORKSPACE_EVENT_STORE") && err.0.contains("NATS_URL"),

@@ -1,8 +1,7 @@
 //! The read-model store settings: where invocation and session views are kept (`memory`, or
 //! `valkey` under a key prefix with a TTL) and how to reach Valkey. The original service's
-//! names and defaults. Validated here; the Valkey store itself is not wired in this build, so
-//! [`ReadModelConfig::refuse_unavailable`] refuses a `valkey` backend at start (never silently
-//! falling back to memory).
+//! names and defaults. Validated here; [`ReadModelConfig::check_one_store`] refuses a mix of
+//! backends (the read models are one store: views and their indexes live together).
 
 use std::time::Duration;
 
@@ -131,20 +130,16 @@ impl Default for ReadModelConfig {
 }
 
 impl ReadModelConfig {
-    /// Refuses a `valkey` backend: this build has no Valkey read-model store yet. Removed when
-    /// the store is wired.
-    pub fn refuse_unavailable(&self) -> Result<(), ConfigError> {
-        for (name, store) in [
-            ("INVOCATION_STORE_BACKEND", &self.invocations),
-            ("SESSION_STORE_BACKEND", &self.sessions),
-        ] {
-            if store.backend == StoreBackend::Valkey {
-                return Err(ConfigError(format!(
-                    "{name}=valkey: the Valkey read-model store is not available in this build \
-                     yet; use `memory` (the read models are rebuilt from the event store at \
-                     start)"
-                )));
-            }
+    /// Refuses one store in memory and the other in Valkey: the read models are one store
+    /// (an invocation's view, its session's index and the correlation index are written
+    /// together, in one script), so both backends must be the same.
+    pub fn check_one_store(&self) -> Result<(), ConfigError> {
+        if self.invocations.backend != self.sessions.backend {
+            return Err(ConfigError(
+                "INVOCATION_STORE_BACKEND and SESSION_STORE_BACKEND differ: the read models are \
+                 one store; set both to `memory` or both to `valkey`"
+                    .to_owned(),
+            ));
         }
         Ok(())
     }
@@ -334,7 +329,7 @@ mod tests {
         assert_eq!(c.invocations.ttl, Some(Duration::from_secs(86_400)));
         assert_eq!(c.sessions.key_prefix, "workspace:session");
         assert!(c.valkey.is_none());
-        assert!(c.refuse_unavailable().is_ok());
+        assert!(c.check_one_store().is_ok());
     }
 
     #[test]
@@ -384,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn a_valkey_backend_is_refused_at_start_until_the_store_exists() {
+    fn the_two_stores_must_share_a_backend() {
         let c = parse(&[
             "--invocation-store-backend",
             "valkey",
@@ -392,12 +387,22 @@ mod tests {
             "h:1",
         ])
         .unwrap();
-        let message = c.refuse_unavailable().unwrap_err().0;
+        let message = c.check_one_store().unwrap_err().0;
         assert!(
-            message.contains("INVOCATION_STORE_BACKEND=valkey")
-                && message.contains("not available in this build"),
+            message.contains("INVOCATION_STORE_BACKEND")
+                && message.contains("SESSION_STORE_BACKEND"),
             "{message}"
         );
+        let both = parse(&[
+            "--invocation-store-backend",
+            "valkey",
+            "--session-store-backend",
+            "valkey",
+            "--valkey-addr",
+            "h:1",
+        ])
+        .unwrap();
+        assert!(both.check_one_store().is_ok());
     }
 
     #[test]

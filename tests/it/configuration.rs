@@ -141,10 +141,7 @@ fn a_contradictory_or_incomplete_mode_exits_64_naming_the_settings_before_bindin
                 ("SESSION_STORE_BACKEND", "valkey"),
                 ("VALKEY_ADDR", "127.0.0.1:6379"),
             ],
-            &[
-                "SESSION_STORE_BACKEND=valkey",
-                "not available in this build",
-            ],
+            &["INVOCATION_STORE_BACKEND", "SESSION_STORE_BACKEND"],
         ),
         (&[("VALKEY_PORT", "many")], &["--valkey-port"]),
     ] {
