@@ -20,7 +20,7 @@ use crate::config::{Config, EventStoreConfig};
 use crate::domain::Invocation;
 use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
-use crate::executor::{Executor, Handoff};
+use crate::executor::Executor;
 use crate::projector::{Projector, ProjectorError};
 use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, ValkeyStore};
 use crate::runner::RunnerProvider;
@@ -28,6 +28,9 @@ use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sessions::Sessions;
 use crate::telemetry::Metrics;
 use crate::tools::Catalog;
+use crate::workqueue::jetstream::{JetStreamWorkQueue, JetStreamWorkQueueOptions};
+use crate::workqueue::memory::{MemoryOptions, MemoryWorkQueue};
+use crate::workqueue::{WorkQueue, WorkQueueError};
 
 /// Everything the handlers and background roles share.
 pub struct App {
@@ -49,14 +52,24 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Session runners.
     pub runners: Arc<dyn RunnerProvider>,
+    /// Where executors take queued invocations from: the in-process queue with the file log,
+    /// the shared JetStream consumer with JetStream (ADR 0009). The API offers each `queued`
+    /// event it commits.
+    pub work: Arc<dyn WorkQueue>,
     executor: Arc<Executor>,
 }
 
 impl App {
-    /// Reserves an invocation about to be queued for this process's executor, which then
-    /// starts it directly instead of finding it in the log (see [`Handoff`]).
-    pub fn handoff(&self, invocation_id: &str) -> Handoff {
-        self.executor.reserve(invocation_id)
+    /// This process's executor id, as its `started` events carry it.
+    pub fn executor_id(&self) -> &str {
+        self.executor.id()
+    }
+
+    /// Takes one of this process's run slots until the permit is dropped (`None` when all are
+    /// taken): the executor takes no work meanwhile when it has one slot. For tests that need
+    /// invocations to stay queued.
+    pub fn hold_a_run_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.executor.hold_a_slot()
     }
 }
 
@@ -75,6 +88,9 @@ pub enum StartError {
         #[source]
         source: StoreError,
     },
+    /// The work queue could not be opened (its consumer's settings did not take).
+    #[error("work queue: {0}")]
+    WorkQueue(#[from] WorkQueueError),
     /// The read-model store failed.
     #[error("read models: {0}")]
     ReadModel(#[from] ReadModelError),
@@ -119,6 +135,43 @@ pub async fn open_event_log(
                 Ok(log) => Ok(Arc::new(log)),
                 Err(source) => Err(StartError::JetStream { servers, source }),
             }
+        }
+    }
+}
+
+/// Opens the configured event store and the work queue that goes with it: the log file and
+/// the in-process queue, or the JetStream stream and the durable consumer on it that every
+/// executor process shares (ADR 0009).
+async fn open_event_log_and_queue(
+    config: &Config,
+) -> Result<(Arc<dyn EventLog>, Arc<dyn WorkQueue>), StartError> {
+    let tuning = config.work_queue;
+    match &config.event_store {
+        EventStoreConfig::File => {
+            let log = FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
+            let work = MemoryWorkQueue::new(MemoryOptions {
+                ack_wait: tuning.ack_wait,
+                max_deliver: tuning.max_deliver,
+            });
+            Ok((log, Arc::new(work)))
+        }
+        EventStoreConfig::JetStream(options) => {
+            let servers = options.servers_for_display();
+            let log = match JetStreamEventLog::connect(options.clone()).await {
+                Ok(log) => log,
+                Err(source) => return Err(StartError::JetStream { servers, source }),
+            };
+            let work = JetStreamWorkQueue::open(
+                log.jetstream(),
+                log.stream_name(),
+                JetStreamWorkQueueOptions {
+                    ack_wait: tuning.ack_wait,
+                    max_deliver: tuning.max_deliver,
+                    ..JetStreamWorkQueueOptions::default()
+                },
+            )
+            .await?;
+            Ok((Arc::new(log), Arc::new(work)))
         }
     }
 }
@@ -178,7 +231,7 @@ impl Server {
                 })?;
         // Second, the event store: an unreachable NATS fails before anything is created on
         // disk.
-        let log = open_event_log(&config.event_store, &config.events_dir, &config.fsync).await?;
+        let (log, work) = open_event_log_and_queue(&config).await?;
         tracing::info!(event_store = %config.event_store.describe(), "event store open");
         for (dir, context) in [
             (&config.workspace_root, "creating WORKSPACE_ROOT"),
@@ -243,6 +296,8 @@ impl Server {
             runners.clone(),
             catalog.clone(),
             artifacts.clone(),
+            work.clone(),
+            config.work_queue.liveness_grace,
             config.max_inline_bytes,
             config.executor_concurrency,
         ));
@@ -256,6 +311,7 @@ impl Server {
             artifacts,
             metrics,
             runners,
+            work,
             executor,
         });
         Ok(Server { app, listener })

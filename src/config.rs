@@ -134,6 +134,14 @@ pub struct ServeArgs {
     /// How often expired sessions are looked for.
     #[arg(long, env = "WORKSPACE_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
     pub expiry_sweep_seconds: u64,
+    /// How long after a claim's `started.deadline` an executor presumes its claimer gone and
+    /// fails the invocation `interrupted` (ADR 0009).
+    #[arg(
+        long,
+        env = "WORKSPACE_EXECUTOR_LIVENESS_GRACE_SECONDS",
+        default_value_t = 30
+    )]
+    pub executor_liveness_grace_seconds: u64,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -210,6 +218,31 @@ pub struct Config {
     pub provision_timeout: Duration,
     /// Expiry sweep interval.
     pub expiry_sweep: Duration,
+    /// How the executors' work queue delivers (ADR 0009).
+    pub work_queue: WorkQueueConfig,
+}
+
+/// How the executors' work queue delivers and when a claim is presumed dead (ADR 0009). Only
+/// the grace is an option (`WORKSPACE_EXECUTOR_LIVENESS_GRACE_SECONDS`); the ack wait and the
+/// deliveries are the ADR's values, changed by tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkQueueConfig {
+    /// How long a delivery may go unsettled before it is delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries of one invocation at most (the last one never starts a run).
+    pub max_deliver: u32,
+    /// How long after `started.deadline` a claim is presumed dead.
+    pub liveness_grace: Duration,
+}
+
+impl Default for WorkQueueConfig {
+    fn default() -> Self {
+        Self {
+            ack_wait: crate::workqueue::DEFAULT_ACK_WAIT,
+            max_deliver: crate::workqueue::DEFAULT_MAX_DELIVER,
+            liveness_grace: crate::workqueue::DEFAULT_LIVENESS_GRACE,
+        }
+    }
 }
 
 /// A configuration error: the process exits with 64 before binding anything.
@@ -336,6 +369,10 @@ impl TryFrom<ServeArgs> for Config {
             queue_timeout: Duration::from_secs(args.queue_timeout_seconds.max(1)),
             provision_timeout: Duration::from_secs(args.provision_timeout_seconds.max(1)),
             expiry_sweep: Duration::from_secs(args.expiry_sweep_seconds.max(1)),
+            work_queue: WorkQueueConfig {
+                liveness_grace: Duration::from_secs(args.executor_liveness_grace_seconds),
+                ..WorkQueueConfig::default()
+            },
         })
     }
 }
@@ -396,6 +433,11 @@ impl Config {
             queue_timeout: Duration::from_secs(60),
             provision_timeout: Duration::from_secs(120),
             expiry_sweep: Duration::from_millis(200),
+            // A delivery left by a stopped server comes back within seconds, not 30 s.
+            work_queue: WorkQueueConfig {
+                ack_wait: Duration::from_secs(3),
+                ..WorkQueueConfig::default()
+            },
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::error_code::ErrorCode;
 use crate::eventstore::CommandMetadata;
 use crate::ids::{InvocationId, SessionId};
 use crate::tools::SessionContext;
+use crate::workqueue::{Job, WorkQueue};
 
 /// How long past the tool's timeout a synchronous invoke waits before answering 202.
 const SYNC_GRACE: Duration = Duration::from_secs(30);
@@ -324,18 +325,24 @@ pub async fn invoke(
                     .unwrap_or(time::Duration::MINUTE),
         }),
     };
-    // Queued work goes straight to this process's executor once it is committed, claimed in
-    // the same append when the executor has a free slot.
-    let (command, handoff) = match command {
-        InvocationCommand::Queue(queued) => {
-            let mut handoff = app.handoff(invocation_id.as_str());
-            let command = match handoff.claim(now, queued.timeout_seconds) {
-                Some(started) => InvocationCommand::QueueAndStart(queued.clone(), started),
-                None => InvocationCommand::Queue(queued.clone()),
-            };
-            (command, Some((handoff, queued)))
-        }
-        other => (other, None),
+    // Once committed, the `queued` event is offered to the work queue with the state it holds
+    // (the in-process queue wakes a waiting executor; JetStream already has it). A request
+    // cancelled during the append may still have committed it: the guard then offers a look-up.
+    let mut offer = match &command {
+        InvocationCommand::Queue(_) => Some(OfferOnDrop {
+            work: app.work.as_ref(),
+            job: Some(Job {
+                invocation_id: invocation_id.to_string(),
+                session_id: ctx.id.to_string(),
+                sequence: 0,
+                queued: None,
+            }),
+        }),
+        _ => None,
+    };
+    let queued = match &command {
+        InvocationCommand::Queue(queued) => Some(queued.clone()),
+        _ => None,
     };
     let receipt = match app
         .invocations
@@ -343,8 +350,12 @@ pub async fn invoke(
         .await
     {
         Ok(r) => {
-            if let Some((handoff, queued)) = handoff {
-                handoff.submit(queued);
+            if let Some(job) = offer.as_mut().and_then(|o| o.job.take()) {
+                app.work.offer(Job {
+                    sequence: r.last_sequence,
+                    queued,
+                    ..job
+                });
             }
             r
         }
@@ -667,4 +678,20 @@ pub async fn list_for_session(
     Ok(Json(
         json!({ "invocations": page.items, "total": page.total, "next_offset": next }),
     ))
+}
+
+/// Offers its job (a look-up) to the work queue when dropped armed: a request cancelled or
+/// failed after its `queued` append may have committed it, and committed work is never
+/// stranded (the executor acks a look-up of an invocation that does not exist).
+struct OfferOnDrop<'a> {
+    work: &'a dyn WorkQueue,
+    job: Option<Job>,
+}
+
+impl Drop for OfferOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            self.work.offer(job);
+        }
+    }
 }

@@ -80,9 +80,6 @@ pub enum InvocationCommand {
     Reject(InvocationRefused),
     /// Claim it for an executor.
     Start(InvocationStarted),
-    /// Accept a request and claim it at once, for an executor with a free slot in the process
-    /// that accepted it: `queued` and `started` are recorded together.
-    QueueAndStart(InvocationQueued, InvocationStarted),
     /// Record its terminal outcome.
     Complete(Arc<InvocationCompleted>),
     /// Fail it without running it (its start deadline passed, or its session is not ready):
@@ -133,11 +130,6 @@ impl Aggregate for Invocation {
             InvocationCommand::Reject(refused) => {
                 self.require_new()?;
                 InvocationEvent::Rejected(refused)
-            }
-            InvocationCommand::QueueAndStart(queued, started) => {
-                self.require_new()?;
-                sink.write(InvocationEvent::Queued(queued), self).await;
-                InvocationEvent::Started(started)
             }
             InvocationCommand::Start(started) => match self.status {
                 InvocationStatus::Queued => InvocationEvent::Started(started),
@@ -322,30 +314,6 @@ mod tests {
         InvocationTest::with(())
             .given(vec![queued()])
             .when_async(InvocationCommand::Reject(refused("invalid_argument")))
-            .await
-            .then_expect_error(InvocationError::AlreadyExists);
-    }
-
-    #[tokio::test]
-    async fn queueing_and_starting_a_new_invocation_records_both() {
-        let InvocationEvent::Queued(q) = queued() else {
-            unreachable!()
-        };
-        InvocationTest::with(())
-            .given_no_previous_events()
-            .when_async(InvocationCommand::QueueAndStart(q, started()))
-            .await
-            .then_expect_events(vec![queued(), InvocationEvent::Started(started())]);
-    }
-
-    #[tokio::test]
-    async fn queueing_and_starting_an_existing_invocation_is_rejected() {
-        let InvocationEvent::Queued(q) = queued() else {
-            unreachable!()
-        };
-        InvocationTest::with(())
-            .given(vec![queued()])
-            .when_async(InvocationCommand::QueueAndStart(q, started()))
             .await
             .then_expect_error(InvocationError::AlreadyExists);
     }

@@ -5,11 +5,10 @@
 //! It never decides policy (that happened before the invocation was queued) and never reads the
 //! workspace except through the runner.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cqrs_es::AggregateError;
-use foldhash::HashSet;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use workspace_events::{
     ArtifactMeta, ArtifactRef, ErrorInfo, InvocationCompleted, InvocationEvent, InvocationOutcome,
-    InvocationQueued, InvocationStarted, LogLine, RawJson, RecordedEvent,
+    InvocationQueued, InvocationStarted, LogLine, RawJson,
 };
 
 use crate::artifacts::ArtifactStore;
-use crate::domain::{Invocation, InvocationCommand, InvocationError};
+use crate::domain::{Invocation, InvocationCommand, InvocationError, InvocationStatus};
 use crate::error_code::ErrorCode;
 use crate::eventstore::{AggregateStore, CommandMetadata, EventLog, Known, decode_event};
 use crate::ids::InvocationId;
@@ -29,6 +28,9 @@ use crate::projector::Projector;
 use crate::runner::RunnerProvider;
 use crate::sessions::Sessions;
 use crate::tools::{Catalog, SessionContext, ToolContext, ToolFailure, ToolSuccess};
+use crate::workqueue::{
+    Job, Standing, Verdict, Work, WorkQueue, WorkQueueError, delay_until, verdict,
+};
 
 /// What one executor needs.
 pub struct Executor {
@@ -40,11 +42,11 @@ pub struct Executor {
     runners: Arc<dyn RunnerProvider>,
     catalog: Arc<Catalog>,
     artifacts: Arc<dyn ArtifactStore>,
+    work: Arc<dyn WorkQueue>,
+    /// How long after a claim's `started.deadline` its claimer is presumed gone (ADR 0009).
+    grace: Duration,
     max_inline_bytes: usize,
     slots: Arc<Semaphore>,
-    /// Invocations handed over by the API of this process ([`Handoff`]) whose `queued` event the
-    /// log reader has not passed yet: it skips them instead of claiming them a second time.
-    handed: Mutex<HashSet<String>>,
     /// Every run in flight, so a shutdown lets them record their outcome.
     runs: TaskTracker,
     /// `started_at` (Unix nanoseconds) of this executor's latest claim: claims get strictly
@@ -52,32 +54,35 @@ pub struct Executor {
     last_claim: std::sync::atomic::AtomicI64,
 }
 
-/// An invocation the API is about to queue, reserved for this process's executor: once the
-/// `queued` event is committed, [`Handoff::submit`] starts the run directly, with the state the
-/// API holds, instead of waiting for the log reader to find the event and reload it. When a run
-/// slot is free at reservation, the handoff holds it and [`Handoff::claim`] gives the `started`
-/// event to append together with `queued`: the invocation is claimed as it is queued.
-///
-/// Dropped without `submit` (the append failed or the request was cancelled), the reservation
-/// is released and the invocation is looked up again: if it was queued it runs (claimed first
-/// if it was not), so committed work is never stranded.
-pub struct Handoff {
-    executor: Arc<Executor>,
-    id: String,
-    slot: Option<OwnedSemaphorePermit>,
-    /// The `started` event this handoff gave for the claim at enqueue: after a drop, only a
-    /// claim recorded with exactly this event is this handoff's to run (a concurrent request
-    /// for the same invocation, a retry with its correlation id, may hold another).
-    issued: Option<InvocationStarted>,
-    submitted: bool,
+/// An invocation as its events leave it, loaded (or known from the work item) to decide what
+/// a delivery calls for.
+struct Loaded {
+    known: Known<Invocation>,
+    queued: Option<InvocationQueued>,
+    started: Option<InvocationStarted>,
 }
 
-/// How a run gets its claim on the invocation.
-pub enum Claim {
-    /// Claim it now, by appending `started` after the known state (or the loaded one).
-    Take(Option<Known<Invocation>>),
-    /// Claimed for this executor when it was queued; the state after `started`.
-    Held(Known<Invocation>),
+impl Loaded {
+    fn standing(&self) -> Standing<'_> {
+        match (self.known.state.status(), &self.queued, &self.started) {
+            (InvocationStatus::New, _, _) => Standing::Absent,
+            (InvocationStatus::Queued, Some(q), _) => Standing::Queued {
+                start_deadline: q.start_deadline,
+            },
+            (InvocationStatus::Running, _, Some(s)) => Standing::Running(s),
+            _ => Standing::Over,
+        }
+    }
+}
+
+/// How handling one claimed or refused run ended.
+enum Handled {
+    /// Its terminal event is appended: the delivery is done.
+    Recorded,
+    /// Another executor claimed it first (or recorded its end): look again.
+    Lost,
+    /// The terminal event could not be appended: leave the delivery to come back.
+    NotRecorded,
 }
 
 /// What a run produced, before it is recorded.
@@ -93,8 +98,11 @@ struct RunResult {
     unstarted: bool,
 }
 
+/// How long to wait before looking again after the queue or the store failed.
+const RETRY: Duration = Duration::from_millis(200);
+
 impl Executor {
-    /// An executor.
+    /// An executor taking its work from `work`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         log: Arc<dyn EventLog>,
@@ -103,6 +111,8 @@ impl Executor {
         runners: Arc<dyn RunnerProvider>,
         catalog: Arc<Catalog>,
         artifacts: Arc<dyn ArtifactStore>,
+        work: Arc<dyn WorkQueue>,
+        grace: Duration,
         max_inline_bytes: usize,
         concurrency: usize,
     ) -> Self {
@@ -115,195 +125,262 @@ impl Executor {
             runners,
             catalog,
             artifacts,
+            work,
+            grace,
             max_inline_bytes,
-            slots: Arc::new(Semaphore::new(concurrency)),
-            handed: Mutex::new(HashSet::default()),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
             runs: TaskTracker::new(),
             last_claim: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
-    /// Reserves the invocation `id` (not yet appended) for this executor; see [`Handoff`].
-    pub fn reserve(self: &Arc<Self>, id: &str) -> Handoff {
-        self.handed_set().insert(id.to_owned());
-        Handoff {
-            executor: self.clone(),
-            id: id.to_owned(),
-            slot: self.slots.clone().try_acquire_owned().ok(),
-            issued: None,
-            submitted: false,
+    /// This executor's id, as its `started` events carry it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Takes one run slot until the permit is dropped (`None` when none is free): while every
+    /// slot is held, deliveries wait and nothing is claimed.
+    pub fn hold_a_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Takes work from the queue until `shutdown`, then lets the runs in flight record their
+    /// outcome. At start it offers every invocation the read models show open (the in-process
+    /// queue is empty after a restart; a JetStream queue ignores the offers), and every
+    /// `grace` it sweeps for claims past their deadline that no delivery will come back for.
+    pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.offer_open_work(&shutdown).await {
+            let sweeper = self.runs.spawn(self.clone().sweep_until(shutdown.clone()));
+            self.take_work_until(&shutdown).await;
+            sweeper.abort();
+        }
+        self.runs.close();
+        self.runs.wait().await;
+    }
+
+    /// The intake loop: one delivery, then a free slot, then its handling on its own task.
+    async fn take_work_until(self: &Arc<Self>, shutdown: &CancellationToken) {
+        loop {
+            let work = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = self.work.next() => match next {
+                    Ok(work) => work,
+                    Err(WorkQueueError::Closed) => return,
+                    Err(err) => {
+                        tracing::error!(error = %err, "executor could not take work; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY) => continue,
+                        }
+                    }
+                },
+            };
+            // Bounded concurrency: the delivery waits for a slot, kept alive meanwhile.
+            let slot = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => None,
+                slot = self.slots.clone().acquire_owned() => slot.ok(),
+                _ = work.keep_alive() => None,
+            };
+            let Some(slot) = slot else {
+                // Not claimed: let another executor (or this one after a restart) take it.
+                let _ = work.nak(Duration::ZERO).await;
+                return;
+            };
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            self.runs.spawn(async move {
+                let _slot = slot;
+                this.handle(work, &shutdown).await;
+            });
         }
     }
 
-    fn handed_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.handed.lock().unwrap_or_else(|p| p.into_inner())
+    /// Offers every queued and running invocation of the read models as a look-up. Retries
+    /// while the store cannot answer; false on shutdown.
+    async fn offer_open_work(&self, shutdown: &CancellationToken) -> bool {
+        loop {
+            match self.projector.store().open_invocations().await {
+                Ok(open) => {
+                    for view in open {
+                        self.work.offer(Job {
+                            invocation_id: view.id.clone(),
+                            session_id: view.session_id.clone(),
+                            sequence: 0,
+                            queued: None,
+                        });
+                    }
+                    return true;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "executor could not read the open invocations; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(RETRY) => {}
+                    }
+                }
+            }
+        }
     }
 
-    /// Runs `queued` on its own task, in `slot` or once a slot is free.
-    fn spawn_run(
-        self: Arc<Self>,
-        queued: InvocationQueued,
-        claim: Claim,
-        slot: Option<OwnedSemaphorePermit>,
-    ) {
-        let runs = self.runs.clone();
-        runs.spawn(async move {
-            // Bounded concurrency: the run waits here for a slot.
-            let _slot = match slot {
-                Some(slot) => slot,
-                None => match self.slots.clone().acquire_owned().await {
-                    Ok(slot) => slot,
-                    Err(_) => return,
-                },
+    /// The backstop of the liveness rule (ADR 0009): every `grace`, the invocations the read
+    /// models show open that are running past their deadline plus the grace, or queued past
+    /// their start deadline, are ended as the rule says. Only ever `Expire` or `Interrupt`,
+    /// both optimistic appends, so concurrent sweepers and deliveries are harmless.
+    async fn sweep_until(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = self.grace.max(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let open = match self.projector.store().open_invocations().await {
+                Ok(open) => open,
+                Err(err) => {
+                    tracing::warn!(error = %err, "sweep: could not read the open invocations");
+                    continue;
+                }
             };
-            self.execute_one(queued, claim).await;
-        });
+            // Open invocations are few (queued or running): each is loaded and judged from its
+            // events, which carry the deadlines.
+            for view in open {
+                self.settle_overdue(&view.id).await;
+            }
+        }
     }
 
-    /// Runs the invocation `id` of a dropped handoff if the log says nobody will: it is queued,
-    /// or claimed with the handoff's own `issued` event (at enqueue), so nobody else runs it.
-    async fn resume(self: Arc<Self>, id: String, issued: Option<InvocationStarted>) {
-        let events = match self
-            .log
-            .load(workspace_events::AggregateType::Invocation, &id)
-            .await
-        {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::error!(invocation_id = %id, error = %err, "could not look up a handed-off invocation");
-                return;
-            }
+    /// Ends one overdue invocation found by the sweep, if its events agree it is overdue.
+    async fn settle_overdue(&self, id: &str) {
+        let Ok(loaded) = self.load(id).await else {
+            return;
         };
-        // Upcast: an older `completed` must count, never be skipped as undecodable.
-        let upcasters = workspace_events::upcast::registry();
-        let decoded: Vec<InvocationEvent> = events
-            .iter()
-            .filter_map(|e| decode_event::<InvocationEvent>(&upcasters, e).ok())
-            .collect();
-        match decoded.as_slice() {
-            [InvocationEvent::Queued(queued)] => {
-                self.spawn_run(queued.clone(), Claim::Take(None), None)
+        let now = OffsetDateTime::now_utc();
+        match verdict(loaded.standing(), true, now, self.grace) {
+            Verdict::Expire => {
+                let meta = Self::recovery_metadata(id);
+                let result = RunResult::start_deadline_passed().unstarted();
+                self.complete(id, Some(loaded.known), &meta, result, 0)
+                    .await;
             }
-            [InvocationEvent::Queued(queued), InvocationEvent::Started(s)]
-                if issued.as_ref() == Some(s) =>
-            {
-                let known = fold(decoded.iter().cloned());
-                self.spawn_run(queued.clone(), Claim::Held(known), None)
+            Verdict::Interrupt => {
+                let meta = Self::recovery_metadata(id);
+                self.complete(id, Some(loaded.known), &meta, RunResult::interrupted(), 0)
+                    .await;
             }
             _ => {}
         }
     }
 
-    /// Recovers after a restart (invocations that were running when the process died end
-    /// `failed` with `interrupted`, the queued ones run), then runs every invocation queued
-    /// from now on until `shutdown`.
-    pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some((queued, running, mut cursor)) = self.open_work(&shutdown).await else {
-            self.runs.close();
-            self.runs.wait().await;
-            return;
-        };
-        for id in running {
-            self.interrupt_orphan(&id).await;
+    /// Loads an invocation's events (upcast: an older `completed` must count, never be skipped
+    /// as undecodable).
+    async fn load(&self, id: &str) -> Result<Loaded, String> {
+        let events = self
+            .log
+            .load(workspace_events::AggregateType::Invocation, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let upcasters = workspace_events::upcast::registry();
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in &events {
+            decoded.push(
+                decode_event::<InvocationEvent>(&upcasters, event).map_err(|e| e.to_string())?,
+            );
         }
-        for id in queued {
-            if let Ok(events) = self
-                .log
-                .load(workspace_events::AggregateType::Invocation, &id)
-                .await
-                && let Some(first) = events.first()
-            {
-                self.clone().dispatch(first).await;
-            }
-        }
-        let mut head = self.log.head();
-        loop {
-            match self.log.read_from(cursor, 1024).await {
-                Ok(events) if !events.is_empty() => {
-                    for event in &events {
-                        if event.envelope.event_type == InvocationEvent::QUEUED
-                            && !self.handed_set().remove(&event.envelope.aggregate_id)
-                        {
-                            self.clone().dispatch(event).await;
-                        }
-                    }
-                    if let Some(last) = events.last() {
-                        cursor = last.sequence;
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::error!(error = %err, "executor could not read the log; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                    }
-                }
-            }
-            if *head.borrow_and_update() > cursor {
-                continue;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = head.changed() => if changed.is_err() { break },
-            }
-        }
-        // Let the runs in flight record their outcome.
-        self.runs.close();
-        self.runs.wait().await;
+        Ok(fold(decoded))
     }
 
-    /// The invocations left queued and running, and the sequence the log reader starts after.
-    ///
-    /// The checkpoint is read before the open invocations, so everything queued after it is
-    /// found in the log, and what was queued before it is in the list: an invocation queued in
-    /// between is in both and dispatched twice, and the `started` claim (appended with the
-    /// version it loaded) lets only one of them run it. Retries while the store cannot answer;
-    /// `None` on shutdown.
-    async fn open_work(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Option<(Vec<String>, Vec<String>, u64)> {
+    /// Applies the liveness rule to one delivery until it is settled.
+    async fn handle(&self, work: Work, shutdown: &CancellationToken) {
+        let id = work.job.invocation_id.clone();
+        // The queued event the queue decoded is the state at version 1; anything else, or a
+        // second look, loads the events.
+        let mut known = work
+            .job
+            .queued
+            .clone()
+            .map(|q| fold([InvocationEvent::Queued(q)]));
         loop {
-            let store = self.projector.store();
-            let found = match store.checkpoint().await {
-                Ok(cursor) => store.open_invocations().await.map(|open| (cursor, open)),
-                Err(e) => Err(e),
+            let loaded = match known.take() {
+                Some(loaded) => loaded,
+                None => match self.load(&id).await {
+                    Ok(loaded) => loaded,
+                    Err(err) => {
+                        tracing::error!(invocation_id = %id, error = %err, "could not load a delivered invocation; it comes back");
+                        let _ = work.nak(Duration::from_secs(1)).await;
+                        return;
+                    }
+                },
             };
-            match found {
-                Ok((cursor, open)) => {
-                    let (mut queued, mut running) = (Vec::new(), Vec::new());
-                    for v in open {
-                        match v.status.as_str() {
-                            "queued" => queued.push(v.id.clone()),
-                            "running" => running.push(v.id.clone()),
-                            _ => {}
-                        }
+            let now = OffsetDateTime::now_utc();
+            let handled = match verdict(loaded.standing(), work.last_attempt(), now, self.grace) {
+                Verdict::Done => Handled::Recorded,
+                Verdict::Claim => {
+                    if shutdown.is_cancelled() {
+                        let _ = work.nak(Duration::ZERO).await;
+                        return;
                     }
-                    return Some((queued, running, cursor));
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "executor could not read the open invocations; retrying");
+                    let Some(queued) = loaded.queued.clone() else {
+                        return;
+                    };
+                    let run = self.execute_one(queued, Some(loaded.known));
+                    tokio::pin!(run);
                     tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        biased;
+                        handled = &mut run => handled,
+                        _ = work.keep_alive() => Handled::NotRecorded,
                     }
+                }
+                Verdict::Expire => {
+                    let Some(queued) = &loaded.queued else { return };
+                    let result = RunResult::start_deadline_passed().unstarted();
+                    self.complete(&id, Some(loaded.known), &Self::metadata(queued), result, 0)
+                        .await
+                }
+                Verdict::GiveUp => {
+                    let Some(queued) = &loaded.queued else { return };
+                    let message = format!(
+                        "no executor could take the invocation in {} deliveries",
+                        work.delivery()
+                    );
+                    let result = RunResult::failed(ErrorCode::Unavailable, &message).unstarted();
+                    self.complete(&id, Some(loaded.known), &Self::metadata(queued), result, 0)
+                        .await
+                }
+                Verdict::Interrupt => {
+                    let meta = Self::recovery_metadata(&id);
+                    self.complete(&id, Some(loaded.known), &meta, RunResult::interrupted(), 0)
+                        .await
+                }
+                Verdict::Wait { until } => {
+                    let delay = delay_until(until, now);
+                    if !work.last_attempt() {
+                        let _ = work.nak(delay).await;
+                        return;
+                    }
+                    // Nothing delivers it again: hold it until the claimer is presumed gone.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = work.keep_alive() => {}
+                    }
+                    Handled::Lost
+                }
+            };
+            match handled {
+                Handled::Recorded => {
+                    if let Err(err) = work.ack().await {
+                        tracing::warn!(invocation_id = %id, error = %err, "could not ack a settled delivery; it comes back and is acked then");
+                    }
+                    return;
+                }
+                Handled::Lost => continue,
+                Handled::NotRecorded => {
+                    let _ = work.nak(Duration::from_secs(1)).await;
+                    return;
                 }
             }
         }
-    }
-
-    async fn dispatch(self: Arc<Self>, event: &RecordedEvent) {
-        let Ok(InvocationEvent::Queued(queued)) = decode_event::<InvocationEvent>(&[], event)
-        else {
-            return;
-        };
-        // Bounded concurrency: waiting here applies back-pressure to the log reader.
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return;
-        };
-        self.spawn_run(queued, Claim::Take(None), Some(slot));
     }
 
     fn metadata(queued: &InvocationQueued) -> CommandMetadata {
@@ -314,9 +391,22 @@ impl Executor {
         }
     }
 
-    /// Claims (unless the claim is held already) and runs one queued invocation. Returns false
-    /// when another executor had it.
-    pub async fn execute_one(&self, queued: InvocationQueued, claim: Claim) -> bool {
+    /// The correlation of events an executor records about another one's claim.
+    fn recovery_metadata(id: &str) -> CommandMetadata {
+        CommandMetadata {
+            correlation_id: Some("recovery".into()),
+            causation_id: Some(id.to_owned()),
+            actor: None,
+        }
+    }
+
+    /// Claims one queued invocation (appending `started` after `known`, or after the loaded
+    /// state) and runs it, or records why it cannot run.
+    async fn execute_one(
+        &self,
+        queued: InvocationQueued,
+        known: Option<Known<Invocation>>,
+    ) -> Handled {
         use tracing::Instrument;
         let span = tracing::info_span!(
             "invocation",
@@ -325,10 +415,14 @@ impl Executor {
             tool = %queued.request.tool_name,
             correlation_id = queued.request.correlation_id.as_deref().unwrap_or(""),
         );
-        self.execute_one_inner(queued, claim).instrument(span).await
+        self.execute_one_inner(queued, known).instrument(span).await
     }
 
-    async fn execute_one_inner(&self, queued: InvocationQueued, claim: Claim) -> bool {
+    async fn execute_one_inner(
+        &self,
+        queued: InvocationQueued,
+        known: Option<Known<Invocation>>,
+    ) -> Handled {
         let id = queued.request.invocation_id.clone();
         let meta = Self::metadata(&queued);
         let now = OffsetDateTime::now_utc();
@@ -337,59 +431,52 @@ impl Executor {
             .store()
             .session(&queued.request.session_id)
             .await;
-        let refusal = match (&session, &claim) {
-            (_, Claim::Take(_)) if now > queued.start_deadline => Some((
-                ErrorCode::Timeout,
-                "no executor started the invocation before its start deadline",
-            )),
-            (Ok(Some(s)), _) if s.status == "ready" => None,
+        let refusal = match &session {
+            _ if now > queued.start_deadline => Some(RunResult::start_deadline_passed()),
+            Ok(Some(s)) if s.status == "ready" => None,
             // Never run unchecked: without the session there is no allowlist to trust.
-            (Err(e), _) => {
+            Err(e) => {
                 tracing::error!(error = %e, "could not read the invocation's session");
-                Some((ErrorCode::Unavailable, "the session could not be read"))
+                Some(RunResult::failed(
+                    ErrorCode::Unavailable,
+                    "the session could not be read",
+                ))
             }
-            (Ok(_), _) => Some((ErrorCode::NotFound, "session is closed or not ready")),
+            Ok(_) => Some(RunResult::failed(
+                ErrorCode::NotFound,
+                "session is closed or not ready",
+            )),
         };
+        if let Some(result) = refusal {
+            // Unclaimed: abandoned only while still queued (another delivery of the same
+            // queued event may have claimed it meanwhile).
+            return self
+                .complete(&id, known, &meta, result.unstarted(), 0)
+                .await;
+        }
         let session = session.ok().flatten();
         let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
-        let claimed = match claim {
-            Claim::Held(claimed) => claimed,
-            Claim::Take(known) => {
-                if let Some((code, message)) = refusal {
-                    let result = RunResult::failed(code, message);
-                    // Unclaimed: abandoned only while still queued (another dispatch of the same
-                    // queued event may have claimed it meanwhile).
-                    self.complete(&id, known, &meta, result.unstarted(), 0)
-                        .await;
-                    return true;
-                }
-                let started = self.started(now, timeout);
-                match self
-                    .store
-                    .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
-                    .await
-                {
-                    Ok((_, claimed)) => claimed,
-                    Err(AggregateError::UserError(InvocationError::NotQueued(_))) => return false,
-                    Err(err) => {
-                        tracing::error!(invocation_id = %id, error = %err, "could not claim invocation");
-                        return false;
-                    }
-                }
+        let started = self.started(now, timeout);
+        let claimed = match self
+            .store
+            .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
+            .await
+        {
+            Ok((_, claimed)) => claimed,
+            Err(AggregateError::UserError(
+                InvocationError::NotQueued(_) | InvocationError::NotFound,
+            )) => return Handled::Lost,
+            Err(err) => {
+                tracing::error!(invocation_id = %id, error = %err, "could not claim invocation");
+                return Handled::NotRecorded;
             }
         };
-        if let Some((code, message)) = refusal {
-            let result = RunResult::failed(code, message);
-            self.complete(&id, Some(claimed), &meta, result, 0).await;
-            return true;
-        }
         let begun = Instant::now();
         let result = self.run(&queued, session.as_deref(), begun + timeout).await;
         // Exact: a run shorter than a millisecond is not a zero.
         let duration_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.complete(&id, Some(claimed), &meta, result, duration_ns)
-            .await;
-        true
+            .await
     }
 
     /// The `started` event of a claim by this executor, at `now` or just after its previous
@@ -493,9 +580,13 @@ impl Executor {
         meta: &CommandMetadata,
         result: RunResult,
         duration_ns: u64,
-    ) {
+    ) -> Handled {
         let Ok(inv) = InvocationId::parse(id) else {
-            return;
+            tracing::error!(
+                invocation_id = id,
+                "not an invocation id; nothing to record"
+            );
+            return Handled::Recorded;
         };
         let unstarted = result.unstarted;
         let mut artifacts: Vec<ArtifactMeta> = Vec::new();
@@ -561,23 +652,28 @@ impl Executor {
             .await
         {
             // The audit line of the original service, now backed by the event it describes.
-            Ok(_) => tracing::info!(
-                invocation_id = id,
-                status,
-                error_code = code.as_deref().unwrap_or(""),
-                duration_ms = duration_ns / 1_000_000,
-                duration_ns,
-                "audit.tool_invocation"
-            ),
-            // Another dispatch of the same queued event claimed it: that one records the outcome.
-            Err(AggregateError::UserError(InvocationError::NotQueued(_))) if unstarted => {
-                tracing::debug!(
+            Ok(_) => {
+                tracing::info!(
                     invocation_id = id,
-                    "claimed by another dispatch; not abandoned"
-                )
+                    status,
+                    error_code = code.as_deref().unwrap_or(""),
+                    duration_ms = duration_ns / 1_000_000,
+                    duration_ns,
+                    "audit.tool_invocation"
+                );
+                Handled::Recorded
+            }
+            // Claimed by another delivery meanwhile (an unstarted end), or ended by someone
+            // else (an interrupt that lost to the claimer's outcome): look again.
+            Err(AggregateError::UserError(
+                InvocationError::NotQueued(_) | InvocationError::CannotComplete(_),
+            )) => {
+                tracing::debug!(invocation_id = id, "its state moved on; not recorded");
+                Handled::Lost
             }
             Err(err) => {
-                tracing::error!(invocation_id = id, error = %err, "could not record the outcome")
+                tracing::error!(invocation_id = id, error = %err, "could not record the outcome");
+                Handled::NotRecorded
             }
         }
     }
@@ -665,83 +761,40 @@ impl Executor {
             None => (logs, None),
         }
     }
-
-    /// Records the outcome of an invocation that was running when its executor died: nobody
-    /// knows whether the tool took effect (a write may have landed before the crash), so it is
-    /// neither reported as a plain failure nor run again; see ADR 0003 for what a retry with
-    /// its correlation id gets.
-    async fn interrupt_orphan(&self, id: &str) {
-        let meta = CommandMetadata {
-            correlation_id: Some("recovery".into()),
-            causation_id: Some(id.to_owned()),
-            actor: None,
-        };
-        self.complete(id, None, &meta, RunResult::interrupted(), 0)
-            .await;
-    }
 }
 
-impl Handoff {
-    /// The `started` event to append together with `queued` when this handoff holds a free
-    /// slot (the invocation is claimed as it is queued); `None` to queue it unclaimed.
-    pub fn claim(
-        &mut self,
-        now: OffsetDateTime,
-        timeout_seconds: u64,
-    ) -> Option<InvocationStarted> {
-        self.slot.as_ref()?;
-        let started = self
-            .executor
-            .started(now, Duration::from_secs(timeout_seconds.max(1)));
-        self.issued = Some(started.clone());
-        Some(started)
-    }
-
-    /// Starts the run of the invocation whose events were just committed: `queued`, then the
-    /// `started` that [`Handoff::claim`] gave if it was called.
-    pub fn submit(mut self, queued: InvocationQueued) {
-        self.submitted = true;
-        let mut events = vec![InvocationEvent::Queued(queued.clone())];
-        let claim = match self.issued.take() {
-            Some(started) => {
-                events.push(InvocationEvent::Started(started));
-                Claim::Held(fold(events))
-            }
-            None => Claim::Take(Some(fold(events))),
-        };
-        let slot = self.slot.take();
-        self.executor.clone().spawn_run(queued, claim, slot);
-    }
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        if self.submitted {
-            return;
-        }
-        self.executor.handed_set().remove(&self.id);
-        // The events may have been committed (a request cancelled after its append): look.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let id = std::mem::take(&mut self.id);
-            runtime.spawn(self.executor.clone().resume(id, self.issued.take()));
-        }
-    }
-}
-
-/// The state and version of an invocation after `events`, its whole history.
-fn fold(events: impl IntoIterator<Item = InvocationEvent>) -> Known<Invocation> {
-    let mut known = Known {
-        state: Invocation::default(),
-        version: 0,
+/// The state and version of an invocation after `events`, its whole history, with the events
+/// the liveness rule reads.
+fn fold(events: impl IntoIterator<Item = InvocationEvent>) -> Loaded {
+    let mut loaded = Loaded {
+        known: Known {
+            state: Invocation::default(),
+            version: 0,
+        },
+        queued: None,
+        started: None,
     };
     for event in events {
-        cqrs_es::Aggregate::apply(&mut known.state, event);
-        known.version += 1;
+        match &event {
+            InvocationEvent::Queued(q) => loaded.queued = Some(q.clone()),
+            InvocationEvent::Started(s) => loaded.started = Some(s.clone()),
+            _ => {}
+        }
+        cqrs_es::Aggregate::apply(&mut loaded.known.state, event);
+        loaded.known.version += 1;
     }
-    known
+    loaded
 }
 
 impl RunResult {
+    /// No executor claimed it before its start deadline.
+    fn start_deadline_passed() -> Self {
+        Self::failed(
+            ErrorCode::Timeout,
+            "no executor started the invocation before its start deadline",
+        )
+    }
+
     /// The tool never ran (its start deadline passed, its session or runner was not there):
     /// no exit code.
     fn failed(code: ErrorCode, message: &str) -> Self {

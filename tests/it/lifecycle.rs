@@ -336,12 +336,14 @@ fn queued(session: &str, id: &str) -> workspace_events::InvocationQueued {
     }
 }
 
-/// The `started` of an executor that died while running the invocation.
+/// The `started` of an executor that died while running the invocation: its deadline and the
+/// liveness grace (30 s by default) are behind, so any executor may now end it (ADR 0009).
 fn started_by_a_dead_executor() -> workspace_events::InvocationStarted {
+    let now = time::OffsetDateTime::now_utc();
     workspace_events::InvocationStarted {
         executor_id: "executor-dead".into(),
-        started_at: time::OffsetDateTime::now_utc(),
-        deadline: time::OffsetDateTime::now_utc() + time::Duration::seconds(15),
+        started_at: now - time::Duration::minutes(2),
+        deadline: now - time::Duration::minutes(1),
     }
 }
 
@@ -596,119 +598,40 @@ async fn after_a_crash_queued_work_runs_and_interrupted_work_fails_once(mode: Mo
     server.stop().await;
 }
 
-/// A request cancelled between committing `queued` and handing it to the executor must not
-/// strand the invocation: dropped before or after the log reader passed the event, queued
-/// alone or already claimed for the executor, the handoff's invocation still runs, once.
-async fn queued_work_whose_handoff_was_dropped_still_runs_once(mode: Mode) {
+/// A request cancelled or failed after its `queued` append may have committed it: its guard
+/// offers a look-up, and so does every executor at start. Work committed but never offered
+/// (the memory queue) still runs, and look-ups offered again and again run it once: an insert
+/// that ran twice would leave two lines.
+async fn committed_work_offered_as_look_ups_runs_once(mode: Mode) {
     use workspace::domain::InvocationCommand;
     let (server, _dir) = TestServer::start_mode(mode).await;
     let session = server.create_session(json!({})).await;
     let app = server.app();
-    let cases = [
-        ("inv-droppedearly", false, false),
-        ("inv-droppedlate", true, false),
-        ("inv-droppedclaimed", false, true),
-        ("inv-droppedclaimedlate", true, true),
-    ];
-    for (id, reader_first, claimed) in cases {
-        let mut handoff = app.handoff(id);
-        let queued = queued(&session, id);
-        let command = if claimed {
-            let started = handoff
-                .claim(time::OffsetDateTime::now_utc(), 15)
-                .expect("a free slot");
-            InvocationCommand::QueueAndStart(queued, started)
-        } else {
-            InvocationCommand::Queue(queued)
-        };
-        let receipt = app
-            .invocations
-            .execute(id, command, &(), &Default::default())
-            .await
-            .expect("queued");
-        if reader_first {
-            // Give the executor's log reader time to pass (and skip) the reserved event.
-            app.projector
-                .wait_for(receipt.last_sequence, Duration::from_secs(5))
-                .await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        drop(handoff);
-        let path = format!("/v1/invocations/{id}");
-        let done = eventually(Duration::from_secs(10), || {
-            let (server, path) = (&server, &path);
-            async move { server.get(path).await.2["invocation"]["status"] == "succeeded" }
-        })
-        .await;
-        assert!(done, "{id}: {}", server.get(&path).await.2);
-        let types = server.event_types(&format!("{path}/events")).await;
-        assert_eq!(
-            types,
-            [
-                "invocation.queued",
-                "invocation.started",
-                "invocation.completed"
-            ],
-            "{id}"
-        );
-    }
-    server.stop().await;
-}
-
-/// Two requests for one invocation (a retry with the same correlation id) each take a handoff;
-/// the loser's append fails and its handoff is dropped. It must not take over the winner's
-/// claim: the tool runs once (an insert that ran twice would leave two lines).
-async fn a_losing_retry_does_not_run_the_winners_claim(mode: Mode) {
-    use workspace::domain::{InvocationCommand, InvocationError};
-    let (server, _dir) = TestServer::start_mode(mode).await;
-    let session = server.create_session(json!({})).await;
-    let app = server.app();
-    let id = "inv-claimedonce";
+    let id = "inv-lookedupthrice";
     let file = server.workspace_dir(&session).join("once.txt");
     std::fs::write(&file, "base\n").expect("file");
     let mut insert = queued(&session, id);
     let request = std::sync::Arc::make_mut(&mut insert.request);
     request.tool_name = "fs.insert".into();
     request.args = Some(json!({"path": "once.txt", "line": 0, "content": "ran"}));
-    let mut winner = app.handoff(id);
-    let started = winner
-        .claim(time::OffsetDateTime::now_utc(), 15)
-        .expect("slot");
     app.invocations
         .execute(
             id,
-            InvocationCommand::QueueAndStart(insert.clone(), started),
+            InvocationCommand::Queue(insert),
             &(),
             &Default::default(),
         )
         .await
         .expect("queued");
-    let mut loser = app.handoff(id);
-    let started = loser
-        .claim(time::OffsetDateTime::now_utc(), 15)
-        .expect("slot");
-    let refused = app
-        .invocations
-        .execute(
-            id,
-            InvocationCommand::QueueAndStart(insert.clone(), started),
-            &(),
-            &Default::default(),
-        )
-        .await;
-    assert!(
-        matches!(
-            refused,
-            Err(cqrs_es::AggregateError::UserError(
-                InvocationError::AlreadyExists
-            ))
-        ),
-        "{refused:?}"
-    );
-    drop(loser);
-    // Give a wrongful takeover time to happen before the winner runs its claim.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    winner.submit(insert);
+    let look_up = workspace::workqueue::Job {
+        invocation_id: id.into(),
+        session_id: session.clone(),
+        sequence: 0,
+        queued: None,
+    };
+    for _ in 0..3 {
+        app.work.offer(look_up.clone());
+    }
     let path = format!("/v1/invocations/{id}");
     let done = eventually(Duration::from_secs(10), || {
         let (server, path) = (&server, &path);
@@ -716,9 +639,81 @@ async fn a_losing_retry_does_not_run_the_winners_claim(mode: Mode) {
     })
     .await;
     assert!(done, "{}", server.get(&path).await.2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Offered once more after it ended: nothing runs.
+    app.work.offer(look_up);
+    let types = server.event_types(&format!("{path}/events")).await;
+    assert_eq!(
+        types,
+        [
+            "invocation.queued",
+            "invocation.started",
+            "invocation.completed"
+        ]
+    );
     let content = std::fs::read_to_string(&file).expect("file");
     assert_eq!(content, "base\nran\n", "the tool ran exactly once");
+    server.stop().await;
+}
+
+/// No executor fails another's live run: an invocation claimed by an executor that is gone
+/// stays `running` until its `started.deadline` plus the grace has passed, whatever restarts
+/// meanwhile, and only then ends `interrupted`.
+async fn a_claim_is_left_alone_until_its_deadline_and_grace_have_passed(mode: Mode) {
+    let backends = Backends::start(mode);
+    use workspace::domain::InvocationCommand;
+    let dir = tempfile::tempdir().unwrap();
+    let grace = Duration::from_secs(2);
+    let short_grace = move |c: &mut workspace::config::Config| c.work_queue.liveness_grace = grace;
+    let server = TestServer::start_with(&backends, dir.path(), short_grace).await;
+    let session = server.create_session(json!({})).await;
+    server.stop().await;
+
+    let now = time::OffsetDateTime::now_utc();
+    let started = workspace_events::InvocationStarted {
+        executor_id: "executor-elsewhere".into(),
+        started_at: now,
+        deadline: now + time::Duration::seconds(2),
+    };
+    let not_before = started.deadline + grace;
+    leave_behind(
+        &backends,
+        dir.path(),
+        vec![
+            (
+                "inv-claimedelsewhere".into(),
+                InvocationCommand::Queue(queued(&session, "inv-claimedelsewhere")),
+            ),
+            (
+                "inv-claimedelsewhere".into(),
+                InvocationCommand::Start(started),
+            ),
+        ],
+    )
+    .await;
+
+    let server = TestServer::start_with(&backends, dir.path(), short_grace).await;
+    let path = "/v1/invocations/inv-claimedelsewhere";
+    let (_, _, view) = server.get(path).await;
+    assert_eq!(view["invocation"]["status"], "running", "{view}");
+    let ended = eventually(Duration::from_secs(20), || {
+        let server = &server;
+        async move { server.get(path).await.2["invocation"]["status"] == "failed" }
+    })
+    .await;
+    let (_, _, view) = server.get(path).await;
+    assert!(ended, "{view}");
+    assert_eq!(view["invocation"]["error"]["code"], "interrupted", "{view}");
+    let completed_at = time::OffsetDateTime::parse(
+        view["invocation"]["completed_at"]
+            .as_str()
+            .expect("completed_at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339");
+    assert!(
+        completed_at >= not_before,
+        "interrupted at {completed_at}, before the deadline plus the grace ({not_before})"
+    );
     server.stop().await;
 }
 
@@ -812,8 +807,8 @@ in_both_modes!(
     an_invocation_has_no_exit_code_until_its_tool_ran,
     a_quick_run_reports_its_exact_duration_and_feeds_the_histogram,
     after_a_crash_queued_work_runs_and_interrupted_work_fails_once,
-    queued_work_whose_handoff_was_dropped_still_runs_once,
-    a_losing_retry_does_not_run_the_winners_claim,
+    committed_work_offered_as_look_ups_runs_once,
+    a_claim_is_left_alone_until_its_deadline_and_grace_have_passed,
     a_session_whose_provisioning_was_interrupted_fails_at_restart,
     replay_rebuilds_the_read_models_from_the_log_alone,
 );

@@ -170,15 +170,12 @@ impl TestServer {
     }
 
     /// Holds the executor's only run slot (start the server with `executor_concurrency = 1`)
-    /// until the returned handoff is dropped: invocations meanwhile are queued unclaimed and
-    /// wait.
-    pub fn hold_the_only_slot(&self) -> workspace::executor::Handoff {
-        let mut busy = self.app.handoff("inv-holdstheslot");
-        assert!(
-            busy.claim(time::OffsetDateTime::now_utc(), 1).is_some(),
-            "the executor's only slot was free"
-        );
-        busy
+    /// until the returned permit is dropped: invocations meanwhile stay queued (the executor
+    /// holds at most one delivery, waiting for the slot).
+    pub fn hold_the_only_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.app
+            .hold_a_run_slot()
+            .expect("the executor's only slot was free")
     }
 
     /// Asks the service to stop (as SIGTERM would) without waiting for it.
