@@ -1,7 +1,7 @@
-//! Wiring of the `serve` role: one process holding the projector and its read models, the
-//! executor, the session service and the HTTP API, over the configured event store (the
-//! embedded log file, or a JetStream stream: [`open_event_log`]). Everything above the
-//! `EventLog` trait is the same in both. `Server::bind` takes the HTTP port first (a busy port
+//! Wiring of the roles: `serve` holds the projector and its read models, the executor, the
+//! session service and the HTTP API in one process; `api`, `executor` and `projector` each run
+//! one role ([`Roles`](crate::config::Roles)) beside the others in other processes, over the JetStream stream and
+//! the Valkey read models. Everything above the `EventLog` trait is the same in both modes. `Server::bind` takes the HTTP port first (a busy port
 //! fails before anything is created on disk), then opens the event store (an unreachable NATS
 //! fails before anything is created either), then prepares everything (rebuilding read models
 //! from the events and repairing what a crash left behind); `run_until_stopped` serves until
@@ -32,7 +32,8 @@ use crate::workqueue::jetstream::{JetStreamWorkQueue, JetStreamWorkQueueOptions}
 use crate::workqueue::memory::{MemoryOptions, MemoryWorkQueue};
 use crate::workqueue::{WorkQueue, WorkQueueError};
 
-/// Everything the handlers and background roles share.
+/// What the HTTP API and the session service use (every role serves its health routes from
+/// it). The executor is not in it: it is a role of its own ([`Server`]).
 pub struct App {
     /// Validated configuration.
     pub config: Arc<Config>,
@@ -56,21 +57,6 @@ pub struct App {
     /// the shared JetStream consumer with JetStream (ADR 0009). The API offers each `queued`
     /// event it commits.
     pub work: Arc<dyn WorkQueue>,
-    executor: Arc<Executor>,
-}
-
-impl App {
-    /// This process's executor id, as its `started` events carry it.
-    pub fn executor_id(&self) -> &str {
-        self.executor.id()
-    }
-
-    /// Takes one of this process's run slots until the permit is dropped (`None` when all are
-    /// taken): the executor takes no work meanwhile when it has one slot. For tests that need
-    /// invocations to stay queued.
-    pub fn hold_a_run_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.executor.hold_a_slot()
-    }
 }
 
 /// Why the service could not start.
@@ -176,9 +162,14 @@ async fn open_event_log_and_queue(
     }
 }
 
-/// A bound, ready server.
+/// A bound, ready process with its roles.
 pub struct Server {
     app: Arc<App>,
+    /// The executor role.
+    executor: Option<Arc<Executor>>,
+    /// Whether this process folds the events into its read models: the projector role, or
+    /// read models in this process's memory (nobody else can fold them).
+    projects: bool,
     listener: TcpListener,
 }
 
@@ -258,12 +249,16 @@ impl Server {
             ),
         };
         let metrics = Arc::new(Metrics::default());
+        let roles = config.roles;
+        let projects = roles.projector || config.read_models.valkey.is_none();
         let projector = Arc::new(Projector::new(log.clone(), read_models, metrics.clone()).await?);
-        let head = projector.catch_up().await.map_err(|e| match e {
-            ProjectorError::Log(e) => StartError::EventStore(e),
-            ProjectorError::ReadModel(e) => StartError::ReadModel(e),
-        })?;
-        tracing::info!(events = head, "read models rebuilt from the event log");
+        if projects {
+            let head = projector.catch_up().await.map_err(|e| match e {
+                ProjectorError::Log(e) => StartError::EventStore(e),
+                ProjectorError::ReadModel(e) => StartError::ReadModel(e),
+            })?;
+            tracing::info!(events = head, "read models rebuilt from the event log");
+        }
         let runners: Arc<dyn RunnerProvider> =
             Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
                 mode: config.sandbox,
@@ -283,24 +278,31 @@ impl Server {
         // Recovery appends (failing interrupted provisionings) and waits to read its own
         // writes: the projector runs meanwhile, or each wait would last its whole timeout and
         // the first requests could see the read model from before the recovery.
-        let recovering = CancellationToken::new();
-        let projecting = tokio::spawn(projector.clone().run_until_stopped(recovering.clone()));
-        sessions.recover().await;
-        recovering.cancel();
-        let _ = projecting.await;
+        if roles.api {
+            let recovering = CancellationToken::new();
+            let projecting = projects
+                .then(|| tokio::spawn(projector.clone().run_until_stopped(recovering.clone())));
+            sessions.recover().await;
+            recovering.cancel();
+            if let Some(projecting) = projecting {
+                let _ = projecting.await;
+            }
+        }
         let catalog = Arc::new(Catalog::builtin());
-        let executor = Arc::new(Executor::new(
-            log.clone(),
-            projector.clone(),
-            sessions.clone(),
-            runners.clone(),
-            catalog.clone(),
-            artifacts.clone(),
-            work.clone(),
-            config.work_queue.liveness_grace,
-            config.max_inline_bytes,
-            config.executor_concurrency,
-        ));
+        let executor = roles.executor.then(|| {
+            Arc::new(Executor::new(
+                log.clone(),
+                projector.clone(),
+                sessions.clone(),
+                runners.clone(),
+                catalog.clone(),
+                artifacts.clone(),
+                work.clone(),
+                config.work_queue.liveness_grace,
+                config.max_inline_bytes,
+                config.executor_concurrency,
+            ))
+        });
         let app = Arc::new(App {
             invocations: AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             config,
@@ -312,9 +314,18 @@ impl Server {
             metrics,
             runners,
             work,
-            executor,
         });
-        Ok(Server { app, listener })
+        Ok(Server {
+            app,
+            executor,
+            projects,
+            listener,
+        })
+    }
+
+    /// The executor role, when this process runs it.
+    pub fn executor(&self) -> Option<Arc<Executor>> {
+        self.executor.clone()
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -338,9 +349,14 @@ impl Server {
         let app = self.app;
         let tasks = tokio_util::task::TaskTracker::new();
         let roles = CancellationToken::new();
-        tasks.spawn(app.projector.clone().run_until_stopped(roles.clone()));
-        tasks.spawn(app.executor.clone().run_until_stopped(roles.clone()));
-        {
+        if self.projects {
+            tasks.spawn(app.projector.clone().run_until_stopped(roles.clone()));
+        }
+        if let Some(executor) = self.executor {
+            tasks.spawn(executor.run_until_stopped(roles.clone()));
+        }
+        let api = app.config.roles.api;
+        if api {
             let app = app.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
@@ -355,9 +371,17 @@ impl Server {
         }
         tasks.close();
         // Open event streams end when the service stops: a graceful shutdown waits for them.
-        let router = crate::api::router(app.clone())
-            .layer(axum::Extension(crate::api::StopStreams(shutdown.clone())));
-        tracing::info!(addr = %self.listener.local_addr()?, "workspace service listening");
+        let router = if api {
+            crate::api::router(app.clone())
+        } else {
+            crate::api::health_router(app.clone())
+        }
+        .layer(axum::Extension(crate::api::StopStreams(shutdown.clone())));
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            roles = %app.config.roles.describe(),
+            "workspace service listening"
+        );
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;

@@ -220,6 +220,62 @@ pub struct Config {
     pub expiry_sweep: Duration,
     /// How the executors' work queue delivers (ADR 0009).
     pub work_queue: WorkQueueConfig,
+    /// The roles this process runs: all three for `serve`.
+    pub roles: Roles,
+}
+
+/// The roles of one process: `serve` runs all three; `api`, `executor` and `projector` run one
+/// each, beside the others in other processes on the same JetStream stream (and Valkey).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API (every route): validates, decides policy, appends commands, reads the read
+    /// models. Without it a process serves only `/healthz`, `/readyz` and `/metrics`.
+    pub api: bool,
+    /// Takes queued invocations from the work queue and runs them in the session's runner.
+    pub executor: bool,
+    /// Folds the events into the shared read models (Valkey). A process whose read models are
+    /// in its own memory always folds them itself, whatever its roles.
+    pub projector: bool,
+}
+
+impl Roles {
+    /// `serve`: the whole service in one process.
+    pub const ALL: Roles = Roles {
+        api: true,
+        executor: true,
+        projector: true,
+    };
+    /// `api`.
+    pub const API: Roles = Roles {
+        api: true,
+        executor: false,
+        projector: false,
+    };
+    /// `executor`.
+    pub const EXECUTOR: Roles = Roles {
+        api: false,
+        executor: true,
+        projector: false,
+    };
+    /// `projector`.
+    pub const PROJECTOR: Roles = Roles {
+        api: false,
+        executor: false,
+        projector: true,
+    };
+
+    /// The roles by name, for logs: `api+executor+projector`.
+    pub fn describe(self) -> String {
+        let names: Vec<&str> = [
+            (self.api, "api"),
+            (self.executor, "executor"),
+            (self.projector, "projector"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        names.join("+")
+    }
 }
 
 /// How the executors' work queue delivers and when a claim is presumed dead (ADR 0009). Only
@@ -373,7 +429,33 @@ impl TryFrom<ServeArgs> for Config {
                 liveness_grace: Duration::from_secs(args.executor_liveness_grace_seconds),
                 ..WorkQueueConfig::default()
             },
+            roles: Roles::ALL,
         })
+    }
+}
+
+impl Config {
+    /// This configuration for a process running only `roles`. Roles in separate processes
+    /// share the events, so they need the JetStream store (the log file is locked by the one
+    /// process that serves it); a projector alone needs the shared read models it writes.
+    pub fn for_roles(mut self, roles: Roles) -> Result<Self, ConfigError> {
+        if roles != Roles::ALL && matches!(self.event_store, EventStoreConfig::File) {
+            return Err(ConfigError(format!(
+                "the `{}` role runs beside the others only on the JetStream event store: set NATS_URL \
+                 (the event log file is locked by the one process that serves it; `serve` runs \
+                 every role in one process)",
+                roles.describe()
+            )));
+        }
+        if roles == Roles::PROJECTOR && self.read_models.valkey.is_none() {
+            return Err(ConfigError(
+                "the `projector` role writes the shared read models: set VALKEY_ADDR (or \
+                 VALKEY_HOST) with INVOCATION_STORE_BACKEND=valkey and SESSION_STORE_BACKEND=valkey"
+                    .into(),
+            ));
+        }
+        self.roles = roles;
+        Ok(self)
     }
 }
 
@@ -438,6 +520,7 @@ impl Config {
                 ack_wait: Duration::from_secs(3),
                 ..WorkQueueConfig::default()
             },
+            roles: Roles::ALL,
         }
     }
 }

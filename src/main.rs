@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use workspace::config::{Config, ServeArgs};
+use workspace::config::{Config, Roles, ServeArgs};
 
 // mimalloc (entered as `workspace::alloc` explains): the service allocates many small,
 // short-lived buffers (JSON, events) across threads; measured ~10% more throughput than glibc
@@ -32,6 +32,15 @@ struct Cli {
 enum Command {
     /// Run the whole service in one process (embedded mode): API, projector, executor. Default.
     Serve(Box<ServeArgs>),
+    /// Run only the HTTP API (distributed mode: needs NATS_URL; with Valkey read models the
+    /// `projector` process keeps them, otherwise this process folds its own).
+    Api(Box<ServeArgs>),
+    /// Run only an executor: takes queued invocations from the shared JetStream consumer and
+    /// runs them (serves /healthz, /readyz and /metrics).
+    Executor(Box<ServeArgs>),
+    /// Run only the projector: folds the events into the Valkey read models (serves /healthz,
+    /// /readyz and /metrics).
+    Projector(Box<ServeArgs>),
     /// Run the runner inside a session's sandbox (started by the service, not by hand).
     Runner(workspace::runner::cli::RunnerArgs),
     /// Rebuild the read models from the event store and print a summary (audit replay).
@@ -60,14 +69,17 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Runner(args)) => workspace::runner::cli::run(args),
         Some(Command::Replay(args)) => workspace::replay::run(*args),
-        Some(Command::Serve(args)) => serve(*args),
-        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(*args, Roles::ALL),
+        Some(Command::Api(args)) => serve(*args, Roles::API),
+        Some(Command::Executor(args)) => serve(*args, Roles::EXECUTOR),
+        Some(Command::Projector(args)) => serve(*args, Roles::PROJECTOR),
+        None => serve(cli.serve, Roles::ALL),
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+fn serve(args: ServeArgs, roles: Roles) -> ExitCode {
     let _logs = workspace::telemetry::init_logging(&args.log_level);
-    let config = match Config::try_from(args) {
+    let config = match Config::try_from(args).and_then(|c| c.for_roles(roles)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

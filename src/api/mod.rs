@@ -125,14 +125,33 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/invocations/{invocation_id}/events",
             get(invocations::events),
         );
+    health_routes().merge(v1).finish(app)
+}
+
+/// The routes of a process without the API role (an executor, a projector): its probes and
+/// metrics.
+pub fn health_router(app: Arc<App>) -> Router {
+    health_routes().finish(app)
+}
+
+fn health_routes() -> Router<Arc<App>> {
     Router::new()
         .route("/healthz", any(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .merge(v1)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(assign_request_id))
-        .with_state(app)
+}
+
+/// The fallbacks, limits and request ids every router has.
+trait Finish {
+    fn finish(self, app: Arc<App>) -> Router;
+}
+
+impl Finish for Router<Arc<App>> {
+    fn finish(self, app: Arc<App>) -> Router {
+        self.fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(assign_request_id))
+            .with_state(app)
+    }
 }

@@ -52,7 +52,7 @@ fn every_setting_of_serve_and_replay_is_documented_in_docs_configuration_md() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
     )
     .expect("docs/configuration.md");
-    for command in ["serve", "replay"] {
+    for command in ["serve", "replay", "api", "executor", "projector"] {
         let output = workspace(&[command, "--help"], &[]);
         assert!(output.status.success(), "{}", stderr(&output));
         let help = String::from_utf8_lossy(&output.stdout);
@@ -157,6 +157,34 @@ fn a_contradictory_or_incomplete_mode_exits_64_naming_the_settings_before_bindin
         !std::path::Path::new(data).exists(),
         "nothing is created on a bad configuration"
     );
+}
+
+/// The roles in separate processes share the events and the read models: one alone on the
+/// file log (locked by one process), or a projector with nothing shared to write, exits 64
+/// naming what to set, before binding anything.
+#[test]
+fn a_role_alone_without_the_shared_stores_exits_64_naming_them() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let base = [("PORT", port.as_str()), ("WORKSPACE_DATA_DIR", data)];
+    let nats = [("NATS_URL", "nats://127.0.0.1:1")];
+    for (role, env, names) in [
+        ("api", &[][..], &["`api`", "NATS_URL"][..]),
+        ("executor", &[], &["`executor`", "NATS_URL"]),
+        ("projector", &[], &["`projector`", "NATS_URL"]),
+        ("projector", &nats[..], &["`projector`", "VALKEY_ADDR"]),
+    ] {
+        let output = workspace(&[role], &[&base[..], env].concat());
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(64), "{role} {env:?}: {message}");
+        for name in names {
+            assert!(message.contains(name), "{role} {env:?}: {message}");
+        }
+    }
+    assert!(!std::path::Path::new(data).exists());
 }
 
 #[test]

@@ -111,6 +111,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     app: std::sync::Arc<workspace::app::App>,
+    executor: Option<std::sync::Arc<workspace::executor::Executor>>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Held so the nats-server outlives the service (declared last: dropped last).
@@ -152,12 +153,14 @@ impl TestServer {
         };
         let addr = server.local_addr();
         let app = server.app();
+        let executor = server.executor();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run_until_stopped(shutdown.clone()));
         TestServer {
             addr,
             data_dir: data_dir.to_path_buf(),
             app,
+            executor,
             shutdown,
             task: Some(task),
             _backends: backends.clone(),
@@ -173,8 +176,10 @@ impl TestServer {
     /// until the returned permit is dropped: invocations meanwhile stay queued (the executor
     /// holds at most one delivery, waiting for the slot).
     pub fn hold_the_only_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.app
-            .hold_a_run_slot()
+        self.executor
+            .as_ref()
+            .expect("this server runs an executor")
+            .hold_a_slot()
             .expect("the executor's only slot was free")
     }
 
