@@ -142,6 +142,15 @@ pub struct ServeArgs {
         default_value_t = 30
     )]
     pub executor_liveness_grace_seconds: u64,
+    /// How long a delivery of queued work may go unacknowledged (no outcome, no heartbeat)
+    /// before the work queue delivers it again: how soon a crashed executor's work is noticed
+    /// (ADR 0009). Heartbeats go every third of it while a tool runs.
+    #[arg(
+        long,
+        env = "WORKSPACE_EXECUTOR_ACK_WAIT_SECONDS",
+        default_value_t = 30
+    )]
+    pub executor_ack_wait_seconds: u64,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -278,9 +287,9 @@ impl Roles {
     }
 }
 
-/// How the executors' work queue delivers and when a claim is presumed dead (ADR 0009). Only
-/// the grace is an option (`WORKSPACE_EXECUTOR_LIVENESS_GRACE_SECONDS`); the ack wait and the
-/// deliveries are the ADR's values, changed by tests.
+/// How the executors' work queue delivers and when a claim is presumed dead (ADR 0009): the
+/// grace (`WORKSPACE_EXECUTOR_LIVENESS_GRACE_SECONDS`) and the ack wait
+/// (`WORKSPACE_EXECUTOR_ACK_WAIT_SECONDS`) are options; the deliveries are the ADR's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkQueueConfig {
     /// How long a delivery may go unsettled before it is delivered again.
@@ -427,6 +436,7 @@ impl TryFrom<ServeArgs> for Config {
             expiry_sweep: Duration::from_secs(args.expiry_sweep_seconds.max(1)),
             work_queue: WorkQueueConfig {
                 liveness_grace: Duration::from_secs(args.executor_liveness_grace_seconds),
+                ack_wait: Duration::from_secs(args.executor_ack_wait_seconds.max(1)),
                 ..WorkQueueConfig::default()
             },
             roles: Roles::ALL,

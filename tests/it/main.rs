@@ -13,6 +13,7 @@ mod lifecycle;
 mod nats;
 mod paths;
 mod readmodel;
+mod roles;
 mod runner;
 mod seccomp;
 mod sources;
