@@ -19,8 +19,6 @@ use workspace_events::{Actor, EventContract, EventEnvelope, RecordedEvent};
 use ulid::Ulid;
 
 use super::{EventLog, StoreError};
-use crate::projector::TypedEvents;
-use workspace_projections::TypedEvent;
 
 /// How often a command is retried after losing an optimistic-concurrency race. Each retry
 /// reloads the aggregate and decides again, so a retry never repeats a stale decision.
@@ -101,14 +99,22 @@ impl<A: Aggregate> AggregateContext<A> for LoadedAggregate<A> {
     }
 }
 
-/// Offers events about to be appended, with their event ids, to the projector.
-type Offer<E> = Arc<dyn Fn(&[Ulid], Vec<E>) + Send + Sync>;
+/// Told of the events of each command before they are appended, and of an append that failed:
+/// how a projector in the same process receives them in typed form instead of decoding them
+/// back from the log (`crate::projector::TypedEvents` is one). The store knows nothing else of
+/// who observes it.
+pub trait AppendObserver<E>: Send + Sync {
+    /// `events`, about to be appended with the event ids `ids` (in the same order).
+    fn offer(&self, ids: &[Ulid], events: Vec<E>);
+    /// The append of the events `ids` failed.
+    fn withdraw(&self, ids: &[Ulid]);
+}
 
 /// cqrs-es event store for aggregate `A` over an [`EventLog`].
 pub struct AggregateStore<A: Aggregate> {
     log: Arc<dyn EventLog>,
     upcasters: Arc<Vec<Box<dyn Upcaster>>>,
-    typed: Option<(Arc<TypedEvents>, Offer<A::Event>)>,
+    observer: Option<Arc<dyn AppendObserver<A::Event>>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -117,7 +123,7 @@ impl<A: Aggregate> Clone for AggregateStore<A> {
         Self {
             log: self.log.clone(),
             upcasters: self.upcasters.clone(),
-            typed: self.typed.clone(),
+            observer: self.observer.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -158,20 +164,15 @@ where
         Self {
             log,
             upcasters: Arc::new(upcast::registry()),
-            typed: None,
+            observer: None,
             _aggregate: PhantomData,
         }
     }
 
-    /// Offers the events of every command to the projector in typed form, so it applies them
-    /// without decoding their JSON again.
-    pub fn with_typed(mut self, typed: Arc<TypedEvents>) -> Self
-    where
-        A::Event: Into<TypedEvent>,
-    {
-        let offer_to = typed.clone();
-        let offer: Offer<A::Event> = Arc::new(move |ids, events| offer_to.offer(ids, events));
-        self.typed = Some((typed, offer));
+    /// Offers the events of every command to `observer` before they are appended (the
+    /// projector of this process, which then applies them without decoding their JSON again).
+    pub fn with_typed(mut self, observer: Arc<dyn AppendObserver<A::Event>>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -237,10 +238,10 @@ where
             let envelopes = self.envelopes(aggregate_id, version, &events, metadata);
             // Offered before the append: the projector may apply the events as soon as they
             // are committed, before this append returns.
-            let offered: Vec<Ulid> = match &self.typed {
-                Some((_, offer)) => {
+            let offered: Vec<Ulid> = match &self.observer {
+                Some(observer) => {
                     let ids: Vec<Ulid> = envelopes.iter().map(|e| e.event_id).collect();
-                    offer(&ids, events);
+                    observer.offer(&ids, events);
                     ids
                 }
                 None => Vec::new(),
@@ -250,8 +251,8 @@ where
                 .append(A::Event::AGGREGATE_TYPE, aggregate_id, version, envelopes)
                 .await
                 .map_err(store_error);
-            if let (Err(_), Some((typed, _))) = (&result, &self.typed) {
-                typed.withdraw(&offered);
+            if let (Err(_), Some(observer)) = (&result, &self.observer) {
+                observer.withdraw(&offered);
             }
             match result {
                 Ok(appended) => {

@@ -14,7 +14,9 @@ pub mod aggregate_store;
 pub mod file_log;
 pub mod jetstream;
 
-pub use aggregate_store::{AggregateStore, CommandMetadata, CommitReceipt, Known, decode_event};
+pub use aggregate_store::{
+    AggregateStore, AppendObserver, CommandMetadata, CommitReceipt, Known, decode_event,
+};
 pub use file_log::{FileEventLog, FsyncPolicy};
 
 use std::sync::Arc;

@@ -19,6 +19,8 @@ use foldhash::HashMap;
 use ulid::Ulid;
 use workspace_projections::TypedEvent;
 
+use crate::eventstore::aggregate_store::AppendObserver;
+
 /// Most events kept waiting for the projector.
 pub const CAPACITY: usize = 4096;
 
@@ -26,6 +28,16 @@ pub const CAPACITY: usize = 4096;
 #[derive(Debug, Default)]
 pub struct TypedEvents {
     waiting: Mutex<HashMap<Ulid, TypedEvent>>,
+}
+
+impl<E: Into<TypedEvent>> AppendObserver<E> for TypedEvents {
+    fn offer(&self, ids: &[Ulid], events: Vec<E>) {
+        TypedEvents::offer(self, ids, events);
+    }
+
+    fn withdraw(&self, ids: &[Ulid]) {
+        TypedEvents::withdraw(self, ids);
+    }
 }
 
 impl TypedEvents {
