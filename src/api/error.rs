@@ -103,9 +103,9 @@ impl IntoResponse for ApiError {
         if let Some(session) = self.session {
             body["session"] = serde_json::to_value(*session).unwrap_or(Value::Null);
         }
-        let retry_after = self.retry_after.or(
-            (self.code == ErrorCode::Unavailable).then_some(UNAVAILABLE_RETRY_AFTER),
-        );
+        let retry_after = self
+            .retry_after
+            .or((self.code == ErrorCode::Unavailable).then_some(UNAVAILABLE_RETRY_AFTER));
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())

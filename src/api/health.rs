@@ -122,7 +122,11 @@ fn shown(error: &dyn std::fmt::Display) -> String {
             .find(|c: char| c == '/' || c == ',' || c.is_whitespace())
             .unwrap_or(after.len());
         let authority = &after[..end];
-        out.push_str(authority.rsplit_once('@').map_or(authority, |(_, host)| host));
+        out.push_str(
+            authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host),
+        );
         rest = &after[end..];
     }
     out.push_str(rest);

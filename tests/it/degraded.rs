@@ -172,8 +172,14 @@ async fn with_nats_down_the_api_answers_503_unavailable_and_recovers_when_it_ret
     nats.restart();
     let (_, body) = readyz_until(&server, StatusCode::OK).await;
     assert_eq!(body["status"], "ready", "{body}");
-    assert_eq!(body["dependencies"]["event_store"]["status"], "ok", "{body}");
-    assert_eq!(body["dependencies"]["artifact_store"]["status"], "ok", "{body}");
+    assert_eq!(
+        body["dependencies"]["event_store"]["status"], "ok",
+        "{body}"
+    );
+    assert_eq!(
+        body["dependencies"]["artifact_store"]["status"], "ok",
+        "{body}"
+    );
     let (session, _) = session_with_a_file(&server).await;
     assert_ne!(session, before);
     // What was recorded before the outage is still there, in the log and in the views.
@@ -199,8 +205,7 @@ async fn with_nats_down_the_api_answers_503_unavailable_and_recovers_when_it_ret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_valkey_down_reads_answer_503_unavailable_and_an_empty_valkey_is_rebuilt_by_itself()
-{
+async fn with_valkey_down_reads_answer_503_unavailable_and_an_empty_valkey_is_rebuilt_by_itself() {
     let backends = Backends::start(Mode::JetStream);
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -237,7 +242,12 @@ async fn with_valkey_down_reads_answer_503_unavailable_and_an_empty_valkey_is_re
                 assert_eq!(&body, session_before);
                 return true;
             }
-            assert_unavailable("get session while Valkey is rebuilt", status, &headers, &body);
+            assert_unavailable(
+                "get session while Valkey is rebuilt",
+                status,
+                &headers,
+                &body,
+            );
             false
         }
     })
@@ -247,7 +257,10 @@ async fn with_valkey_down_reads_answer_503_unavailable_and_an_empty_valkey_is_re
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, read_before);
     let (_, body) = readyz_until(&server, StatusCode::OK).await;
-    assert_eq!(body["dependencies"]["read_models"]["status"], "ok", "{body}");
+    assert_eq!(
+        body["dependencies"]["read_models"]["status"], "ok",
+        "{body}"
+    );
     assert_eq!(body["projection_lag"], 0, "{body}");
     // And it serves new work.
     session_with_a_file(&server).await;

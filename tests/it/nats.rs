@@ -231,7 +231,12 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(mut child) = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
