@@ -24,9 +24,14 @@ pub struct ApiError {
     pub invocation: Option<Value>,
     /// The session, for session errors.
     pub session: Option<Box<SessionView>>,
-    /// Seconds after which a retry may succeed.
+    /// Seconds after which a retry may succeed (`Retry-After`); an `unavailable` error
+    /// without one is answered with [`UNAVAILABLE_RETRY_AFTER`].
     pub retry_after: Option<u64>,
 }
+
+/// The `Retry-After` of every `unavailable` (503) answer, in seconds: a store that went away
+/// is reconnected in the background, and the answer to `/readyz` says when it is back.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 1;
 
 impl ApiError {
     /// An error with a code and a message.
@@ -70,11 +75,7 @@ impl ApiError {
                 ErrorCode::Conflict => "read model is being rebuilt; retry",
                 _ => "internal error",
             };
-            let mut api = Self::new(code, message, request_id).tap_log(&err);
-            if code == ErrorCode::Unavailable {
-                api.retry_after = Some(1);
-            }
-            api
+            Self::new(code, message, request_id).tap_log(&err)
         }
     }
 
@@ -102,8 +103,11 @@ impl IntoResponse for ApiError {
         if let Some(session) = self.session {
             body["session"] = serde_json::to_value(*session).unwrap_or(Value::Null);
         }
+        let retry_after = self
+            .retry_after
+            .or((self.code == ErrorCode::Unavailable).then_some(UNAVAILABLE_RETRY_AFTER));
         let mut response = (status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after
+        if let Some(secs) = retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);

@@ -237,9 +237,6 @@ fn validate(body: CreateSessionBody, caller: &Caller, rid: &str) -> Result<NewSe
 fn failure(f: SessionFailure, rid: &str) -> ApiError {
     let mut err = ApiError::new(f.code, f.message, rid);
     err.session = f.session;
-    if f.code == ErrorCode::Unavailable {
-        err.retry_after = Some(1);
-    }
     err
 }
 

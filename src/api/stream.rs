@@ -203,10 +203,7 @@ pub(super) async fn session(
 }
 
 fn unavailable(cause: &dyn std::fmt::Display, rid: &str) -> ApiError {
-    let mut err =
-        ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(cause);
-    err.retry_after = Some(1);
-    err
+    ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(cause)
 }
 
 fn is_terminal(event: &RecordedEvent) -> bool {

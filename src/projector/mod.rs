@@ -30,6 +30,15 @@ const BATCH: usize = 1024;
 const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(50);
 
+/// How often the running projector compares the store's checkpoint with its own, so a store
+/// that lost what it held (a Valkey restarted empty, or flushed) is filled again without
+/// waiting for the next append.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
+/// The pause after a failed catch-up (the store or the log cannot be reached), doubling up to
+/// the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Why the projector could not catch up.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -90,9 +99,35 @@ impl Projector {
     /// [`Projector::catch_up`], showing `observe` what each event did to the views.
     pub async fn catch_up_observed(
         &self,
+        observe: impl FnMut(&Applied) + Send,
+    ) -> Result<u64, ProjectorError> {
+        let from = *self.checkpoint.borrow();
+        self.catch_up_from(from, observe).await
+    }
+
+    /// [`Projector::catch_up`], after first asking the store where it is: a store behind this
+    /// projector lost views it held (restarted empty, or flushed), and is given the log again
+    /// from its own checkpoint. Returns the new checkpoint.
+    pub async fn resync(&self) -> Result<u64, ProjectorError> {
+        let stored = self.store.checkpoint().await?;
+        let projected = self.checkpoint();
+        if stored < projected {
+            tracing::warn!(
+                checkpoint = stored,
+                projected,
+                "read-model store is behind the projector (restarted empty or flushed?); \
+                 folding the log into it again"
+            );
+            return self.catch_up_from(stored, |_| {}).await;
+        }
+        self.catch_up().await
+    }
+
+    async fn catch_up_from(
+        &self,
+        mut from: u64,
         mut observe: impl FnMut(&Applied) + Send,
     ) -> Result<u64, ProjectorError> {
-        let mut from = *self.checkpoint.borrow();
         loop {
             let events = self.log.read_from(from, BATCH).await?;
             let Some(last) = events.last().map(|e| e.sequence) else {
@@ -176,18 +211,37 @@ impl Projector {
         Ok(applied)
     }
 
-    /// Runs until `shutdown`, applying events as they are appended.
+    /// Runs until `shutdown`, applying events as they are appended. It never gives up: a log
+    /// or store that cannot be reached is tried again (at growing intervals, up to
+    /// [`RETRY_MAX`]), and a store that comes back, or any store once a second, is first asked
+    /// whether it lost views ([`Projector::resync`]).
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
         let mut head = self.log.head();
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check_store = false;
+        let mut pause = RETRY_FIRST;
         loop {
-            match self.catch_up().await {
-                Ok(_) => {}
+            let caught_up = if check_store {
+                self.resync().await
+            } else {
+                self.catch_up().await
+            };
+            match caught_up {
+                Ok(_) => {
+                    check_store = false;
+                    pause = RETRY_FIRST;
+                }
                 Err(err) => {
-                    tracing::error!(error = %err, "projector could not catch up; retrying");
+                    tracing::error!(error = %err, retry_in = ?pause, "projector could not catch up; retrying");
+                    // A store that comes back may come back empty.
+                    check_store = true;
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        _ = tokio::time::sleep(pause) => {}
                     }
+                    pause = (pause * 2).min(RETRY_MAX);
+                    continue;
                 }
             }
             let target = *head.borrow_and_update();
@@ -197,6 +251,7 @@ impl Projector {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = head.changed() => if changed.is_err() { return },
+                _ = resync.tick() => check_store = true,
             }
         }
     }

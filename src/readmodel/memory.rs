@@ -441,6 +441,15 @@ impl ReadModelStore for MemoryStore {
             fresh: MemoryStore::new(self.shared.retention),
         }))
     }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Always answers: the views are in this process.
+    async fn ping(&self) -> Result<(), ReadModelError> {
+        Ok(())
+    }
 }
 
 struct MemoryRebuild {

@@ -221,6 +221,15 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Starts a rebuild into a fresh, empty generation beside the active one.
     async fn rebuild(&self) -> Result<Box<dyn Rebuild>, ReadModelError>;
+
+    /// The backend's name, for `/readyz` (`memory`, `valkey`).
+    fn backend(&self) -> &'static str;
+
+    /// Checks the store answers (for `/readyz`); the caller bounds how long it may take. By
+    /// default a read of the checkpoint.
+    async fn ping(&self) -> Result<(), ReadModelError> {
+        self.checkpoint().await.map(|_| ())
+    }
 }
 
 /// A rebuild in progress: a store of its own (fold the log into it, read it to check it),

@@ -515,7 +515,39 @@ impl ValkeyStore {
                 i.arg(kind).arg(&id);
             })
             .await?;
-        view(&format!("{kind}:{id}"), &value)
+        let found = view(&format!("{kind}:{id}"), &value)?;
+        if found.is_none() {
+            self.unless_reset().await?;
+        }
+        Ok(found)
+    }
+
+    /// The active generation's checkpoint as the store holds it now.
+    async fn stored_checkpoint(&self) -> Result<u64, ReadModelError> {
+        let value = self.run(&self.inner.scripts.checkpoint, |_| {}).await?;
+        Ok(u64::try_from(int("a checkpoint", &value)?).unwrap_or_default())
+    }
+
+    /// Called when a read found nothing: `Unavailable` when the store holds less than this
+    /// process saw applied to it (it restarted empty or was flushed, and the projector is
+    /// folding the log into it again), so a view that exists is never answered as missing,
+    /// nor a used idempotency key as unused.
+    async fn unless_reset(&self) -> Result<(), ReadModelError> {
+        let seen = *self.inner.seen.borrow();
+        if seen == 0 {
+            return Ok(());
+        }
+        let checkpoint = self.stored_checkpoint().await?;
+        if checkpoint < seen {
+            return Err(ReadModelError::Unavailable {
+                source: format!(
+                    "the store is at sequence {checkpoint}, behind the {seen} it held before \
+                     (restarted empty or flushed); it is being rebuilt from the event log"
+                )
+                .into(),
+            });
+        }
+        Ok(())
     }
 
     async fn page<V: DeserializeOwned>(
@@ -532,6 +564,9 @@ impl ValkeyStore {
             .await?;
         let mut items = array("a page", value)?.into_iter();
         let total = int("a page", &items.next().unwrap_or_default())?;
+        if total == 0 {
+            self.unless_reset().await?;
+        }
         Ok(Page {
             items: items
                 .map(|v| view(&index, &v))
@@ -807,7 +842,11 @@ impl ReadModelStore for ValkeyStore {
                 i.arg(&key);
             })
             .await?;
-        view(&format!("corr:{key}"), &value)
+        let found = view(&format!("corr:{key}"), &value)?;
+        if found.is_none() {
+            self.unless_reset().await?;
+        }
+        Ok(found)
     }
 
     async fn session_invocations(
@@ -869,8 +908,7 @@ impl ReadModelStore for ValkeyStore {
     }
 
     async fn checkpoint(&self) -> Result<u64, ReadModelError> {
-        let value = self.run(&self.inner.scripts.checkpoint, |_| {}).await?;
-        let checkpoint = u64::try_from(int("a checkpoint", &value)?).unwrap_or_default();
+        let checkpoint = self.stored_checkpoint().await?;
         self.saw(checkpoint);
         Ok(checkpoint)
     }
@@ -926,6 +964,19 @@ impl ReadModelStore for ValkeyStore {
             store,
             active: self.clone(),
         }))
+    }
+
+    fn backend(&self) -> &'static str {
+        "valkey"
+    }
+
+    /// A PING, bounded by the response timeout.
+    async fn ping(&self) -> Result<(), ReadModelError> {
+        let mut con = self.con.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(redis_error)
     }
 }
 

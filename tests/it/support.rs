@@ -63,6 +63,11 @@ impl Backends {
         args
     }
 
+    /// The nats-server, in JetStream mode (to stop and restart it).
+    pub fn nats(&self) -> Option<&NatsServer> {
+        self.nats.as_deref()
+    }
+
     /// The nats-server's log, for failure messages (empty when embedded).
     pub fn log(&self) -> String {
         self.nats.as_ref().map(|n| n.log()).unwrap_or_default()

@@ -1,10 +1,12 @@
 //! Test harness: a real `redis-server` (standing in for Valkey) per test, on a free port of its
 //! own, never the machine's 6379. No persistence, its own temporary dir, its log kept and
-//! printed when the test fails, killed on drop.
+//! printed when the test fails, killed on drop. A test can kill it and start it again on the
+//! same port ([`RedisServer::restart`]): it comes back empty, as a Valkey without persistence
+//! does.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -36,47 +38,36 @@ impl RedisServer {
         let mut last_failure = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server starts");
-            let deadline = Instant::now() + STARTUP;
-            loop {
-                if ping(port) {
+            match spawn(port, dir.path(), &log) {
+                Ok(child) => {
                     return RedisServer {
                         port,
                         child: Some(child),
                         log,
-                        _dir: dir,
+                        dir,
                     };
                 }
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_failure = format!("exited with {status}");
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_failure = format!("no PONG within {STARTUP:?}");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+                Err(failure) => last_failure = failure,
             }
         }
         panic!(
             "redis-server did not start ({last_failure}); its log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+    }
+
+    /// Kills the server if it runs, then starts a new one on the same port (empty: nothing is
+    /// persisted) and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        match spawn(self.port, self.dir.path(), &self.log) {
+            Ok(child) => self.child = Some(child),
+            Err(failure) => panic!(
+                "redis-server did not start again on port {} ({failure}); its log:\n{}",
+                self.port,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            ),
+        }
     }
 
     /// A store configuration for this server, with its own key prefixes.
@@ -121,6 +112,39 @@ impl Drop for RedisServer {
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
+    }
+}
+
+/// Starts `redis-server` on `port` and waits until it answers PING.
+fn spawn(port: u16, dir: &Path, log: &Path) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if ping(port) {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited with {status}"));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("no PONG within {STARTUP:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -27,6 +27,9 @@
 //!   on a timeout.
 //! - **Head**: this process's own acknowledged appends, plus a headers-only ordered consumer
 //!   on `es.>` that follows everyone else's.
+//! - **Outages**: the client reconnects in the background for as long as it takes; meanwhile
+//!   every append, read and ping fails at once with [`StoreError::Unavailable`] rather than
+//!   waiting in the client for its request timeout.
 
 mod direct;
 pub mod subjects;
@@ -369,6 +372,19 @@ impl JetStreamEventLog {
         advance(&self.head, sequence);
     }
 
+    /// Fails at once while the client is not connected (it reconnects in the background, for
+    /// as long as it takes). Without this a request would wait in the client for its whole
+    /// timeout, and an append could still be sent once the connection is back, after its
+    /// caller was told it failed.
+    fn connected(&self) -> Result<(), StoreError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(StoreError::Unavailable(format!(
+                "not connected to NATS ({state}); reconnecting in the background"
+            ))),
+        }
+    }
+
     fn remember(&self, aggregate_type: AggregateType, aggregate_id: &str, position: Position) {
         let mut positions = self
             .positions
@@ -607,6 +623,7 @@ impl EventLog for JetStreamEventLog {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let payloads = encode(&events, self.max_payload)?;
+        self.connected()?;
         let Some((expected_sequence, session)) = self
             .expectation(aggregate_type, aggregate_id, expected_version, &events)
             .await?
@@ -685,6 +702,7 @@ impl EventLog for JetStreamEventLog {
         if !subjects::valid_token(aggregate_id) {
             return Ok(Vec::new());
         }
+        self.connected()?;
         let filter = subjects::aggregate_filter(aggregate_type, aggregate_id);
         let messages = direct::all(
             &self.client,
@@ -739,6 +757,7 @@ impl EventLog for JetStreamEventLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.connected()?;
         let messages = direct::all(
             &self.client,
             &self.stream,
@@ -772,6 +791,7 @@ impl EventLog for JetStreamEventLog {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.connected()?;
         let info = self
             .context
             .get_stream_no_info(&self.stream)
