@@ -12,7 +12,7 @@ use crate::support::{Backends, Mode, TestServer};
 use crate::valkey::RedisServer;
 
 /// Both read-model stores in the Valkey at `port`.
-fn on_valkey(port: u16) -> impl FnOnce(&mut Config) {
+pub fn on_valkey(port: u16) -> impl FnOnce(&mut Config) {
     move |config: &mut Config| {
         let store = |prefix: &str| StoreConfig {
             backend: StoreBackend::Valkey,

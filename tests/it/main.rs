@@ -13,6 +13,7 @@ mod lifecycle;
 mod nats;
 mod paths;
 mod readmodel;
+mod replay;
 mod runner;
 mod seccomp;
 mod sources;
