@@ -3,6 +3,7 @@
 
 mod api;
 mod artifacts;
+mod asyncapi;
 mod configuration;
 mod distributed;
 mod docs;
