@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use workspace_projections::Applied;
 
-use crate::config::{ConfigError, EventStoreArgs, EventStoreConfig, ReadModelArgs, ReadModelConfig};
+use crate::config::{
+    ConfigError, EventStoreArgs, EventStoreConfig, ReadModelArgs, ReadModelConfig,
+};
 use crate::eventstore::{EventLog, FsyncPolicy};
 use crate::projector::{Projector, ProjectorError};
 use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention};
@@ -122,7 +124,11 @@ pub async fn rebuild(
                         active,
                     });
                 }
-                tracing::info!(rebuild, active, "the active read models moved on; catching up");
+                tracing::info!(
+                    rebuild,
+                    active,
+                    "the active read models moved on; catching up"
+                );
                 catch_ups += 1;
             }
             Err(ReadModelError::Superseded) => return Err(ReplayError::Superseded),

@@ -88,13 +88,19 @@ fn every_golden_fixture_validates_against_the_payload_schema_of_its_message() {
             .map(|e| format!("{} at {}", e, e.instance_path()))
             .collect();
         assert!(errors.is_empty(), "{key}: {errors:#?}");
-        // The schemas are closed: an undocumented field, or another type's payload, fails.
+        // The schemas are closed: an undocumented field, or another schema version, fails.
         let mut extra = envelope.clone();
         extra["payload"]["undocumented"] = Value::Bool(true);
-        assert!(!validator.is_valid(&extra), "{key} accepts an undocumented field");
+        assert!(
+            !validator.is_valid(&extra),
+            "{key} accepts an undocumented field"
+        );
         let mut retyped = envelope.clone();
         retyped["schema_version"] = Value::from(version + 1);
-        assert!(!validator.is_valid(&retyped), "{key} accepts another version");
+        assert!(
+            !validator.is_valid(&retyped),
+            "{key} accepts another version"
+        );
     }
 }
 
@@ -107,10 +113,7 @@ fn every_event_type_and_version_has_a_message_on_the_subject_the_service_publish
         .expect("components.messages");
     let expected = versions();
     let documented: BTreeSet<String> = messages.keys().cloned().collect();
-    let wanted: BTreeSet<String> = expected
-        .iter()
-        .map(|(t, v)| message_key(t, *v))
-        .collect();
+    let wanted: BTreeSet<String> = expected.iter().map(|(t, v)| message_key(t, *v)).collect();
     assert_eq!(
         documented, wanted,
         "docs/asyncapi.yaml's messages are not the event types and versions of the events crate"

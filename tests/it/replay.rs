@@ -144,18 +144,27 @@ async fn replay_rebuilds_valkey_beside_a_running_service_and_switches_with_every
         (&second, "fs.list", json!({"args": {}})),
     ] {
         let (status, body) = server.invoke(session, tool, body).await;
-        assert!(status.is_success() || status == StatusCode::PRECONDITION_REQUIRED, "{status}: {body}");
+        assert!(
+            status.is_success() || status == StatusCode::PRECONDITION_REQUIRED,
+            "{status}: {body}"
+        );
         invocations.push(body["invocation"]["id"].as_str().expect("id").to_owned());
     }
     let (status, _, body) = server
-        .call(hyper::Method::DELETE, &format!("/v1/sessions/{second}"), None)
+        .call(
+            hyper::Method::DELETE,
+            &format!("/v1/sessions/{second}"),
+            None,
+        )
         .await;
     assert!(status.is_success(), "{status}: {body}");
     let mut paths = Vec::new();
     for session in [&first, &second] {
         paths.push(format!("/v1/sessions/{session}"));
         paths.push(format!("/v1/sessions/{session}/invocations"));
-        paths.push(format!("/v1/sessions/{session}/invocations?limit=1&offset=1"));
+        paths.push(format!(
+            "/v1/sessions/{session}/invocations?limit=1&offset=1"
+        ));
         paths.push(format!("/v1/sessions/{session}/events"));
     }
     for id in &invocations {
@@ -198,7 +207,11 @@ async fn replay_rebuilds_valkey_beside_a_running_service_and_switches_with_every
     assert_ne!(new, old, "the active generation changed");
     assert_eq!(summary["generation"].to_string(), new, "{summary}");
     let keys = keys(&redis).await;
-    assert_eq!(of_generation(&keys, &old), Vec::<&String>::new(), "{keys:#?}");
+    assert_eq!(
+        of_generation(&keys, &old),
+        Vec::<&String>::new(),
+        "{keys:#?}"
+    );
     assert!(!of_generation(&keys, &new).is_empty(), "{keys:#?}");
 
     // The running service now reads the new generation: every GET answers the same bytes.
@@ -318,11 +331,7 @@ async fn a_rebuild_overtaken_by_the_live_projector_catches_up_before_it_takes_ov
     // When the rebuild first reaches the end of the log, a client creates a session and the
     // service's projector moves the active generation past the rebuild.
     let mut watched = Watched::new(log.clone());
-    let (client, probe, head) = (
-        Client { addr: server.addr },
-        active.clone(),
-        log.head(),
-    );
+    let (client, probe, head) = (Client { addr: server.addr }, active.clone(), log.head());
     watched.at_end = Some(Box::new(move || {
         let (probe, head) = (probe.clone(), head.clone());
         Box::pin(async move {
@@ -353,15 +362,24 @@ async fn a_rebuild_overtaken_by_the_live_projector_catches_up_before_it_takes_ov
     .expect("the rebuild takes over");
     assert!(rebuilt.catch_ups >= 1, "{rebuilt:?}");
     assert_eq!(rebuilt.events, *log.head().borrow(), "{rebuilt:?}");
-    assert_eq!(rebuilt.generation.to_string(), active_generation(&redis).await);
+    assert_eq!(
+        rebuilt.generation.to_string(),
+        active_generation(&redis).await
+    );
     assert_ne!(active_generation(&redis).await, old);
-    assert!(sessions >= 4, "both sessions created and provisioned: {sessions}");
+    assert!(
+        sessions >= 4,
+        "both sessions created and provisioned: {sessions}"
+    );
     // Both sessions are in the generation that took over.
     let bob = active
         .principal_sessions("acme", "bob", 0, 10)
         .await
         .expect("a page");
-    assert_eq!(bob.total, 1, "the session created during the rebuild is there");
+    assert_eq!(
+        bob.total, 1,
+        "the session created during the rebuild is there"
+    );
     let alice = active
         .principal_sessions("acme", "alice", 0, 10)
         .await
@@ -392,7 +410,11 @@ async fn a_restarted_projector_resumes_from_the_checkpoint_stored_with_the_views
     let head = *other.app().log.head().borrow();
     other.stop().await;
     assert!(head > stopped_at);
-    assert_eq!(stored_checkpoint(&redis).await, stopped_at, "Valkey untouched");
+    assert_eq!(
+        stored_checkpoint(&redis).await,
+        stopped_at,
+        "Valkey untouched"
+    );
 
     // The projector a restart builds starts from the stored checkpoint and reads only the
     // events after it: no gap, nothing applied twice.
@@ -416,7 +438,11 @@ async fn a_restarted_projector_resumes_from_the_checkpoint_stored_with_the_views
     assert_eq!(projector.catch_up().await.expect("catches up"), head);
     assert_eq!(watched.read.load(Ordering::SeqCst), head - stopped_at);
     assert_eq!(stored_checkpoint(&redis).await, head);
-    let view = store.session(&later).await.expect("a read").expect("the later session");
+    let view = store
+        .session(&later)
+        .await
+        .expect("a read")
+        .expect("the later session");
     assert_eq!(view.id, later);
 
     // And a whole restarted service agrees.
