@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::artifacts::{
     ArtifactBucketOptions, ArtifactError, ArtifactStore, JetStreamArtifactStore, LocalArtifactStore,
 };
-use crate::config::{Config, EventStoreConfig};
+use crate::config::{Config, EventStoreConfig, ReadModelConfig};
 use crate::domain::Invocation;
 use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
@@ -162,6 +162,34 @@ async fn open_event_log_and_queue(
     }
 }
 
+/// Opens the configured read-model store: an empty [`MemoryStore`], or the [`ValkeyStore`]
+/// (connected, answering PING). Terminal views leave it after INVOCATION_STORE_TTL_SECONDS and
+/// SESSION_STORE_TTL_SECONDS (their events stay in the log). `serve` and `replay` share it.
+pub async fn open_read_models(
+    config: &ReadModelConfig,
+) -> Result<Arc<dyn ReadModelStore>, ReadModelError> {
+    let retention = Retention {
+        invocations: config.invocations.ttl,
+        sessions: config.sessions.ttl,
+    };
+    let Some(valkey) = &config.valkey else {
+        return Ok(Arc::new(MemoryStore::new(retention)));
+    };
+    let store = ValkeyStore::connect(&crate::readmodel::ValkeyConfig {
+        host: valkey.host.clone(),
+        port: valkey.port,
+        db: i64::from(valkey.db),
+        password: valkey.password.as_ref().map(|p| p.expose().to_owned()),
+        invocation_prefix: config.invocations.key_prefix.clone(),
+        session_prefix: config.sessions.key_prefix.clone(),
+        retention,
+        ..crate::readmodel::ValkeyConfig::default()
+    })
+    .await?;
+    tracing::info!(host = %valkey.host, port = valkey.port, "read models in Valkey");
+    Ok(Arc::new(store))
+}
+
 /// A bound, ready process with its roles.
 pub struct Server {
     app: Arc<App>,
@@ -177,30 +205,7 @@ impl Server {
     /// Opens the stores, rebuilds the read models (in memory, kept for the seed's default
     /// retention), repairs interrupted work and binds.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        // Terminal views leave the read models after INVOCATION_STORE_TTL_SECONDS and
-        // SESSION_STORE_TTL_SECONDS (their events stay in the log).
-        let retention = Retention {
-            invocations: config.read_models.invocations.ttl,
-            sessions: config.read_models.sessions.ttl,
-        };
-        let read_models: Arc<dyn ReadModelStore> = match &config.read_models.valkey {
-            None => Arc::new(MemoryStore::new(retention)),
-            Some(valkey) => {
-                let store = ValkeyStore::connect(&crate::readmodel::ValkeyConfig {
-                    host: valkey.host.clone(),
-                    port: valkey.port,
-                    db: i64::from(valkey.db),
-                    password: valkey.password.as_ref().map(|p| p.expose().to_owned()),
-                    invocation_prefix: config.read_models.invocations.key_prefix.clone(),
-                    session_prefix: config.read_models.sessions.key_prefix.clone(),
-                    retention,
-                    ..crate::readmodel::ValkeyConfig::default()
-                })
-                .await?;
-                tracing::info!(host = %valkey.host, port = valkey.port, "read models in Valkey");
-                Arc::new(store)
-            }
-        };
+        let read_models = open_read_models(&config.read_models).await?;
         Self::bind_with(config, read_models).await
     }
 

@@ -461,8 +461,12 @@ struct MemoryRebuild {
 
 #[async_trait]
 impl Rebuild for MemoryRebuild {
-    fn store(&self) -> &dyn ReadModelStore {
-        &self.fresh
+    fn store(&self) -> Arc<dyn ReadModelStore> {
+        Arc::new(self.fresh.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation + 1
     }
 
     async fn activate(&self) -> Result<(), ReadModelError> {

@@ -236,8 +236,12 @@ pub trait ReadModelStore: Send + Sync {
 /// invisible to readers of the active store until [`Rebuild::activate`].
 #[async_trait]
 pub trait Rebuild: Send + Sync {
-    /// The generation being built.
-    fn store(&self) -> &dyn ReadModelStore;
+    /// The generation being built: a handle of its own, to give a [`crate::projector::Projector`]
+    /// that folds the log into it (`workspace replay`).
+    fn store(&self) -> Arc<dyn ReadModelStore>;
+
+    /// The generation being built: the number the active generation becomes on activation.
+    fn generation(&self) -> u64;
 
     /// Makes this generation the active one, atomically, and discards the previous one.
     /// Refused with [`ReadModelError::Behind`] while its checkpoint is behind the active one

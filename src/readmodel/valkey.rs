@@ -961,6 +961,7 @@ impl ReadModelStore for ValkeyStore {
         });
         Ok(Box::new(ValkeyRebuild {
             previous: previous.unwrap_or_else(|| "0".into()),
+            generation: number,
             store,
             active: self.clone(),
         }))
@@ -983,6 +984,8 @@ impl ReadModelStore for ValkeyStore {
 struct ValkeyRebuild {
     /// The active generation when the rebuild began.
     previous: String,
+    /// The new generation's number (`I:generations` when the rebuild began).
+    generation: u64,
     /// Pinned to the new generation.
     store: ValkeyStore,
     active: ValkeyStore,
@@ -990,8 +993,12 @@ struct ValkeyRebuild {
 
 #[async_trait]
 impl Rebuild for ValkeyRebuild {
-    fn store(&self) -> &dyn ReadModelStore {
-        &self.store
+    fn store(&self) -> Arc<dyn ReadModelStore> {
+        Arc::new(self.store.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
     }
 
     async fn activate(&self) -> Result<(), ReadModelError> {

@@ -3,6 +3,7 @@
 
 mod api;
 mod artifacts;
+mod asyncapi;
 mod configuration;
 mod degraded;
 mod distributed;
@@ -14,6 +15,7 @@ mod lifecycle;
 mod nats;
 mod paths;
 mod readmodel;
+mod replay;
 mod roles;
 mod runner;
 mod seccomp;

@@ -731,7 +731,7 @@ async fn a_rebuild_is_invisible_until_activated_then_replaces_the_views(f: &dyn 
         .ran("i-new", "new")
         .queued("i-new2", "new", None);
     let rebuild = active.rebuild().await.unwrap();
-    feed(rebuild.store(), &new.events, 2).await;
+    feed(&*rebuild.store(), &new.events, 2).await;
     assert!(active.session("new").await.unwrap().is_none());
     assert!(rebuild.store().session("new").await.unwrap().is_some());
     assert!(rebuild.store().session("old").await.unwrap().is_none());
@@ -1071,7 +1071,7 @@ async fn an_activated_rebuild_deletes_the_generation_it_replaced() {
         .await
         .unwrap();
     let rebuild = store.rebuild().await.unwrap();
-    feed(rebuild.store(), &h.events, 2).await;
+    feed(&*rebuild.store(), &h.events, 2).await;
     rebuild.activate().await.unwrap();
     let mut con = server.client().await;
     let active: String = con.get("test:invocation:active").await.unwrap();

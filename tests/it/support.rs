@@ -392,3 +392,29 @@ pub async fn send_exact(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (parts.status, parts.headers, value)
 }
+
+/// GETs `path` on a fresh connection; returns the status and the body exactly as sent (for
+/// byte-for-byte comparisons).
+pub async fn get_bytes(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, bytes)
+}
