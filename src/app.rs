@@ -149,7 +149,7 @@ async fn open_event_log_and_queue(
     match &config.event_store {
         EventStoreConfig::File => {
             let log = FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
-            let work = MemoryWorkQueue::new(MemoryOptions {
+            let work: MemoryWorkQueue = MemoryWorkQueue::new(MemoryOptions {
                 ack_wait: tuning.ack_wait,
                 max_deliver: tuning.max_deliver,
             });
@@ -161,7 +161,7 @@ async fn open_event_log_and_queue(
                 Ok(log) => log,
                 Err(source) => return Err(StartError::JetStream { servers, source }),
             };
-            let work = JetStreamWorkQueue::open(
+            let work: JetStreamWorkQueue = JetStreamWorkQueue::open(
                 log.jetstream(),
                 log.stream_name(),
                 JetStreamWorkQueueOptions {
