@@ -26,11 +26,12 @@ use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, V
 use crate::runner::RunnerProvider;
 use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sessions::Sessions;
+use crate::sessions::provisioner::Provisioner;
 use crate::telemetry::Metrics;
 use crate::tools::Catalog;
 use crate::workqueue::jetstream::{JetStreamWorkQueue, JetStreamWorkQueueOptions};
 use crate::workqueue::memory::{MemoryOptions, MemoryWorkQueue};
-use crate::workqueue::{WorkQueue, WorkQueueError};
+use crate::workqueue::{Provision, WorkQueue, WorkQueueError};
 
 /// Everything the handlers and background roles share.
 pub struct App {
@@ -57,6 +58,8 @@ pub struct App {
     /// event it commits.
     pub work: Arc<dyn WorkQueue>,
     executor: Arc<Executor>,
+    /// Provisions created sessions (beside the executor), from the provisioning work source.
+    provisioner: Arc<Provisioner>,
 }
 
 impl App {
@@ -139,21 +142,29 @@ pub async fn open_event_log(
     }
 }
 
-/// Opens the configured event store and the work queue that goes with it: the log file and
-/// the in-process queue, or the JetStream stream and the durable consumer on it that every
-/// executor process shares (ADR 0009).
-async fn open_event_log_and_queue(
-    config: &Config,
-) -> Result<(Arc<dyn EventLog>, Arc<dyn WorkQueue>), StartError> {
+/// The event store and the work sources that go with it.
+type LogAndQueues = (
+    Arc<dyn EventLog>,
+    Arc<dyn WorkQueue>,
+    Arc<dyn WorkQueue<Provision>>,
+);
+
+/// Opens the configured event store and the work queues that go with it: the log file and
+/// the in-process queues, or the JetStream stream and the durable consumers on it that every
+/// executor process shares, one for queued invocations and one for created sessions (ADR
+/// 0009).
+async fn open_event_log_and_queue(config: &Config) -> Result<LogAndQueues, StartError> {
     let tuning = config.work_queue;
     match &config.event_store {
         EventStoreConfig::File => {
             let log = FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
-            let work: MemoryWorkQueue = MemoryWorkQueue::new(MemoryOptions {
+            let options = MemoryOptions {
                 ack_wait: tuning.ack_wait,
                 max_deliver: tuning.max_deliver,
-            });
-            Ok((log, Arc::new(work)))
+            };
+            let work: MemoryWorkQueue = MemoryWorkQueue::new(options);
+            let provisions: MemoryWorkQueue<Provision> = MemoryWorkQueue::new(options);
+            Ok((log, Arc::new(work), Arc::new(provisions)))
         }
         EventStoreConfig::JetStream(options) => {
             let servers = options.servers_for_display();
@@ -171,7 +182,17 @@ async fn open_event_log_and_queue(
                 },
             )
             .await?;
-            Ok((Arc::new(log), Arc::new(work)))
+            let provisions: JetStreamWorkQueue<Provision> = JetStreamWorkQueue::open(
+                log.jetstream(),
+                log.stream_name(),
+                JetStreamWorkQueueOptions {
+                    ack_wait: tuning.ack_wait,
+                    max_deliver: tuning.max_deliver,
+                    ..JetStreamWorkQueueOptions::provisioners()
+                },
+            )
+            .await?;
+            Ok((Arc::new(log), Arc::new(work), Arc::new(provisions)))
         }
     }
 }
@@ -231,7 +252,7 @@ impl Server {
                 })?;
         // Second, the event store: an unreachable NATS fails before anything is created on
         // disk.
-        let (log, work) = open_event_log_and_queue(&config).await?;
+        let (log, work, provisions) = open_event_log_and_queue(&config).await?;
         tracing::info!(event_store = %config.event_store.describe(), "event store open");
         for (dir, context) in [
             (&config.workspace_root, "creating WORKSPACE_ROOT"),
@@ -278,6 +299,7 @@ impl Server {
             AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             projector.clone(),
             runners.clone(),
+            provisions.clone(),
             config.clone(),
         ));
         // Recovery appends (failing interrupted provisionings) and waits to read its own
@@ -301,6 +323,13 @@ impl Server {
             config.max_inline_bytes,
             config.executor_concurrency,
         ));
+        let provisioner = Arc::new(Provisioner::new(
+            sessions.clone(),
+            runners.clone(),
+            provisions,
+            config.work_queue.liveness_grace,
+            config.executor_concurrency,
+        ));
         let app = Arc::new(App {
             invocations: AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             config,
@@ -313,6 +342,7 @@ impl Server {
             runners,
             work,
             executor,
+            provisioner,
         });
         Ok(Server { app, listener })
     }
@@ -340,6 +370,7 @@ impl Server {
         let roles = CancellationToken::new();
         tasks.spawn(app.projector.clone().run_until_stopped(roles.clone()));
         tasks.spawn(app.executor.clone().run_until_stopped(roles.clone()));
+        tasks.spawn(app.provisioner.clone().run_until_stopped(roles.clone()));
         {
             let app = app.clone();
             let shutdown = shutdown.clone();
@@ -364,15 +395,9 @@ impl Server {
         shutdown.cancel();
         roles.cancel();
         tasks.wait().await;
-        match app.projector.store().live_sessions().await {
-            Ok(live) => {
-                for view in live.iter().filter(|s| s.status == "ready") {
-                    if let Ok(id) = crate::ids::SessionId::parse(&view.id) {
-                        app.runners.stop(&id).await;
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not list the sessions to stop"),
+        // Only the runners this process started: other processes' sessions keep theirs.
+        for id in app.runners.sessions() {
+            app.runners.stop(&id).await;
         }
         tracing::info!("workspace service stopped");
         served

@@ -163,6 +163,11 @@ where
         }
     }
 
+    /// The event log it writes to.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
     /// Offers the events of every command to the projector in typed form, so it applies them
     /// without decoding their JSON again.
     pub fn with_typed(mut self, typed: Arc<TypedEvents>) -> Self

@@ -12,6 +12,7 @@ mod jetstream;
 mod lifecycle;
 mod nats;
 mod paths;
+mod provisioning;
 mod readmodel;
 mod runner;
 mod seccomp;

@@ -668,7 +668,12 @@ async fn the_provisioners_consumer_delivers_created_sessions_and_only_them() {
         payload: serde_json::to_value(&created).expect("encode").into(),
     };
     let sequence = log
-        .append(AggregateType::Session, "session-to-provision", 0, vec![envelope])
+        .append(
+            AggregateType::Session,
+            "session-to-provision",
+            0,
+            vec![envelope],
+        )
         .await
         .expect("append")
         .last_sequence;
@@ -676,7 +681,11 @@ async fn the_provisioners_consumer_delivers_created_sessions_and_only_them() {
         .await
         .expect("the created session");
     assert_eq!(
-        (work.job.session_id.as_str(), work.job.sequence, work.delivery()),
+        (
+            work.job.session_id.as_str(),
+            work.job.sequence,
+            work.delivery()
+        ),
         ("session-to-provision", sequence, 1)
     );
     assert_eq!(work.job.created.as_ref(), Some(&created));
