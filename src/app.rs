@@ -26,11 +26,12 @@ use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, V
 use crate::runner::RunnerProvider;
 use crate::runner::sandbox::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sessions::Sessions;
+use crate::sessions::provisioner::Provisioner;
 use crate::telemetry::Metrics;
 use crate::tools::Catalog;
 use crate::workqueue::jetstream::{JetStreamWorkQueue, JetStreamWorkQueueOptions};
 use crate::workqueue::memory::{MemoryOptions, MemoryWorkQueue};
-use crate::workqueue::{WorkQueue, WorkQueueError};
+use crate::workqueue::{Provision, WorkQueue, WorkQueueError};
 
 /// What the HTTP API and the session service use (every role serves its health routes from
 /// it). The executor is not in it: it is a role of its own ([`Server`]).
@@ -125,21 +126,29 @@ pub async fn open_event_log(
     }
 }
 
-/// Opens the configured event store and the work queue that goes with it: the log file and
-/// the in-process queue, or the JetStream stream and the durable consumer on it that every
-/// executor process shares (ADR 0009).
-async fn open_event_log_and_queue(
-    config: &Config,
-) -> Result<(Arc<dyn EventLog>, Arc<dyn WorkQueue>), StartError> {
+/// The event store and the work sources that go with it.
+type LogAndQueues = (
+    Arc<dyn EventLog>,
+    Arc<dyn WorkQueue>,
+    Arc<dyn WorkQueue<Provision>>,
+);
+
+/// Opens the configured event store and the work queues that go with it: the log file and
+/// the in-process queues, or the JetStream stream and the durable consumers on it that every
+/// executor process shares, one for queued invocations and one for created sessions (ADR
+/// 0009).
+async fn open_event_log_and_queue(config: &Config) -> Result<LogAndQueues, StartError> {
     let tuning = config.work_queue;
     match &config.event_store {
         EventStoreConfig::File => {
             let log = FileEventLog::open(&config.events_dir, config.fsync.clone()).await?;
-            let work = MemoryWorkQueue::new(MemoryOptions {
+            let options = MemoryOptions {
                 ack_wait: tuning.ack_wait,
                 max_deliver: tuning.max_deliver,
-            });
-            Ok((log, Arc::new(work)))
+            };
+            let work: MemoryWorkQueue = MemoryWorkQueue::new(options);
+            let provisions: MemoryWorkQueue<Provision> = MemoryWorkQueue::new(options);
+            Ok((log, Arc::new(work), Arc::new(provisions)))
         }
         EventStoreConfig::JetStream(options) => {
             let servers = options.servers_for_display();
@@ -147,7 +156,7 @@ async fn open_event_log_and_queue(
                 Ok(log) => log,
                 Err(source) => return Err(StartError::JetStream { servers, source }),
             };
-            let work = JetStreamWorkQueue::open(
+            let work: JetStreamWorkQueue = JetStreamWorkQueue::open(
                 log.jetstream(),
                 log.stream_name(),
                 JetStreamWorkQueueOptions {
@@ -157,7 +166,17 @@ async fn open_event_log_and_queue(
                 },
             )
             .await?;
-            Ok((Arc::new(log), Arc::new(work)))
+            let provisions: JetStreamWorkQueue<Provision> = JetStreamWorkQueue::open(
+                log.jetstream(),
+                log.stream_name(),
+                JetStreamWorkQueueOptions {
+                    ack_wait: tuning.ack_wait,
+                    max_deliver: tuning.max_deliver,
+                    ..JetStreamWorkQueueOptions::provisioners()
+                },
+            )
+            .await?;
+            Ok((Arc::new(log), Arc::new(work), Arc::new(provisions)))
         }
     }
 }
@@ -193,8 +212,9 @@ pub async fn open_read_models(
 /// A bound, ready process with its roles.
 pub struct Server {
     app: Arc<App>,
-    /// The executor role.
+    /// The executor role: the executor, and the provisioner of created sessions beside it.
     executor: Option<Arc<Executor>>,
+    provisioner: Option<Arc<Provisioner>>,
     /// Whether this process folds the events into its read models: the projector role, or
     /// read models in this process's memory (nobody else can fold them).
     projects: bool,
@@ -227,7 +247,7 @@ impl Server {
                 })?;
         // Second, the event store: an unreachable NATS fails before anything is created on
         // disk.
-        let (log, work) = open_event_log_and_queue(&config).await?;
+        let (log, work, provisions) = open_event_log_and_queue(&config).await?;
         tracing::info!(event_store = %config.event_store.describe(), "event store open");
         for (dir, context) in [
             (&config.workspace_root, "creating WORKSPACE_ROOT"),
@@ -278,20 +298,13 @@ impl Server {
             AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             projector.clone(),
             runners.clone(),
+            provisions.clone(),
             config.clone(),
         ));
-        // Recovery appends (failing interrupted provisionings) and waits to read its own
-        // writes: the projector runs meanwhile, or each wait would last its whole timeout and
-        // the first requests could see the read model from before the recovery.
-        if roles.api {
-            let recovering = CancellationToken::new();
-            let projecting = projects
-                .then(|| tokio::spawn(projector.clone().run_until_stopped(recovering.clone())));
+        // Workspaces left on disk by sessions that ended are removed (nothing is appended: a
+        // session still provisioning is left to the deadline rule).
+        if roles.api || roles.executor {
             sessions.recover().await;
-            recovering.cancel();
-            if let Some(projecting) = projecting {
-                let _ = projecting.await;
-            }
         }
         let catalog = Arc::new(Catalog::builtin());
         let executor = roles.executor.then(|| {
@@ -305,6 +318,15 @@ impl Server {
                 work.clone(),
                 config.work_queue.liveness_grace,
                 config.max_inline_bytes,
+                config.executor_concurrency,
+            ))
+        });
+        let provisioner = roles.executor.then(|| {
+            Arc::new(Provisioner::new(
+                sessions.clone(),
+                runners.clone(),
+                provisions,
+                config.work_queue.liveness_grace,
                 config.executor_concurrency,
             ))
         });
@@ -323,6 +345,7 @@ impl Server {
         Ok(Server {
             app,
             executor,
+            provisioner,
             projects,
             listener,
         })
@@ -360,6 +383,9 @@ impl Server {
         if let Some(executor) = self.executor {
             tasks.spawn(executor.run_until_stopped(roles.clone()));
         }
+        if let Some(provisioner) = self.provisioner {
+            tasks.spawn(provisioner.run_until_stopped(roles.clone()));
+        }
         let api = app.config.roles.api;
         if api {
             let app = app.clone();
@@ -393,15 +419,9 @@ impl Server {
         shutdown.cancel();
         roles.cancel();
         tasks.wait().await;
-        match app.projector.store().live_sessions().await {
-            Ok(live) => {
-                for view in live.iter().filter(|s| s.status == "ready") {
-                    if let Ok(id) = crate::ids::SessionId::parse(&view.id) {
-                        app.runners.stop(&id).await;
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not list the sessions to stop"),
+        // Only the runners this process started: other processes' sessions keep theirs.
+        for id in app.runners.sessions() {
+            app.runners.stop(&id).await;
         }
         tracing::info!("workspace service stopped");
         served

@@ -169,6 +169,11 @@ where
         }
     }
 
+    /// The event log it writes to.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
     /// Offers the events of every command to `observer` before they are appended (the
     /// projector of this process, which then applies them without decoding their JSON again).
     pub fn with_typed(mut self, observer: Arc<dyn AppendObserver<A::Event>>) -> Self {

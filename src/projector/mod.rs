@@ -1,7 +1,7 @@
 //! The projector: tails the event log and folds every event into the read-model store
 //! ([`ReadModelStore`]) that serves every GET. It tracks the checkpoint the store reached, so
 //! callers can wait until their own write is visible (read-your-writes), and wakes callers in
-//! this process waiting for an invocation to finish.
+//! this process waiting for an invocation to finish or a session to change.
 //!
 //! It never decides anything and never writes events; every read goes through the store.
 
@@ -12,7 +12,7 @@ use foldhash::HashMap;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use workspace_events::RecordedEvent;
-use workspace_projections::{Applied, InvocationView};
+use workspace_projections::{Applied, InvocationView, SessionView};
 
 use crate::eventstore::{EventLog, StoreError};
 use crate::readmodel::{ReadModelError, ReadModelStore};
@@ -58,9 +58,15 @@ pub struct Projector {
     typed: Arc<TypedEvents>,
     /// The store's checkpoint as this projector last saw it (only ever moves forward).
     checkpoint: watch::Sender<u64>,
-    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    waiters: Waiters,
+    /// Callers waiting for a session's view to change.
+    session_waiters: Waiters,
     metrics: Arc<Metrics>,
 }
+
+/// Callers in this process waiting for a view to change, by id: woken once, then they look at
+/// the store.
+type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>;
 
 impl Projector {
     /// A projector over `log` feeding `store`, starting from the store's checkpoint.
@@ -76,6 +82,7 @@ impl Projector {
             typed: Arc::default(),
             checkpoint,
             waiters: Mutex::new(HashMap::default()),
+            session_waiters: Mutex::new(HashMap::default()),
             metrics,
         })
     }
@@ -165,6 +172,7 @@ impl Projector {
             .take_all(events.iter().map(|e| &e.envelope.event_id));
         let applied = self.store.apply(after, events, typed).await?;
         let mut finished = Vec::new();
+        let mut sessions = Vec::new();
         for (event, outcome) in events.iter().zip(&applied) {
             match outcome {
                 Applied::Invocation { id, status } => {
@@ -181,7 +189,8 @@ impl Projector {
                         "projection rejected an event"
                     );
                 }
-                Applied::Session { .. } | Applied::Skipped => {}
+                Applied::Session { id } => sessions.push(id.as_str()),
+                Applied::Skipped => {}
             }
         }
         if let Some(last) = events.last() {
@@ -194,6 +203,9 @@ impl Projector {
                 newer
             });
         }
+        if !sessions.is_empty() {
+            wake(&self.session_waiters, sessions);
+        }
         if !finished.is_empty() {
             for id in &finished {
                 // A metric is not worth failing the batch for: the views are written.
@@ -201,12 +213,7 @@ impl Projector {
                     self.metrics.observe_invocation(&view);
                 }
             }
-            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            for id in finished {
-                for tx in waiters.remove(id).unwrap_or_default() {
-                    let _ = tx.send(());
-                }
-            }
+            wake(&self.waiters, finished);
         }
         Ok(applied)
     }
@@ -282,55 +289,105 @@ impl Projector {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
-        let (tx, mut rx) = oneshot::channel();
-        {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            waiters.entry(id.to_owned()).or_default().push(tx);
-        }
+        let mut rx = register(&self.waiters, id);
         // Registered before looking, so a completion applied in between is never missed.
-        let result = self.wait_registered(id, timeout, &mut rx).await;
+        let result = async {
+            // One clock read, as a plain timeout would: the looks are scheduled from it.
+            let start = tokio::time::Instant::now();
+            let deadline = start + timeout;
+            let mut pause = POLL_FIRST;
+            let mut look_at = start;
+            loop {
+                let current = self.store.invocation(id).await?;
+                if current.as_ref().is_some_and(|v| v.is_terminal()) || look_at >= deadline {
+                    return Ok(current);
+                }
+                look_at = (look_at + pause).min(deadline);
+                pause = (pause * 2).min(POLL_MAX);
+                // Announced (or the projector went away): the view is in the store.
+                if tokio::time::timeout_at(look_at, &mut rx).await.is_ok() {
+                    return self.store.invocation(id).await;
+                }
+            }
+        }
+        .await;
         drop(rx);
-        self.forget(id);
+        forget(&self.waiters, id);
         result
     }
 
-    async fn wait_registered(
+    /// Waits until the session's view is no longer `provisioning` (`ready`, `failed`, or
+    /// closed meanwhile); returns it, or the current view (or `None`) when `timeout` passes
+    /// first.
+    ///
+    /// A change this process projects wakes the caller at once (it looks again, and waits on
+    /// if the session is still provisioning); one projected elsewhere is found by looking at
+    /// the store, at growing intervals, as [`Projector::wait_terminal`] does.
+    pub async fn wait_provisioned(
         &self,
         id: &str,
         timeout: Duration,
-        rx: &mut oneshot::Receiver<()>,
-    ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
-        // One clock read, as a plain timeout would: the looks are scheduled from it.
+    ) -> Result<Option<Arc<SessionView>>, ReadModelError> {
+        let settled = |v: &SessionView| v.status != "provisioning";
         let start = tokio::time::Instant::now();
         let deadline = start + timeout;
         let mut pause = POLL_FIRST;
         let mut look_at = start;
         loop {
-            let current = self.store.invocation(id).await?;
-            if current.as_ref().is_some_and(|v| v.is_terminal()) || look_at >= deadline {
-                return Ok(current);
+            // Registered before looking, so a change applied in between is never missed.
+            let mut rx = register(&self.session_waiters, id);
+            let current = self.store.session(id).await;
+            let settled_or_due = match &current {
+                Ok(current) => current.as_deref().is_some_and(settled) || look_at >= deadline,
+                Err(_) => true,
+            };
+            if settled_or_due {
+                drop(rx);
+                forget(&self.session_waiters, id);
+                return current;
             }
             look_at = (look_at + pause).min(deadline);
             pause = (pause * 2).min(POLL_MAX);
-            // Announced (or the projector went away): the view is in the store.
-            if tokio::time::timeout_at(look_at, &mut *rx).await.is_ok() {
-                return self.store.invocation(id).await;
+            // Woken by a change (or the projector went away): look again at once.
+            if tokio::time::timeout_at(look_at, &mut rx).await.is_ok() {
+                look_at = tokio::time::Instant::now().min(deadline);
             }
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = waiters.get_mut(id) {
-            list.retain(|tx| !tx.is_closed());
-            if list.is_empty() {
-                waiters.remove(id);
-            }
+            drop(rx);
+            forget(&self.session_waiters, id);
         }
     }
 
     /// The checkpoint.
     pub fn checkpoint(&self) -> u64 {
         *self.checkpoint.borrow()
+    }
+}
+
+fn register(waiters: &Waiters, id: &str) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    waiters.entry(id.to_owned()).or_default().push(tx);
+    rx
+}
+
+fn wake<'a>(waiters: &Waiters, ids: impl IntoIterator<Item = &'a str>) {
+    let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    if waiters.is_empty() {
+        return;
+    }
+    for id in ids {
+        for tx in waiters.remove(id).unwrap_or_default() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn forget(waiters: &Waiters, id: &str) {
+    let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(list) = waiters.get_mut(id) {
+        list.retain(|tx| !tx.is_closed());
+        if list.is_empty() {
+            waiters.remove(id);
+        }
     }
 }

@@ -71,11 +71,23 @@ pub trait SessionRunner: Send + Sync {
 #[async_trait::async_trait]
 pub trait RunnerProvider: Send + Sync {
     /// Returns the session's runner, starting it when it is not running (after a restart, a
-    /// ready session's runner starts again on first use).
+    /// ready session's runner starts again on first use; in an executor that did not provision
+    /// the session, over the same workspace directory).
     async fn ensure(&self, spec: &SandboxSpec) -> Result<Arc<dyn SessionRunner>, RunnerError>;
 
     /// Stops the session's runner and kills everything it started. Idempotent.
     async fn stop(&self, session_id: &SessionId);
+
+    /// The sessions whose runner this provider started and still holds (a local provider's
+    /// own processes, never another process's): what a stopping executor stops, and what the
+    /// provisioner's sweep checks against ended sessions.
+    fn sessions(&self) -> Vec<SessionId>;
+
+    /// Host PID of the session's runner process, when this provider started one that is
+    /// running (diagnostics and tests; `None` for runners that are not local processes).
+    async fn pid(&self, _session_id: &SessionId) -> Option<u32> {
+        None
+    }
 
     /// The isolation this provider gives (`bubblewrap`, `unsandboxed`, `pod`).
     fn isolation(&self) -> &'static str;

@@ -1109,6 +1109,15 @@ impl RunnerProvider for LocalSandboxProvider {
         }
     }
 
+    async fn pid(&self, session_id: &SessionId) -> Option<u32> {
+        self.runner_pid(session_id).await
+    }
+
+    fn sessions(&self) -> Vec<SessionId> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.keys().cloned().collect()
+    }
+
     fn isolation(&self) -> &'static str {
         self.config.mode.as_str()
     }

@@ -1,11 +1,15 @@
-//! Session lifecycle: create (validate, record, provision), close, expire, and the repairs a
-//! restart needs. Provisioning prepares the workspace directory on the host (empty, a copy of
-//! `source_repo_path`, or a `git clone`) and starts the session's runner; every outcome is an
-//! event, and every transitional state has a deadline.
+//! Session lifecycle: create (validate, record, wait for the provisioning), close, expire, and
+//! the repairs a restart needs. Provisioning prepares the workspace directory on the host
+//! (empty, a copy of `source_repo_path`, or a `git clone`) and starts the session's runner; it
+//! reacts to `session.created` in an executor process ([`provisioner::Provisioner`]), not in
+//! the API request. Every outcome is an event, and every transitional state has a deadline:
+//! a session still `provisioning` past `created_at` plus the provision timeout plus the
+//! liveness grace is failed by any process, never because some process restarted.
 //!
 //! This module never runs tools and never decides policy.
 
 mod provision;
+pub mod provisioner;
 mod source;
 
 use std::collections::BTreeMap;
@@ -14,17 +18,21 @@ use std::sync::Arc;
 
 use cqrs_es::AggregateError;
 use time::OffsetDateTime;
-use workspace_events::{Actor, CloseReason, ErrorInfo, Principal, SessionCreated, WorkspaceSource};
+use workspace_events::{
+    Actor, AggregateType, CloseReason, ErrorInfo, Principal, SessionCreated, SessionEvent,
+    WorkspaceSource,
+};
 use workspace_projections::SessionView;
 
 use crate::config::Config;
-use crate::domain::{Session, SessionCommand, SessionError};
+use crate::domain::{Session, SessionCommand, SessionError, SessionStatus};
 use crate::error_code::ErrorCode;
-use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt};
+use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt, Known, decode_event};
 use crate::ids::SessionId;
 use crate::projector::Projector;
 use crate::readmodel::ReadModelError;
 use crate::runner::{RunnerProvider, SandboxSpec};
+use crate::workqueue::{Provision, WorkQueue};
 
 pub use provision::redact_metadata;
 pub use source::{CloneSource, SOURCE_ROOTS_VAR, SourcePolicy, SourceRefusal, UnsupportedRepoUrl};
@@ -106,25 +114,116 @@ pub struct Sessions {
     store: AggregateStore<Session>,
     projector: Arc<Projector>,
     runners: Arc<dyn RunnerProvider>,
+    /// Where provisioners take created sessions from; offered each `created` committed here.
+    provisions: Arc<dyn WorkQueue<Provision>>,
     config: Arc<Config>,
 }
 
 const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long past the provisioning deadline a create request waits for the provisioner's own
+/// `failed` (`timeout`) to be recorded and projected, before it answers `unavailable`.
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A session as its events leave it.
+pub(crate) struct LoadedSession {
+    pub(crate) known: Known<Session>,
+    pub(crate) created: Option<SessionCreated>,
+}
+
+impl LoadedSession {
+    pub(crate) fn status(&self) -> SessionStatus {
+        self.known.state.status()
+    }
+}
+
+/// Offers a look-up of the session to the provisioners unless disarmed: a create request
+/// cancelled during its append may have committed `created`, which must still reach a
+/// provisioner (in process; the JetStream queue has it anyway).
+struct OfferOnDrop<'a> {
+    provisions: &'a dyn WorkQueue<Provision>,
+    session_id: Option<String>,
+}
+
+impl Drop for OfferOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(session_id) = self.session_id.take() {
+            self.provisions.offer(Provision {
+                session_id,
+                sequence: 0,
+                created: None,
+            });
+        }
+    }
+}
+
 impl Sessions {
-    /// The session service.
+    /// The session service; `provisions` is offered every `created` it commits.
     pub fn new(
         store: AggregateStore<Session>,
         projector: Arc<Projector>,
         runners: Arc<dyn RunnerProvider>,
+        provisions: Arc<dyn WorkQueue<Provision>>,
         config: Arc<Config>,
     ) -> Self {
         Self {
             store,
             projector,
             runners,
+            provisions,
             config,
         }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// When a session created at `created_at` must be provisioned by: its provisioner stops
+    /// there and records `timeout`.
+    pub fn provision_deadline(&self, created_at: OffsetDateTime) -> OffsetDateTime {
+        created_at + self.config.provision_timeout
+    }
+
+    /// Takes the provisioning lock of a session's directory on this host (creating the
+    /// directory), `None` when another provisioner holds it. Every process of a deployment
+    /// with local sandboxes shares `WORKSPACE_ROOT`, so one provisioner at a time prepares a
+    /// workspace (docs/architecture.md, one node).
+    pub fn lock_provisioning(
+        &self,
+        tenant_id: &str,
+        session: &SessionId,
+    ) -> std::io::Result<Option<provisioner::ProvisioningLock>> {
+        provisioner::ProvisioningLock::try_take(&self.session_dir(tenant_id, session))
+    }
+
+    /// Loads a session's events (upcast) and folds them.
+    pub(crate) async fn load(&self, id: &str) -> Result<LoadedSession, String> {
+        let events = self
+            .store
+            .log()
+            .load(AggregateType::Session, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let upcasters = workspace_events::upcast::registry();
+        let mut loaded = LoadedSession {
+            known: Known {
+                state: Session::default(),
+                version: 0,
+            },
+            created: None,
+        };
+        for event in &events {
+            let event =
+                decode_event::<SessionEvent>(&upcasters, event).map_err(|e| e.to_string())?;
+            if let SessionEvent::Created(created) = &event {
+                loaded.created = Some(created.clone());
+            }
+            cqrs_es::Aggregate::apply(&mut loaded.known.state, event);
+            loaded.known.version += 1;
+        }
+        Ok(loaded)
     }
 
     /// The host directory holding a session's workspace.
@@ -234,48 +333,177 @@ impl Sessions {
             created_at: now,
             expires_at: now + request.expires_in,
         };
-        self.execute(&request.id, SessionCommand::Create(created), &meta)
-            .await?;
-        let dir = self.workspace_dir(&request.principal.tenant_id, &request.id);
-        let outcome = tokio::time::timeout(
-            self.config.provision_timeout,
-            self.provision(&request.id, &request.source, dir),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ErrorInfo {
-                code: ErrorCode::Timeout.as_str().into(),
-                message: "provisioning did not finish before its deadline".into(),
-                retryable: true,
-            })
+        let deadline = self.provision_deadline(now) + ANSWER_MARGIN;
+        let mut guard = OfferOnDrop {
+            provisions: self.provisions.as_ref(),
+            session_id: Some(request.id.to_string()),
+        };
+        let receipt = match self
+            .execute(&request.id, SessionCommand::Create(created.clone()), &meta)
+            .await
+        {
+            Ok(receipt) => receipt,
+            Err(failure) => {
+                // Refused (an id that exists): nothing was committed by this request.
+                if failure.code == ErrorCode::Conflict {
+                    guard.session_id = None;
+                }
+                return Err(failure);
+            }
+        };
+        guard.session_id = None;
+        self.provisions.offer(Provision {
+            session_id: request.id.to_string(),
+            sequence: receipt.last_sequence,
+            created: Some(created),
         });
+        let wait =
+            std::time::Duration::try_from(deadline - OffsetDateTime::now_utc()).unwrap_or_default();
+        let view = self
+            .projector
+            .wait_provisioned(request.id.as_str(), wait)
+            .await
+            .map_err(read_model_failure)?
+            .ok_or_else(|| SessionFailure::new(ErrorCode::Internal, "session view missing"))?;
+        let view = Arc::unwrap_or_clone(view);
+        match view.status.as_str() {
+            "ready" => Ok(view),
+            "failed" => {
+                let (code, message) = match &view.failure {
+                    Some(err) => (
+                        ErrorCode::parse(&err.code).unwrap_or(ErrorCode::Internal),
+                        err.message.clone(),
+                    ),
+                    None => (ErrorCode::Internal, "provisioning failed".to_owned()),
+                };
+                Err(SessionFailure {
+                    code,
+                    message,
+                    session: Some(Box::new(view)),
+                })
+            }
+            // No provisioner recorded an outcome by the deadline (none is running, or all are
+            // busy): the session fails by the deadline rule; the caller may try again.
+            "provisioning" => Err(SessionFailure {
+                code: ErrorCode::Unavailable,
+                message: "no executor provisioned the session before its deadline; it will be \
+                          failed, create another one"
+                    .to_owned(),
+                session: Some(Box::new(view)),
+            }),
+            // Closed (or expired) while it was provisioning.
+            _ => Err(SessionFailure {
+                code: ErrorCode::Conflict,
+                message: format!("session was {} while it was provisioning", view.status),
+                session: Some(Box::new(view)),
+            }),
+        }
+    }
+
+    /// Prepares the workspace of a session and starts its runner, within `within`; the
+    /// runtime to record, or the failure (the workspace then torn down by the caller).
+    pub(crate) async fn provision_within(
+        &self,
+        id: &SessionId,
+        created: &SessionCreated,
+        within: std::time::Duration,
+    ) -> Result<workspace_events::RuntimeRef, ErrorInfo> {
+        let dir = self.workspace_dir(&created.principal.tenant_id, id);
+        tokio::time::timeout(within, self.provision(id, &created.source, dir))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ErrorInfo {
+                    code: ErrorCode::Timeout.as_str().into(),
+                    message: "provisioning did not finish before its deadline".into(),
+                    retryable: true,
+                })
+            })
+    }
+
+    /// Records the outcome of a provisioning on the session as `loaded` left it (reloaded on a
+    /// lost race). A failure, or an outcome that could not be recorded because the session
+    /// moved on (closed meanwhile), tears this host's copy of it down. `Err` when the store
+    /// could not record it: the delivery comes back.
+    pub(crate) async fn record_provisioning(
+        &self,
+        id: &SessionId,
+        tenant_id: &str,
+        outcome: Result<workspace_events::RuntimeRef, ErrorInfo>,
+        correlation_id: Option<String>,
+    ) -> Result<(), SessionFailure> {
+        let failed = outcome.is_err();
         let command = match outcome {
             Ok(runtime) => SessionCommand::MarkProvisioned {
                 runtime,
                 at: OffsetDateTime::now_utc(),
             },
-            Err(error) => {
-                self.teardown(&request.principal.tenant_id, &request.id)
+            Err(error) => SessionCommand::FailProvisioning {
+                error,
+                at: OffsetDateTime::now_utc(),
+            },
+        };
+        let meta = CommandMetadata {
+            correlation_id,
+            ..Default::default()
+        };
+        if failed {
+            self.teardown(tenant_id, id).await;
+        }
+        match self.execute(id, command, &meta).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.code == ErrorCode::Conflict => {
+                tracing::info!(session_id = %id, reason = %f, "the session moved on while it was provisioned; removed here");
+                self.teardown(tenant_id, id).await;
+                Ok(())
+            }
+            Err(f) => {
+                if !failed {
+                    // Nothing recorded: the next delivery provisions again from scratch.
+                    self.runners.stop(id).await;
+                }
+                Err(f)
+            }
+        }
+    }
+
+    /// Fails a session still provisioning past its deadline (the deadline rule), after the
+    /// version `loaded` holds; a lost race (it was provisioned or failed meanwhile) does
+    /// nothing.
+    pub(crate) async fn fail_overdue(&self, id: &SessionId, loaded: LoadedSession) {
+        let tenant_id = loaded
+            .created
+            .as_ref()
+            .map(|c| c.principal.tenant_id.clone());
+        let command = SessionCommand::FailProvisioning {
+            error: ErrorInfo {
+                code: ErrorCode::Unavailable.as_str().into(),
+                message: "provisioning did not finish in time".into(),
+                retryable: true,
+            },
+            at: OffsetDateTime::now_utc(),
+        };
+        let meta = CommandMetadata {
+            correlation_id: Some("provision-deadline".into()),
+            ..Default::default()
+        };
+        match self
+            .store
+            .execute_known(id.as_str(), Some(loaded.known), command, &(), &meta)
+            .await
+        {
+            Ok((receipt, _)) => {
+                tracing::warn!(session_id = %id, "provisioning did not finish in time; the session failed");
+                self.projector
+                    .wait_for(receipt.last_sequence, READ_YOUR_WRITES)
                     .await;
-                SessionCommand::FailProvisioning {
-                    error,
-                    at: OffsetDateTime::now_utc(),
+                if let Some(tenant_id) = tenant_id {
+                    self.teardown(&tenant_id, id).await;
                 }
             }
-        };
-        self.execute(&request.id, command, &meta).await?;
-        let view = self
-            .view(&request.id)
-            .await?
-            .ok_or_else(|| SessionFailure::new(ErrorCode::Internal, "session view missing"))?;
-        let view = Arc::unwrap_or_clone(view);
-        match &view.failure {
-            Some(err) if view.status == "failed" => Err(SessionFailure {
-                code: ErrorCode::parse(&err.code).unwrap_or(ErrorCode::Internal),
-                message: err.message.clone(),
-                session: Some(Box::new(view)),
-            }),
-            _ => Ok(view),
+            Err(AggregateError::UserError(_)) => {}
+            Err(err) => {
+                tracing::warn!(session_id = %id, error = %err, "could not fail an overdue provisioning")
+            }
         }
     }
 
@@ -351,7 +579,8 @@ impl Sessions {
         Ok(())
     }
 
-    async fn teardown(&self, tenant_id: &str, id: &SessionId) {
+    /// Stops this process's runner of the session and removes its directory on this host.
+    pub(crate) async fn teardown(&self, tenant_id: &str, id: &SessionId) {
         self.runners.stop(id).await;
         let dir = self.session_dir(tenant_id, id);
         match tokio::fs::remove_dir_all(&dir).await {
@@ -389,44 +618,33 @@ impl Sessions {
         closed
     }
 
-    /// Repairs what a crash can leave behind: a session stuck in `provisioning` fails (its
-    /// provisioning died with the process), and a workspace left on disk by a session that
-    /// ended (or that the read models no longer hold: ended views leave them after their
-    /// retention) is removed.
+    /// Repairs what a crash can leave behind: a workspace left on disk by a session that ended
+    /// (or that the log does not hold) is removed. A session stuck in `provisioning` is left
+    /// to the deadline rule ([`provisioner::Provisioner`]): another process may be provisioning
+    /// it right now.
     pub async fn recover(&self) {
-        let live = match self.projector.store().live_sessions().await {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::error!(error = %e, "could not list the live sessions to recover");
-                return;
-            }
-        };
-        for view in live.iter().filter(|v| v.status == "provisioning") {
-            let Ok(id) = SessionId::parse(&view.id) else {
-                continue;
-            };
-            let meta = CommandMetadata {
-                correlation_id: Some("recovery".into()),
-                ..Default::default()
-            };
-            let command = SessionCommand::FailProvisioning {
-                error: ErrorInfo {
-                    code: ErrorCode::Unavailable.as_str().into(),
-                    message: "provisioning was interrupted by a service restart".into(),
-                    retryable: true,
-                },
-                at: OffsetDateTime::now_utc(),
-            };
-            if let Err(e) = self.execute(&id, command, &meta).await {
-                tracing::warn!(session_id = %id, error = %e, "could not fail an interrupted provisioning");
-            }
-            self.teardown(&view.principal.tenant_id, &id).await;
-        }
         // The directories on disk are the truth about leftover workspaces.
         for (tenant_id, id) in self.session_dirs().await {
             match self.projector.store().session(id.as_str()).await {
                 Ok(Some(view)) if !view.is_terminal() => {}
-                Ok(_) => self.teardown(&tenant_id, &id).await,
+                Ok(Some(_)) => self.teardown(&tenant_id, &id).await,
+                // Not in the read models: ended and past its retention, or created by another
+                // process a moment ago. The log says which.
+                Ok(None) => match self.load(id.as_str()).await {
+                    Ok(loaded) if loaded.status() == SessionStatus::New => {
+                        self.teardown(&tenant_id, &id).await
+                    }
+                    Ok(loaded)
+                        if loaded.status().is_closed()
+                            || loaded.status() == SessionStatus::Failed =>
+                    {
+                        self.teardown(&tenant_id, &id).await
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(session_id = %id, error = %e, "could not load a session to recover")
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(session_id = %id, error = %e, "could not look up a session to recover")
                 }

@@ -1,7 +1,8 @@
-//! The distributed work queue: one durable pull consumer on the event stream, filtered to
-//! `es.invocation.*.*.queued`, shared by every executor process (settings and reasons: ADR
-//! 0009). The `queued` event is the work: nothing else is published, so the queue can never
-//! disagree with the log.
+//! The distributed work queue: one durable pull consumer on the event stream per kind of work,
+//! shared by every process doing it (settings and reasons: ADR 0009): `workspace-executors`,
+//! filtered to `es.invocation.*.*.queued`, and `workspace-provisioners`, filtered to
+//! `es.session.*.created`. The event is the work: nothing else is published, so the queue can
+//! never disagree with the log.
 //!
 //! Each [`WorkQueue::next`] asks the server for exactly one message (a long-poll pull request
 //! that expires and is renewed), so a message is delivered only to a worker ready to take it:
@@ -18,17 +19,91 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 use workspace_events::upcast::Upcaster;
-use workspace_events::{AggregateType, EventEnvelope, InvocationEvent, RecordedEvent};
+use workspace_events::{
+    AggregateType, EventEnvelope, InvocationEvent, RecordedEvent, SessionEvent,
+};
 
 use super::{
-    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Work, WorkQueue,
-    WorkQueueError,
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Provision, Settle, Task, Work,
+    WorkQueue, WorkQueueError,
 };
 use crate::eventstore::decode_event;
 use crate::eventstore::jetstream::subjects;
 
 /// The durable consumer every executor shares, by default.
 pub const DEFAULT_CONSUMER: &str = "workspace-executors";
+/// The durable consumer every provisioner shares, by default.
+pub const PROVISIONERS_CONSUMER: &str = "workspace-provisioners";
+
+/// A task that is one event of the stream: which events are the work, and how one becomes a
+/// task.
+pub trait EventTask: Task {
+    /// The aggregate whose events are the work.
+    const AGGREGATE: AggregateType;
+    /// The event type whose events are the work (`invocation.queued`).
+    const EVENT_TYPE: &'static str;
+    /// The consumer's description.
+    const DESCRIPTION: &'static str;
+
+    /// The task of one delivered event: its aggregate id and session (from the subject), its
+    /// global sequence, and the event when it decodes (`None`: the worker loads it).
+    fn from_event(
+        aggregate_id: &str,
+        session_id: &str,
+        sequence: u64,
+        recorded: Option<&RecordedEvent>,
+        upcasters: &[Box<dyn Upcaster>],
+    ) -> Self;
+}
+
+impl EventTask for Job {
+    const AGGREGATE: AggregateType = AggregateType::Invocation;
+    const EVENT_TYPE: &'static str = InvocationEvent::QUEUED;
+    const DESCRIPTION: &'static str = "workspace executors: queued invocations to claim";
+
+    fn from_event(
+        aggregate_id: &str,
+        session_id: &str,
+        sequence: u64,
+        recorded: Option<&RecordedEvent>,
+        upcasters: &[Box<dyn Upcaster>],
+    ) -> Self {
+        let queued = recorded.and_then(|r| match decode_event::<InvocationEvent>(upcasters, r) {
+            Ok(InvocationEvent::Queued(queued)) => Some(queued),
+            Ok(_) | Err(_) => None,
+        });
+        Job {
+            invocation_id: aggregate_id.to_owned(),
+            session_id: session_id.to_owned(),
+            sequence,
+            queued,
+        }
+    }
+}
+
+impl EventTask for Provision {
+    const AGGREGATE: AggregateType = AggregateType::Session;
+    const EVENT_TYPE: &'static str = SessionEvent::CREATED;
+    const DESCRIPTION: &'static str = "workspace provisioners: created sessions to provision";
+
+    fn from_event(
+        aggregate_id: &str,
+        _session_id: &str,
+        sequence: u64,
+        recorded: Option<&RecordedEvent>,
+        upcasters: &[Box<dyn Upcaster>],
+    ) -> Self {
+        let created = recorded.and_then(|r| match decode_event::<SessionEvent>(upcasters, r) {
+            Ok(SessionEvent::Created(created)) => Some(created),
+            Ok(_) | Err(_) => None,
+        });
+        Provision {
+            session_id: aggregate_id.to_owned(),
+            sequence,
+            created,
+        }
+    }
+}
 /// How long one pull request waits on the server before it is renewed, by default.
 pub const DEFAULT_PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// Deliveries awaiting a settlement across all executors, at most, by default.
@@ -50,6 +125,16 @@ pub struct JetStreamWorkQueueOptions {
     pub pull_expires: Duration,
 }
 
+impl JetStreamWorkQueueOptions {
+    /// The default settings on the provisioners' consumer.
+    pub fn provisioners() -> Self {
+        Self {
+            consumer: PROVISIONERS_CONSUMER.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for JetStreamWorkQueueOptions {
     fn default() -> Self {
         Self {
@@ -67,35 +152,47 @@ pub fn work_filter() -> String {
     format!("{}.invocation.*.*.queued", subjects::PREFIX)
 }
 
-/// The consumer's configuration for `options`.
-pub fn consumer_config(options: &JetStreamWorkQueueOptions) -> pull::Config {
+/// `es.session.*.created`: the subjects of every `created` event of a session.
+pub fn provision_filter() -> String {
+    format!("{}.session.*.created", subjects::PREFIX)
+}
+
+/// The filter of the consumer of tasks `J`: the subjects of its event type.
+pub fn filter_of<J: EventTask>() -> String {
+    subjects::filters::event_type(J::EVENT_TYPE).unwrap_or_else(work_filter)
+}
+
+/// The configuration of a consumer of tasks `J` for `options`.
+pub fn consumer_config<J: EventTask>(options: &JetStreamWorkQueueOptions) -> pull::Config {
     pull::Config {
         durable_name: Some(options.consumer.clone()),
         name: Some(options.consumer.clone()),
-        description: Some("workspace executors: queued invocations to claim".to_owned()),
+        description: Some(J::DESCRIPTION.to_owned()),
         // Everything ever queued: a consumer created on an existing stream sees the backlog
         // (finished invocations are acked after one look-up).
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: options.ack_wait,
         max_deliver: i64::from(options.max_deliver.max(MIN_MAX_DELIVER)),
-        filter_subject: work_filter(),
+        filter_subject: filter_of::<J>(),
         replay_policy: ReplayPolicy::Instant,
         max_ack_pending: options.max_ack_pending,
         ..pull::Config::default()
     }
 }
 
-/// The distributed [`WorkQueue`]. One per process; any number of processes share the consumer.
-pub struct JetStreamWorkQueue {
+/// The distributed [`WorkQueue`] of tasks `J` ([`Job`]s by default). One per process; any
+/// number of processes share the consumer.
+pub struct JetStreamWorkQueue<J = Job> {
     consumer: PullConsumer,
     /// The pull request in flight, kept across cancelled `next` calls.
     pull: Mutex<Option<pull::Batch>>,
     options: JetStreamWorkQueueOptions,
     upcasters: Vec<Box<dyn Upcaster>>,
+    task: std::marker::PhantomData<fn() -> J>,
 }
 
-impl std::fmt::Debug for JetStreamWorkQueue {
+impl<J> std::fmt::Debug for JetStreamWorkQueue<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamWorkQueue")
             .field("options", &self.options)
@@ -103,7 +200,7 @@ impl std::fmt::Debug for JetStreamWorkQueue {
     }
 }
 
-impl JetStreamWorkQueue {
+impl<J: EventTask> JetStreamWorkQueue<J> {
     /// Creates (or updates to `options`) the durable consumer on `stream` and checks that its
     /// settings took. `context` may be the event store's
     /// ([`crate::eventstore::jetstream::JetStreamEventLog::jetstream`]).
@@ -115,7 +212,7 @@ impl JetStreamWorkQueue {
         let handle = context.get_stream(stream).await.map_err(|e| {
             WorkQueueError::Unavailable(format!("opening the stream {stream}: {e}"))
         })?;
-        let wanted = consumer_config(&options);
+        let wanted = consumer_config::<J>(&options);
         let mut consumer: PullConsumer =
             handle.create_consumer(wanted.clone()).await.map_err(|e| {
                 WorkQueueError::Unavailable(format!(
@@ -140,6 +237,7 @@ impl JetStreamWorkQueue {
             pull: Mutex::new(None),
             options,
             upcasters: workspace_events::upcast::registry(),
+            task: std::marker::PhantomData,
         })
     }
 
@@ -148,8 +246,9 @@ impl JetStreamWorkQueue {
         &self.options
     }
 
-    /// A message as work; `None` (and the message terminated) when it is not a `queued` event.
-    async fn work(&self, message: js::Message) -> Option<Work> {
+    /// A message as work; `None` (and the message terminated) when it is not an event of the
+    /// work's type.
+    async fn work(&self, message: js::Message) -> Option<Work<J>> {
         let (sequence, delivered) = match message.info() {
             Ok(info) => (info.stream_sequence, info.delivered),
             Err(e) => {
@@ -158,35 +257,31 @@ impl JetStreamWorkQueue {
             }
         };
         let (message, acker) = message.split();
+        let token = subjects::event_token(J::AGGREGATE, J::EVENT_TYPE);
         let Some(parsed) = subjects::parse(message.subject.as_str())
-            .filter(|p| p.aggregate_type == AggregateType::Invocation && p.event == "queued")
+            .filter(|p| p.aggregate_type == J::AGGREGATE && Some(p.event) == token)
         else {
-            tracing::warn!(subject = %message.subject, sequence, "work queue: not a queued event; terminated");
+            tracing::warn!(subject = %message.subject, sequence, event_type = J::EVENT_TYPE, "work queue: not an event of the work's type; terminated");
             let _ = acker.ack_with(AckKind::Term).await;
             return None;
         };
-        let queued = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-            Ok(envelope) => {
-                let recorded = RecordedEvent { sequence, envelope };
-                match decode_event::<InvocationEvent>(&self.upcasters, &recorded) {
-                    Ok(InvocationEvent::Queued(queued)) => Some(queued),
-                    Ok(_) | Err(_) => None,
-                }
-            }
-            Err(_) => None,
-        };
-        if queued.is_none() {
+        let recorded = serde_json::from_slice::<EventEnvelope>(&message.payload)
+            .ok()
+            .map(|envelope| RecordedEvent { sequence, envelope });
+        let job = J::from_event(
+            parsed.aggregate_id,
+            parsed.session_id,
+            sequence,
+            recorded.as_ref(),
+            &self.upcasters,
+        );
+        if recorded.is_none() {
             tracing::warn!(
                 sequence,
-                "work queue: the queued event does not decode; the executor loads it"
+                event_type = J::EVENT_TYPE,
+                "work queue: the event does not decode; the worker loads it"
             );
         }
-        let job = Job {
-            invocation_id: parsed.aggregate_id.to_owned(),
-            session_id: parsed.session_id.to_owned(),
-            sequence,
-            queued,
-        };
         let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
         Some(Work::new(
             job,
@@ -234,8 +329,8 @@ fn check_consumer(wanted: &pull::Config, got: &consumer::Config) -> Result<(), W
 }
 
 #[async_trait]
-impl WorkQueue for JetStreamWorkQueue {
-    async fn next(&self) -> Result<Work, WorkQueueError> {
+impl<J: EventTask> WorkQueue<J> for JetStreamWorkQueue<J> {
+    async fn next(&self) -> Result<Work<J>, WorkQueueError> {
         let mut pull = self.pull.lock().await;
         loop {
             let batch = match pull.take() {
@@ -267,7 +362,7 @@ impl WorkQueue for JetStreamWorkQueue {
         }
     }
 
-    fn offer(&self, _job: Job) {}
+    fn offer(&self, _job: J) {}
 
     fn max_deliver(&self) -> u32 {
         self.options.max_deliver.max(MIN_MAX_DELIVER)
@@ -323,8 +418,24 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_work_has_its_consumer_and_the_filter_of_its_event_type() {
+        assert_eq!(filter_of::<Job>(), "es.invocation.*.*.queued");
+        assert_eq!(filter_of::<Provision>(), provision_filter());
+        assert_eq!(
+            Some(provision_filter()),
+            subjects::filters::event_type(SessionEvent::CREATED)
+        );
+        let provisioners = consumer_config::<Provision>(&JetStreamWorkQueueOptions::provisioners());
+        assert_eq!(
+            provisioners.durable_name.as_deref(),
+            Some(PROVISIONERS_CONSUMER)
+        );
+        assert_eq!(provisioners.filter_subject, "es.session.*.created");
+    }
+
+    #[test]
     fn a_consumer_that_kept_other_settings_is_refused_naming_them() {
-        let wanted = consumer_config(&JetStreamWorkQueueOptions::default());
+        let wanted = consumer_config::<Job>(&JetStreamWorkQueueOptions::default());
         let got = pull::Config {
             ack_wait: Duration::from_secs(5),
             max_deliver: -1,

@@ -1,10 +1,10 @@
 //! The in-process work queue (embedded mode): jobs are offered by the process that committed
-//! their `queued` event and handed to a waiting [`WorkQueue::next`] at once (a wake-up, no
+//! their event (an invocation's `queued`, a session's `created`) and handed to a waiting [`WorkQueue::next`] at once (a wake-up, no
 //! polling), with the JetStream queue's delivery semantics: an ack wait that `in_progress`
 //! restarts, `nak` with a delay, numbered deliveries, and no delivery past `max_deliver`.
 //!
 //! It holds only what is offered: it is empty after a restart, so the process offers what the
-//! log says is still queued or running when it starts (ADR 0009). It never reads the log.
+//! log says is still open when it starts (ADR 0009). It never reads the log.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Work, WorkQueue,
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Task, Work, WorkQueue,
     WorkQueueError,
 };
 
@@ -37,35 +37,55 @@ impl Default for MemoryOptions {
     }
 }
 
-/// The in-process [`WorkQueue`]. Clones share one queue.
-#[derive(Clone)]
-pub struct MemoryWorkQueue {
-    inner: Arc<Inner>,
+/// The in-process [`WorkQueue`] of tasks `J` ([`Job`]s by default). Clones share one queue.
+pub struct MemoryWorkQueue<J = Job> {
+    inner: Arc<Inner<J>>,
 }
 
-struct Inner {
-    state: Mutex<State>,
+impl<J> Clone for MemoryWorkQueue<J> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<J> {
+    state: Mutex<State<J>>,
     /// Woken when a job becomes ready or a timer earlier than a waiter's may have been set.
     wake: Notify,
     options: MemoryOptions,
 }
 
-#[derive(Default)]
-struct State {
+struct State<J> {
     next_id: u64,
     /// Jobs to deliver now, in offer order.
     ready: VecDeque<u64>,
     /// Every job not yet acked or exhausted.
-    jobs: HashMap<u64, Entry>,
-    /// The job id of each invocation in `jobs`: an invocation is queued once.
-    invocations: HashMap<String, u64>,
+    jobs: HashMap<u64, Entry<J>>,
+    /// The job id of each key ([`Task::key`]) in `jobs`: an invocation (or a session) is
+    /// queued once.
+    keys: HashMap<String, u64>,
     /// When each delayed or delivered job is due again (one timer per such job).
     timers: BTreeSet<(Instant, u64)>,
     closed: bool,
 }
 
-struct Entry {
-    job: Job,
+impl<J> Default for State<J> {
+    fn default() -> Self {
+        Self {
+            next_id: 0,
+            ready: VecDeque::new(),
+            jobs: HashMap::new(),
+            keys: HashMap::new(),
+            timers: BTreeSet::new(),
+            closed: false,
+        }
+    }
+}
+
+struct Entry<J> {
+    job: J,
     deliveries: u32,
     phase: Phase,
 }
@@ -79,7 +99,7 @@ enum Phase {
     Delivered(u32, Instant),
 }
 
-impl MemoryWorkQueue {
+impl<J: Task> MemoryWorkQueue<J> {
     /// An empty queue.
     pub fn new(options: MemoryOptions) -> Self {
         Self {
@@ -111,13 +131,13 @@ impl MemoryWorkQueue {
     }
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<J> Inner<J> {
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl State {
+impl<J: Task> State<J> {
     fn set_phase(&mut self, id: u64, phase: Phase) {
         let Some(entry) = self.jobs.get_mut(&id) else {
             return;
@@ -139,8 +159,8 @@ impl State {
             if let Some(at) = entry.phase.due() {
                 self.timers.remove(&(at, id));
             }
-            if self.invocations.get(&entry.job.invocation_id) == Some(&id) {
-                self.invocations.remove(&entry.job.invocation_id);
+            if self.keys.get(entry.job.key()) == Some(&id) {
+                self.keys.remove(entry.job.key());
             }
         }
     }
@@ -159,7 +179,7 @@ impl State {
             match entry.phase {
                 Phase::Delivered(..) if entry.deliveries >= max_deliver => {
                     tracing::warn!(
-                        invocation_id = %entry.job.invocation_id,
+                        key = %entry.job.key(),
                         deliveries = entry.deliveries,
                         "work queue: the last delivery was not settled; not delivered again"
                     );
@@ -184,8 +204,8 @@ impl Phase {
 }
 
 #[async_trait]
-impl WorkQueue for MemoryWorkQueue {
-    async fn next(&self) -> Result<Work, WorkQueueError> {
+impl<J: Task> WorkQueue<J> for MemoryWorkQueue<J> {
+    async fn next(&self) -> Result<Work<J>, WorkQueueError> {
         let inner = &self.inner;
         loop {
             // Registered before the state is read, so an offer made after the read wakes it.
@@ -237,15 +257,15 @@ impl WorkQueue for MemoryWorkQueue {
         }
     }
 
-    fn offer(&self, job: Job) {
+    fn offer(&self, job: J) {
         {
             let mut state = self.inner.lock();
-            if state.closed || state.invocations.contains_key(&job.invocation_id) {
+            if state.closed || state.keys.contains_key(job.key()) {
                 return;
             }
             let id = state.next_id;
             state.next_id += 1;
-            state.invocations.insert(job.invocation_id.clone(), id);
+            state.keys.insert(job.key().to_owned(), id);
             state.jobs.insert(
                 id,
                 Entry {
@@ -266,15 +286,15 @@ impl WorkQueue for MemoryWorkQueue {
 
 /// One delivery of a memory job. Settling a delivery that was already redelivered does
 /// nothing, except `ack`, which ends the job whichever delivery reports it done.
-struct Delivery {
-    inner: Arc<Inner>,
+struct Delivery<J> {
+    inner: Arc<Inner<J>>,
     id: u64,
     attempt: u32,
 }
 
-impl Delivery {
+impl<J: Task> Delivery<J> {
     /// Whether this delivery is the job's current one.
-    fn current(&self, state: &State) -> bool {
+    fn current(&self, state: &State<J>) -> bool {
         matches!(
             state.jobs.get(&self.id).map(|e| e.phase),
             Some(Phase::Delivered(attempt, _)) if attempt == self.attempt
@@ -283,7 +303,7 @@ impl Delivery {
 }
 
 #[async_trait]
-impl Settle for Delivery {
+impl<J: Task> Settle for Delivery<J> {
     async fn ack(&self) -> Result<(), WorkQueueError> {
         self.inner.lock().remove(self.id);
         Ok(())

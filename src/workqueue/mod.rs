@@ -1,7 +1,10 @@
-//! The work queue: how executors get queued invocations to take (decisions: ADR 0009).
+//! The work queue: how executors get queued invocations to take, and provisioners the sessions
+//! to provision (decisions: ADR 0009).
 //!
-//! A [`WorkQueue`] hands out [`Work`]: one `invocation.queued` event (its invocation, session
-//! and global sequence, and the decoded event when it could be decoded) with a delivery handle.
+//! A [`WorkQueue`] hands out [`Work`]: one event that is work (a [`Task`]): for executors a
+//! [`Job`], one `invocation.queued` event (its invocation, session and global sequence, and the
+//! decoded event when it could be decoded); for provisioners a [`Provision`], one
+//! `session.created` event. Each comes with a delivery handle.
 //! Delivery is at least once: work that is not acknowledged within the queue's ack wait, or
 //! that is `nak`ed, is delivered again, up to [`WorkQueue::max_deliver`] times, each delivery
 //! numbered from 1. The queue never decides whether an invocation runs: the executor claims it
@@ -25,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use workspace_events::{InvocationQueued, InvocationStarted};
+use workspace_events::{InvocationQueued, InvocationStarted, SessionCreated};
 
 /// Deliveries of one job by default: the first, redeliveries after crashes or `nak`s, and the
 /// last, which never starts a run ([`Work::last_attempt`]).
@@ -41,18 +44,25 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// appends the outcome, which this leaves ample room for.
 pub const DEFAULT_LIVENESS_GRACE: Duration = Duration::from_secs(30);
 
-/// A source of queued invocations for executors. See the module documentation.
+/// What a queue hands out: the work one event stands for.
+pub trait Task: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// The aggregate the work is about: the memory queue holds one task per key.
+    fn key(&self) -> &str;
+}
+
+/// A source of work for executors (queued invocations, by default) or provisioners (created
+/// sessions). See the module documentation.
 #[async_trait]
-pub trait WorkQueue: Send + Sync {
+pub trait WorkQueue<J: Task = Job>: Send + Sync {
     /// The next delivery, waiting as long as it takes. Cancel-safe: a cancelled call hands
     /// nothing out (the JetStream queue keeps its pull request for the next call; a message the
     /// server sends after the last call is redelivered after the ack wait).
-    async fn next(&self) -> Result<Work, WorkQueueError>;
+    async fn next(&self) -> Result<Work<J>, WorkQueueError>;
 
-    /// The `queued` event of `job` was just committed by this process. The memory queue
-    /// delivers it (once, whatever the number of offers while it is queued); a queue that
-    /// reads the event log ignores it, since the event is already its work.
-    fn offer(&self, job: Job);
+    /// The event of `job` was just committed by this process. The memory queue delivers it
+    /// (once, whatever the number of offers while it is held); a queue that reads the event log
+    /// ignores it, since the event is already its work.
+    fn offer(&self, job: J);
 
     /// How many times one job is delivered at most.
     fn max_deliver(&self) -> u32;
@@ -72,18 +82,41 @@ pub struct Job {
     pub queued: Option<InvocationQueued>,
 }
 
-/// One delivery of a [`Job`]. Dropping it without settling leaves it to be delivered again
-/// after the ack wait.
-pub struct Work {
+impl Task for Job {
+    fn key(&self) -> &str {
+        &self.invocation_id
+    }
+}
+
+/// What was created: one `session.created` event, the work of provisioners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provision {
+    /// The session.
+    pub session_id: String,
+    /// Global sequence of the `created` event; 0 when not known (offered as a look-up).
+    pub sequence: u64,
+    /// The `created` event, when the queue could decode it; `None`: load the session.
+    pub created: Option<SessionCreated>,
+}
+
+impl Task for Provision {
+    fn key(&self) -> &str {
+        &self.session_id
+    }
+}
+
+/// One delivery of a task ([`Job`] by default). Dropping it without settling leaves it to be
+/// delivered again after the ack wait.
+pub struct Work<J = Job> {
     /// What to do.
-    pub job: Job,
+    pub job: J,
     attempt: u32,
     max_deliver: u32,
     ack_wait: Duration,
     settle: Box<dyn Settle>,
 }
 
-impl std::fmt::Debug for Work {
+impl<J: std::fmt::Debug> std::fmt::Debug for Work<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Work")
             .field("job", &self.job)
@@ -93,9 +126,9 @@ impl std::fmt::Debug for Work {
     }
 }
 
-impl Work {
+impl<J: Task> Work<J> {
     pub(crate) fn new(
-        job: Job,
+        job: J,
         attempt: u32,
         max_deliver: u32,
         ack_wait: Duration,
@@ -157,7 +190,7 @@ impl Work {
             ticks.tick().await;
             if let Err(err) = self.in_progress().await {
                 tracing::warn!(
-                    invocation_id = %self.job.invocation_id,
+                    key = %self.job.key(),
                     delivery = self.attempt,
                     error = %err,
                     "work queue: a heartbeat failed; retrying at the next tick"

@@ -717,44 +717,8 @@ async fn a_claim_is_left_alone_until_its_deadline_and_grace_have_passed(mode: Mo
     server.stop().await;
 }
 
-async fn a_session_whose_provisioning_was_interrupted_fails_at_restart(mode: Mode) {
-    let backends = Backends::start(mode);
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let config = backends.config(dir.path());
-        let server = workspace::app::Server::bind(config).await.expect("bind");
-        let app = server.app();
-        let now = time::OffsetDateTime::now_utc();
-        let created = workspace_events::SessionCreated {
-            session_id: "session-interrupted".into(),
-            principal: workspace_events::Principal {
-                tenant_id: "acme".into(),
-                actor_id: "alice".into(),
-                roles: vec![],
-            },
-            source: workspace_events::WorkspaceSource::Empty,
-            allowed_paths: vec![".".into()],
-            metadata: Default::default(),
-            created_at: now,
-            expires_at: now + time::Duration::hours(1),
-        };
-        workspace::eventstore::AggregateStore::<workspace::domain::Session>::new(app.log.clone())
-            .execute(
-                "session-interrupted",
-                workspace::domain::SessionCommand::Create(created),
-                &(),
-                &Default::default(),
-            )
-            .await
-            .expect("created");
-    }
-    let server = TestServer::start_with(&backends, dir.path(), |_| {}).await;
-    let (status, _, body) = server.get("/v1/sessions/session-interrupted").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["session"]["status"], "failed", "{body}");
-    assert_eq!(body["session"]["failure"]["code"], "unavailable");
-    server.stop().await;
-}
+// A session left `provisioning` is failed by the deadline rule, never by a restart:
+// tests/it/provisioning.rs.
 
 async fn replay_rebuilds_the_read_models_from_the_log_alone(mode: Mode) {
     let backends = Backends::start(mode);
@@ -809,6 +773,5 @@ in_both_modes!(
     after_a_crash_queued_work_runs_and_interrupted_work_fails_once,
     committed_work_offered_as_look_ups_runs_once,
     a_claim_is_left_alone_until_its_deadline_and_grace_have_passed,
-    a_session_whose_provisioning_was_interrupted_fails_at_restart,
     replay_rebuilds_the_read_models_from_the_log_alone,
 );

@@ -14,6 +14,7 @@ mod jetstream;
 mod lifecycle;
 mod nats;
 mod paths;
+mod provisioning;
 mod readmodel;
 mod replay;
 mod roles;

@@ -169,7 +169,10 @@ fn envelope(id: &str, queued: &InvocationQueued) -> EventEnvelope {
 }
 
 /// The next delivery within `within`, or `None`.
-async fn next_within(queue: &dyn WorkQueue, within: Duration) -> Option<Work> {
+async fn next_within<J: workspace::workqueue::Task>(
+    queue: &dyn WorkQueue<J>,
+    within: Duration,
+) -> Option<Work<J>> {
     match tokio::time::timeout(within, queue.next()).await {
         Ok(Ok(work)) => Some(work),
         Ok(Err(e)) => panic!("next: {e}"),
@@ -431,7 +434,7 @@ async fn an_invocation_offered_while_queued_is_delivered_once() {
 
 #[tokio::test]
 async fn a_closed_memory_queue_ends_every_wait() {
-    let queue = MemoryWorkQueue::new(MemoryOptions::default());
+    let queue: MemoryWorkQueue = MemoryWorkQueue::new(MemoryOptions::default());
     let waiting = {
         let queue = queue.clone();
         tokio::spawn(async move { queue.next().await })
@@ -608,4 +611,137 @@ async fn hand_over_latency_is_measured_for_both_queues() {
             pct(99)
         );
     }
+}
+
+/// The provisioners' consumer on the same stream: its work is `session.created`, delivered
+/// with the decoded event; queued invocations are not its work, and created sessions are not
+/// the executors'.
+#[tokio::test]
+async fn the_provisioners_consumer_delivers_created_sessions_and_only_them() {
+    use workspace::workqueue::Provision;
+    use workspace::workqueue::jetstream::provision_filter;
+    use workspace_events::{Principal, SessionCreated, SessionEvent, WorkspaceSource};
+    let harness = Harness::new(Kind::JetStream, 5).await;
+    let Backend::JetStream { server, log } = &harness.backend else {
+        unreachable!()
+    };
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let context = async_nats::jetstream::new(client);
+    let provisioners: JetStreamWorkQueue<Provision> = JetStreamWorkQueue::open(
+        &context,
+        workspace_events::subjects::STREAM_NAME,
+        JetStreamWorkQueueOptions {
+            ack_wait: ACK_WAIT,
+            pull_expires: Duration::from_secs(1),
+            ..JetStreamWorkQueueOptions::provisioners()
+        },
+    )
+    .await
+    .expect("open the provisioners' queue");
+    let executors = harness.worker().await;
+    harness.enqueue("inv-not-provisioning").await;
+    let now = OffsetDateTime::now_utc();
+    let created = SessionCreated {
+        session_id: "session-to-provision".into(),
+        principal: Principal {
+            tenant_id: "acme".into(),
+            actor_id: "alice".into(),
+            roles: vec![],
+        },
+        source: WorkspaceSource::Empty,
+        allowed_paths: vec![".".into()],
+        metadata: Default::default(),
+        created_at: now,
+        expires_at: now + time::Duration::hours(1),
+    };
+    let envelope = EventEnvelope {
+        event_id: Ulid::generate(),
+        aggregate_type: AggregateType::Session,
+        aggregate_id: created.session_id.clone(),
+        aggregate_version: 1,
+        event_type: SessionEvent::CREATED.to_owned(),
+        schema_version: 1,
+        occurred_at: now,
+        correlation_id: None,
+        causation_id: None,
+        actor: None,
+        payload: serde_json::to_value(&created).expect("encode").into(),
+    };
+    let sequence = log
+        .append(
+            AggregateType::Session,
+            "session-to-provision",
+            0,
+            vec![envelope],
+        )
+        .await
+        .expect("append")
+        .last_sequence;
+    let work = next_within(&provisioners, Duration::from_secs(10))
+        .await
+        .expect("the created session");
+    assert_eq!(
+        (
+            work.job.session_id.as_str(),
+            work.job.sequence,
+            work.delivery()
+        ),
+        ("session-to-provision", sequence, 1)
+    );
+    assert_eq!(work.job.created.as_ref(), Some(&created));
+    work.ack().await.expect("ack");
+    assert!(
+        next_within(&provisioners, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a queued invocation is not provisioning work"
+    );
+    let job = next_now(executors.as_ref()).await;
+    assert_eq!(job.job.invocation_id, "inv-not-provisioning");
+    job.ack().await.expect("ack");
+    assert!(
+        next_within(executors.as_ref(), Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a created session is not executor work"
+    );
+    let stream = log
+        .jetstream()
+        .get_stream(log.stream_name())
+        .await
+        .expect("stream");
+    let mut consumer: PullConsumer = stream
+        .get_consumer("workspace-provisioners")
+        .await
+        .expect("the provisioners' durable consumer");
+    let info = consumer.info().await.expect("info").clone();
+    assert_eq!(info.config.filter_subject, provision_filter());
+    assert_eq!(info.config.ack_policy, AckPolicy::Explicit);
+}
+
+#[tokio::test]
+async fn a_session_offered_while_held_is_delivered_once() {
+    use workspace::workqueue::Provision;
+    let queue: MemoryWorkQueue<Provision> = MemoryWorkQueue::new(MemoryOptions {
+        ack_wait: ACK_WAIT,
+        max_deliver: 5,
+    });
+    let job = |sequence| Provision {
+        session_id: "session-twice".to_owned(),
+        sequence,
+        created: None,
+    };
+    queue.offer(job(3));
+    queue.offer(job(0));
+    let work = next_within(&queue, Duration::from_secs(5))
+        .await
+        .expect("delivered");
+    assert_eq!((work.job.sequence, work.delivery()), (3, 1));
+    assert!(
+        next_within(&queue, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    work.ack().await.expect("ack");
+    assert!(queue.is_empty());
 }
