@@ -62,6 +62,8 @@ pub struct Projector {
     /// Callers waiting for a session's view to change.
     session_waiters: Waiters,
     metrics: Arc<Metrics>,
+    /// Set once the running projector tails the log: from then on its lag is observed.
+    live: std::sync::atomic::AtomicBool,
 }
 
 /// Callers in this process waiting for a view to change, by id: woken once, then they look at
@@ -84,6 +86,7 @@ impl Projector {
             waiters: Mutex::new(HashMap::default()),
             session_waiters: Mutex::new(HashMap::default()),
             metrics,
+            live: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -171,6 +174,15 @@ impl Projector {
             .typed
             .take_all(events.iter().map(|e| &e.envelope.event_id));
         let applied = self.store.apply(after, events, typed).await?;
+        if self.live.load(std::sync::atomic::Ordering::Relaxed) {
+            // The running projector's lag (not the start-up rebuild's, whose events are old).
+            let now = time::OffsetDateTime::now_utc();
+            self.metrics.observe_projection_lag(
+                events
+                    .iter()
+                    .map(|e| (now - e.envelope.occurred_at).as_seconds_f64() * 1000.0),
+            );
+        }
         let mut finished = Vec::new();
         let mut sessions = Vec::new();
         for (event, outcome) in events.iter().zip(&applied) {
@@ -223,6 +235,7 @@ impl Projector {
     /// [`RETRY_MAX`]), and a store that comes back, or any store once a second, is first asked
     /// whether it lost views ([`Projector::resync`]).
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
+        self.live.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut head = self.log.head();
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

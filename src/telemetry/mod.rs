@@ -5,7 +5,9 @@
 //! restart they count the whole log again: counters stay monotonic across restarts. The
 //! `duration_ms` histogram observes each run's exact duration (nanoseconds, in fractional
 //! milliseconds), so runs shorter than a millisecond still add to its sum. The
-//! `projection_lag` gauge is set when `/metrics` or `/readyz` is asked.
+//! `projection_lag` gauge is set when `/metrics` or `/readyz` is asked; the
+//! `projection_lag_ms` histogram observes, for each event the running projector applies, the
+//! time from the event's `occurred_at` (decided, just before its append) to its views written.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,6 +19,18 @@ use workspace_projections::InvocationView;
 const BUCKETS_MS: [f64; 11] = [
     10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
 ];
+
+/// Buckets of `projection_lag_ms`: the target is a p99 of 5 ms.
+const LAG_BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0,
+];
+
+#[derive(Default)]
+struct LagHistogram {
+    buckets: [u64; LAG_BUCKETS_MS.len()],
+    count: u64,
+    sum: f64,
+}
 
 #[derive(Default)]
 struct Histogram {
@@ -30,6 +44,7 @@ struct Families {
     invocations: BTreeMap<(String, String), u64>,
     denied: BTreeMap<(String, String), u64>,
     duration: BTreeMap<String, Histogram>,
+    lag: LagHistogram,
 }
 
 /// The service's metrics.
@@ -43,6 +58,22 @@ impl Metrics {
     /// Sets how many events of the log the read models have not applied yet.
     pub fn set_projection_lag(&self, events: u64) {
         self.projection_lag.store(events, Ordering::Relaxed);
+    }
+
+    /// Records how long after they were decided the projector wrote these events' views, in
+    /// milliseconds.
+    pub fn observe_projection_lag(&self, lags_ms: impl IntoIterator<Item = f64>) {
+        let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let h = &mut f.lag;
+        for ms in lags_ms {
+            for (i, le) in LAG_BUCKETS_MS.iter().enumerate() {
+                if ms <= *le {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += ms;
+        }
     }
 
     /// Records one terminal invocation.
@@ -124,6 +155,25 @@ impl Metrics {
             let _ = writeln!(out, "duration_ms_sum{{tool=\"{tool}\"}} {:.3}", h.sum);
             let _ = writeln!(out, "duration_ms_count{{tool=\"{tool}\"}} {}", h.count);
         }
+        let _ = writeln!(
+            out,
+            "# HELP projection_lag_ms Time from an event's decision to its views written by the running projector, in milliseconds."
+        );
+        let _ = writeln!(out, "# TYPE projection_lag_ms histogram");
+        for (i, le) in LAG_BUCKETS_MS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "projection_lag_ms_bucket{{le=\"{le}\"}} {}",
+                f.lag.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "projection_lag_ms_bucket{{le=\"+Inf\"}} {}",
+            f.lag.count
+        );
+        let _ = writeln!(out, "projection_lag_ms_sum {:.3}", f.lag.sum);
+        let _ = writeln!(out, "projection_lag_ms_count {}", f.lag.count);
         let _ = writeln!(
             out,
             "# HELP projection_lag Events in the log the read models have not applied yet."

@@ -109,6 +109,12 @@ async fn readyz_names_every_dependency_with_its_backend_and_the_projection_lag()
         metrics.contains("# TYPE projection_lag gauge\nprojection_lag "),
         "{metrics}"
     );
+    // Every event the running projector applied was timed, decision to views written.
+    let lagged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("projection_lag_ms_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(lagged.is_some_and(|n| n >= head), "{metrics}");
     server.stop().await;
 
     // Embedded: the log file, memory and the local directory.
