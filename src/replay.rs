@@ -163,7 +163,7 @@ impl Tally {
     fn observe(&mut self, applied: &Applied) {
         match applied {
             Applied::Invocation { id, status } => {
-                self.invocations.insert(id.clone(), status.clone());
+                self.invocations.insert(id.clone(), status.to_string());
             }
             Applied::Session { id } => {
                 self.sessions.insert(id.clone());
@@ -182,7 +182,7 @@ impl Tally {
         let mut sessions = BTreeMap::<String, usize>::new();
         for id in self.sessions {
             if let Ok(Some(s)) = store.session(&id).await {
-                *sessions.entry(s.status.clone()).or_default() += 1;
+                *sessions.entry(s.status.to_string()).or_default() += 1;
             }
         }
         serde_json::json!({

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::error_code::Code;
+
 /// Who acts: the tenant, the actor inside it and the roles the actor holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
@@ -17,10 +19,13 @@ pub struct Principal {
 
 /// A stable error as recorded in an event: a snake_case code from the API's error table, a
 /// message safe to show to the caller, and whether retrying may succeed.
+///
+/// A code this build does not know (written by a newer one) is kept as written
+/// ([`Code::Unknown`]), never read as another code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// Stable error code, e.g. `policy_denied`, `not_found`, `timeout`.
-    pub code: String,
+    pub code: Code,
     /// Human-readable message; never contains secrets or host paths.
     pub message: String,
     /// Whether the same request may succeed later.

@@ -17,6 +17,7 @@ use crate::contract::{
 use crate::envelope::AggregateType;
 use crate::json::Object;
 use crate::raw_json::RawJson;
+use crate::status::InvocationStatus;
 
 /// What was asked: carried by the first event of every invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +180,21 @@ impl InvocationEvent {
         (Self::STARTED, 1),
         (Self::COMPLETED, Self::COMPLETED_VERSION),
     ];
+
+    /// The event types after which nothing follows in an invocation's aggregate: those whose
+    /// [`InvocationEvent::status`] is terminal.
+    pub const TERMINAL_TYPES: [&'static str; 3] = [Self::DENIED, Self::REJECTED, Self::COMPLETED];
+
+    /// The status the invocation has after this event.
+    pub fn status(&self) -> InvocationStatus {
+        match self {
+            InvocationEvent::Queued(_) => InvocationStatus::Queued,
+            InvocationEvent::Denied(_) => InvocationStatus::Denied,
+            InvocationEvent::Rejected(_) => InvocationStatus::Failed,
+            InvocationEvent::Started(_) => InvocationStatus::Running,
+            InvocationEvent::Completed(c) => c.outcome.into(),
+        }
+    }
 
     /// The request, when this is the first event of its aggregate.
     pub fn request(&self) -> Option<&InvocationRequest> {
@@ -358,6 +374,80 @@ mod tests {
     }
 
     #[test]
+    fn the_terminal_event_types_are_those_that_lead_to_a_terminal_status() {
+        let request = Arc::new(InvocationRequest {
+            invocation_id: "inv-1".into(),
+            session_id: "session-1".into(),
+            tool_name: "fs.stat".into(),
+            correlation_id: None,
+            approved: false,
+            args: None,
+            args_ref: None,
+            requested_at: at(0),
+        });
+        let refused = InvocationRefused {
+            request: request.clone(),
+            error: ErrorInfo {
+                code: crate::ErrorCode::PolicyDenied.into(),
+                message: "no".into(),
+                retryable: false,
+            },
+        };
+        let completed = |outcome| {
+            InvocationEvent::Completed(Arc::new(InvocationCompleted {
+                outcome,
+                exit_code: None,
+                duration_ns: 0,
+                output: None,
+                output_ref: None,
+                logs: Vec::new(),
+                logs_ref: None,
+                artifacts: Vec::new(),
+                error: None,
+                completed_at: at(1),
+            }))
+        };
+        let events = [
+            InvocationEvent::Queued(InvocationQueued {
+                request,
+                timeout_seconds: 1,
+                start_deadline: at(1),
+            }),
+            InvocationEvent::Denied(refused.clone()),
+            InvocationEvent::Rejected(refused),
+            InvocationEvent::Started(InvocationStarted {
+                executor_id: "e".into(),
+                started_at: at(1),
+                deadline: at(2),
+            }),
+            completed(InvocationOutcome::Succeeded),
+            completed(InvocationOutcome::Failed),
+            completed(InvocationOutcome::Denied),
+        ];
+        use crate::InvocationStatus as S;
+        let statuses = events.each_ref().map(InvocationEvent::status);
+        assert_eq!(
+            statuses,
+            [
+                S::Queued,
+                S::Denied,
+                S::Failed,
+                S::Running,
+                S::Succeeded,
+                S::Failed,
+                S::Denied
+            ]
+        );
+        for event in &events {
+            assert_eq!(
+                InvocationEvent::TERMINAL_TYPES.contains(&EventContract::event_type(event)),
+                event.status().is_terminal(),
+                "{event:?}"
+            );
+        }
+    }
+
+    #[test]
     fn payloads_written_by_hand_are_what_serde_writes() {
         let strings = tricky_strings();
         for (i, s) in strings.iter().enumerate() {
@@ -435,7 +525,7 @@ mod tests {
                     })
                     .collect(),
                 error: some(5).map(|s| ErrorInfo {
-                    code: "timeout".into(),
+                    code: crate::ErrorCode::Timeout.into(),
                     message: s,
                     retryable: i % 2 == 0,
                 }),

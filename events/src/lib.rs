@@ -16,17 +16,20 @@
 mod common;
 mod contract;
 mod envelope;
+mod error_code;
 mod invocation;
 pub mod json;
 mod raw_json;
 pub mod rfc3339;
 mod session;
+mod status;
 pub mod subjects;
 pub mod upcast;
 
 pub use common::{ArtifactMeta, ArtifactRef, ErrorInfo, LogChannel, LogLine, Principal};
 pub use contract::{DecodeError, EventContract};
 pub use envelope::{Actor, AggregateType, EventEnvelope, RecordedEvent};
+pub use error_code::{Code, ErrorCode, UnknownCode};
 pub use invocation::{
     InvocationCompleted, InvocationEvent, InvocationOutcome, InvocationQueued, InvocationRefused,
     InvocationRequest, InvocationStarted,
@@ -36,3 +39,4 @@ pub use session::{
     CloseReason, RuntimeRef, SessionClosed, SessionCreated, SessionEvent, SessionProvisioned,
     SessionProvisioningFailed, WorkspaceSource,
 };
+pub use status::{InvocationStatus, SessionStatus};

@@ -12,6 +12,7 @@ use crate::common::{ErrorInfo, Principal};
 use crate::contract::{DecodeError, EventContract, decode_payload, encode_payload};
 use crate::envelope::AggregateType;
 use crate::raw_json::RawJson;
+use crate::status::SessionStatus;
 
 /// Where the workspace's initial content comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +148,19 @@ impl SessionEvent {
         (Self::PROVISIONING_FAILED, 1),
         (Self::CLOSED, 1),
     ];
+
+    /// The status the session has after this event.
+    pub fn status(&self) -> SessionStatus {
+        match self {
+            SessionEvent::Created(_) => SessionStatus::Provisioning,
+            SessionEvent::Provisioned(_) => SessionStatus::Ready,
+            SessionEvent::ProvisioningFailed(_) => SessionStatus::Failed,
+            SessionEvent::Closed(c) => match c.reason {
+                CloseReason::Requested => SessionStatus::Closed,
+                CloseReason::Expired => SessionStatus::Expired,
+            },
+        }
+    }
 }
 
 impl EventContract for SessionEvent {

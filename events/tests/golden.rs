@@ -64,7 +64,7 @@ fn session_events() -> Vec<SessionEvent> {
         }),
         SessionEvent::ProvisioningFailed(SessionProvisioningFailed {
             error: ErrorInfo {
-                code: "execution_failed".into(),
+                code: ErrorCode::ExecutionFailed.into(),
                 message: "git clone failed: repository not found".into(),
                 retryable: false,
             },
@@ -81,7 +81,7 @@ fn invocation_events() -> Vec<InvocationEvent> {
     let refused = InvocationRefused {
         request: request().into(),
         error: ErrorInfo {
-            code: "approval_required".into(),
+            code: ErrorCode::ApprovalRequired.into(),
             message: "tool requires explicit approval".into(),
             retryable: false,
         },
@@ -95,7 +95,7 @@ fn invocation_events() -> Vec<InvocationEvent> {
         InvocationEvent::Denied(refused.clone()),
         InvocationEvent::Rejected(InvocationRefused {
             error: ErrorInfo {
-                code: "invalid_argument".into(),
+                code: ErrorCode::InvalidArgument.into(),
                 message: "args.path: required property is missing".into(),
                 retryable: false,
             },
@@ -296,4 +296,28 @@ fn a_recorded_event_flattens_its_envelope_beside_the_sequence() {
     assert_eq!(v["payload"]["reason"], "expired");
     let back: RecordedEvent = serde_json::from_str(&text).unwrap();
     assert_eq!(back, rec);
+}
+
+/// A newer build may record a code this one does not know: the shipped fixture with its code
+/// changed decodes, keeps that code as written (never `internal`), and encodes back unchanged.
+#[test]
+fn an_error_code_this_build_does_not_know_survives_decoding_unchanged() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let text = std::fs::read_to_string(dir.join("invocation.denied.v1.json")).unwrap();
+    let mut stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+    stored["payload"]["error"]["code"] = json!("quota_exhausted");
+    let env: EventEnvelope = serde_json::from_value(stored.clone()).unwrap();
+    let decoded = InvocationEvent::decode(&env.event_type, env.schema_version, &env.payload)
+        .expect("an unknown code still decodes");
+    let InvocationEvent::Denied(refused) = &decoded else {
+        panic!("{decoded:?}")
+    };
+    assert!(matches!(refused.error.code, Code::Unknown(_)));
+    assert_eq!(refused.error.code.as_str(), "quota_exhausted");
+    assert_ne!(refused.error.code, ErrorCode::Internal);
+    assert_eq!(
+        decoded.to_payload().to_value().unwrap(),
+        stored["payload"],
+        "re-encoded as written"
+    );
 }

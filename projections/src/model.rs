@@ -5,8 +5,8 @@ use std::sync::{Arc, RwLock};
 
 use workspace_events::upcast::{self, Upcaster};
 use workspace_events::{
-    AggregateType, CloseReason, EventContract, InvocationEvent, InvocationOutcome, RecordedEvent,
-    SessionEvent, WorkspaceSource,
+    AggregateType, EventContract, InvocationEvent, InvocationStatus, RecordedEvent, SessionEvent,
+    WorkspaceSource,
 };
 
 use crate::views::{InvocationView, SessionView};
@@ -26,7 +26,7 @@ pub enum Applied {
         /// Invocation id.
         id: String,
         /// Its new status.
-        status: String,
+        status: InvocationStatus,
     },
     /// The event could not be decoded or does not follow its view; it was not applied.
     Rejected {
@@ -221,6 +221,7 @@ impl ReadModel {
     }
 
     fn apply_session(&mut self, id: &str, version: u64, event: SessionEvent) -> Applied {
+        let status = event.status();
         if let SessionEvent::Created(c) = event {
             if self.sessions.contains_key(id) {
                 return Applied::Skipped;
@@ -239,7 +240,7 @@ impl ReadModel {
                 id.to_owned(),
                 Arc::new(SessionView {
                     id: id.to_owned(),
-                    status: "provisioning".into(),
+                    status,
                     workspace_path: "/workspace".into(),
                     runtime: None,
                     repo_url,
@@ -272,21 +273,19 @@ impl ReadModel {
         }
         view.version = version;
         match event {
+            // Only the first event creates; a later one changes nothing.
             SessionEvent::Created(_) => {}
             SessionEvent::Provisioned(p) => {
-                view.status = "ready".into();
+                view.status = status;
                 view.workspace_path = p.runtime.workdir.clone();
                 view.runtime = Some(p.runtime);
             }
             SessionEvent::ProvisioningFailed(f) => {
-                view.status = "failed".into();
+                view.status = status;
                 view.failure = Some(f.error);
             }
             SessionEvent::Closed(c) => {
-                view.status = match c.reason {
-                    CloseReason::Requested => "closed".into(),
-                    CloseReason::Expired => "expired".into(),
-                };
+                view.status = status;
                 view.closed_at = Some(c.closed_at);
             }
         }
@@ -294,6 +293,7 @@ impl ReadModel {
     }
 
     fn apply_invocation(&mut self, id: &str, version: u64, event: InvocationEvent) -> Applied {
+        let status = event.status();
         if let Some(request) = event.request() {
             if self.invocations.contains_key(id) {
                 return Applied::Skipped;
@@ -303,23 +303,22 @@ impl ReadModel {
                     reason: format!("invocation {id}: first event at version {version}"),
                 };
             }
-            let (status, error) = match &event {
-                InvocationEvent::Queued(_) => ("queued", None),
-                InvocationEvent::Denied(r) => ("denied", Some(r.error.clone())),
-                InvocationEvent::Rejected(r) => ("failed", Some(r.error.clone())),
-                InvocationEvent::Started(_) | InvocationEvent::Completed(_) => ("queued", None),
+            let error = match &event {
+                InvocationEvent::Denied(r) | InvocationEvent::Rejected(r) => Some(r.error.clone()),
+                InvocationEvent::Queued(_)
+                | InvocationEvent::Started(_)
+                | InvocationEvent::Completed(_) => None,
             };
-            let terminal = error.is_some();
             let view = InvocationView {
                 id: id.to_owned(),
                 session_id: request.session_id.clone(),
                 tool_name: request.tool_name.clone(),
                 correlation_id: request.correlation_id.clone(),
-                status: status.into(),
+                status,
                 approved: request.approved,
                 started_at: request.requested_at,
                 run_started_at: None,
-                completed_at: terminal.then_some(request.requested_at),
+                completed_at: status.is_terminal().then_some(request.requested_at),
                 duration_ms: 0,
                 duration_ns: 0,
                 trace_name: "workspace.tools".into(),
@@ -341,7 +340,7 @@ impl ReadModel {
             self.invocations.insert(id.to_owned(), Arc::new(view));
             return Applied::Invocation {
                 id: id.to_owned(),
-                status: status.into(),
+                status,
             };
         }
         let Some(view) = self.invocations.get_mut(id).map(Arc::make_mut) else {
@@ -360,17 +359,13 @@ impl ReadModel {
         view.version = version;
         match event {
             InvocationEvent::Started(s) => {
-                view.status = "running".into();
+                view.status = status;
                 view.run_started_at = Some(s.started_at);
             }
             InvocationEvent::Completed(c) => {
                 // The projector usually holds the only reference: no copy.
                 let c = Arc::unwrap_or_clone(c);
-                view.status = match c.outcome {
-                    InvocationOutcome::Succeeded => "succeeded".into(),
-                    InvocationOutcome::Failed => "failed".into(),
-                    InvocationOutcome::Denied => "denied".into(),
-                };
+                view.status = status;
                 view.completed_at = Some(c.completed_at);
                 view.duration_ms = c.duration_ns / 1_000_000;
                 view.duration_ns = c.duration_ns;
@@ -388,7 +383,7 @@ impl ReadModel {
         }
         Applied::Invocation {
             id: id.to_owned(),
-            status: view.status.clone(),
+            status: view.status,
         }
     }
 }
@@ -531,9 +526,9 @@ mod tests {
             assert!(!matches!(m.apply(&[], &e), Applied::Rejected { .. }));
         }
         assert_eq!(m.checkpoint(), 5);
-        assert_eq!(m.session("s1").unwrap().status, "ready");
+        assert_eq!(m.session("s1").unwrap().status, SessionStatus::Ready);
         let inv = m.invocation("i1").unwrap();
-        assert_eq!(inv.status, "succeeded");
+        assert_eq!(inv.status, InvocationStatus::Succeeded);
         assert_eq!((inv.duration_ms, inv.duration_ns), (4, 4_260_000));
         assert_eq!(inv.exit_code, Some(0));
         assert_eq!(inv.version, 3);
@@ -577,9 +572,9 @@ mod tests {
         // event for a session record: both decoded from the record instead.
         m.apply(&[], &events[0]);
         m.apply_with(&[], &events[1], Some(typed(&events[0])));
-        assert_eq!(m.session("s1").unwrap().status, "ready");
+        assert_eq!(m.session("s1").unwrap().status, SessionStatus::Ready);
         m.apply_with(&[], &events[2], Some(typed(&events[1])));
-        assert_eq!(m.invocation("i1").unwrap().status, "queued");
+        assert_eq!(m.invocation("i1").unwrap().status, InvocationStatus::Queued);
     }
 
     #[test]
@@ -634,7 +629,10 @@ mod tests {
         let mut stale = history()[3].clone();
         stale.sequence = 6;
         assert_eq!(m.apply(&[], &stale), Applied::Skipped);
-        assert_eq!(m.invocation("i1").unwrap().status, "succeeded");
+        assert_eq!(
+            m.invocation("i1").unwrap().status,
+            InvocationStatus::Succeeded
+        );
     }
 
     #[test]
@@ -645,7 +643,7 @@ mod tests {
         let mut completed = h[4].clone();
         completed.sequence = 4;
         assert!(matches!(m.apply(&[], &completed), Applied::Rejected { .. }));
-        assert_eq!(m.invocation("i1").unwrap().status, "queued");
+        assert_eq!(m.invocation("i1").unwrap().status, InvocationStatus::Queued);
     }
 
     #[test]
@@ -655,10 +653,13 @@ mod tests {
         for e in &h[..2] {
             m.apply(&[], e);
         }
-        for (e, status) in [(&h[2], "queued"), (&h[3], "running")] {
+        for (e, status) in [
+            (&h[2], InvocationStatus::Queued),
+            (&h[3], InvocationStatus::Running),
+        ] {
             m.apply(&[], e);
             let inv = m.invocation("i1").unwrap();
-            assert_eq!((inv.status.as_str(), inv.exit_code), (status, None));
+            assert_eq!((inv.status, inv.exit_code), (status, None));
             let json = serde_json::to_value(inv).unwrap();
             assert!(json["exit_code"].is_null(), "{json}");
             assert!(
@@ -684,7 +685,7 @@ mod tests {
         let refused = InvocationRefused {
             request: q.request,
             error: ErrorInfo {
-                code: "approval_required".into(),
+                code: ErrorCode::ApprovalRequired.into(),
                 message: "no".into(),
                 retryable: false,
             },
@@ -716,7 +717,7 @@ mod tests {
             assert!(!matches!(m.apply(&upcasters, e), Applied::Rejected { .. }));
         }
         let inv = m.invocation("i1").unwrap();
-        assert_eq!(inv.status, "failed");
+        assert_eq!(inv.status, InvocationStatus::Failed);
         assert_eq!((inv.duration_ms, inv.duration_ns), (1500, 1_500_000_000));
         assert_eq!(inv.exit_code, Some(124));
     }

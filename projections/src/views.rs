@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use workspace_events::{ArtifactMeta, ErrorInfo, LogLine, Principal, RawJson, RuntimeRef};
+use workspace_events::{
+    ArtifactMeta, ErrorInfo, InvocationStatus, LogLine, Principal, RawJson, RuntimeRef,
+    SessionStatus,
+};
 
 /// A session as callers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,7 +15,7 @@ pub struct SessionView {
     /// Session id.
     pub id: String,
     /// `provisioning`, `ready`, `failed`, `closed` or `expired`.
-    pub status: String,
+    pub status: SessionStatus,
     /// Where tools see the workspace (inside the sandbox); never a host path.
     pub workspace_path: String,
     /// Where tools run, once provisioned.
@@ -55,9 +58,9 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    /// Whether the session reached a state it never leaves (`failed`, `closed`, `expired`).
+    /// Whether the session has ended ([`SessionStatus::is_terminal`]).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "failed" | "closed" | "expired")
+        self.status.is_terminal()
     }
 }
 
@@ -74,7 +77,7 @@ pub struct InvocationView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     /// `queued`, `running`, `succeeded`, `failed` or `denied`.
-    pub status: String,
+    pub status: InvocationStatus,
     /// Whether the caller approved it.
     pub approved: bool,
     /// When the request was accepted.
@@ -141,7 +144,7 @@ impl InvocationView {
             .str("session_id", &self.session_id)
             .str("tool_name", &self.tool_name)
             .opt_str("correlation_id", self.correlation_id.as_deref())
-            .str("status", &self.status)
+            .str("status", self.status.as_str())
             .bool("approved", self.approved)
             .time("started_at", &self.started_at)
             .opt_time("run_started_at", self.run_started_at.as_ref())
@@ -169,18 +172,21 @@ impl InvocationView {
         o.end()
     }
 
-    /// Whether the invocation reached a terminal state.
+    /// Whether the invocation reached a terminal state ([`InvocationStatus::is_terminal`]).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "denied")
+        self.status.is_terminal()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use time::OffsetDateTime;
-    use workspace_events::{ArtifactMeta, ErrorInfo, LogChannel, LogLine};
+    use workspace_events::{
+        ArtifactMeta, ErrorCode, ErrorInfo, InvocationStatus, LogChannel, LogLine,
+    };
 
-    use super::InvocationView;
+    use super::{InvocationView, SessionView};
+    use workspace_events::{Code, SessionStatus};
 
     fn at(i: usize) -> OffsetDateTime {
         let nanos = [0, 250_000_000, 987_654_321][i % 3];
@@ -208,7 +214,7 @@ mod tests {
                 session_id: s.clone(),
                 tool_name: "fs.read_file".into(),
                 correlation_id: some(2),
-                status: ["queued", "running", "succeeded", "failed", "denied"][i % 5].into(),
+                status: InvocationStatus::ALL[i % 5],
                 approved: i % 3 == 0,
                 started_at: at(i),
                 run_started_at: (i % 4 != 0).then(|| at(i + 1)),
@@ -244,7 +250,11 @@ mod tests {
                     })
                     .collect(),
                 error: some(5).map(|s| ErrorInfo {
-                    code: "not_found".into(),
+                    code: if i % 2 == 0 {
+                        ErrorCode::NotFound.into()
+                    } else {
+                        workspace_events::Code::parse("a_code_of_a_newer_build")
+                    },
                     message: s,
                     retryable: i % 2 == 1,
                 }),
@@ -260,6 +270,54 @@ mod tests {
                 String::from_utf8(ours).unwrap(),
                 serde_json::to_string(&view).unwrap()
             );
+        }
+    }
+
+    /// Views as a build with string statuses stored them (Valkey keeps views as JSON): each
+    /// reads with its typed status and code and writes back byte for byte.
+    #[test]
+    fn a_view_stored_by_an_earlier_build_reads_back_and_writes_the_same_json() {
+        let invocations = [
+            (
+                r#"{"id":"inv-1","session_id":"session-1","tool_name":"fs.stat","status":"denied","approved":false,"started_at":"2026-11-23T10:00:01Z","completed_at":"2026-11-23T10:00:01Z","duration_ms":0,"duration_ns":0,"trace_name":"workspace.tools","span_name":"fs.stat","exit_code":null,"error":{"code":"policy_denied","message":"no","retryable":false},"version":1}"#,
+                InvocationStatus::Denied,
+                Some(Code::Known(ErrorCode::PolicyDenied)),
+            ),
+            (
+                r#"{"id":"inv-2","session_id":"session-1","tool_name":"fs.stat","correlation_id":"k","status":"running","approved":true,"started_at":"2026-11-23T10:00:01Z","run_started_at":"2026-11-23T10:00:02.5Z","duration_ms":0,"duration_ns":0,"trace_name":"workspace.tools","span_name":"fs.stat","exit_code":null,"version":2}"#,
+                InvocationStatus::Running,
+                None,
+            ),
+            (
+                r#"{"id":"inv-3","session_id":"session-1","tool_name":"fs.stat","status":"failed","approved":false,"started_at":"2026-11-23T10:00:01Z","completed_at":"2026-11-23T10:00:03Z","duration_ms":0,"duration_ns":0,"trace_name":"workspace.tools","span_name":"fs.stat","exit_code":null,"error":{"code":"quota_exhausted","message":"a newer build's code","retryable":true},"version":2}"#,
+                InvocationStatus::Failed,
+                Some(Code::parse("quota_exhausted")),
+            ),
+        ];
+        for (json, status, code) in invocations {
+            let view: InvocationView = serde_json::from_str(json).unwrap();
+            assert_eq!(view.status, status, "{json}");
+            assert_eq!(view.error.as_ref().map(|e| e.code.clone()), code, "{json}");
+            assert_eq!(serde_json::to_string(&view).unwrap(), json);
+            let mut ours = Vec::new();
+            view.write_json(&mut ours).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), json);
+        }
+        let sessions = [
+            (
+                r#"{"id":"session-1","status":"failed","workspace_path":"/workspace","allowed_paths":["."],"principal":{"tenant_id":"t","actor_id":"a","roles":[]},"created_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-23T11:00:00Z","failure":{"code":"execution_failed","message":"clone failed","retryable":false},"version":2}"#,
+                SessionStatus::Failed,
+            ),
+            (
+                r#"{"id":"session-2","status":"expired","workspace_path":"/workspace","allowed_paths":["src"],"principal":{"tenant_id":"t","actor_id":"a","roles":["developer"]},"created_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-23T11:00:00Z","closed_at":"2026-11-23T11:00:00Z","version":3}"#,
+                SessionStatus::Expired,
+            ),
+        ];
+        for (json, status) in sessions {
+            let view: SessionView = serde_json::from_str(json).unwrap();
+            assert_eq!(view.status, status, "{json}");
+            assert!(view.is_terminal());
+            assert_eq!(serde_json::to_string(&view).unwrap(), json);
         }
     }
 }

@@ -7,15 +7,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use workspace_projections::{InvocationView, SessionView};
 
-use crate::error_code::ErrorCode;
+use crate::error_code::{Code, ErrorCode};
 use crate::readmodel::ReadModelError;
 
 /// An error answer: `{"error":{"code","message","request_id"}}`, plus the invocation or
 /// session it concerns when there is one.
 #[derive(Debug)]
 pub struct ApiError {
-    /// Stable code.
-    pub code: ErrorCode,
+    /// Stable code: one of this build's, or one an event or view recorded that this build does
+    /// not know (a newer build's), answered as written with a 500.
+    pub code: Code,
     /// Message safe to show.
     pub message: String,
     /// Request id.
@@ -35,9 +36,9 @@ pub const UNAVAILABLE_RETRY_AFTER: u64 = 1;
 
 impl ApiError {
     /// An error with a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>, request_id: &str) -> Self {
+    pub fn new(code: impl Into<Code>, message: impl Into<String>, request_id: &str) -> Self {
         Self {
-            code,
+            code: code.into(),
             message: message.into(),
             request_id: request_id.to_owned(),
             invocation: None,
@@ -86,10 +87,42 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a code (API.md's table). A code this build does not know is a 500: the
+/// answer still carries it as written.
+pub fn http_status(code: &Code) -> StatusCode {
+    let Code::Known(code) = code else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    match code {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::ApprovalRequired => StatusCode::PRECONDITION_REQUIRED,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ExecutionFailed
+        | ErrorCode::GitRepoError
+        | ErrorCode::GitUsageError
+        | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unavailable | ErrorCode::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http_status(&self.code);
+        if let Code::Unknown(code) = &self.code {
+            tracing::warn!(
+                request_id = %self.request_id,
+                code = code.as_str(),
+                "answering with an error code this build does not know (recorded by a newer build?)"
+            );
+        }
         let mut body = json!({
             "error": {
                 "code": self.code.as_str(),
@@ -113,5 +146,65 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answered(err: ApiError) -> (StatusCode, Value) {
+        let response = err.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn every_code_has_the_status_of_the_error_table() {
+        let table = [
+            (ErrorCode::InvalidArgument, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::PolicyDenied, 403),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::MethodNotAllowed, 405),
+            (ErrorCode::Conflict, 409),
+            (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::UnsupportedMediaType, 415),
+            (ErrorCode::ApprovalRequired, 428),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::ExecutionFailed, 500),
+            (ErrorCode::GitRepoError, 500),
+            (ErrorCode::GitUsageError, 500),
+            (ErrorCode::Internal, 500),
+            (ErrorCode::Unavailable, 503),
+            (ErrorCode::Interrupted, 503),
+            (ErrorCode::Timeout, 504),
+        ];
+        assert_eq!(table.len(), ErrorCode::ALL.len());
+        for (code, status) in table {
+            assert_eq!(http_status(&code.into()).as_u16(), status, "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_known_code_is_answered_with_its_status_and_name() {
+        let (status, body) = answered(ApiError::new(ErrorCode::NotFound, "gone", "req-1")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            json!({"error": {"code": "not_found", "message": "gone", "request_id": "req-1"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_code_this_build_does_not_know_is_a_500_that_keeps_the_code_as_written() {
+        let err = ApiError::new(Code::parse("quota_exhausted"), "over quota", "req-1");
+        let (status, body) = answered(err).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "quota_exhausted");
+        assert_eq!(body["error"]["message"], "over quota");
     }
 }

@@ -129,8 +129,7 @@ async fn render(app: &App, view: &InvocationView) -> Value {
 async fn answer(app: &App, view: &InvocationView, rid: &str) -> Response {
     match &view.error {
         Some(ErrorInfo { code, message, .. }) if view.is_terminal() => {
-            let code = ErrorCode::parse(code).unwrap_or(ErrorCode::Internal);
-            ApiError::new(code, message.clone(), rid)
+            ApiError::new(code.clone(), message.clone(), rid)
                 .with_invocation_value(render(app, view).await)
                 .into_response()
         }
@@ -312,7 +311,7 @@ pub async fn invoke(
         Some((make, code, message)) => make(InvocationRefused {
             request: request.into(),
             error: ErrorInfo {
-                code: code.as_str().into(),
+                code: code.into(),
                 message,
                 retryable: false,
             },

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use workspace_events::{AggregateType, CloseReason, Principal, WorkspaceSource};
+use workspace_events::{AggregateType, CloseReason, Principal, SessionStatus, WorkspaceSource};
 use workspace_projections::SessionView;
 
 use super::{ApiError, ApiJson, ApiPath, Caller, RequestId};
@@ -256,9 +256,7 @@ pub(super) async fn lookup(
         .map_err(ApiError::read_model(rid))?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "session not found", rid))?;
     caller.check_owner(&view, rid)?;
-    if !matches!(view.status.as_str(), "closed" | "expired")
-        && view.expires_at <= time::OffsetDateTime::now_utc()
-    {
+    if !view.status.is_closed() && view.expires_at <= time::OffsetDateTime::now_utc() {
         // Expired but not yet swept: expire it now, so nobody uses it past its deadline.
         let _ = app.sessions.close(&id, CloseReason::Expired, rid).await;
         return Ok(app
@@ -274,9 +272,11 @@ pub(super) async fn lookup(
 
 /// A session tools can run in: ready, not closed.
 pub(super) fn require_ready(view: &SessionView, rid: &str) -> Result<(), ApiError> {
-    match view.status.as_str() {
-        "ready" => Ok(()),
-        "closed" | "expired" => Err(ApiError::new(ErrorCode::NotFound, "session not found", rid)),
+    match view.status {
+        SessionStatus::Ready => Ok(()),
+        status if status.is_closed() => {
+            Err(ApiError::new(ErrorCode::NotFound, "session not found", rid))
+        }
         other => Err(ApiError::new(
             ErrorCode::Conflict,
             format!("session is {other}, not ready"),

@@ -45,13 +45,6 @@ const BATCH: usize = 256;
 /// not return yet (a replica's head can run ahead of what its reads see for a moment).
 const REREAD: Duration = Duration::from_millis(200);
 
-/// The events that end an invocation: nothing follows them in its aggregate.
-const INVOCATION_TERMINAL: [&str; 3] = [
-    InvocationEvent::COMPLETED,
-    InvocationEvent::DENIED,
-    InvocationEvent::REJECTED,
-];
-
 /// Ends every open stream when cancelled. The service adds it to every request (an
 /// [`axum::Extension`]) and cancels it as it begins to stop; a request without one streams
 /// until its end condition or its client leaves.
@@ -208,7 +201,7 @@ fn unavailable(cause: &dyn std::fmt::Display, rid: &str) -> ApiError {
 
 fn is_terminal(event: &RecordedEvent) -> bool {
     event.envelope.aggregate_type == AggregateType::Invocation
-        && INVOCATION_TERMINAL.contains(&event.envelope.event_type.as_str())
+        && InvocationEvent::TERMINAL_TYPES.contains(&event.envelope.event_type.as_str())
 }
 
 fn respond(follow: Follow) -> Response {

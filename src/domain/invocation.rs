@@ -10,61 +10,22 @@ use std::sync::Arc;
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
+pub use workspace_events::InvocationStatus;
 use workspace_events::{
     InvocationCompleted, InvocationEvent, InvocationOutcome, InvocationQueued, InvocationRefused,
     InvocationStarted,
 };
 
-/// Where an invocation is in its lifecycle.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvocationStatus {
-    /// No event yet.
-    #[default]
-    New,
-    /// Waiting for an executor.
-    Queued,
-    /// An executor runs it.
-    Running,
-    /// Done, successfully. Terminal.
-    Succeeded,
-    /// Done, unsuccessfully (or rejected before running). Terminal.
-    Failed,
-    /// Refused by policy; never ran. Terminal.
-    Denied,
-}
-
-impl InvocationStatus {
-    /// Whether the invocation reached a terminal state.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            InvocationStatus::Succeeded | InvocationStatus::Failed | InvocationStatus::Denied
-        )
-    }
-
-    /// The status as it appears in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InvocationStatus::New => "new",
-            InvocationStatus::Queued => "queued",
-            InvocationStatus::Running => "running",
-            InvocationStatus::Succeeded => "succeeded",
-            InvocationStatus::Failed => "failed",
-            InvocationStatus::Denied => "denied",
-        }
-    }
-}
-
-/// An invocation's decision state.
+/// An invocation's decision state: its status (the events crate's, the one views show;
+/// `None` before its first event).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Invocation {
-    status: InvocationStatus,
+    status: Option<InvocationStatus>,
 }
 
 impl Invocation {
-    /// Current status.
-    pub fn status(&self) -> InvocationStatus {
+    /// Current status; `None` when the invocation has no event yet.
+    pub fn status(&self) -> Option<InvocationStatus> {
         self.status
     }
 }
@@ -131,13 +92,13 @@ impl Aggregate for Invocation {
                 self.require_new()?;
                 InvocationEvent::Rejected(refused)
             }
-            InvocationCommand::Start(started) => match self.status {
+            InvocationCommand::Start(started) => match self.existing()? {
                 InvocationStatus::Queued => InvocationEvent::Started(started),
-                InvocationStatus::New => return Err(InvocationError::NotFound),
                 other => return Err(InvocationError::NotQueued(other)),
             },
             InvocationCommand::Complete(completed) => {
-                let allowed = match (self.status, completed.outcome) {
+                let status = self.existing()?;
+                let allowed = match (status, completed.outcome) {
                     (InvocationStatus::Running, _) => true,
                     // A queued invocation can only fail: its start deadline passed, or its
                     // session closed before an executor took it.
@@ -145,21 +106,17 @@ impl Aggregate for Invocation {
                     _ => false,
                 };
                 if !allowed {
-                    return Err(match self.status {
-                        InvocationStatus::New => InvocationError::NotFound,
-                        other => InvocationError::CannotComplete(other),
-                    });
+                    return Err(InvocationError::CannotComplete(status));
                 }
                 InvocationEvent::Completed(completed)
             }
-            InvocationCommand::Abandon(completed) => match self.status {
+            InvocationCommand::Abandon(completed) => match self.existing()? {
                 InvocationStatus::Queued if completed.outcome == InvocationOutcome::Failed => {
                     InvocationEvent::Completed(completed)
                 }
                 InvocationStatus::Queued => {
                     return Err(InvocationError::CannotComplete(InvocationStatus::Queued));
                 }
-                InvocationStatus::New => return Err(InvocationError::NotFound),
                 other => return Err(InvocationError::NotQueued(other)),
             },
         };
@@ -168,27 +125,21 @@ impl Aggregate for Invocation {
     }
 
     fn apply(&mut self, event: Self::Event) {
-        self.status = match event {
-            InvocationEvent::Queued(_) => InvocationStatus::Queued,
-            InvocationEvent::Denied(_) => InvocationStatus::Denied,
-            InvocationEvent::Rejected(_) => InvocationStatus::Failed,
-            InvocationEvent::Started(_) => InvocationStatus::Running,
-            InvocationEvent::Completed(c) => match c.outcome {
-                InvocationOutcome::Succeeded => InvocationStatus::Succeeded,
-                InvocationOutcome::Failed => InvocationStatus::Failed,
-                InvocationOutcome::Denied => InvocationStatus::Denied,
-            },
-        };
+        self.status = Some(event.status());
     }
 }
 
 impl Invocation {
     fn require_new(&self) -> Result<(), InvocationError> {
-        if self.status == InvocationStatus::New {
-            Ok(())
-        } else {
-            Err(InvocationError::AlreadyExists)
+        match self.status {
+            None => Ok(()),
+            Some(_) => Err(InvocationError::AlreadyExists),
         }
+    }
+
+    /// The status of an invocation that has events; `NotFound` for one that has none.
+    fn existing(&self) -> Result<InvocationStatus, InvocationError> {
+        self.status.ok_or(InvocationError::NotFound)
     }
 }
 
@@ -198,7 +149,7 @@ mod tests {
     use cqrs_es::test::TestFramework;
     use serde_json::json;
     use time::macros::datetime;
-    use workspace_events::{ErrorInfo, InvocationRequest};
+    use workspace_events::{ErrorCode, ErrorInfo, InvocationRequest};
 
     type InvocationTest = TestFramework<Invocation>;
 
@@ -223,7 +174,7 @@ mod tests {
         })
     }
 
-    fn refused(code: &str) -> InvocationRefused {
+    fn refused(code: ErrorCode) -> InvocationRefused {
         InvocationRefused {
             request: request().into(),
             error: ErrorInfo {
@@ -286,16 +237,20 @@ mod tests {
     async fn denying_a_new_invocation_records_denied() {
         InvocationTest::with(())
             .given_no_previous_events()
-            .when_async(InvocationCommand::Deny(refused("policy_denied")))
+            .when_async(InvocationCommand::Deny(refused(ErrorCode::PolicyDenied)))
             .await
-            .then_expect_events(vec![InvocationEvent::Denied(refused("policy_denied"))]);
+            .then_expect_events(vec![InvocationEvent::Denied(refused(
+                ErrorCode::PolicyDenied,
+            ))]);
     }
 
     #[tokio::test]
     async fn denying_an_existing_invocation_is_rejected() {
         InvocationTest::with(())
-            .given(vec![InvocationEvent::Denied(refused("policy_denied"))])
-            .when_async(InvocationCommand::Deny(refused("policy_denied")))
+            .given(vec![InvocationEvent::Denied(refused(
+                ErrorCode::PolicyDenied,
+            ))])
+            .when_async(InvocationCommand::Deny(refused(ErrorCode::PolicyDenied)))
             .await
             .then_expect_error(InvocationError::AlreadyExists);
     }
@@ -304,16 +259,22 @@ mod tests {
     async fn rejecting_a_new_invocation_records_rejected() {
         InvocationTest::with(())
             .given_no_previous_events()
-            .when_async(InvocationCommand::Reject(refused("invalid_argument")))
+            .when_async(InvocationCommand::Reject(refused(
+                ErrorCode::InvalidArgument,
+            )))
             .await
-            .then_expect_events(vec![InvocationEvent::Rejected(refused("invalid_argument"))]);
+            .then_expect_events(vec![InvocationEvent::Rejected(refused(
+                ErrorCode::InvalidArgument,
+            ))]);
     }
 
     #[tokio::test]
     async fn rejecting_a_queued_invocation_is_rejected() {
         InvocationTest::with(())
             .given(vec![queued()])
-            .when_async(InvocationCommand::Reject(refused("invalid_argument")))
+            .when_async(InvocationCommand::Reject(refused(
+                ErrorCode::InvalidArgument,
+            )))
             .await
             .then_expect_error(InvocationError::AlreadyExists);
     }
@@ -339,7 +300,9 @@ mod tests {
     #[tokio::test]
     async fn starting_a_denied_invocation_is_rejected() {
         InvocationTest::with(())
-            .given(vec![InvocationEvent::Denied(refused("policy_denied"))])
+            .given(vec![InvocationEvent::Denied(refused(
+                ErrorCode::PolicyDenied,
+            ))])
             .when_async(InvocationCommand::Start(started()))
             .await
             .then_expect_error(InvocationError::NotQueued(InvocationStatus::Denied));
@@ -459,7 +422,7 @@ mod tests {
             duration_ns: 0,
             output: None,
             error: Some(ErrorInfo {
-                code: "interrupted".into(),
+                code: ErrorCode::Interrupted.into(),
                 message: "outcome unknown".into(),
                 retryable: true,
             }),

@@ -4,48 +4,24 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+pub use workspace_events::SessionStatus;
 use workspace_events::{
     CloseReason, ErrorInfo, RuntimeRef, SessionClosed, SessionCreated, SessionEvent,
     SessionProvisioned, SessionProvisioningFailed,
 };
 
-/// Where a session is in its lifecycle.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionStatus {
-    /// No event yet.
-    #[default]
-    New,
-    /// Created; the workspace is being prepared.
-    Provisioning,
-    /// Tools can run.
-    Ready,
-    /// Provisioning failed; terminal until closed.
-    Failed,
-    /// Closed by a caller. Terminal.
-    Closed,
-    /// Closed because it expired. Terminal.
-    Expired,
-}
-
-impl SessionStatus {
-    /// Whether the session is over.
-    pub fn is_closed(self) -> bool {
-        matches!(self, SessionStatus::Closed | SessionStatus::Expired)
-    }
-}
-
-/// A session's decision state.
+/// A session's decision state: its status (the events crate's, the one views show; `None`
+/// before its first event).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    status: SessionStatus,
+    status: Option<SessionStatus>,
     #[serde(default, with = "workspace_events::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
 }
 
 impl Session {
-    /// Current status.
-    pub fn status(&self) -> SessionStatus {
+    /// Current status; `None` when the session has no event yet.
+    pub fn status(&self) -> Option<SessionStatus> {
         self.status
     }
 }
@@ -113,7 +89,7 @@ impl Aggregate for Session {
     ) -> Result<(), Self::Error> {
         match command {
             SessionCommand::Create(created) => {
-                if self.status != SessionStatus::New {
+                if self.status.is_some() {
                     return Err(SessionError::AlreadyExists);
                 }
                 sink.write(SessionEvent::Created(created), self).await;
@@ -137,11 +113,9 @@ impl Aggregate for Session {
             }
             SessionCommand::Close { reason, at } => {
                 match self.status {
-                    SessionStatus::New => return Err(SessionError::NotFound),
-                    SessionStatus::Closed | SessionStatus::Expired => {
-                        return Err(SessionError::AlreadyClosed);
-                    }
-                    _ => {}
+                    None => return Err(SessionError::NotFound),
+                    Some(status) if status.is_closed() => return Err(SessionError::AlreadyClosed),
+                    Some(_) => {}
                 }
                 if reason == CloseReason::Expired && self.expires_at.is_some_and(|e| at < e) {
                     return Err(SessionError::NotExpired);
@@ -157,19 +131,9 @@ impl Aggregate for Session {
     }
 
     fn apply(&mut self, event: Self::Event) {
-        match event {
-            SessionEvent::Created(created) => {
-                self.status = SessionStatus::Provisioning;
-                self.expires_at = Some(created.expires_at);
-            }
-            SessionEvent::Provisioned(_) => self.status = SessionStatus::Ready,
-            SessionEvent::ProvisioningFailed(_) => self.status = SessionStatus::Failed,
-            SessionEvent::Closed(closed) => {
-                self.status = match closed.reason {
-                    CloseReason::Requested => SessionStatus::Closed,
-                    CloseReason::Expired => SessionStatus::Expired,
-                }
-            }
+        self.status = Some(event.status());
+        if let SessionEvent::Created(created) = event {
+            self.expires_at = Some(created.expires_at);
         }
     }
 }
@@ -177,9 +141,9 @@ impl Aggregate for Session {
 impl Session {
     fn require_provisioning(&self) -> Result<(), SessionError> {
         match self.status {
-            SessionStatus::Provisioning => Ok(()),
-            SessionStatus::New => Err(SessionError::NotFound),
-            other => Err(SessionError::NotProvisioning(other)),
+            Some(SessionStatus::Provisioning) => Ok(()),
+            None => Err(SessionError::NotFound),
+            Some(other) => Err(SessionError::NotProvisioning(other)),
         }
     }
 }
@@ -228,7 +192,7 @@ mod tests {
 
     fn error() -> ErrorInfo {
         ErrorInfo {
-            code: "execution_failed".into(),
+            code: workspace_events::ErrorCode::ExecutionFailed.into(),
             message: "git clone failed".into(),
             retryable: false,
         }

@@ -65,11 +65,11 @@ struct Loaded {
 impl Loaded {
     fn standing(&self) -> Standing<'_> {
         match (self.known.state.status(), &self.queued, &self.started) {
-            (InvocationStatus::New, _, _) => Standing::Absent,
-            (InvocationStatus::Queued, Some(q), _) => Standing::Queued {
+            (None, _, _) => Standing::Absent,
+            (Some(InvocationStatus::Queued), Some(q), _) => Standing::Queued {
                 start_deadline: q.start_deadline,
             },
-            (InvocationStatus::Running, _, Some(s)) => Standing::Running(s),
+            (Some(InvocationStatus::Running), _, Some(s)) => Standing::Running(s),
             _ => Standing::Over,
         }
     }
@@ -433,7 +433,7 @@ impl Executor {
             .await;
         let refusal = match &session {
             _ if now > queued.start_deadline => Some(RunResult::start_deadline_passed()),
-            Ok(Some(s)) if s.status == "ready" => None,
+            Ok(Some(s)) if s.status == workspace_events::SessionStatus::Ready => None,
             // Never run unchecked: without the session there is no allowlist to trust.
             Err(e) => {
                 tracing::error!(error = %e, "could not read the invocation's session");
@@ -601,7 +601,7 @@ impl Executor {
                 Err(e) => {
                     tracing::error!(invocation_id = id, error = %e, "artifact could not be stored");
                     error.get_or_insert(ErrorInfo {
-                        code: ErrorCode::Internal.as_str().into(),
+                        code: ErrorCode::Internal.into(),
                         message: "an artifact could not be stored".into(),
                         retryable: true,
                     });
@@ -630,12 +630,8 @@ impl Executor {
             error,
             completed_at: OffsetDateTime::now_utc(),
         };
-        let status = match completed.outcome {
-            InvocationOutcome::Succeeded => "succeeded",
-            InvocationOutcome::Failed => "failed",
-            InvocationOutcome::Denied => "denied",
-        };
-        let code = completed.error.as_ref().map(|e| e.code.clone());
+        let status = InvocationStatus::from(completed.outcome).as_str();
+        let code = completed.error.as_ref().map(|e| e.code.to_string());
         match self
             .store
             .execute_known(
@@ -805,7 +801,7 @@ impl RunResult {
             artifacts: Vec::new(),
             exit_code: None,
             error: Some(ErrorInfo {
-                code: code.as_str().into(),
+                code: code.into(),
                 message: message.into(),
                 retryable: retryable(code),
             }),
@@ -864,7 +860,7 @@ impl RunResult {
             artifacts: f.artifacts,
             exit_code: Some(f.exit_code),
             error: Some(ErrorInfo {
-                code: f.code.as_str().into(),
+                code: f.code.into(),
                 message: f.message,
                 retryable: retryable(f.code),
             }),
@@ -892,7 +888,7 @@ mod tests {
         let r = RunResult::interrupted();
         assert_eq!((r.outcome, r.exit_code), (InvocationOutcome::Failed, None));
         let error = r.error.expect("an error");
-        assert_eq!(error.code, "interrupted");
+        assert_eq!(error.code, ErrorCode::Interrupted);
         assert!(error.retryable);
         assert!(
             error.message.contains("outcome is unknown"),

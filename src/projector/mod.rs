@@ -188,7 +188,7 @@ impl Projector {
         for (event, outcome) in events.iter().zip(&applied) {
             match outcome {
                 Applied::Invocation { id, status } => {
-                    if matches!(status.as_str(), "succeeded" | "failed" | "denied") {
+                    if status.is_terminal() {
                         finished.push(id.as_str());
                     }
                 }
@@ -341,7 +341,7 @@ impl Projector {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<Arc<SessionView>>, ReadModelError> {
-        let settled = |v: &SessionView| v.status != "provisioning";
+        let settled = |v: &SessionView| v.status != workspace_events::SessionStatus::Provisioning;
         let start = tokio::time::Instant::now();
         let deadline = start + timeout;
         let mut pause = POLL_FIRST;

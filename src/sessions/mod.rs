@@ -26,7 +26,7 @@ use workspace_projections::SessionView;
 
 use crate::config::Config;
 use crate::domain::{Session, SessionCommand, SessionError, SessionStatus};
-use crate::error_code::ErrorCode;
+use crate::error_code::{Code, ErrorCode};
 use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt, Known, decode_event};
 use crate::ids::SessionId;
 use crate::projector::Projector;
@@ -59,7 +59,9 @@ pub struct NewSession {
 #[error("{message}")]
 pub struct SessionFailure {
     /// Stable code.
-    pub code: ErrorCode,
+    /// A failed provisioning's code is the one recorded, which may be one this build does not
+    /// know.
+    pub code: Code,
     /// Message safe to show.
     pub message: String,
     /// The session, when it exists.
@@ -69,7 +71,7 @@ pub struct SessionFailure {
 impl SessionFailure {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code,
+            code: code.into(),
             message: message.into(),
             session: None,
         }
@@ -132,7 +134,8 @@ pub(crate) struct LoadedSession {
 }
 
 impl LoadedSession {
-    pub(crate) fn status(&self) -> SessionStatus {
+    /// Its status; `None` when it has no event.
+    pub(crate) fn status(&self) -> Option<SessionStatus> {
         self.known.state.status()
     }
 }
@@ -366,15 +369,12 @@ impl Sessions {
             .map_err(read_model_failure)?
             .ok_or_else(|| SessionFailure::new(ErrorCode::Internal, "session view missing"))?;
         let view = Arc::unwrap_or_clone(view);
-        match view.status.as_str() {
-            "ready" => Ok(view),
-            "failed" => {
+        match view.status {
+            SessionStatus::Ready => Ok(view),
+            SessionStatus::Failed => {
                 let (code, message) = match &view.failure {
-                    Some(err) => (
-                        ErrorCode::parse(&err.code).unwrap_or(ErrorCode::Internal),
-                        err.message.clone(),
-                    ),
-                    None => (ErrorCode::Internal, "provisioning failed".to_owned()),
+                    Some(err) => (err.code.clone(), err.message.clone()),
+                    None => (ErrorCode::Internal.into(), "provisioning failed".to_owned()),
                 };
                 Err(SessionFailure {
                     code,
@@ -384,16 +384,16 @@ impl Sessions {
             }
             // No provisioner recorded an outcome by the deadline (none is running, or all are
             // busy): the session fails by the deadline rule; the caller may try again.
-            "provisioning" => Err(SessionFailure {
-                code: ErrorCode::Unavailable,
+            SessionStatus::Provisioning => Err(SessionFailure {
+                code: ErrorCode::Unavailable.into(),
                 message: "no executor provisioned the session before its deadline; it will be \
                           failed, create another one"
                     .to_owned(),
                 session: Some(Box::new(view)),
             }),
             // Closed (or expired) while it was provisioning.
-            _ => Err(SessionFailure {
-                code: ErrorCode::Conflict,
+            SessionStatus::Closed | SessionStatus::Expired => Err(SessionFailure {
+                code: ErrorCode::Conflict.into(),
                 message: format!("session was {} while it was provisioning", view.status),
                 session: Some(Box::new(view)),
             }),
@@ -413,7 +413,7 @@ impl Sessions {
             .await
             .unwrap_or_else(|_| {
                 Err(ErrorInfo {
-                    code: ErrorCode::Timeout.as_str().into(),
+                    code: ErrorCode::Timeout.into(),
                     message: "provisioning did not finish before its deadline".into(),
                     retryable: true,
                 })
@@ -476,7 +476,7 @@ impl Sessions {
             .map(|c| c.principal.tenant_id.clone());
         let command = SessionCommand::FailProvisioning {
             error: ErrorInfo {
-                code: ErrorCode::Unavailable.as_str().into(),
+                code: ErrorCode::Unavailable.into(),
                 message: "provisioning did not finish in time".into(),
                 retryable: true,
             },
@@ -523,13 +523,13 @@ impl Sessions {
             match e {
                 // The install hint is meant for the caller; it names no host path.
                 crate::runner::RunnerError::Unavailable(hint) => ErrorInfo {
-                    code: ErrorCode::Unavailable.as_str().into(),
+                    code: ErrorCode::Unavailable.into(),
                     message: hint,
                     retryable: true,
                 },
                 // Anything else is ours to fix; its details (host paths, stderr) stay in the log.
                 _ => ErrorInfo {
-                    code: ErrorCode::Internal.as_str().into(),
+                    code: ErrorCode::Internal.into(),
                     message: "the session runner could not be started".into(),
                     retryable: true,
                 },
@@ -631,13 +631,7 @@ impl Sessions {
                 // Not in the read models: ended and past its retention, or created by another
                 // process a moment ago. The log says which.
                 Ok(None) => match self.load(id.as_str()).await {
-                    Ok(loaded) if loaded.status() == SessionStatus::New => {
-                        self.teardown(&tenant_id, &id).await
-                    }
-                    Ok(loaded)
-                        if loaded.status().is_closed()
-                            || loaded.status() == SessionStatus::Failed =>
-                    {
+                    Ok(loaded) if loaded.status().is_none_or(SessionStatus::is_terminal) => {
                         self.teardown(&tenant_id, &id).await
                     }
                     Ok(_) => {}

@@ -41,7 +41,7 @@ pub fn redact_metadata(metadata: BTreeMap<String, String>) -> BTreeMap<String, S
 
 fn failed(code: ErrorCode, message: impl Into<String>) -> ErrorInfo {
     ErrorInfo {
-        code: code.as_str().into(),
+        code: code.into(),
         message: message.into(),
         retryable: false,
     }
@@ -133,7 +133,7 @@ async fn clone(
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ErrorInfo {
-                code: ErrorCode::Unavailable.as_str().into(),
+                code: ErrorCode::Unavailable.into(),
                 message: "git is not installed on the service host (apt-get install git)".into(),
                 retryable: false,
             });
@@ -192,7 +192,7 @@ mod tests {
         let err = prepare_workspace(&source, &ws, &SourcePolicy::default())
             .await
             .unwrap_err();
-        assert_eq!(err.code, "git_repo_error");
+        assert_eq!(err.code, ErrorCode::GitRepoError);
         assert!(
             err.message.starts_with("git clone failed"),
             "{}",

@@ -121,8 +121,8 @@ pub fn overdue(
 
 fn standing(loaded: &LoadedSession) -> Standing {
     match (loaded.status(), &loaded.created) {
-        (SessionStatus::New, _) => Standing::Absent,
-        (SessionStatus::Provisioning, Some(created)) => Standing::Provisioning {
+        (None, _) => Standing::Absent,
+        (Some(SessionStatus::Provisioning), Some(created)) => Standing::Provisioning {
             created_at: created.created_at,
         },
         _ => Standing::Over,
@@ -212,7 +212,10 @@ impl Provisioner {
         loop {
             match self.sessions.projector.store().live_sessions().await {
                 Ok(live) => {
-                    for view in live.iter().filter(|v| v.status == "provisioning") {
+                    for view in live
+                        .iter()
+                        .filter(|v| v.status == SessionStatus::Provisioning)
+                    {
                         self.work.offer(Provision {
                             session_id: view.id.clone(),
                             sequence: 0,
@@ -344,7 +347,8 @@ impl Provisioner {
         match self.sessions.projector.store().live_sessions().await {
             Ok(live) => {
                 for view in live.iter().filter(|v| {
-                    v.status == "provisioning" && overdue(v.created_at, now, timeout, self.grace)
+                    v.status == SessionStatus::Provisioning
+                        && overdue(v.created_at, now, timeout, self.grace)
                 }) {
                     let Ok(id) = SessionId::parse(&view.id) else {
                         continue;
@@ -373,13 +377,7 @@ impl Provisioner {
                 // Not in the read models (past its retention, or not projected yet): the log
                 // says.
                 Ok(None) => match self.sessions.load(id.as_str()).await {
-                    Ok(loaded) => matches!(
-                        loaded.status(),
-                        SessionStatus::New
-                            | SessionStatus::Failed
-                            | SessionStatus::Closed
-                            | SessionStatus::Expired
-                    ),
+                    Ok(loaded) => loaded.status().is_none_or(SessionStatus::is_terminal),
                     Err(_) => false,
                 },
                 Err(_) => false,

@@ -65,7 +65,7 @@ impl SourceRefusal {
     /// The refusal as a recorded error.
     pub fn into_error_info(self) -> ErrorInfo {
         ErrorInfo {
-            code: self.code().as_str().into(),
+            code: self.code().into(),
             message: self.to_string(),
             retryable: false,
         }
@@ -228,7 +228,7 @@ impl SourcePolicy {
             };
             tracing::warn!(error = %e, at = %at, "copying source_repo_path failed");
             ErrorInfo {
-                code: ErrorCode::ExecutionFailed.as_str().into(),
+                code: ErrorCode::ExecutionFailed.into(),
                 message: format!("copying source_repo_path failed at {at}: {e}"),
                 retryable: false,
             }
@@ -514,7 +514,7 @@ mod tests {
         // The destination's parent is a file: creating the copy fails with the OS's reason.
         std::fs::write(host.path("blocker"), "").unwrap();
         let err = policy.copy(&from, &host.path("blocker/repo")).unwrap_err();
-        assert_eq!(err.code, "execution_failed");
+        assert_eq!(err.code, ErrorCode::ExecutionFailed);
         assert!(
             err.message
                 .starts_with("copying source_repo_path failed at .: ")

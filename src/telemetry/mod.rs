@@ -14,6 +14,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use workspace_events::InvocationStatus;
 use workspace_projections::InvocationView;
 
 const BUCKETS_MS: [f64; 11] = [
@@ -80,13 +81,13 @@ impl Metrics {
     pub fn observe_invocation(&self, view: &InvocationView) {
         let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
         *f.invocations
-            .entry((view.tool_name.clone(), view.status.clone()))
+            .entry((view.tool_name.clone(), view.status.as_str().to_owned()))
             .or_default() += 1;
-        if view.status == "denied" {
+        if view.status == InvocationStatus::Denied {
             let reason = view
                 .error
                 .as_ref()
-                .map(|e| e.code.clone())
+                .map(|e| e.code.to_string())
                 .unwrap_or_else(|| "unspecified".into());
             *f.denied
                 .entry((view.tool_name.clone(), reason))
@@ -226,7 +227,7 @@ mod tests {
             session_id: "session-1".into(),
             tool_name: "fs.read_file".into(),
             correlation_id: None,
-            status: "succeeded".into(),
+            status: InvocationStatus::Succeeded,
             approved: false,
             started_at: time::OffsetDateTime::UNIX_EPOCH,
             run_started_at: None,

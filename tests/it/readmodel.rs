@@ -278,7 +278,7 @@ async fn a_batch_folds_into_the_same_views_as_the_embedded_model(f: &dyn Fixture
     }
     assert_eq!(
         store.invocation("i1").await.unwrap().unwrap().status,
-        "succeeded"
+        InvocationStatus::Succeeded
     );
     assert!(store.session("nope").await.unwrap().is_none());
     assert!(store.invocation("nope").await.unwrap().is_none());
@@ -318,7 +318,10 @@ async fn a_redelivered_older_version_never_overwrites_a_newer_view(f: &dyn Fixtu
         .unwrap();
     assert_eq!(applied, vec![Applied::Skipped]);
     let view = store.invocation("i1").await.unwrap().unwrap();
-    assert_eq!((view.status.as_str(), view.version), ("succeeded", 3));
+    assert_eq!(
+        (view.status, view.version),
+        (InvocationStatus::Succeeded, 3)
+    );
     assert_eq!(store.checkpoint().await.unwrap(), h.last() + 1);
 }
 
@@ -409,7 +412,7 @@ async fn a_batch_that_would_leave_a_hole_is_refused(f: &dyn Fixture) {
     store.apply(2, &h.events[2..], Vec::new()).await.unwrap();
     assert_eq!(
         store.invocation("i1").await.unwrap().unwrap().status,
-        "succeeded"
+        InvocationStatus::Succeeded
     );
 }
 
@@ -472,7 +475,7 @@ async fn a_session_lists_its_invocations_newest_first_in_pages_with_a_total(f: &
         second.items.iter().map(|v| id(v)).collect::<Vec<_>>(),
         ["i5", "i4", "i3"]
     );
-    assert_eq!(second.items[2].status, "running");
+    assert_eq!(second.items[2].status, InvocationStatus::Running);
     let last = store.session_invocations("s1", 6, 3).await.unwrap();
     assert_eq!(ids(&last.items, |v| &v.id), ["i2", "i1"]);
     assert_eq!(last.next_offset(6), None);
@@ -500,7 +503,7 @@ async fn a_principal_lists_its_sessions_newest_first(f: &dyn Fixture) {
         .unwrap();
     assert_eq!(alice.total, 3);
     assert_eq!(ids(&alice.items, |v| &v.id), ["s4", "s3"]);
-    assert_eq!(alice.items[1].status, "closed");
+    assert_eq!(alice.items[1].status, SessionStatus::Closed);
     let rest = store
         .principal_sessions("acme", "alice", 2, 2)
         .await
@@ -536,8 +539,8 @@ async fn a_correlation_key_finds_its_invocation(f: &dyn Fixture) {
         .unwrap()
         .expect("found by its key");
     assert_eq!(
-        (found.id.as_str(), found.status.as_str()),
-        ("i1", "running")
+        (found.id.as_str(), found.status),
+        ("i1", InvocationStatus::Running)
     );
     for (session, tool, key) in [
         ("s1", "fs.stat", "key:1 with spaces/and%"),
@@ -579,7 +582,7 @@ async fn live_sessions_due_sessions_and_open_invocations_leave_their_lists_when_
     assert_eq!(ids(&due, |v| &v.id), ["s2", "s1"]);
     let open = store.open_invocations().await.unwrap();
     assert_eq!(ids(&open, |v| &v.id), ["i1", "i2"]);
-    assert_eq!(open[1].status, "running");
+    assert_eq!(open[1].status, InvocationStatus::Running);
     let from = h.last();
     h.started("i1").completed("i1").closed("s2");
     store
@@ -681,7 +684,7 @@ async fn a_view_that_ended_longer_ago_than_its_retention_is_not_kept(f: &dyn Fix
     assert!(store.session("s2").await.unwrap().is_none());
     assert_eq!(
         store.invocation("i2").await.unwrap().unwrap().status,
-        "queued"
+        InvocationStatus::Queued
     );
     let page = store.session_invocations("s1", 0, 10).await.unwrap();
     assert_eq!(
@@ -709,9 +712,12 @@ async fn without_a_retention_terminal_views_are_kept(f: &dyn Fixture) {
     store.apply(0, &h.events, Vec::new()).await.unwrap();
     assert_eq!(
         store.invocation("i1").await.unwrap().unwrap().status,
-        "succeeded"
+        InvocationStatus::Succeeded
     );
-    assert_eq!(store.session("s1").await.unwrap().unwrap().status, "closed");
+    assert_eq!(
+        store.session("s1").await.unwrap().unwrap().status,
+        SessionStatus::Closed
+    );
     assert_eq!(
         store.session_invocations("s1", 0, 10).await.unwrap().total,
         1
@@ -741,7 +747,7 @@ async fn a_rebuild_is_invisible_until_activated_then_replaces_the_views(f: &dyn 
     assert!(active.invocation("i-old").await.unwrap().is_none());
     assert_eq!(
         active.session("new").await.unwrap().unwrap().status,
-        "ready"
+        SessionStatus::Ready
     );
     assert_eq!(
         active
@@ -763,7 +769,7 @@ async fn a_rebuild_is_invisible_until_activated_then_replaces_the_views(f: &dyn 
         .unwrap();
     assert_eq!(
         active.invocation("i-new2").await.unwrap().unwrap().status,
-        "running"
+        InvocationStatus::Running
     );
 }
 
@@ -800,7 +806,7 @@ async fn a_rebuild_behind_the_active_views_is_not_activated_until_it_catches_up(
     rebuild.activate().await.unwrap();
     assert_eq!(
         active.invocation("i1").await.unwrap().unwrap().status,
-        "succeeded"
+        InvocationStatus::Succeeded
     );
 }
 
@@ -1011,7 +1017,7 @@ async fn views_and_indexes_live_under_the_documented_keys() {
     assert_eq!(v, "3");
     let json: String = con.hget("test:invocation:0:inv:i1", "json").await.unwrap();
     let view: workspace_projections::InvocationView = serde_json::from_str(&json).unwrap();
-    assert_eq!(view.status, "succeeded");
+    assert_eq!(view.status, InvocationStatus::Succeeded);
     let checkpoint: u64 = con.get("test:invocation:0:checkpoint").await.unwrap();
     assert_eq!(checkpoint, h.last());
     let index: Vec<String> = con
@@ -1091,7 +1097,7 @@ async fn an_activated_rebuild_deletes_the_generation_it_replaced() {
     );
     assert_eq!(
         store.invocation("i1").await.unwrap().unwrap().status,
-        "succeeded"
+        InvocationStatus::Succeeded
     );
 }
 
@@ -1113,5 +1119,8 @@ async fn scripts_flushed_from_the_server_are_loaded_again() {
     assert!(store.session("s1").await.unwrap().is_some());
     h.provisioned("s1");
     store.apply(1, &h.events[1..], Vec::new()).await.unwrap();
-    assert_eq!(store.session("s1").await.unwrap().unwrap().status, "ready");
+    assert_eq!(
+        store.session("s1").await.unwrap().unwrap().status,
+        SessionStatus::Ready
+    );
 }
