@@ -17,10 +17,10 @@ use crate::artifacts::{
     ArtifactBucketOptions, ArtifactError, ArtifactStore, JetStreamArtifactStore, LocalArtifactStore,
 };
 use crate::config::{Config, EventStoreConfig, ReadModelConfig};
-use crate::domain::Invocation;
 use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
 use crate::executor::Executor;
+use crate::invocations::Invocations;
 use crate::projector::{Projector, ProjectorError};
 use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, ValkeyStore};
 use crate::runner::RunnerProvider;
@@ -33,7 +33,7 @@ use crate::workqueue::jetstream::{JetStreamWorkQueue, JetStreamWorkQueueOptions}
 use crate::workqueue::memory::{MemoryOptions, MemoryWorkQueue};
 use crate::workqueue::{Provision, WorkQueue, WorkQueueError};
 
-/// What the HTTP API and the session service use (every role serves its health routes from
+/// What the HTTP API and the session and invocation services use (every role serves its health routes from
 /// it). The executor is not in it: it is a role of its own ([`Server`]).
 pub struct App {
     /// Validated configuration.
@@ -44,8 +44,8 @@ pub struct App {
     pub projector: Arc<Projector>,
     /// Session lifecycle.
     pub sessions: Arc<Sessions>,
-    /// Invocation commands.
-    pub invocations: AggregateStore<Invocation>,
+    /// Invocation acceptance.
+    pub invocations: Arc<Invocations>,
     /// The tool catalog.
     pub catalog: Arc<Catalog>,
     /// Artifact bytes.
@@ -330,8 +330,15 @@ impl Server {
                 config.executor_concurrency,
             ))
         });
+        let invocations = Arc::new(Invocations::new(
+            AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
+            projector.clone(),
+            artifacts.clone(),
+            work.clone(),
+            config.clone(),
+        ));
         let app = Arc::new(App {
-            invocations: AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
+            invocations,
             config,
             log,
             projector,

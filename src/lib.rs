@@ -11,6 +11,7 @@ pub mod error_code;
 pub mod eventstore;
 pub mod executor;
 pub mod ids;
+pub mod invocations;
 pub mod policy;
 pub mod projector;
 pub mod readmodel;

@@ -1,36 +1,24 @@
 //! Invocation routes: invoke a tool, read an invocation, its logs, artifacts and events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cqrs_es::AggregateError;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use time::OffsetDateTime;
-use workspace_events::{
-    Actor, AggregateType, ErrorInfo, InvocationQueued, InvocationRefused, InvocationRequest,
-    LogLine,
-};
+use serde_json::{Map, Value, json};
+use workspace_events::{AggregateType, ErrorInfo, LogLine};
 use workspace_projections::{InvocationView, SessionView};
 
 use super::sessions::{lookup, require_ready};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, RequestId};
 use crate::app::App;
-use crate::domain::{InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
-use crate::eventstore::CommandMetadata;
 use crate::ids::{InvocationId, SessionId};
+use crate::invocations::{Accepted, InvocationFailure, InvokeRequest};
 use crate::tools::SessionContext;
-use crate::workqueue::{Job, WorkQueue};
-
-/// How long past the tool's timeout a synchronous invoke waits before answering 202.
-const SYNC_GRACE: Duration = Duration::from_secs(30);
-const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
 /// `POST …/invoke` body.
 #[derive(Debug, Deserialize)]
@@ -40,7 +28,7 @@ pub struct InvokeBody {
     correlation_id: Option<String>,
     /// A JSON object; `null` is the same as absent (`{}`).
     #[serde(default, deserialize_with = "object_args")]
-    args: Option<Value>,
+    args: Option<Map<String, Value>>,
     #[serde(default)]
     approved: Option<bool>,
     #[serde(default, rename = "async")]
@@ -49,10 +37,12 @@ pub struct InvokeBody {
 
 /// `args` is a JSON object (or `null`, as if absent): anything else is refused at the edge like
 /// any malformed body, before an invocation is recorded.
-fn object_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+fn object_args<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Map<String, Value>>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None => Ok(None),
-        Some(args @ Value::Object(_)) => Ok(Some(args)),
+        Some(Value::Object(args)) => Ok(Some(args)),
         Some(_) => Err(serde::de::Error::custom("args must be a JSON object")),
     }
 }
@@ -65,26 +55,6 @@ pub(super) fn session_context(view: &SessionView, rid: &str) -> Result<SessionCo
         allowed_paths: view.allowed_paths.clone(),
         metadata: view.metadata.clone(),
     })
-}
-
-fn invocation_error(err: AggregateError<InvocationError>, rid: &str) -> ApiError {
-    match err {
-        AggregateError::UserError(InvocationError::AlreadyExists) => {
-            ApiError::new(ErrorCode::Conflict, "invocation already exists", rid)
-        }
-        AggregateError::AggregateConflict => ApiError::new(
-            ErrorCode::Conflict,
-            "concurrent update of the invocation; retry",
-            rid,
-        ),
-        AggregateError::DatabaseConnectionError(e) => {
-            let mut err =
-                ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(&e);
-            err.retry_after = Some(1);
-            err
-        }
-        other => ApiError::internal(&other, rid),
-    }
 }
 
 /// The bytes of an artifact the invocation refers to (its output or logs), checked against the
@@ -206,238 +176,61 @@ pub async fn invoke(
     require_ready(&view, &rid)?;
     let ctx = session_context(&view, &rid)?;
     let run_async = wants_async(&body, &headers);
-
-    let correlation_id = body
-        .correlation_id
-        .clone()
-        .or_else(|| {
+    let timeout_seconds = tool.spec.constraints.timeout_seconds;
+    let request = InvokeRequest {
+        correlation_id: body.correlation_id.or_else(|| {
             headers
                 .get("x-correlation-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-        })
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty());
-    if let Some(c) = &correlation_id
-        && (c.len() > 256 || c.chars().any(char::is_control))
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            "correlation_id must be at most 256 printable characters",
-            &rid,
-        ));
-    }
-    let invocation_id = match &correlation_id {
-        Some(c) => InvocationId::for_correlation(&ctx.id, tool.spec.name, c),
-        None => InvocationId::generate(),
-    };
-    // A repeated correlation id answers with the first invocation; the tool never runs twice.
-    if correlation_id.is_some()
-        && let Some(existing) = app
-            .projector
-            .store()
-            .invocation(invocation_id.as_str())
-            .await
-            .map_err(ApiError::read_model(&rid))?
-    {
-        return Ok(replay(
-            &app,
-            existing,
-            run_async,
-            tool.spec.constraints.timeout_seconds,
-            &rid,
-        )
-        .await);
-    }
-
-    let args = body
-        .args
-        .clone()
-        .unwrap_or(Value::Object(Default::default()));
-    let now = OffsetDateTime::now_utc();
-    let mut request = InvocationRequest {
-        invocation_id: invocation_id.to_string(),
-        session_id: ctx.id.to_string(),
-        tool_name: tool.spec.name.to_owned(),
-        correlation_id: correlation_id.clone(),
+        }),
+        args: body.args.unwrap_or_default(),
         approved: body.approved.unwrap_or(false),
-        args: Some(args.clone()),
-        args_ref: None,
-        requested_at: now,
     };
-    let meta = CommandMetadata {
-        correlation_id: Some(correlation_id.clone().unwrap_or_else(|| rid.clone())),
-        causation_id: Some(rid.clone()),
-        actor: Some(Actor {
-            tenant_id: view.principal.tenant_id.clone(),
-            actor_id: view.principal.actor_id.clone(),
-        }),
-    };
-
-    // Large arguments (a 1 MiB file to write) leave the event for an artifact.
-    let args_bytes = serde_json::to_vec(&args).unwrap_or_default();
-    if args_bytes.len() > app.config.max_inline_bytes {
-        let stored = app
-            .artifacts
-            .put(
-                &invocation_id,
-                "invocation-args.json",
-                "application/json",
-                args_bytes,
-            )
-            .await
-            .map_err(|e| ApiError::internal(&e, &rid))?;
-        request.args = None;
-        request.args_ref = Some(stored.reference());
-    }
-
-    let refusal = match crate::tools::schema::validate(&tool.spec.input_schema, &args) {
-        Err(e) => Some((
-            InvocationCommand::Reject as fn(InvocationRefused) -> InvocationCommand,
-            ErrorCode::InvalidArgument,
-            e.to_string(),
-        )),
-        Ok(()) => match crate::policy::authorize(&ctx, &tool.spec, &args, request.approved) {
-            Err(denial) => Some((
-                InvocationCommand::Deny as fn(InvocationRefused) -> InvocationCommand,
-                denial.code,
-                denial.message,
-            )),
-            Ok(()) => None,
-        },
-    };
-    let refused = refusal.as_ref().map(|(_, code, _)| *code);
-    let command = match refusal {
-        Some((make, code, message)) => make(InvocationRefused {
-            request: request.into(),
-            error: ErrorInfo {
-                code: code.into(),
-                message,
-                retryable: false,
-            },
-        }),
-        None => InvocationCommand::Queue(InvocationQueued {
-            request: request.into(),
-            timeout_seconds: tool.spec.constraints.timeout_seconds,
-            start_deadline: now
-                + time::Duration::try_from(app.config.queue_timeout)
-                    .unwrap_or(time::Duration::MINUTE),
-        }),
-    };
-    // Once committed, the `queued` event is offered to the work queue with the state it holds
-    // (the in-process queue wakes a waiting executor; JetStream already has it). A request
-    // cancelled during the append may still have committed it: the guard then offers a look-up.
-    let mut offer = match &command {
-        InvocationCommand::Queue(_) => Some(OfferOnDrop {
-            work: app.work.as_ref(),
-            job: Some(Job {
-                invocation_id: invocation_id.to_string(),
-                session_id: ctx.id.to_string(),
-                sequence: 0,
-                queued: None,
-            }),
-        }),
-        _ => None,
-    };
-    let queued = match &command {
-        InvocationCommand::Queue(queued) => Some(queued.clone()),
-        _ => None,
-    };
-    let receipt = match app
+    let failure = |f: InvocationFailure| ApiError::new(f.code, f.message, &rid);
+    let (invocation_id, receipt, refused) = match app
         .invocations
-        .execute(invocation_id.as_str(), command, &(), &meta)
+        .accept(&ctx, tool, request, &rid)
         .await
+        .map_err(failure)?
     {
-        Ok(r) => {
-            if let Some(job) = offer.as_mut().and_then(|o| o.job.take()) {
-                app.work.offer(Job {
-                    sequence: r.last_sequence,
-                    queued,
-                    ..job
-                });
-            }
-            r
+        Accepted::Existing(existing) => {
+            return Ok(replay(&app, existing, run_async, timeout_seconds, &rid).await);
         }
-        Err(AggregateError::UserError(InvocationError::AlreadyExists))
-            if correlation_id.is_some() =>
-        {
-            // A concurrent request with the same key won the race: answer with its invocation.
-            let sequence = *app.log.head().borrow();
-            app.projector.wait_for(sequence, READ_YOUR_WRITES).await;
-            let existing = app
-                .projector
-                .store()
-                .invocation(invocation_id.as_str())
-                .await
-                .map_err(ApiError::read_model(&rid))?
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::Conflict, "invocation already exists", &rid)
-                })?;
-            return Ok(replay(
-                &app,
-                existing,
-                run_async,
-                tool.spec.constraints.timeout_seconds,
-                &rid,
-            )
-            .await);
-        }
-        Err(e) => return Err(invocation_error(e, &rid)),
+        Accepted::Refused {
+            invocation_id,
+            receipt,
+            ..
+        } => (invocation_id, receipt, true),
+        Accepted::Queued {
+            invocation_id,
+            receipt,
+        } => (invocation_id, receipt, false),
     };
-    if let Some(code) = refused {
-        tracing::info!(
-            request_id = %rid,
-            invocation_id = %invocation_id,
-            session_id = %ctx.id,
-            tool = tool.spec.name,
-            status = if code == ErrorCode::InvalidArgument { "failed" } else { "denied" },
-            error_code = code.as_str(),
-            "audit.tool_invocation"
-        );
-    }
     if run_async {
         // Read-your-writes: the 202 goes out once a GET of the Location sees the invocation.
-        if !app
-            .projector
-            .wait_for(receipt.last_sequence, READ_YOUR_WRITES)
-            .await
-        {
-            return Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "read model did not catch up; the invocation was recorded",
-                &rid,
-            ));
-        }
         let view = app
-            .projector
-            .store()
-            .invocation(invocation_id.as_str())
+            .invocations
+            .wait_recorded(&invocation_id, &receipt, &rid)
             .await
-            .map_err(ApiError::read_model(&rid))?
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "invocation view missing", &rid))?;
+            .map_err(failure)?;
         // A request refused before anything ran is answered at once; queued work always gets
         // its 202 and Location, even when the executor was quick enough to finish it already.
-        if refused.is_some() {
+        if refused {
             return Ok(answer(&app, &view, &rid).await);
         }
         return Ok(accepted(&view));
     }
-    // Synchronous: wait for the terminal state (a refusal is terminal at once). Waiting is
-    // registered per invocation, so concurrent callers do not wake each other.
-    let wait = Duration::from_secs(tool.spec.constraints.timeout_seconds) + SYNC_GRACE;
+    // Synchronous: wait for the terminal state (a refusal is terminal at once).
     match app
-        .projector
-        .wait_terminal(invocation_id.as_str(), wait)
+        .invocations
+        .wait_terminal(invocation_id.as_str(), timeout_seconds, &rid)
         .await
-        .map_err(ApiError::read_model(&rid))?
+        .map_err(failure)?
     {
         Some(done) if done.is_terminal() => Ok(answer(&app, &done, &rid).await),
         Some(pending) => Ok(accepted(&pending)),
-        None => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "read model did not catch up; the invocation was recorded",
-            &rid,
-        )),
+        None => Err(failure(InvocationFailure::not_caught_up())),
     }
 }
 
@@ -454,8 +247,11 @@ async fn replay(
     if run_async {
         return accepted(&existing);
     }
-    let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
-    match app.projector.wait_terminal(&existing.id, wait).await {
+    match app
+        .invocations
+        .wait_terminal(&existing.id, timeout_seconds, rid)
+        .await
+    {
         Ok(Some(done)) if done.is_terminal() => answer(app, &done, rid).await,
         Ok(Some(pending)) => accepted(&pending),
         Ok(None) | Err(_) => accepted(&existing),
@@ -677,20 +473,4 @@ pub async fn list_for_session(
     Ok(Json(
         json!({ "invocations": page.items, "total": page.total, "next_offset": next }),
     ))
-}
-
-/// Offers its job (a look-up) to the work queue when dropped armed: a request cancelled or
-/// failed after its `queued` append may have committed it, and committed work is never
-/// stranded (the executor acks a look-up of an invocation that does not exist).
-struct OfferOnDrop<'a> {
-    work: &'a dyn WorkQueue,
-    job: Option<Job>,
-}
-
-impl Drop for OfferOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            self.work.offer(job);
-        }
-    }
 }

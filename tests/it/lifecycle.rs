@@ -309,6 +309,7 @@ async fn leave_behind(
     let app = server.app();
     for (id, command) in commands {
         app.invocations
+            .store()
             .execute(&id, command, &(), &Default::default())
             .await
             .expect("command recorded");
@@ -615,6 +616,7 @@ async fn committed_work_offered_as_look_ups_runs_once(mode: Mode) {
     request.tool_name = "fs.insert".into();
     request.args = Some(json!({"path": "once.txt", "line": 0, "content": "ran"}));
     app.invocations
+        .store()
         .execute(
             id,
             InvocationCommand::Queue(insert),

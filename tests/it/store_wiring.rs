@@ -340,6 +340,7 @@ async fn work_dispatched_twice_at_recovery_runs_once() {
                 start_deadline: now + time::Duration::minutes(5),
             };
             app.invocations
+                .store()
                 .execute(
                     id,
                     InvocationCommand::Queue(queued),
