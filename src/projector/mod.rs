@@ -58,9 +58,9 @@ pub struct Projector {
     typed: Arc<TypedEvents>,
     /// The store's checkpoint as this projector last saw it (only ever moves forward).
     checkpoint: watch::Sender<u64>,
-    waiters: Waiters,
+    waiters: Arc<Waiters>,
     /// Callers waiting for a session's view to change.
-    session_waiters: Waiters,
+    session_waiters: Arc<Waiters>,
     metrics: Arc<Metrics>,
     /// Set once the running projector tails the log: from then on its lag is observed.
     live: std::sync::atomic::AtomicBool,
@@ -78,13 +78,31 @@ impl Projector {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ReadModelError> {
         let (checkpoint, _) = watch::channel(store.checkpoint().await?);
+        let waiters: Arc<Waiters> = Arc::default();
+        let session_waiters: Arc<Waiters> = Arc::default();
+        // Views changed by a projector in another process wake this one's waiters at once.
+        if let Some(mut announced) = store.announcements() {
+            let (invocations, sessions) = (waiters.clone(), session_waiters.clone());
+            tokio::spawn(async move {
+                use crate::readmodel::Announcement;
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match announced.recv().await {
+                        Ok(Announcement::Invocation(id)) => wake(&invocations, [id.as_str()]),
+                        Ok(Announcement::Session(id)) => wake(&sessions, [id.as_str()]),
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
         Ok(Self {
             log,
             store,
             typed: Arc::default(),
             checkpoint,
-            waiters: Mutex::new(HashMap::default()),
-            session_waiters: Mutex::new(HashMap::default()),
+            waiters,
+            session_waiters,
             metrics,
             live: std::sync::atomic::AtomicBool::new(false),
         })
@@ -215,6 +233,8 @@ impl Projector {
                 newer
             });
         }
+        // Waiters in other processes reading the same store.
+        self.store.announce(&finished, &sessions).await;
         if !sessions.is_empty() {
             wake(&self.session_waiters, sessions);
         }

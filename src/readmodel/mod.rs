@@ -222,6 +222,18 @@ pub trait ReadModelStore: Send + Sync {
     /// Starts a rebuild into a fresh, empty generation beside the active one.
     async fn rebuild(&self) -> Result<Box<dyn Rebuild>, ReadModelError>;
 
+    /// Tells every process reading this store that these views just changed (invocations that
+    /// finished, sessions whose status moved), so their waiters look at once instead of at
+    /// their next poll. Nothing to do for a store only this process reads, whose projector
+    /// wakes its waiters itself. Best effort: a lost announcement costs a waiter one poll.
+    async fn announce(&self, _invocations: &[&str], _sessions: &[&str]) {}
+
+    /// The announcements of every writer of this store (see [`ReadModelStore::announce`]),
+    /// when it carries them across processes.
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<Announcement>> {
+        None
+    }
+
     /// The backend's name, for `/readyz` (`memory`, `valkey`).
     fn backend(&self) -> &'static str;
 
@@ -230,6 +242,15 @@ pub trait ReadModelStore: Send + Sync {
     async fn ping(&self) -> Result<(), ReadModelError> {
         self.checkpoint().await.map(|_| ())
     }
+}
+
+/// A view some writer of a shared store changed ([`ReadModelStore::announce`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// This invocation finished.
+    Invocation(String),
+    /// This session's status moved.
+    Session(String),
 }
 
 /// A rebuild in progress: a store of its own (fold the log into it, read it to check it),

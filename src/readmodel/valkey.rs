@@ -129,7 +129,59 @@ pub struct ValkeyStore {
     pinned: Option<String>,
 }
 
+/// Announcements kept for a slow listener before it misses some (it then polls).
+const ANNOUNCED_CAPACITY: usize = 4096;
+
+/// Forwards the announcements published on `channel` (by every process writing this store)
+/// to `announced`, resubscribing after a lost connection. Messages are `i <id>` (an invocation
+/// finished) or `s <id>` (a session's status moved).
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    announced: tokio::sync::broadcast::WeakSender<super::Announcement>,
+) {
+    use futures::StreamExt;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(pubsub) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let payload = String::from_utf8_lossy(message.get_payload_bytes());
+                    let announcement = match payload.split_once(' ') {
+                        Some(("i", id)) => super::Announcement::Invocation(id.to_owned()),
+                        Some(("s", id)) => super::Announcement::Session(id.to_owned()),
+                        _ => continue,
+                    };
+                    // The store is gone: so is the need to listen.
+                    let Some(announced) = announced.upgrade() else {
+                        return;
+                    };
+                    // No receiver yet is fine: nobody waits.
+                    let _ = announced.send(announcement);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "valkey: announcements unavailable; waiters poll");
+            }
+        }
+        if announced.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 struct Inner {
+    /// Where announcements of this store arrive ([`listen`]).
+    announced: tokio::sync::broadcast::Sender<super::Announcement>,
+    /// The channel they are published on.
+    announce_channel: String,
     invocation_prefix: String,
     session_prefix: String,
     retention: Retention,
@@ -444,6 +496,13 @@ impl ValkeyStore {
             .map_err(redis_error)?
             .set_redis_settings(redis);
         let client = redis::Client::open(info).map_err(redis_error)?;
+        let announce_channel = format!("{}:announce", config.invocation_prefix);
+        let (announced, _) = tokio::sync::broadcast::channel(ANNOUNCED_CAPACITY);
+        tokio::spawn(listen(
+            client.clone(),
+            announce_channel.clone(),
+            announced.downgrade(),
+        ));
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -476,6 +535,8 @@ impl ValkeyStore {
                 upcasters: upcast::registry(),
                 scripts: Scripts::new(),
                 seen: watch::channel(0).0,
+                announced: announced.clone(),
+                announce_channel: announce_channel.clone(),
             }),
             pinned: None,
         })
@@ -822,6 +883,34 @@ fn glob_escape(s: &str) -> String {
 
 #[async_trait]
 impl ReadModelStore for ValkeyStore {
+    async fn announce(&self, invocations: &[&str], sessions: &[&str]) {
+        // A rebuild's views are not read by anyone yet.
+        if self.pinned.is_some() || (invocations.is_empty() && sessions.is_empty()) {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for id in invocations {
+            pipe.cmd("PUBLISH")
+                .arg(&self.inner.announce_channel)
+                .arg(format!("i {id}"))
+                .ignore();
+        }
+        for id in sessions {
+            pipe.cmd("PUBLISH")
+                .arg(&self.inner.announce_channel)
+                .arg(format!("s {id}"))
+                .ignore();
+        }
+        let mut con = self.con.clone();
+        if let Err(error) = pipe.query_async::<()>(&mut con).await {
+            tracing::debug!(%error, "valkey: could not announce; waiters elsewhere poll");
+        }
+    }
+
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<super::Announcement>> {
+        Some(self.inner.announced.subscribe())
+    }
+
     async fn session(&self, id: &str) -> Result<Option<Arc<SessionView>>, ReadModelError> {
         self.view("ses", id).await
     }
@@ -958,6 +1047,8 @@ impl ReadModelStore for ValkeyStore {
             upcasters: upcast::registry(),
             scripts: Scripts::new(),
             seen: watch::channel(0).0,
+            announced: self.inner.announced.clone(),
+            announce_channel: self.inner.announce_channel.clone(),
         });
         Ok(Box::new(ValkeyRebuild {
             previous: previous.unwrap_or_else(|| "0".into()),
