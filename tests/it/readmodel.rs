@@ -965,6 +965,41 @@ async fn an_unreachable_valkey_is_reported_as_unavailable() {
     );
 }
 
+/// A projector in one process announces what it finished through the store; a reader of the
+/// same Valkey in another process hears it (and wakes its waiters) without polling. A rebuild's
+/// store, which nobody reads yet, announces nothing.
+#[tokio::test]
+async fn announcements_reach_every_reader_of_a_valkey_store_but_not_from_a_rebuild() {
+    use workspace::readmodel::Announcement;
+    let server = RedisServer::start();
+    let writer = ValkeyStore::connect(&server.config(Retention::FOREVER))
+        .await
+        .unwrap();
+    let reader = ValkeyStore::connect(&server.config(Retention::FOREVER))
+        .await
+        .unwrap();
+    let mut heard = reader.announcements().expect("a shared store carries announcements");
+    let rebuild = writer.rebuild().await.unwrap();
+    // The subscription is made in the background: announce until it is heard.
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            rebuild.store().announce(&["inv-fromarebuild"], &[]).await;
+            writer.announce(&["inv-done"], &["session-moved"]).await;
+            match tokio::time::timeout(Duration::from_millis(100), heard.recv()).await {
+                Ok(Ok(a)) => return a,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("an announcement arrives");
+    assert_eq!(first, Announcement::Invocation("inv-done".into()));
+    assert_eq!(
+        heard.recv().await.unwrap(),
+        Announcement::Session("session-moved".into())
+    );
+}
+
 #[tokio::test]
 async fn a_valkey_that_went_away_is_reported_as_unavailable() {
     let mut server = RedisServer::start();
