@@ -978,7 +978,9 @@ async fn announcements_reach_every_reader_of_a_valkey_store_but_not_from_a_rebui
     let reader = ValkeyStore::connect(&server.config(Retention::FOREVER))
         .await
         .unwrap();
-    let mut heard = reader.announcements().expect("a shared store carries announcements");
+    let mut heard = reader
+        .announcements()
+        .expect("a shared store carries announcements");
     let rebuild = writer.rebuild().await.unwrap();
     // The subscription is made in the background: announce until it is heard.
     let first = tokio::time::timeout(Duration::from_secs(10), async {
