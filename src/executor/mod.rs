@@ -28,9 +28,7 @@ use crate::projector::Projector;
 use crate::runner::RunnerProvider;
 use crate::sessions::Sessions;
 use crate::tools::{Catalog, SessionContext, ToolContext, ToolFailure, ToolSuccess};
-use crate::workqueue::{
-    Job, Standing, Verdict, Work, WorkQueue, WorkQueueError, delay_until, verdict,
-};
+use crate::workqueue::{Job, Standing, Verdict, Work, WorkQueue, delay_until, verdict};
 
 /// What one executor needs.
 pub struct Executor {
@@ -159,42 +157,25 @@ impl Executor {
         self.runs.wait().await;
     }
 
-    /// The intake loop: one delivery, then a free slot, then its handling on its own task.
+    /// The intake loop ([`crate::workqueue::take_until`]): each delivery handled on its own
+    /// task, in one of the run slots.
     async fn take_work_until(self: &Arc<Self>, shutdown: &CancellationToken) {
-        loop {
-            let work = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = self.work.next() => match next {
-                    Ok(work) => work,
-                    Err(WorkQueueError::Closed) => return,
-                    Err(err) => {
-                        tracing::error!(error = %err, "executor could not take work; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(RETRY) => continue,
-                        }
-                    }
-                },
-            };
-            // Bounded concurrency: the delivery waits for a slot, kept alive meanwhile.
-            let slot = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => None,
-                slot = self.slots.clone().acquire_owned() => slot.ok(),
-                _ = work.keep_alive() => None,
-            };
-            let Some(slot) = slot else {
-                // Not claimed: let another executor (or this one after a restart) take it.
-                let _ = work.nak(Duration::ZERO).await;
-                return;
-            };
-            let this = self.clone();
-            let shutdown = shutdown.clone();
-            self.runs.spawn(async move {
+        let handle = |work: Work, slot: OwnedSemaphorePermit| {
+            let (this, shutdown) = (self.clone(), shutdown.clone());
+            async move {
                 let _slot = slot;
                 this.handle(work, &shutdown).await;
-            });
-        }
+            }
+        };
+        crate::workqueue::take_until(
+            self.work.as_ref(),
+            &self.slots,
+            &self.runs,
+            shutdown,
+            "executor",
+            handle,
+        )
+        .await;
     }
 
     /// Offers every queued and running invocation of the read models as a look-up. Retries

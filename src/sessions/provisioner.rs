@@ -29,7 +29,7 @@ use super::{LoadedSession, Sessions};
 use crate::domain::SessionStatus;
 use crate::ids::SessionId;
 use crate::runner::RunnerProvider;
-use crate::workqueue::{Provision, Work, WorkQueue, WorkQueueError};
+use crate::workqueue::{Provision, Work, WorkQueue};
 
 /// How long to wait before looking again after the queue or the store failed.
 const RETRY: Duration = Duration::from_millis(200);
@@ -172,38 +172,24 @@ impl Provisioner {
         self.tasks.wait().await;
     }
 
+    /// The intake loop ([`crate::workqueue::take_until`]), one provisioning per slot.
     async fn take_work_until(self: &Arc<Self>, shutdown: &CancellationToken) {
-        loop {
-            let work = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = self.work.next() => match next {
-                    Ok(work) => work,
-                    Err(WorkQueueError::Closed) => return,
-                    Err(err) => {
-                        tracing::error!(error = %err, "provisioner could not take work; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(RETRY) => continue,
-                        }
-                    }
-                },
-            };
-            let slot = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => None,
-                slot = self.slots.clone().acquire_owned() => slot.ok(),
-                _ = work.keep_alive() => None,
-            };
-            let Some(slot) = slot else {
-                let _ = work.nak(Duration::ZERO).await;
-                return;
-            };
+        let handle = |work: Work<Provision>, slot: tokio::sync::OwnedSemaphorePermit| {
             let this = self.clone();
-            self.tasks.spawn(async move {
+            async move {
                 let _slot = slot;
                 this.handle(work).await;
-            });
-        }
+            }
+        };
+        crate::workqueue::take_until(
+            self.work.as_ref(),
+            &self.slots,
+            &self.tasks,
+            shutdown,
+            "provisioner",
+            handle,
+        )
+        .await;
     }
 
     /// Offers every `provisioning` session of the read models as a look-up. Retries while the

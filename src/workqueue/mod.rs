@@ -222,6 +222,55 @@ pub enum WorkQueueError {
     Closed,
 }
 
+/// How long the intake loop waits before asking again after the queue failed.
+const INTAKE_RETRY: Duration = Duration::from_millis(200);
+
+/// The intake loop of every consumer of a work queue (the executor, the provisioner): one
+/// delivery, then a free slot of `slots` (the delivery kept alive while it waits), then
+/// `handle(work, slot)` on its own task in `tasks`, until `shutdown`. A delivery taken but not
+/// started when `shutdown` fires (or the slots close) is `nak`ed at once, for another process
+/// or this one after a restart. `who` names the consumer in logs.
+pub async fn take_until<J, F, Fut>(
+    queue: &dyn WorkQueue<J>,
+    slots: &std::sync::Arc<tokio::sync::Semaphore>,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: &tokio_util::sync::CancellationToken,
+    who: &str,
+    handle: F,
+) where
+    J: Task,
+    F: Fn(Work<J>, tokio::sync::OwnedSemaphorePermit) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let work = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = queue.next() => match next {
+                Ok(work) => work,
+                Err(WorkQueueError::Closed) => return,
+                Err(err) => {
+                    tracing::error!(error = %err, who, "could not take work; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(INTAKE_RETRY) => continue,
+                    }
+                }
+            },
+        };
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => None,
+            slot = slots.clone().acquire_owned() => slot.ok(),
+            _ = work.keep_alive() => None,
+        };
+        let Some(slot) = slot else {
+            let _ = work.nak(Duration::ZERO).await;
+            return;
+        };
+        tasks.spawn(handle(work, slot));
+    }
+}
+
 /// Where an invocation stands, from its events, when a delivery of its `queued` event arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing<'a> {
