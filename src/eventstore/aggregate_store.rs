@@ -204,10 +204,28 @@ where
     pub async fn execute_known(
         &self,
         aggregate_id: &str,
-        mut known: Option<Known<A>>,
+        known: Option<Known<A>>,
         command: A::Command,
         services: &A::Services,
         metadata: &CommandMetadata,
+    ) -> Result<(CommitReceipt, Known<A>), AggregateError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.execute_all(aggregate_id, known, &[(command, metadata)], services)
+            .await
+    }
+
+    /// Runs several commands on one aggregate as one commit: each is decided on the state the
+    /// ones before it left, and their events (each with its own command's metadata) are
+    /// appended together, all or none. Refused as a whole when any command is refused; a lost
+    /// race reloads and decides every command again, as [`AggregateStore::execute_known`].
+    pub async fn execute_all(
+        &self,
+        aggregate_id: &str,
+        mut known: Option<Known<A>>,
+        commands: &[(A::Command, &CommandMetadata)],
+        services: &A::Services,
     ) -> Result<(CommitReceipt, Known<A>), AggregateError<A::Error>>
     where
         A::Command: Clone,
@@ -225,13 +243,21 @@ where
                 }
             };
             // `handle` emits through the sink, and `EventSink::write` applies each event to
-            // `state` as it is emitted: after `handle`, `state` already reflects its events.
-            let sink = EventSink::default();
-            state
-                .handle(command.clone(), services, &sink)
-                .await
-                .map_err(AggregateError::UserError)?;
-            let events = sink.collect().await;
+            // `state` as it is emitted: after `handle`, `state` already reflects its events,
+            // so the next command is decided on them.
+            let mut events = Vec::new();
+            let mut envelopes = Vec::new();
+            for (command, metadata) in commands {
+                let sink = EventSink::default();
+                state
+                    .handle(command.clone(), services, &sink)
+                    .await
+                    .map_err(AggregateError::UserError)?;
+                let emitted = sink.collect().await;
+                let after = version + events.len() as u64;
+                envelopes.extend(self.envelopes(aggregate_id, after, &emitted, metadata));
+                events.extend(emitted);
+            }
             if events.is_empty() {
                 let receipt = CommitReceipt {
                     last_sequence: 0,
@@ -240,7 +266,6 @@ where
                 return Ok((receipt, Known { state, version }));
             }
             let new_version = version + events.len() as u64;
-            let envelopes = self.envelopes(aggregate_id, version, &events, metadata);
             // Offered before the append: the projector may apply the events as soon as they
             // are committed, before this append returns.
             let offered: Vec<Ulid> = match &self.observer {

@@ -28,7 +28,10 @@ use crate::projector::Projector;
 use crate::runner::RunnerProvider;
 use crate::sessions::Sessions;
 use crate::tools::{Catalog, SessionContext, ToolContext, ToolFailure, ToolSuccess};
-use crate::workqueue::{Job, Standing, Verdict, Work, WorkQueue, delay_until, verdict};
+use crate::workqueue::{
+    Claimant, Claimed, EarlyClaim, Job, Standing, StartClaim, Verdict, Work, WorkQueue,
+    delay_until, verdict,
+};
 
 /// What one executor needs.
 pub struct Executor {
@@ -148,6 +151,13 @@ impl Executor {
     /// queue is empty after a restart; a JetStream queue ignores the offers), and every
     /// `grace` it sweeps for claims past their deadline that no delivery will come back for.
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
+        // Early claims (in process only, ADR 0009) while this runs: the queue holds the
+        // claimant weakly, so none is taken once this returns.
+        let claims: Arc<dyn Claimant<Job>> = Arc::new(EarlyClaims {
+            executor: Arc::downgrade(&self),
+            shutdown: shutdown.clone(),
+        });
+        self.work.attach(Arc::downgrade(&claims));
         if self.offer_open_work(&shutdown).await {
             let sweeper = self.runs.spawn(self.clone().sweep_until(shutdown.clone()));
             self.take_work_until(&shutdown).await;
@@ -452,12 +462,71 @@ impl Executor {
                 return Handled::NotRecorded;
             }
         };
+        self.run_claimed(&queued, session, claimed).await
+    }
+
+    /// Runs an invocation this executor has claimed (`claimed` holds its `started`) and
+    /// records its outcome.
+    async fn run_claimed(
+        &self,
+        queued: &InvocationQueued,
+        session: Option<Arc<workspace_projections::SessionView>>,
+        claimed: Known<Invocation>,
+    ) -> Handled {
+        let id = &queued.request.invocation_id;
+        let meta = Self::metadata(queued);
+        let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
         let begun = Instant::now();
-        let result = self.run(&queued, session.as_deref(), begun + timeout).await;
+        let result = self.run(queued, session.as_deref(), begun + timeout).await;
         // Exact: a run shorter than a millisecond is not a zero.
         let duration_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.complete(&id, Some(claimed), &meta, result, duration_ns)
+        self.complete(id, Some(claimed), &meta, result, duration_ns)
             .await
+    }
+
+    /// Runs an invocation claimed early ([`EarlyClaim`]): its `queued` and `started` were
+    /// committed together, so the session was ready when it was accepted; it is read again
+    /// for the run, and a session closed meanwhile fails the run as a claimed one.
+    async fn run_claimed_early(&self, queued: InvocationQueued, claimed: Known<Invocation>) {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "invocation",
+            invocation_id = %queued.request.invocation_id,
+            session_id = %queued.request.session_id,
+            tool = %queued.request.tool_name,
+            correlation_id = queued.request.correlation_id.as_deref().unwrap_or(""),
+        );
+        async {
+            let id = &queued.request.invocation_id;
+            let session = match self
+                .projector
+                .store()
+                .session(&queued.request.session_id)
+                .await
+            {
+                Ok(Some(s)) if s.status == workspace_events::SessionStatus::Ready => Some(s),
+                found => {
+                    let result = match found {
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not read the invocation's session");
+                            RunResult::failed(
+                                ErrorCode::Unavailable,
+                                "the session could not be read",
+                            )
+                        }
+                        Ok(_) => {
+                            RunResult::failed(ErrorCode::NotFound, "session is closed or not ready")
+                        }
+                    };
+                    let meta = Self::metadata(&queued);
+                    self.complete(id, Some(claimed), &meta, result, 0).await;
+                    return;
+                }
+            };
+            self.run_claimed(&queued, session, claimed).await;
+        }
+        .instrument(span)
+        .await;
     }
 
     /// The `started` event of a claim by this executor, at `now` or just after its previous
@@ -742,6 +811,108 @@ impl Executor {
 
 /// The state and version of an invocation after `events`, its whole history, with the events
 /// the liveness rule reads.
+/// The executor as the in-process queue's [`Claimant`]: claims a queued invocation as it is
+/// committed when a run slot is free and the executor is not stopping (ADR 0009).
+struct EarlyClaims {
+    executor: std::sync::Weak<Executor>,
+    shutdown: CancellationToken,
+}
+
+impl Claimant<Job> for EarlyClaims {
+    fn claim(&self, job: &Job) -> Option<EarlyClaim<Job>> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let queued = job.queued.as_ref()?;
+        let now = OffsetDateTime::now_utc();
+        if now > queued.start_deadline {
+            return None;
+        }
+        let executor = self.executor.upgrade()?;
+        let slot = executor.hold_a_slot()?;
+        let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
+        let started = executor.started(now, timeout);
+        let claim = StartClaim {
+            started: started.clone(),
+            metadata: Executor::metadata(queued),
+        };
+        let claimed = Early {
+            executor,
+            invocation_id: job.invocation_id.clone(),
+            started,
+            slot,
+        };
+        Some(EarlyClaim::new(claim, Box::new(claimed)))
+    }
+}
+
+/// One early claim, holding its run slot until it runs or is found not to be needed.
+struct Early {
+    executor: Arc<Executor>,
+    invocation_id: String,
+    started: InvocationStarted,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Claimed<Job> for Early {
+    fn committed(self: Box<Self>, job: Job) {
+        let Early {
+            executor,
+            started,
+            slot,
+            ..
+        } = *self;
+        let Some(queued) = job.queued else {
+            // A job claimed early always carries its event; without it, look it up.
+            return Box::new(Early {
+                executor,
+                invocation_id: job.invocation_id,
+                started,
+                slot,
+            })
+            .abandoned();
+        };
+        let known = fold([
+            InvocationEvent::Queued(queued.clone()),
+            InvocationEvent::Started(started),
+        ])
+        .known;
+        let this = executor.clone();
+        executor.runs.spawn(async move {
+            let _slot = slot;
+            this.run_claimed_early(queued, known).await;
+        });
+    }
+
+    fn abandoned(self: Box<Self>) {
+        let Early {
+            executor,
+            invocation_id,
+            started,
+            slot,
+        } = *self;
+        let this = executor.clone();
+        // The append failed, was refused, or its outcome is unknown: the claim runs only if
+        // the log holds exactly it as the invocation's latest event (nobody else runs a run
+        // claimed by this executor); otherwise the invocation is someone else's, or its
+        // `queued` is offered and taken the usual way.
+        executor.runs.spawn(async move {
+            let _slot = slot;
+            let loaded = match this.load(&invocation_id).await {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    tracing::warn!(invocation_id = %invocation_id, error = %err, "could not look up an early claim; the sweep ends it if it was committed");
+                    return;
+                }
+            };
+            let ours = matches!(loaded.standing(), Standing::Running(s) if *s == started);
+            if let (true, Some(queued)) = (ours, loaded.queued) {
+                this.run_claimed_early(queued, loaded.known).await;
+            }
+        });
+    }
+}
+
 fn fold(events: impl IntoIterator<Item = InvocationEvent>) -> Loaded {
     let mut loaded = Loaded {
         known: Known {

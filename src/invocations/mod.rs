@@ -330,18 +330,45 @@ impl Invocations {
             ),
             _ => (None, None),
         };
-        let receipt = match self
-            .store
-            .execute(invocation_id.as_str(), command, &(), &meta)
-            .await
-        {
+        // In process, an executor with a free run slot may claim it now, so `queued` and its
+        // `started` commit in one append (ADR 0009, the shortcut behind the work queue).
+        let early = offer.as_ref().and_then(|o| o.job.as_ref()).and_then(|job| {
+            self.work.claim_early(&Job {
+                queued: queued.clone(),
+                ..job.clone()
+            })
+        });
+        let committed = match &early {
+            Some(early) => {
+                let start = InvocationCommand::Start(early.claim.started.clone());
+                self.store
+                    .execute_all(
+                        invocation_id.as_str(),
+                        None,
+                        &[(command, &meta), (start, &early.claim.metadata)],
+                        &(),
+                    )
+                    .await
+                    .map(|(receipt, _)| receipt)
+            }
+            None => {
+                self.store
+                    .execute(invocation_id.as_str(), command, &(), &meta)
+                    .await
+            }
+        };
+        let receipt = match committed {
             Ok(r) => {
                 if let Some(job) = offer.as_mut().and_then(|o| o.job.take()) {
-                    self.work.offer(Job {
+                    let job = Job {
                         sequence: r.last_sequence,
                         queued,
                         ..job
-                    });
+                    };
+                    match early {
+                        Some(early) => early.committed(job),
+                        None => self.work.offer(job),
+                    }
                 }
                 r
             }

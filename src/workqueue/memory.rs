@@ -7,7 +7,7 @@
 //! log says is still open when it starts (ADR 0009). It never reads the log.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, Job, MIN_MAX_DELIVER, Settle, Task, Work, WorkQueue,
-    WorkQueueError,
+    Claimant, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, EarlyClaim, Job, MIN_MAX_DELIVER, Settle,
+    Task, Work, WorkQueue, WorkQueueError,
 };
 
 /// Settings of a [`MemoryWorkQueue`].
@@ -38,11 +38,11 @@ impl Default for MemoryOptions {
 }
 
 /// The in-process [`WorkQueue`] of tasks `J` ([`Job`]s by default). Clones share one queue.
-pub struct MemoryWorkQueue<J = Job> {
+pub struct MemoryWorkQueue<J: Task = Job> {
     inner: Arc<Inner<J>>,
 }
 
-impl<J> Clone for MemoryWorkQueue<J> {
+impl<J: Task> Clone for MemoryWorkQueue<J> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -50,8 +50,10 @@ impl<J> Clone for MemoryWorkQueue<J> {
     }
 }
 
-struct Inner<J> {
+struct Inner<J: Task> {
     state: Mutex<State<J>>,
+    /// Who may claim a job before its event is committed ([`WorkQueue::claim_early`]).
+    claimant: RwLock<Option<Weak<dyn Claimant<J>>>>,
     /// Woken when a job becomes ready or a timer earlier than a waiter's may have been set.
     wake: Notify,
     options: MemoryOptions,
@@ -105,6 +107,7 @@ impl<J: Task> MemoryWorkQueue<J> {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
+                claimant: RwLock::new(None),
                 wake: Notify::new(),
                 options: MemoryOptions {
                     max_deliver: options.max_deliver.max(MIN_MAX_DELIVER),
@@ -131,7 +134,7 @@ impl<J: Task> MemoryWorkQueue<J> {
     }
 }
 
-impl<J> Inner<J> {
+impl<J: Task> Inner<J> {
     fn lock(&self) -> MutexGuard<'_, State<J>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -282,11 +285,33 @@ impl<J: Task> WorkQueue<J> for MemoryWorkQueue<J> {
     fn max_deliver(&self) -> u32 {
         self.inner.options.max_deliver
     }
+
+    fn claim_early(&self, job: &J) -> Option<EarlyClaim<J>> {
+        let claimant = self
+            .inner
+            .claimant
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Weak::upgrade)?;
+        if self.inner.lock().closed {
+            return None;
+        }
+        claimant.claim(job)
+    }
+
+    fn attach(&self, claimant: Weak<dyn Claimant<J>>) {
+        *self
+            .inner
+            .claimant
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(claimant);
+    }
 }
 
 /// One delivery of a memory job. Settling a delivery that was already redelivered does
 /// nothing, except `ack`, which ends the job whichever delivery reports it done.
-struct Delivery<J> {
+struct Delivery<J: Task> {
     inner: Arc<Inner<J>>,
     id: u64,
     attempt: u32,

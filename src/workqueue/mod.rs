@@ -46,8 +46,76 @@ pub const DEFAULT_LIVENESS_GRACE: Duration = Duration::from_secs(30);
 
 /// What a queue hands out: the work one event stands for.
 pub trait Task: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// What a consumer in the same process commits beside the task's event when it claims
+    /// the task before the event is committed ([`EarlyClaim`]).
+    type Claim: Send + 'static;
+
     /// The aggregate the work is about: the memory queue holds one task per key.
     fn key(&self) -> &str;
+}
+
+/// A claim taken while the task's event is being committed: the embedded shortcut ADR 0009
+/// allows behind the queue. With the in-process queue, an executor with a free run slot claims
+/// an invocation as the API commits its `queued` event, so `queued` and `started` (the claim,
+/// [`StartClaim`]) are one append and the run starts without a queue hand-over. The committer
+/// calls [`EarlyClaim::committed`] once both are in the log; dropped without it (the append
+/// failed, was refused or its outcome is unknown), the claimant looks the invocation up and
+/// runs it only if the log holds exactly its claim. Nothing else changes: the claim is still
+/// `started` after the version the claimer held, judged by the same rules.
+pub struct EarlyClaim<J: Task> {
+    /// What to commit beside the task's event.
+    pub claim: J::Claim,
+    claimed: Option<Box<dyn Claimed<J>>>,
+}
+
+impl<J: Task> EarlyClaim<J> {
+    /// A claim of `claim`, taken by `claimed`.
+    pub fn new(claim: J::Claim, claimed: Box<dyn Claimed<J>>) -> Self {
+        Self {
+            claim,
+            claimed: Some(claimed),
+        }
+    }
+
+    /// The task's event and the claim are committed: the claimant runs `job`.
+    pub fn committed(mut self, job: J) {
+        if let Some(claimed) = self.claimed.take() {
+            claimed.committed(job);
+        }
+    }
+}
+
+impl<J: Task> Drop for EarlyClaim<J> {
+    fn drop(&mut self) {
+        if let Some(claimed) = self.claimed.take() {
+            claimed.abandoned();
+        }
+    }
+}
+
+/// The claimant's side of an [`EarlyClaim`].
+pub trait Claimed<J>: Send {
+    /// The task's event and the claim are in the log: run it.
+    fn committed(self: Box<Self>, job: J);
+    /// Not known to be committed: look it up, and run it only if the log holds this claim.
+    fn abandoned(self: Box<Self>);
+}
+
+/// A consumer in the queue's process that can claim a task before its event is committed.
+pub trait Claimant<J: Task>: Send + Sync {
+    /// A claim on `job` if the consumer can take it now (a free run slot), held until the
+    /// claim is committed or dropped.
+    fn claim(&self, job: &J) -> Option<EarlyClaim<J>>;
+}
+
+/// An executor's early claim of a queued invocation: its `started` event and the metadata
+/// the executor records it with.
+#[derive(Debug, Clone)]
+pub struct StartClaim {
+    /// The claim.
+    pub started: InvocationStarted,
+    /// The envelope facts of the `started` event.
+    pub metadata: crate::eventstore::CommandMetadata,
 }
 
 /// A source of work for executors (queued invocations, by default) or provisioners (created
@@ -66,6 +134,18 @@ pub trait WorkQueue<J: Task = Job>: Send + Sync {
 
     /// How many times one job is delivered at most.
     fn max_deliver(&self) -> u32;
+
+    /// A claim on `job` by a consumer in this process, taken before the job's event is
+    /// committed so both commit together ([`EarlyClaim`]); `None` (the default, and every
+    /// queue that reads the log) when none can take it now: commit the event alone and
+    /// [`WorkQueue::offer`] it.
+    fn claim_early(&self, _job: &J) -> Option<EarlyClaim<J>> {
+        None
+    }
+
+    /// Lets `claimant` claim jobs early ([`WorkQueue::claim_early`]); ignored by queues that
+    /// read the log. The queue holds it weakly: a claimant that is gone claims nothing.
+    fn attach(&self, _claimant: std::sync::Weak<dyn Claimant<J>>) {}
 }
 
 /// What was queued: one `invocation.queued` event.
@@ -83,6 +163,8 @@ pub struct Job {
 }
 
 impl Task for Job {
+    type Claim = StartClaim;
+
     fn key(&self) -> &str {
         &self.invocation_id
     }
@@ -100,6 +182,9 @@ pub struct Provision {
 }
 
 impl Task for Provision {
+    /// Provisioning has no claim event: never claimed early.
+    type Claim = std::convert::Infallible;
+
     fn key(&self) -> &str {
         &self.session_id
     }

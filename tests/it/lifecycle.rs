@@ -763,7 +763,178 @@ async fn replay_rebuilds_the_read_models_from_the_log_alone(mode: Mode) {
     assert_eq!(summary["events"], 6, "{summary}");
 }
 
+/// The events of invocation `id`, as `GET /v1/invocations/{id}/events` answers them.
+async fn events_of(server: &TestServer, id: &str) -> Vec<serde_json::Value> {
+    let (status, _, body) = server.get(&format!("/v1/invocations/{id}/events")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["events"].as_array().expect("events").clone()
+}
+
+fn timestamp(value: &serde_json::Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a timestamp: {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// Whether the invocation's `started` was decided before its `queued` was written: only a
+/// claim made as the `queued` event was committed (ADR 0009's early claim), in the same append.
+fn claimed_early(events: &[serde_json::Value]) -> bool {
+    assert_eq!(events[0]["event_type"], "invocation.queued", "{events:?}");
+    assert_eq!(events[1]["event_type"], "invocation.started", "{events:?}");
+    assert_eq!(
+        events[1]["sequence"].as_u64().expect("sequence"),
+        events[0]["sequence"].as_u64().expect("sequence") + 1
+    );
+    timestamp(&events[1]["payload"]["started_at"]) < timestamp(&events[0]["occurred_at"])
+}
+
+/// In process, an executor with a free run slot claims an invocation in the same append as its
+/// `queued` event (ADR 0009); with every slot busy, or with executors in other processes (the
+/// JetStream queue), the claim is a later append after the `queued` version. Either way the
+/// events and the outcome are the same.
+async fn a_free_run_slot_claims_in_process_work_as_it_is_queued(mode: Mode) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backends = Backends::start(mode);
+    let server =
+        TestServer::start_with(&backends, dir.path(), |c| c.executor_concurrency = 1).await;
+    let session = server.create_session(json!({})).await;
+    let (status, body) = server
+        .invoke(&session, "fs.stat", json!({"args": {"path": "."}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let free = events_of(&server, body["invocation"]["id"].as_str().expect("id")).await;
+    assert_eq!(free.len(), 3, "{free:?}");
+    assert_eq!(claimed_early(&free), mode == Mode::Embedded, "{free:?}");
+
+    // With the only slot held, the invocation is queued alone and claimed once it is free.
+    let slot = server.hold_the_only_slot();
+    let (status, body) = server
+        .invoke(
+            &session,
+            "fs.stat",
+            json!({"args": {"path": "."}, "async": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["invocation"]["id"].as_str().expect("id").to_owned();
+    drop(slot);
+    let path = format!("/v1/invocations/{id}");
+    let done = eventually(Duration::from_secs(10), || {
+        let (server, path) = (&server, &path);
+        async move { server.get(path).await.2["invocation"]["status"] == "succeeded" }
+    })
+    .await;
+    assert!(done, "{}", server.get(&path).await.2);
+    let busy = events_of(&server, &id).await;
+    assert!(!claimed_early(&busy), "{busy:?}");
+    server.stop().await;
+}
+
+/// An early claim of `job` by the server's executor, once its run slot is free (10 s at most).
+async fn claim_within(
+    app: &workspace::app::App,
+    job: &workspace::workqueue::Job,
+) -> workspace::workqueue::EarlyClaim<workspace::workqueue::Job> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(claim) = app.work.claim_early(job) {
+            return claim;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the executor's run slot was not free within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An early claim whose commit is not confirmed (a request cancelled during the append) is
+/// looked up: committed, it runs once, by the executor that holds the claim; never committed,
+/// nothing runs and its run slot is free again.
+#[tokio::test]
+async fn an_early_claim_never_confirmed_runs_once_if_committed_and_frees_its_slot() {
+    use workspace::domain::InvocationCommand;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backends = Backends::start(Mode::Embedded);
+    let server =
+        TestServer::start_with(&backends, dir.path(), |c| c.executor_concurrency = 1).await;
+    let session = server.create_session(json!({})).await;
+    let app = server.app();
+    let file = server.workspace_dir(&session).join("once.txt");
+    std::fs::write(&file, "base\n").expect("file");
+    let job = |id: &str, queued: &workspace_events::InvocationQueued| workspace::workqueue::Job {
+        invocation_id: id.into(),
+        session_id: session.clone(),
+        sequence: 0,
+        queued: Some(queued.clone()),
+    };
+
+    // Claimed and committed, but the confirmation never comes (the claim is dropped).
+    let id = "inv-earlyunconfirmed";
+    let mut insert = queued(&session, id);
+    let request = std::sync::Arc::make_mut(&mut insert.request);
+    request.tool_name = "fs.insert".into();
+    request.args = Some(json!({"path": "once.txt", "line": 0, "content": "ran"}));
+    let claim = claim_within(app, &job(id, &insert)).await;
+    assert!(
+        app.work.claim_early(&job(id, &insert)).is_none(),
+        "the only slot is held by the first claim"
+    );
+    let start = InvocationCommand::Start(claim.claim.started.clone());
+    app.invocations
+        .store()
+        .execute_all(
+            id,
+            None,
+            &[
+                (
+                    InvocationCommand::Queue(insert.clone()),
+                    &Default::default(),
+                ),
+                (start, &claim.claim.metadata),
+            ],
+            &(),
+        )
+        .await
+        .expect("queued and started in one append");
+    drop(claim);
+    let path = format!("/v1/invocations/{id}");
+    let done = eventually(Duration::from_secs(10), || {
+        let (server, path) = (&server, &path);
+        async move { server.get(path).await.2["invocation"]["status"] == "succeeded" }
+    })
+    .await;
+    assert!(done, "{}", server.get(&path).await.2);
+    let types = server.event_types(&format!("{path}/events")).await;
+    assert_eq!(
+        types,
+        [
+            "invocation.queued",
+            "invocation.started",
+            "invocation.completed"
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "base\nran\n");
+
+    // Claimed, never committed: nothing is recorded, and the slot comes back.
+    let never = queued(&session, "inv-earlynevercommitted");
+    let claim = claim_within(app, &job("inv-earlynevercommitted", &never)).await;
+    drop(claim);
+    let claim = claim_within(app, &job("inv-earlynevercommitted", &never)).await;
+    drop(claim);
+    let (status, _, _) = server.get("/v1/invocations/inv-earlynevercommitted").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = server
+        .invoke(&session, "fs.stat", json!({"args": {"path": "."}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
+
 in_both_modes!(
+    a_free_run_slot_claims_in_process_work_as_it_is_queued,
     everything_survives_a_restart_on_the_same_data_dir,
     an_expired_session_is_closed_and_its_workspace_removed,
     a_repeated_correlation_id_returns_the_first_invocation_and_runs_once,
