@@ -29,6 +29,9 @@ pub const CLONE_SCRIPT: &str = include_str!("clone.sh");
 pub const GIT_AUTH_MOUNT: &str = "/var/run/workspace-git-auth";
 /// Name of the init container.
 pub const INIT_CONTAINER: &str = "repo-init";
+/// Label of runner pods that clone a repository: the only ones a NetworkPolicy lets reach the
+/// git hosts.
+pub const GIT_EGRESS_LABEL: &str = "workspace.io/git-egress";
 /// `app` label of every runner pod (the janitor lists them by it).
 pub const APP_LABEL: &str = "workspace-session";
 
@@ -149,7 +152,7 @@ pub fn runner_pod(
     let git_auth = settings.git_auth_secret(request.metadata)?;
     let name = pod_name(&settings.pod_prefix, request.session_id);
 
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         ("app".to_owned(), APP_LABEL.to_owned()),
         (
             "app.kubernetes.io/name".to_owned(),
@@ -173,6 +176,11 @@ pub fn runner_pod(
             label_value(chosen.profile.as_deref().unwrap_or("default")),
         ),
     ]);
+    // The clone needs the git hosts: deploy/'s `runner-git-egress` policy selects this label.
+    // A pod without it gets no network at all.
+    if request.repo_url.is_some_and(|u| !u.is_empty()) {
+        labels.insert(GIT_EGRESS_LABEL.to_owned(), "true".to_owned());
+    }
     // Labels are lossy (sanitised, truncated): the exact owner is kept in annotations.
     let annotations = BTreeMap::from([
         (

@@ -548,18 +548,62 @@ fn runner_pods_get_no_traffic_in_or_out_and_no_api_token() {
         .into_iter()
         .filter(|p| p["metadata"]["namespace"] == "workspace-runners")
         .collect();
-    assert_eq!(
-        policies.len(),
-        1,
-        "the runner namespace has exactly its deny-all policy"
-    );
-    let deny = &policies[0]["spec"];
-    assert_eq!(deny["podSelector"], json!({}), "selects every pod");
-    assert_eq!(strings(&deny["policyTypes"]), ["Ingress", "Egress"]);
+    let deny = policies
+        .iter()
+        .find(|p| p["spec"]["podSelector"] == json!({}))
+        .expect("a deny-all policy for every runner pod");
+    assert_eq!(strings(&deny["spec"]["policyTypes"]), ["Ingress", "Egress"]);
     assert!(
-        deny.get("ingress").is_none() && deny.get("egress").is_none(),
+        deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none(),
         "no rule lets anything through"
     );
+    // The only other one: egress for the clone, to DNS and to listed git hosts on 443 and 22,
+    // for pods the pod spec labels as cloning; never ingress, never the whole network.
+    let others: Vec<&&Value> = policies
+        .iter()
+        .filter(|p| p["spec"]["podSelector"] != json!({}))
+        .collect();
+    assert_eq!(
+        others.len(),
+        1,
+        "deny-all and the clone's egress, nothing else"
+    );
+    for policy in others {
+        let at = name(policy);
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"],
+            json!({ workspace::kube::pod::GIT_EGRESS_LABEL: "true" }),
+            "{at}: selects only cloning pods"
+        );
+        assert_eq!(strings(&policy["spec"]["policyTypes"]), ["Egress"], "{at}");
+        for rule in policy["spec"]["egress"].as_array().into_iter().flatten() {
+            let ports: BTreeSet<u64> = rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64())
+                .collect();
+            for peer in rule["to"].as_array().expect("a destination") {
+                match peer["ipBlock"]["cidr"].as_str() {
+                    Some(cidr) => {
+                        assert!(!cidr.ends_with("/0"), "{at}: egress to {cidr}");
+                        assert_eq!(
+                            ports,
+                            BTreeSet::from([22, 443]),
+                            "{at}: git hosts on 22 and 443"
+                        );
+                    }
+                    None => {
+                        assert_eq!(
+                            peer["podSelector"]["matchLabels"]["k8s-app"], "kube-dns",
+                            "{at}"
+                        );
+                        assert_eq!(ports, BTreeSet::from([53]), "{at}: DNS");
+                    }
+                }
+            }
+        }
+    }
 
     let account = one(
         &all,

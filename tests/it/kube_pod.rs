@@ -146,6 +146,14 @@ fn every_runner_pod_validates_against_the_kubernetes_schemas_and_is_hardened() {
         std::fs::write(&path, serde_norway::to_string(&value).expect("YAML")).expect("write");
         files.push(path);
 
+        // Only a pod that clones may reach the network (deploy/'s runner-git-egress).
+        assert_eq!(
+            value["metadata"]["labels"]
+                .get(workspace::kube::pod::GIT_EGRESS_LABEL)
+                .is_some(),
+            name == "clone-with-profile-and-git-auth",
+            "{name}: git egress label"
+        );
         let spec = &value["spec"];
         assert_eq!(
             spec["automountServiceAccountToken"], false,
