@@ -255,3 +255,206 @@ fn collect_path_fields(schema: &Value, at: &str, multi: bool, out: &mut Vec<Path
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+    use serde_json::json;
+    use workspace_events::Principal;
+
+    use super::*;
+    use crate::ids::SessionId;
+    use crate::runner::protocol::{Reply, Request};
+    use crate::runner::{RunnerError, SessionRunner};
+    use crate::tools::SessionContext;
+    use crate::tools::args::{Count, WorkspacePath, Write};
+    use crate::tools::catalog::Registry;
+
+    /// A tool as a new family would write it: paths at depth, a count, typed output.
+    struct Echo;
+
+    #[derive(Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct EchoArgs {
+        /// Paths to echo.
+        paths: Vec<WorkspacePath>,
+        /// A nested request.
+        #[serde(default)]
+        request: Option<Target>,
+        /// How many times.
+        #[serde(default)]
+        times: Count<3, 5>,
+    }
+
+    #[derive(Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Target {
+        /// Where it would write.
+        target: WorkspacePath<Write>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    struct EchoOutput {
+        /// The paths, as given.
+        paths: Vec<String>,
+        /// The capped count.
+        times: u64,
+    }
+
+    impl Tool for Echo {
+        type Args = EchoArgs;
+        type Output = EchoOutput;
+
+        fn metadata(&self) -> Metadata {
+            Metadata {
+                name: "test.echo",
+                description: "Echo the paths.",
+                scope: Scope::Workspace,
+                side_effects: SideEffects::None,
+                risk_level: RiskLevel::Low,
+                requires_approval: false,
+                idempotency: Idempotency::Guaranteed,
+                runs_repository_code: false,
+                constraints: Constraints {
+                    timeout_seconds: 5,
+                    max_retries: 0,
+                    output_limit_kb: None,
+                },
+                preconditions: Vec::new(),
+                postconditions: Vec::new(),
+                cost_hint: "low",
+                arg_fields: Vec::new(),
+                examples: vec![json!({"paths": ["a"]})],
+            }
+        }
+
+        async fn run(
+            &self,
+            _: &ToolContext,
+            args: EchoArgs,
+        ) -> Result<Completed<EchoOutput>, ToolFailure> {
+            Ok(Completed::new(
+                EchoOutput {
+                    paths: args.paths.iter().map(|p| p.as_str().to_owned()).collect(),
+                    times: args.times.get(),
+                },
+                "echoed",
+            ))
+        }
+    }
+
+    /// The runner of a tool that never calls it.
+    struct NoRunner;
+
+    #[async_trait::async_trait]
+    impl SessionRunner for NoRunner {
+        async fn call(&self, _: Request, _: Duration) -> Result<Reply, RunnerError> {
+            Err(RunnerError::Timeout)
+        }
+
+        fn isolation(&self) -> &'static str {
+            "none"
+        }
+    }
+
+    fn context() -> ToolContext {
+        ToolContext {
+            session: Arc::new(SessionContext {
+                id: SessionId::generate(),
+                principal: Principal {
+                    tenant_id: "t".into(),
+                    actor_id: "a".into(),
+                    roles: Vec::new(),
+                },
+                allowed_paths: vec![".".into()],
+                metadata: BTreeMap::new(),
+            }),
+            runner: Arc::new(NoRunner),
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    fn echo() -> Arc<dyn ErasedTool> {
+        let mut registry = Registry::default();
+        registry.register(Echo);
+        registry
+            .build()
+            .get("test.echo")
+            .expect("registered")
+            .clone()
+    }
+
+    #[test]
+    fn registering_a_tool_derives_its_schemas_and_path_fields() {
+        let tool = echo();
+        let spec = tool.spec();
+        assert_eq!(spec.observability.span_name, "test.echo");
+        assert_eq!(spec.observability.trace_name, TRACE_NAME);
+        let fields: Vec<(&str, bool, bool)> = spec
+            .policy
+            .path_fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.multi, f.writes))
+            .collect();
+        assert_eq!(
+            fields,
+            [("paths", true, false), ("request.target", false, true)]
+        );
+        assert_eq!(spec.input_schema["additionalProperties"], false);
+        assert_eq!(spec.input_schema["required"], json!(["paths"]));
+        assert_eq!(spec.input_schema["properties"]["times"]["default"], 3);
+        assert_eq!(
+            spec.input_schema["properties"]["paths"]["description"],
+            "Paths to echo."
+        );
+        assert_eq!(
+            spec.output_schema["required"],
+            json!(["paths", "times"]),
+            "{}",
+            spec.output_schema
+        );
+    }
+
+    #[test]
+    fn check_parses_the_arguments_and_returns_their_paths() {
+        let tool = echo();
+        let paths = tool
+            .check(&json!({"paths": ["a", "b"], "request": {"target": "c"}}))
+            .unwrap();
+        let found: Vec<(&str, bool)> = paths.iter().map(|p| (p.raw.as_str(), p.writes)).collect();
+        assert_eq!(found, [("a", false), ("b", false), ("c", true)]);
+        assert_eq!(
+            tool.check(&json!({"paths": ["a"], "extra": 1}))
+                .unwrap_err()
+                .to_string(),
+            "args: unknown property \"extra\""
+        );
+        assert_eq!(
+            tool.check(&json!({"paths": "a"})).unwrap_err().path,
+            "args.paths"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_parses_runs_and_encodes_the_output() {
+        let tool = echo();
+        let done = tool
+            .run(context(), json!({"paths": ["x"], "times": 9}))
+            .await
+            .unwrap_or_else(|f| panic!("{}", f.message));
+        assert_eq!(
+            done.output.to_value().unwrap(),
+            json!({"paths": ["x"], "times": 5})
+        );
+        assert_eq!(done.exit_code, 0);
+        assert_eq!(done.logs.len(), 1);
+        // Stored arguments that no longer parse are refused, never run.
+        let refused = tool.run(context(), json!({"times": 1})).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidArgument);
+        assert_eq!(refused.message, "args: missing required property \"paths\"");
+    }
+}
