@@ -45,6 +45,15 @@ enum Command {
     Runner(workspace::runner::cli::RunnerArgs),
     /// Rebuild the read models from the event store and print a summary (audit replay).
     Replay(Box<workspace::replay::ReplayArgs>),
+    /// Write the tool catalog's documentation (docs/tool-catalog.md) from the registered tools.
+    CatalogDocs(CatalogDocsArgs),
+}
+
+#[derive(clap::Args)]
+struct CatalogDocsArgs {
+    /// Where to write the document (`-` for standard output).
+    #[arg(long, default_value = workspace::tools::catalog_docs::PATH)]
+    output: std::path::PathBuf,
 }
 
 /// Exit code for a bad configuration (EX_USAGE).
@@ -69,11 +78,29 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Runner(args)) => workspace::runner::cli::run(args),
         Some(Command::Replay(args)) => workspace::replay::run(*args),
+        Some(Command::CatalogDocs(args)) => catalog_docs(&args),
         Some(Command::Serve(args)) => serve(*args, Roles::ALL),
         Some(Command::Api(args)) => serve(*args, Roles::API),
         Some(Command::Executor(args)) => serve(*args, Roles::EXECUTOR),
         Some(Command::Projector(args)) => serve(*args, Roles::PROJECTOR),
         None => serve(cli.serve, Roles::ALL),
+    }
+}
+
+fn catalog_docs(args: &CatalogDocsArgs) -> ExitCode {
+    let doc = workspace::tools::catalog_docs::render(&workspace::tools::Catalog::builtin());
+    let written = if args.output.as_os_str() == "-" {
+        use std::io::Write as _;
+        std::io::stdout().write_all(doc.as_bytes())
+    } else {
+        std::fs::write(&args.output, doc)
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("writing {}: {e}", args.output.display());
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 

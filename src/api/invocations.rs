@@ -176,7 +176,7 @@ pub async fn invoke(
     require_ready(&view, &rid)?;
     let ctx = session_context(&view, &rid)?;
     let run_async = wants_async(&body, &headers);
-    let timeout_seconds = tool.spec.constraints.timeout_seconds;
+    let timeout_seconds = tool.spec().constraints.timeout_seconds;
     let request = InvokeRequest {
         correlation_id: body.correlation_id.or_else(|| {
             headers
@@ -190,7 +190,7 @@ pub async fn invoke(
     let failure = |f: InvocationFailure| ApiError::new(f.code, f.message, &rid);
     let (invocation_id, receipt, refused) = match app
         .invocations
-        .accept(&ctx, tool, request, &rid)
+        .accept(&ctx, tool.as_ref(), request, &rid)
         .await
         .map_err(failure)?
     {

@@ -340,8 +340,7 @@ pub async fn tools(
     let ctx = super::invocations::session_context(&view, &rid)?;
     let tools: Vec<&crate::tools::ToolSpec> = app
         .catalog
-        .iter()
-        .map(|t| &t.spec)
+        .specs()
         .filter(|spec| crate::policy::visible(&ctx, spec))
         .collect();
     Ok(Json(json!({ "tools": tools })))

@@ -613,7 +613,7 @@ impl Executor {
             runner,
             deadline,
         };
-        let run = (tool.handler)(ctx, args);
+        let run = tool.run(ctx, args);
         // The runner enforces timeouts on processes; this is the backstop for everything else.
         let grace = Duration::from_millis(500);
         match tokio::time::timeout_at((deadline + grace).into(), run).await {

@@ -25,7 +25,7 @@ use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt};
 use crate::ids::{InvocationId, SessionId};
 use crate::projector::Projector;
 use crate::readmodel::ReadModelError;
-use crate::tools::{SessionContext, Tool};
+use crate::tools::{ErasedTool, SessionContext};
 use crate::workqueue::{Job, WorkQueue};
 
 /// How long past the tool's timeout a synchronous caller waits for the terminal state.
@@ -227,12 +227,12 @@ impl Invocations {
     pub async fn accept(
         &self,
         ctx: &SessionContext,
-        tool: &Tool,
+        tool: &dyn ErasedTool,
         request: InvokeRequest,
         rid: &str,
     ) -> Result<Accepted, InvocationFailure> {
         let correlation_id = correlation_id(request.correlation_id.as_deref())?;
-        let invocation_id = invocation_id(&ctx.id, tool.spec.name, correlation_id.as_deref());
+        let invocation_id = invocation_id(&ctx.id, tool.spec().name, correlation_id.as_deref());
         // A repeated correlation id answers with the first invocation; the tool never runs twice.
         if correlation_id.is_some()
             && let Some(existing) = self.view(&invocation_id, rid).await?
@@ -245,7 +245,7 @@ impl Invocations {
         let mut recorded = InvocationRequest {
             invocation_id: invocation_id.to_string(),
             session_id: ctx.id.to_string(),
-            tool_name: tool.spec.name.to_owned(),
+            tool_name: tool.spec().name.to_owned(),
             correlation_id: correlation_id.clone(),
             approved: request.approved,
             args: Some(args.clone()),
@@ -278,20 +278,23 @@ impl Invocations {
             recorded.args_ref = Some(stored.reference());
         }
 
-        let refusal = match crate::tools::schema::validate(&tool.spec.input_schema, &args) {
+        let spec = tool.spec();
+        let refusal = match tool.check(&args) {
             Err(e) => Some((
                 InvocationCommand::Reject as fn(InvocationRefused) -> InvocationCommand,
                 ErrorCode::InvalidArgument,
                 e.to_string(),
             )),
-            Ok(()) => match crate::policy::authorize(ctx, &tool.spec, &args, recorded.approved) {
-                Err(denial) => Some((
-                    InvocationCommand::Deny as fn(InvocationRefused) -> InvocationCommand,
-                    denial.code,
-                    denial.message,
-                )),
-                Ok(()) => None,
-            },
+            Ok(paths) => {
+                match crate::policy::authorize(ctx, spec, &paths, &args, recorded.approved) {
+                    Err(denial) => Some((
+                        InvocationCommand::Deny as fn(InvocationRefused) -> InvocationCommand,
+                        denial.code,
+                        denial.message,
+                    )),
+                    Ok(()) => None,
+                }
+            }
         };
         let refused = refusal.as_ref().map(|(_, code, _)| *code);
         let command = match refusal {
@@ -305,7 +308,7 @@ impl Invocations {
             }),
             None => InvocationCommand::Queue(InvocationQueued {
                 request: recorded.into(),
-                timeout_seconds: tool.spec.constraints.timeout_seconds,
+                timeout_seconds: tool.spec().constraints.timeout_seconds,
                 start_deadline: now
                     + time::Duration::try_from(self.config.queue_timeout)
                         .unwrap_or(time::Duration::MINUTE),
@@ -392,7 +395,7 @@ impl Invocations {
                     request_id = %rid,
                     invocation_id = %invocation_id,
                     session_id = %ctx.id,
-                    tool = tool.spec.name,
+                    tool = tool.spec().name,
                     status = if code == ErrorCode::InvalidArgument { "failed" } else { "denied" },
                     error_code = code.as_str(),
                     "audit.tool_invocation"

@@ -8,14 +8,17 @@
 //! 2. high risk needs `platform_admin` — `policy_denied` "high risk capability requires
 //!    platform_admin role"
 //! 3. approval — `approval_required` "tool requires explicit approval"
-//! 4. path fields ([`paths`]) — `policy_denied` "absolute paths are not allowed", "path escapes
-//!    workspace", "path outside allowed_paths", "invalid path field payload", ...; a field the
-//!    tool writes must also not be protected (`.git` at any depth: [`paths::PROTECTED_MESSAGE`])
+//! 4. paths ([`paths`]) — `policy_denied` "absolute paths are not allowed", "path escapes
+//!    workspace", "path outside allowed_paths", ...; a path the tool writes must also not be
+//!    protected (`.git` at any depth: [`paths::PROTECTED_MESSAGE`])
 //! 5. argument rules — `policy_denied` "argument not allowed by policy", "argument list exceeds
 //!    allowed length", "invalid args field payload"
 //!
-//! Arguments are expected to have passed schema validation already; the rules still check the
-//! shapes they read, so a bypass of validation cannot turn into an allow.
+//! Rule 4 reads the paths from the parsed arguments: every
+//! [`WorkspacePath`](crate::tools::WorkspacePath) value they hold, with its access
+//! ([`PathArg`]), found by [`crate::tools::args::workspace_paths`] — never from a list of field
+//! names. Rule 5 reads the argument object by the field names of the tool's `arg_fields`, and
+//! still checks the shapes it reads, so a bypass of parsing cannot turn into an allow.
 
 pub mod paths;
 mod rules;
@@ -23,7 +26,7 @@ mod rules;
 use serde_json::Value;
 
 use crate::error_code::ErrorCode;
-use crate::tools::{SessionContext, ToolSpec};
+use crate::tools::{PathArg, SessionContext, ToolSpec};
 
 /// A refusal: the stable error code and the reason recorded on the invocation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,18 +49,20 @@ impl Denial {
     }
 }
 
-/// Decides whether `session`'s principal may run the tool `spec` with `args` (`approved`: the
-/// caller's `"approved"` flag). Runs rules 1–5 in order; the first failure wins.
+/// Decides whether `session`'s principal may run the tool `spec` with `args`, whose parsed
+/// value names the workspace paths `paths` (`approved`: the caller's `"approved"` flag). Runs
+/// rules 1–5 in order; the first failure wins.
 pub fn authorize(
     session: &SessionContext,
     spec: &ToolSpec,
+    paths: &[PathArg],
     args: &Value,
     approved: bool,
 ) -> Result<(), Denial> {
     rules::scope(session, spec)?;
     rules::risk(session, spec)?;
     rules::approval(spec, approved)?;
-    rules::path_fields(session, spec, args)?;
+    rules::path_args(session, paths)?;
     rules::arg_fields(spec, args)?;
     Ok(())
 }
@@ -77,9 +82,10 @@ mod tests {
 
     use super::*;
     use crate::ids::SessionId;
+    use crate::tools::args::{self, Write};
     use crate::tools::{
-        ArgField, Constraints, Idempotency, Observability, PathField, PolicyMetadata, RiskLevel,
-        Scope, SideEffects,
+        ArgField, Constraints, Idempotency, Observability, PolicyMetadata, RiskLevel, Scope,
+        SideEffects, WorkspacePath,
     };
 
     fn session(roles: &[&str], allowed: &[&str]) -> SessionContext {
@@ -124,18 +130,22 @@ mod tests {
         }
     }
 
-    fn path_spec(fields: &[(&'static str, bool)]) -> ToolSpec {
-        let mut s = spec(Scope::Workspace, RiskLevel::Low, false);
-        s.policy.path_fields = fields
-            .iter()
-            .map(|(field, multi)| PathField {
-                field,
-                multi: *multi,
-                workspace_relative: true,
-                writes: false,
-            })
-            .collect();
-        s
+    fn read(raw: &str) -> PathArg {
+        PathArg {
+            raw: raw.to_owned(),
+            writes: false,
+        }
+    }
+
+    fn write(raw: &str) -> PathArg {
+        PathArg {
+            raw: raw.to_owned(),
+            writes: true,
+        }
+    }
+
+    fn low() -> ToolSpec {
+        spec(Scope::Workspace, RiskLevel::Low, false)
     }
 
     fn reason(r: Result<(), Denial>) -> (ErrorCode, String) {
@@ -152,7 +162,13 @@ mod tests {
         let dev = session(&["developer"], &["."]);
         for scope in [Scope::Workspace, Scope::Repo] {
             assert_eq!(
-                authorize(&dev, &spec(scope, RiskLevel::Low, false), &json!({}), false),
+                authorize(
+                    &dev,
+                    &spec(scope, RiskLevel::Low, false),
+                    &[],
+                    &json!({}),
+                    false
+                ),
                 Ok(())
             );
         }
@@ -169,7 +185,7 @@ mod tests {
         for scope in [Scope::Cluster, Scope::External] {
             let s = spec(scope, RiskLevel::Low, false);
             assert_eq!(
-                reason(authorize(&dev, &s, &json!({}), true)),
+                reason(authorize(&dev, &s, &[], &json!({}), true)),
                 denied("principal roles cannot access tool scope")
             );
             assert!(!visible(&dev, &s));
@@ -180,7 +196,11 @@ mod tests {
                 &["x", "Platform_Admin"],
             ] {
                 let ok = session(roles, &["."]);
-                assert_eq!(authorize(&ok, &s, &json!({}), true), Ok(()), "{roles:?}");
+                assert_eq!(
+                    authorize(&ok, &s, &[], &json!({}), true),
+                    Ok(()),
+                    "{roles:?}"
+                );
                 assert!(visible(&ok, &s));
             }
         }
@@ -191,13 +211,19 @@ mod tests {
         let s = spec(Scope::Workspace, RiskLevel::High, false);
         for roles in [&["developer"][..], &["devops"]] {
             assert_eq!(
-                reason(authorize(&session(roles, &["."]), &s, &json!({}), true)),
+                reason(authorize(
+                    &session(roles, &["."]),
+                    &s,
+                    &[],
+                    &json!({}),
+                    true
+                )),
                 denied("high risk capability requires platform_admin role")
             );
             assert!(!visible(&session(roles, &["."]), &s));
         }
         let admin = session(&[" PLATFORM_ADMIN"], &["."]);
-        assert_eq!(authorize(&admin, &s, &json!({}), true), Ok(()));
+        assert_eq!(authorize(&admin, &s, &[], &json!({}), true), Ok(()));
         assert!(visible(&admin, &s));
     }
 
@@ -206,48 +232,49 @@ mod tests {
         let s = spec(Scope::Workspace, RiskLevel::Medium, true);
         let dev = session(&["developer"], &["."]);
         assert_eq!(
-            reason(authorize(&dev, &s, &json!({}), false)),
+            reason(authorize(&dev, &s, &[], &json!({}), false)),
             (
                 ErrorCode::ApprovalRequired,
                 "tool requires explicit approval".to_owned()
             )
         );
-        assert_eq!(authorize(&dev, &s, &json!({}), true), Ok(()));
+        assert_eq!(authorize(&dev, &s, &[], &json!({}), true), Ok(()));
         assert!(visible(&dev, &s), "approval never hides a tool");
     }
 
     #[test]
     fn rules_run_in_order_and_the_first_failure_wins() {
         // External + high risk + approval + bad path: the scope rule speaks first.
-        let mut s = path_spec(&[("path", false)]);
+        let mut s = low();
         s.scope = Scope::External;
         s.risk_level = RiskLevel::High;
         s.requires_approval = true;
+        let paths = [read("../x")];
         let args = json!({"path": "../x"});
         let dev = session(&["developer"], &["."]);
         assert_eq!(
-            reason(authorize(&dev, &s, &args, false)).1,
+            reason(authorize(&dev, &s, &paths, &args, false)).1,
             "principal roles cannot access tool scope"
         );
         let devops = session(&["devops"], &["."]);
         assert_eq!(
-            reason(authorize(&devops, &s, &args, false)).1,
+            reason(authorize(&devops, &s, &paths, &args, false)).1,
             "high risk capability requires platform_admin role"
         );
         let admin = session(&["platform_admin"], &["."]);
         assert_eq!(
-            reason(authorize(&admin, &s, &args, false)).1,
+            reason(authorize(&admin, &s, &paths, &args, false)).1,
             "tool requires explicit approval"
         );
         assert_eq!(
-            reason(authorize(&admin, &s, &args, true)).1,
+            reason(authorize(&admin, &s, &paths, &args, true)).1,
             "path escapes workspace"
         );
     }
 
     #[test]
     fn the_path_attack_list_is_refused_with_the_right_reason() {
-        let s = path_spec(&[("path", false)]);
+        let s = low();
         let dev = session(&["developer"], &["."]);
         let long = "a/".repeat(3000);
         let component = "x".repeat(300);
@@ -263,22 +290,17 @@ mod tests {
                 "a path component is longer than 255 bytes",
             ),
         ] {
-            assert_eq!(
-                reason(authorize(&dev, &s, &json!({"path": raw}), false)),
-                denied(want),
-                "{raw:?}"
-            );
+            for path in [read(raw), write(raw)] {
+                assert_eq!(
+                    reason(authorize(&dev, &s, &[path], &json!({}), false)),
+                    denied(want),
+                    "{raw:?}"
+                );
+            }
         }
-        for ok in [
-            "..cache",
-            "a/../b",
-            "./src//x",
-            "données/日本語.txt",
-            "",
-            ".",
-        ] {
+        for ok in ["..cache", "a/../b", "./src//x", "données/日本語.txt", "."] {
             assert_eq!(
-                authorize(&dev, &s, &json!({"path": ok}), false),
+                authorize(&dev, &s, &[read(ok)], &json!({}), false),
                 Ok(()),
                 "{ok:?}"
             );
@@ -286,16 +308,16 @@ mod tests {
     }
 
     #[test]
-    fn written_path_fields_must_not_be_inside_git() {
-        let mut s = path_spec(&[("source_path", false), ("destination_path", false)]);
-        s.policy.path_fields[1].writes = true;
+    fn written_paths_must_not_be_inside_git() {
         let dev = session(&["developer"], &["."]);
+        let s = low();
         // Reading from .git is allowed; writing into it, however spelled, is not.
         assert_eq!(
             authorize(
                 &dev,
                 &s,
-                &json!({"source_path": ".git/config", "destination_path": "config.txt"}),
+                &[read(".git/config"), write("config.txt")],
+                &json!({}),
                 false
             ),
             Ok(())
@@ -310,7 +332,8 @@ mod tests {
                 reason(authorize(
                     &dev,
                     &s,
-                    &json!({"source_path": "a", "destination_path": target}),
+                    &[read("a"), write(target)],
+                    &json!({}),
                     false
                 )),
                 denied(paths::PROTECTED_MESSAGE),
@@ -321,22 +344,22 @@ mod tests {
 
     #[test]
     fn paths_must_lie_inside_allowed_paths() {
-        let s = path_spec(&[("source_path", false), ("destination_path", false)]);
+        let s = low();
         let src = session(&["developer"], &["src"]);
-        assert_eq!(
-            authorize(&src, &s, &json!({"source_path": "src/x"}), false),
-            Ok(())
-        );
-        assert_eq!(
-            authorize(&src, &s, &json!({"source_path": "src"}), false),
-            Ok(())
-        );
+        for inside in ["src/x", "src", "./src/a/../b"] {
+            assert_eq!(
+                authorize(&src, &s, &[read(inside)], &json!({}), false),
+                Ok(()),
+                "{inside}"
+            );
+        }
         for outside in ["src2/x", "lib/x", ".", "src/../lib"] {
             assert_eq!(
                 reason(authorize(
                     &src,
                     &s,
-                    &json!({"source_path": "src/a", "destination_path": outside}),
+                    &[read("src/a"), write(outside)],
+                    &json!({}),
                     false
                 )),
                 denied("path outside allowed_paths"),
@@ -345,64 +368,58 @@ mod tests {
         }
     }
 
+    /// Arguments of a made-up tool: a path, a list of paths and a nested written path.
+    #[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Typed {
+        path: WorkspacePath,
+        #[serde(default)]
+        paths: Vec<WorkspacePath>,
+        #[serde(default)]
+        request: Option<Nested>,
+    }
+
+    #[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Nested {
+        target: WorkspacePath<Write>,
+    }
+
+    fn typed(dev: &SessionContext, args: Value) -> Result<(), Denial> {
+        let parsed: Typed = args::parse(&args).expect("the arguments parse");
+        authorize(dev, &low(), &args::workspace_paths(&parsed), &args, false)
+    }
+
     #[test]
-    fn path_fields_must_have_the_declared_shape() {
-        let single = path_spec(&[("path", false)]);
-        let multi = path_spec(&[("paths", true)]);
-        let nested = path_spec(&[("request.path", false)]);
+    fn every_path_of_the_typed_arguments_is_checked_wherever_it_sits() {
         let dev = session(&["developer"], &["src"]);
-        for (s, args) in [
-            (&single, json!({"path": 1})),
-            (&single, json!({"path": ["src/a"]})),
-            (&multi, json!({"paths": "src/a"})),
-            (&multi, json!({"paths": ["src/a", 2]})),
-        ] {
-            assert_eq!(
-                reason(authorize(&dev, s, &args, false)),
-                denied("invalid path field payload"),
-                "{args}"
-            );
-        }
+        assert_eq!(typed(&dev, json!({"path": "src/a"})), Ok(()));
         assert_eq!(
-            reason(authorize(&dev, &single, &json!(["src"]), false)),
-            denied("invalid args payload")
-        );
-        assert_eq!(
-            authorize(
+            typed(
                 &dev,
-                &multi,
-                &json!({"paths": ["src/a", "", "src/b"]}),
-                false
+                json!({"path": "src/a", "paths": ["src/b", "src/c"], "request": {"target": "src/d"}})
             ),
             Ok(())
         );
-        assert_eq!(
-            reason(authorize(
-                &dev,
-                &multi,
-                &json!({"paths": ["src/a", "lib"]}),
-                false
-            )),
-            denied("path outside allowed_paths")
-        );
-        assert_eq!(
-            reason(authorize(
-                &dev,
-                &nested,
-                &json!({"request": {"path": "lib"}}),
-                false
-            )),
-            denied("path outside allowed_paths")
-        );
-        // Absent, null and empty values are not checked here (the handler checks its default).
         for args in [
-            json!(null),
-            json!({}),
-            json!({"path": null}),
-            json!({"path": ""}),
+            json!({"path": "lib"}),
+            json!({"path": "src/a", "paths": ["src/b", "lib"]}),
+            json!({"path": "src/a", "request": {"target": "lib"}}),
         ] {
-            assert_eq!(authorize(&dev, &single, &args, false), Ok(()), "{args}");
+            assert_eq!(
+                reason(typed(&dev, args.clone())),
+                denied("path outside allowed_paths"),
+                "{args}"
+            );
         }
+        // The nested path is written: its access comes from its type.
+        assert_eq!(
+            reason(typed(
+                &session(&["developer"], &["."]),
+                json!({"path": ".git/HEAD", "request": {"target": ".git/HEAD"}})
+            )),
+            denied(paths::PROTECTED_MESSAGE)
+        );
     }
 
     #[test]
@@ -428,6 +445,7 @@ mod tests {
             authorize(
                 &dev,
                 &s,
+                &[],
                 &json!({"extra_args": [" -v ", "-run=X"], "mode": "fast"}),
                 false
             ),
@@ -437,6 +455,7 @@ mod tests {
             reason(authorize(
                 &dev,
                 &s,
+                &[],
                 &json!({"extra_args": ["-v", "-v", "-v"]}),
                 false
             )),
@@ -448,7 +467,7 @@ mod tests {
             json!({"mode": "medium"}),
         ] {
             assert_eq!(
-                reason(authorize(&dev, &s, &bad, false)),
+                reason(authorize(&dev, &s, &[], &bad, false)),
                 denied("argument not allowed by policy"),
                 "{bad}"
             );
@@ -459,7 +478,7 @@ mod tests {
             json!({"extra_args": [1]}),
         ] {
             assert_eq!(
-                reason(authorize(&dev, &s, &bad, false)),
+                reason(authorize(&dev, &s, &[], &bad, false)),
                 denied("invalid args field payload"),
                 "{bad}"
             );

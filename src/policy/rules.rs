@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::error_code::ErrorCode;
-use crate::tools::{ArgField, PathField, RiskLevel, Scope, SessionContext, ToolSpec};
+use crate::tools::{ArgField, PathArg, RiskLevel, Scope, SessionContext, ToolSpec};
 
 use super::{Denial, paths};
 
@@ -91,38 +91,14 @@ fn string_values(value: &Value, multi: bool) -> Option<Vec<&str>> {
     }
 }
 
-/// Rule 4: every path field must normalise inside the workspace and lie inside the session's
-/// `allowed_paths`, and a field the tool writes must not be protected (`.git`). Empty values
-/// are skipped (the handler then uses its default, which it checks the same way).
-pub(super) fn path_fields(
-    session: &SessionContext,
-    spec: &ToolSpec,
-    args: &Value,
-) -> Result<(), Denial> {
-    if spec.policy.path_fields.is_empty() {
-        return Ok(());
-    }
-    let Some(args) = arg_object(args)? else {
-        return Ok(());
-    };
-    for PathField {
-        field,
-        multi,
-        writes,
-        ..
-    } in &spec.policy.path_fields
-    {
-        let Some(value) = lookup(args, field) else {
-            continue;
-        };
-        let values =
-            string_values(value, *multi).ok_or_else(|| denied("invalid path field payload"))?;
-        for raw in values.into_iter().filter(|v| !v.is_empty()) {
-            if *writes {
-                paths::check_writable(raw, &session.allowed_paths)?;
-            } else {
-                paths::check(raw, &session.allowed_paths)?;
-            }
+/// Rule 4: every path the arguments name must normalise inside the workspace and lie inside
+/// the session's `allowed_paths`, and a path the tool writes must not be protected (`.git`).
+pub(super) fn path_args(session: &SessionContext, named: &[PathArg]) -> Result<(), Denial> {
+    for path in named {
+        if path.writes {
+            paths::check_writable(&path.raw, &session.allowed_paths)?;
+        } else {
+            paths::check(&path.raw, &session.allowed_paths)?;
         }
     }
     Ok(())

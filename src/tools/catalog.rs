@@ -1,46 +1,69 @@
 //! The catalog: every tool the service offers, sorted by name.
 //!
-//! The catalog is built once at start-up from the tool families' static metadata and never
+//! The catalog is built once at start-up from the tool families' registrations and never
 //! changes while the service runs, so lookups need no locking. It knows nothing about sessions
 //! or principals: which tools a caller may see or run is the policy's decision.
 
 use std::fmt;
+use std::sync::Arc;
 
-use super::{Tool, fs};
+use super::tool::{ErasedTool, Tool, erase};
+use super::{ToolSpec, fs};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
 pub struct Catalog {
-    tools: Vec<Tool>,
+    tools: Vec<Arc<dyn ErasedTool>>,
+}
+
+/// Collects the tools of a catalog: each family's `register` adds its tools here.
+#[derive(Default)]
+pub struct Registry {
+    tools: Vec<Arc<dyn ErasedTool>>,
+}
+
+impl Registry {
+    /// Adds a typed tool (its schemas and path fields are derived here).
+    pub fn register<T: Tool>(&mut self, tool: T) -> &mut Self {
+        self.tools.push(erase(tool));
+        self
+    }
+
+    /// The catalog of the registered tools. When two share a name the first registered wins:
+    /// the built-in families never do this (a unit test checks it).
+    pub fn build(self) -> Catalog {
+        let mut tools = self.tools;
+        // Stable sort keeps the registration order among equal names, so dedup keeps the first.
+        tools.sort_by(|a, b| a.spec().name.cmp(b.spec().name));
+        tools.dedup_by(|later, earlier| later.spec().name == earlier.spec().name);
+        Catalog { tools }
+    }
 }
 
 impl Catalog {
     /// Every built-in tool (today the `fs.*` family).
     pub fn builtin() -> Self {
-        Self::from_tools(fs::tools())
-    }
-
-    /// A catalog of `tools`, sorted by name. When two tools share a name the first one listed
-    /// wins: the built-in families never do this (a unit test checks it), so the rule only
-    /// matters for catalogs assembled by hand in tests.
-    pub fn from_tools(mut tools: Vec<Tool>) -> Self {
-        // Stable sort keeps the listed order among equal names, so dedup keeps the first.
-        tools.sort_by(|a, b| a.spec.name.cmp(b.spec.name));
-        tools.dedup_by(|later, earlier| later.spec.name == earlier.spec.name);
-        Self { tools }
+        let mut registry = Registry::default();
+        fs::register(&mut registry);
+        registry.build()
     }
 
     /// The tool called `name`.
-    pub fn get(&self, name: &str) -> Option<&Tool> {
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedTool>> {
         self.tools
-            .binary_search_by(|t| t.spec.name.cmp(name))
+            .binary_search_by(|t| t.spec().name.cmp(name))
             .ok()
             .map(|i| &self.tools[i])
     }
 
     /// Every tool, sorted by name.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Tool> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Arc<dyn ErasedTool>> + '_ {
         self.tools.iter()
+    }
+
+    /// Every tool's catalog entry, sorted by name.
+    pub fn specs(&self) -> impl ExactSizeIterator<Item = &ToolSpec> + '_ {
+        self.tools.iter().map(|t| t.spec())
     }
 
     /// Number of tools.
@@ -57,7 +80,7 @@ impl Catalog {
 impl fmt::Debug for Catalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.tools.iter().map(|t| t.spec.name))
+            .entries(self.tools.iter().map(|t| t.spec().name))
             .finish()
     }
 }
@@ -67,32 +90,28 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::tools::schema;
 
-    /// Every `properties` key of an object schema, following nested objects with dots, so a
-    /// policy field path like `request.path` can be checked.
-    fn has_field(schema: &Value, field: &str) -> bool {
-        let mut current = schema;
-        for part in field.split('.') {
-            match current.get("properties").and_then(|p| p.get(part)) {
-                Some(next) => current = next,
-                None => return false,
-            }
-        }
-        true
+    fn validator(schema: &Value) -> jsonschema::Validator {
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(false)
+            .build(schema)
+            .unwrap_or_else(|e| panic!("not a valid JSON Schema: {e}: {schema}"))
     }
 
     #[test]
     fn builtin_names_are_unique_and_sorted() {
         let catalog = Catalog::builtin();
-        let names: Vec<&str> = catalog.iter().map(|t| t.spec.name).collect();
+        let names: Vec<&str> = catalog.specs().map(|s| s.name).collect();
         let mut sorted = names.clone();
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(names, sorted);
+        let mut registry = Registry::default();
+        fs::register(&mut registry);
         assert_eq!(
             catalog.len(),
-            fs::tools().len(),
+            registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
         assert_eq!(catalog.len(), 14);
@@ -102,10 +121,10 @@ mod tests {
     #[test]
     fn get_finds_every_tool_and_nothing_else() {
         let catalog = Catalog::builtin();
-        for tool in catalog.iter() {
+        for spec in catalog.specs() {
             assert_eq!(
-                catalog.get(tool.spec.name).map(|t| t.spec.name),
-                Some(tool.spec.name)
+                catalog.get(spec.name).map(|t| t.spec().name),
+                Some(spec.name)
             );
         }
         assert!(catalog.get("fs.nope").is_none());
@@ -114,9 +133,8 @@ mod tests {
     }
 
     #[test]
-    fn every_tool_has_complete_metadata() {
-        for tool in Catalog::builtin().iter() {
-            let spec = &tool.spec;
+    fn every_tool_has_complete_metadata_and_valid_derived_schemas() {
+        for spec in Catalog::builtin().specs() {
             let name = spec.name;
             assert!(!spec.description.trim().is_empty(), "{name}: description");
             assert!(spec.constraints.timeout_seconds > 0, "{name}: timeout");
@@ -130,11 +148,15 @@ mod tests {
                 ("input", &spec.input_schema),
                 ("output", &spec.output_schema),
             ] {
-                schema::check_supported(s).unwrap_or_else(|e| panic!("{name} {which} schema: {e}"));
-                assert_eq!(
-                    s.get("type"),
-                    Some(&Value::from("object")),
-                    "{name} {which}"
+                validator(s);
+                assert_eq!(s["type"], "object", "{name} {which}");
+                assert!(
+                    s.get("$ref").is_none() && s.get("$defs").is_none(),
+                    "{name}"
+                );
+                assert!(
+                    s.get("title").is_none(),
+                    "{name} {which}: no type-name title"
                 );
             }
             assert_eq!(
@@ -142,65 +164,59 @@ mod tests {
                 Some(&Value::Bool(false)),
                 "{name}: unknown arguments must be refused"
             );
+            for (field, p) in spec.input_schema["properties"].as_object().unwrap() {
+                assert!(
+                    p["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{name}: argument {field} has no description"
+                );
+            }
         }
     }
 
     #[test]
-    fn every_policy_field_exists_in_the_input_schema() {
-        for tool in Catalog::builtin().iter() {
-            let spec = &tool.spec;
+    fn every_path_field_is_a_workspace_path_of_the_input_schema() {
+        for spec in Catalog::builtin().specs() {
             for field in &spec.policy.path_fields {
-                assert!(
-                    has_field(&spec.input_schema, field.field),
-                    "{}: {}",
-                    spec.name,
-                    field.field
-                );
-                let kind = if field.multi { "array" } else { "string" };
                 let mut s = &spec.input_schema;
                 for part in field.field.split('.') {
                     s = &s["properties"][part];
                 }
-                assert_eq!(s["type"], kind, "{}: {}", spec.name, field.field);
-            }
-            for field in &spec.policy.arg_fields {
-                assert!(
-                    has_field(&spec.input_schema, field.field),
-                    "{}: {}",
-                    spec.name,
-                    field.field
-                );
+                if field.multi {
+                    s = &s["items"];
+                }
+                assert_eq!(s["type"], "string", "{}: {}", spec.name, field.field);
+                let access = if field.writes { "write" } else { "read" };
+                assert_eq!(s["x-workspace-path"], access, "{}", spec.name);
             }
         }
     }
 
     #[test]
-    fn every_example_is_valid_input() {
+    fn every_example_parses_as_the_tools_arguments_and_fits_its_schema() {
         for tool in Catalog::builtin().iter() {
-            assert!(
-                !tool.spec.examples.is_empty(),
-                "{}: no example",
-                tool.spec.name
-            );
-            for example in &tool.spec.examples {
-                schema::validate(&tool.spec.input_schema, example)
-                    .unwrap_or_else(|e| panic!("{}: example {example}: {e}", tool.spec.name));
+            let spec = tool.spec();
+            assert!(!spec.examples.is_empty(), "{}: no example", spec.name);
+            let schema = validator(&spec.input_schema);
+            for example in &spec.examples {
+                tool.check(example)
+                    .unwrap_or_else(|e| panic!("{}: example {example}: {e}", spec.name));
+                assert!(schema.is_valid(example), "{}: {example}", spec.name);
             }
         }
     }
 
     #[test]
-    fn a_hand_built_catalog_keeps_the_first_of_two_tools_with_one_name() {
-        let mut tools = fs::tools();
-        let mut twin = tools[0].clone();
-        twin.spec.description = "the twin";
-        tools.push(twin);
-        let catalog = Catalog::from_tools(tools);
+    fn a_registry_keeps_the_first_of_two_tools_with_one_name() {
+        let mut registry = Registry::default();
+        fs::register(&mut registry);
+        let first = registry.tools[0].clone();
+        fs::register(&mut registry);
+        let catalog = registry.build();
         assert_eq!(catalog.len(), 14);
-        let first = fs::tools()[0].spec.name;
-        assert_ne!(
-            catalog.get(first).map(|t| t.spec.description),
-            Some("the twin")
+        let name = first.spec().name;
+        assert!(
+            Arc::ptr_eq(catalog.get(name).unwrap(), &first),
+            "the first registration of {name} wins"
         );
     }
 }

@@ -1,14 +1,17 @@
 //! The tool catalog and one module per tool family.
 //!
-//! A [`Tool`] is its metadata ([`ToolSpec`], served by `GET /v1/sessions/{id}/tools`) plus a
-//! handler that composes runner primitives. Handlers run inside an executor, after validation
-//! and policy; they talk to the workspace only through the session's runner, never the host
-//! filesystem.
+//! A [`Tool`] is written with typed arguments and output ([`tool`]); the catalog holds it
+//! type-erased ([`ErasedTool`]) with its [`ToolSpec`] (served by `GET /v1/sessions/{id}/tools`),
+//! whose schemas are derived from the types. Tools run inside an executor, after their
+//! arguments parsed and policy allowed them; they talk to the workspace only through the
+//! session's runner, never the host filesystem.
 
+pub mod args;
 pub mod catalog;
+pub mod catalog_docs;
 pub mod fs;
 pub mod git;
-pub mod schema;
+pub mod tool;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,7 +28,9 @@ use crate::ids::SessionId;
 use crate::runner::protocol::{Reply, Request, RunnerErrorCode};
 use crate::runner::{RunnerError, SessionRunner};
 
+pub use args::{PathArg, WorkspacePath};
 pub use catalog::Catalog;
+pub use tool::{Completed, ErasedTool, Metadata, Tool};
 
 /// Who may call a tool: `workspace`/`repo` anyone, `cluster`/`external` need a privileged role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,11 +94,13 @@ pub struct Constraints {
     pub output_limit_kb: Option<u64>,
 }
 
-/// An argument that names a workspace path (policy rule 4).
+/// An argument that names a workspace path (policy rule 4), derived from the input schema
+/// (a [`WorkspacePath`] member). Informational: the policy reads the paths from the typed
+/// arguments themselves ([`args::workspace_paths`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PathField {
     /// Dot-separated field path into the arguments.
-    pub field: &'static str,
+    pub field: String,
     /// Whether the field is an array of paths.
     pub multi: bool,
     /// Always true: paths are workspace-relative.
@@ -157,9 +164,9 @@ pub struct ToolSpec {
     pub name: &'static str,
     /// What it does.
     pub description: &'static str,
-    /// JSON Schema of the arguments (validated before policy).
+    /// JSON Schema of the arguments, derived from the tool's `Args` (parsed before policy).
     pub input_schema: Value,
-    /// JSON Schema of the output.
+    /// JSON Schema of the output, derived from the tool's `Output`.
     pub output_schema: Value,
     /// Scope.
     pub scope: Scope,
@@ -204,7 +211,7 @@ pub struct SessionContext {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Everything a handler gets besides its arguments.
+/// Everything a tool's run gets besides its arguments.
 #[derive(Clone)]
 pub struct ToolContext {
     /// The session.
@@ -226,10 +233,10 @@ pub struct NewArtifact {
     pub bytes: Vec<u8>,
 }
 
-/// What a successful handler returns.
+/// What a successful run returns, the output encoded ([`Completed`] with its types erased).
 #[derive(Debug, Clone, Default)]
 pub struct ToolSuccess {
-    /// The output object (matches the tool's output schema), encoded once by the handler.
+    /// The output object (matches the tool's output schema), encoded once.
     pub output: RawJson,
     /// Log lines.
     pub logs: Vec<LogLine>,
@@ -239,7 +246,7 @@ pub struct ToolSuccess {
     pub exit_code: i32,
 }
 
-/// What a failed handler returns: partial output and logs are kept.
+/// What a failed run returns: partial output and logs are kept.
 #[derive(Debug, Clone)]
 pub struct ToolFailure {
     /// Stable code (`not_found`, `policy_denied`, `execution_failed`, `timeout`, ...).
@@ -257,6 +264,12 @@ pub struct ToolFailure {
 }
 
 impl ToolFailure {
+    /// The same failure keeping `output` as its partial output.
+    pub fn with_output<O: Serialize>(mut self, output: &O) -> Self {
+        self.output = RawJson::encode(output).ok();
+        self
+    }
+
     /// A failure with only a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
@@ -270,20 +283,8 @@ impl ToolFailure {
     }
 }
 
-/// The future a handler returns.
+/// The future an erased tool's run returns.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolSuccess, ToolFailure>> + Send>>;
-
-/// A handler: arguments were validated against the input schema and allowed by policy.
-pub type Handler = fn(ToolContext, Value) -> ToolFuture;
-
-/// A catalogued tool.
-#[derive(Clone)]
-pub struct Tool {
-    /// Metadata.
-    pub spec: ToolSpec,
-    /// Handler.
-    pub handler: Handler,
-}
 
 /// A `stdout` log line stamped now: the one-line summary most handlers log.
 pub fn stdout_line(message: impl Into<String>) -> LogLine {

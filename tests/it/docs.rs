@@ -85,3 +85,38 @@ fn the_readme_commands_work_from_a_checkout() {
         "serve --help through cargo"
     );
 }
+
+/// `docs/tool-catalog.md` is what `workspace catalog-docs` writes from the registered tools.
+/// Regenerate it on purpose with `cargo run -- catalog-docs` (or `UPDATE_GOLDEN=1` here).
+#[test]
+fn the_tool_catalog_document_is_what_catalog_docs_writes() {
+    let path = repository().join(workspace::tools::catalog_docs::PATH);
+    let want = workspace::tools::catalog_docs::render(&workspace::tools::Catalog::builtin());
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &want).expect("write the tool catalog document");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == want,
+        "{} is stale: run `cargo run -- catalog-docs` and commit the result",
+        path.display()
+    );
+}
+
+/// The command itself writes that document (to a path of the caller's choice).
+#[test]
+fn the_catalog_docs_command_writes_the_document() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("catalog.md");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_workspace"))
+        .args(["catalog-docs", "--output"])
+        .arg(&out)
+        .status()
+        .expect("run workspace catalog-docs");
+    assert!(status.success(), "workspace catalog-docs: {status}");
+    let written = std::fs::read_to_string(&out).expect("the command wrote the document");
+    assert_eq!(
+        written,
+        workspace::tools::catalog_docs::render(&workspace::tools::Catalog::builtin())
+    );
+}

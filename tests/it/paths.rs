@@ -255,5 +255,66 @@ async fn allowed_paths_restrict_every_path_argument() {
         )
         .await;
     assert_denied(&(status, body), "patch outside allowed_paths");
+    // A directory argument left out defaults to the root, which the policy checks before
+    // anything is queued: one event, `invocation.denied`.
+    for tool in ["fs.list", "fs.glob", "fs.search"] {
+        let args = if tool == "fs.list" {
+            json!({})
+        } else {
+            json!({"pattern": "x"})
+        };
+        let result = server.invoke(&session, tool, json!({"args": args})).await;
+        assert_denied(&result, tool);
+        let id = result.1["invocation"]["id"].as_str().unwrap();
+        let (_, _, events) = server
+            .call(
+                hyper::Method::GET,
+                &format!("/v1/invocations/{id}/events"),
+                None,
+            )
+            .await;
+        assert_eq!(events["events"].as_array().unwrap().len(), 1, "{tool}");
+        assert_eq!(events["events"][0]["event_type"], "invocation.denied");
+    }
+    let (status, body) = server
+        .invoke(&session, "fs.list", json!({"args": {"path": "src"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_marks_path_arguments_with_their_access() {
+    let (server, _dir) = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let (status, _, body) = server.get(&format!("/v1/sessions/{session}/tools")).await;
+    assert_eq!(status, StatusCode::OK);
+    let tool = |name: &str| -> Value {
+        body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    let copy = tool("fs.copy");
+    let props = &copy["input_schema"]["properties"];
+    assert_eq!(props["source_path"]["x-workspace-path"], "read");
+    assert_eq!(props["destination_path"]["x-workspace-path"], "write");
+    assert_eq!(copy["input_schema"]["additionalProperties"], false);
+    assert_eq!(
+        copy["policy"]["path_fields"],
+        json!([
+            {"field": "destination_path", "multi": false, "workspace_relative": true, "writes": true},
+            {"field": "source_path", "multi": false, "workspace_relative": true, "writes": false},
+        ])
+    );
+    let list = tool("fs.list");
+    assert_eq!(list["input_schema"]["properties"]["path"]["default"], ".");
+    assert_eq!(
+        list["input_schema"]["properties"]["max_entries"],
+        json!({"type": "integer", "minimum": 1, "default": 200, "description": "Stop after this many entries (capped at 1000)."})
+    );
     server.stop().await;
 }

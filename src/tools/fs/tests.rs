@@ -14,16 +14,24 @@ use base64::Engine;
 use serde_json::{Value, json};
 use workspace_events::Principal;
 
-use super::handler::{
-    DiffRefusal, decode_content, diff_paths, encode_content, glob_under, insert_lines, mode_string,
-    parse_mode, replace_exact, select_lines,
-};
+use super::edit::replace_exact;
+use super::entry::mode_string;
+use super::glob::glob_under;
+use super::insert::insert_lines;
+use super::mkdir::parse_mode;
+use super::patch::{DiffRefusal, diff_paths};
+use super::read_file::{Encoding, encode_content};
+use super::read_lines::select_lines;
+use super::write_file::decode_content;
 use crate::error_code::ErrorCode;
 use crate::ids::SessionId;
 use crate::runner::SocketRunner;
 use crate::runner::protocol::EntryType;
 use crate::runner::server::RunnerServer;
-use crate::tools::{Catalog, SessionContext, ToolContext, ToolFailure, ToolSuccess, schema};
+use crate::tools::{
+    Catalog, Idempotency, RiskLevel, Scope, SessionContext, SideEffects, ToolContext, ToolFailure,
+    ToolSpec, ToolSuccess,
+};
 
 struct Harness {
     dir: tempfile::TempDir,
@@ -85,7 +93,7 @@ impl Harness {
             .catalog
             .get(tool)
             .unwrap()
-            .spec
+            .spec()
             .constraints
             .timeout_seconds;
         ToolContext {
@@ -108,18 +116,28 @@ impl Harness {
         args: Value,
     ) -> Result<ToolSuccess, ToolFailure> {
         let t = self.catalog.get(tool).unwrap();
-        schema::validate(&t.spec.input_schema, &args)
+        let paths = t
+            .check(&args)
             .map_err(|e| ToolFailure::new(ErrorCode::InvalidArgument, e.to_string()))?;
-        crate::policy::authorize(&ctx.session, &t.spec, &args, true)
+        crate::policy::authorize(&ctx.session, t.spec(), &paths, &args, true)
             .map_err(|d| ToolFailure::new(d.code, d.message))?;
-        let result = (t.handler)(ctx, args).await;
+        let result = t.run(ctx, args).await;
+        let check_output = |output: &Value| {
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(&t.spec().output_schema)
+                .unwrap();
+            if let Err(e) = validator.validate(output) {
+                panic!("{tool}: output {output} does not match its schema: {e}");
+            }
+        };
+        if let Err(failure) = &result
+            && let Some(partial) = &failure.output
+        {
+            check_output(&partial.to_value().unwrap());
+        }
         if let Ok(success) = &result {
-            schema::validate_as(
-                &t.spec.output_schema,
-                &success.output.to_value().unwrap(),
-                "output",
-            )
-            .unwrap_or_else(|e| panic!("{tool}: output does not match its schema: {e}"));
+            check_output(&success.output.to_value().unwrap());
             assert_eq!(success.exit_code, 0, "{tool}");
             assert!(!success.logs.is_empty(), "{tool}: no summary log line");
         }
@@ -315,7 +333,19 @@ async fn read_file_refuses_missing_files_directories_and_bad_arguments() {
         .await;
     assert_eq!(unknown.message, "args: unknown property \"pathh\"");
     let typed = h.fail("fs.read_file", json!({"path": 7})).await;
-    assert_eq!(typed.message, "args.path: expected string");
+    assert_eq!(
+        typed.message,
+        "args.path: invalid type: integer `7`, expected a string"
+    );
+    let empty = h.fail("fs.read_file", json!({"path": ""})).await;
+    assert_eq!(
+        (empty.code, empty.message.as_str()),
+        (
+            ErrorCode::InvalidArgument,
+            "args.path: invalid length 0, expected a workspace-relative path of 1 to 4096 \
+             characters"
+        )
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1450,20 +1480,27 @@ fn modes_parse_in_three_spellings() {
 
 #[test]
 fn content_encodings_decode_and_encode() {
-    assert_eq!(decode_content("héllo", "utf8").unwrap(), "héllo".as_bytes());
-    assert_eq!(decode_content("aGk=\r\n", "base64").unwrap(), b"hi");
-    assert!(decode_content("aGk", "base64").is_err());
-    assert!(decode_content("x", "latin1").is_err());
+    assert_eq!(
+        decode_content("héllo", Encoding::Utf8).unwrap(),
+        "héllo".as_bytes()
+    );
+    assert_eq!(decode_content("aGk=\r\n", Encoding::Base64).unwrap(), b"hi");
+    assert!(decode_content("aGk", Encoding::Base64).is_err());
+    // Only the two encodings parse at all.
+    assert!(serde_json::from_value::<Encoding>(json!("latin1")).is_err());
     assert_eq!(
         encode_content(b"ok".to_vec(), false),
-        ("utf8", "ok".to_owned())
+        (Encoding::Utf8, "ok".to_owned())
     );
-    assert_eq!(encode_content(vec![0xff], false).0, "base64");
+    assert_eq!(encode_content(vec![0xff], false).0, Encoding::Base64);
     // Invalid bytes in the middle stay base64 even when truncated.
-    assert_eq!(encode_content(vec![b'a', 0xff, b'b'], true).0, "base64");
+    assert_eq!(
+        encode_content(vec![b'a', 0xff, b'b'], true).0,
+        Encoding::Base64
+    );
     assert_eq!(
         encode_content("é".as_bytes()[..1].to_vec(), true),
-        ("utf8", String::new())
+        (Encoding::Utf8, String::new())
     );
 }
 
@@ -1559,4 +1596,289 @@ fn glob_patterns_are_anchored_under_their_directory() {
     assert_eq!(glob_under("src", "./*.rs").unwrap(), "src/*.rs");
     assert_eq!(glob_under("[a]{b}", "*").unwrap(), "\\[a\\]\\{b\\}/*");
     assert!(glob_under(".", "/etc/*").is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata: the reference table of the original catalog
+// ---------------------------------------------------------------------------------------------
+
+fn spec(name: &str) -> ToolSpec {
+    Catalog::builtin()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is not registered"))
+        .spec()
+        .clone()
+}
+
+fn all() -> Vec<ToolSpec> {
+    ROWS.iter().map(|row| spec(row.0)).collect()
+}
+
+/// (name, risk, approval, side effects, idempotency, timeout, required, optional, path_fields)
+type Row = (
+    &'static str,
+    RiskLevel,
+    bool,
+    SideEffects,
+    Idempotency,
+    u64,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+const ROWS: &[Row] = {
+    use Idempotency::{BestEffort as B, Guaranteed as G};
+    use RiskLevel::{High, Low, Medium};
+    use SideEffects::{Irreversible as I, None as N, Reversible as R};
+    &[
+        (
+            "fs.list",
+            Low,
+            false,
+            N,
+            G,
+            15,
+            &[],
+            &["path", "recursive", "max_entries"],
+            &["path"],
+        ),
+        (
+            "fs.read_file",
+            Low,
+            false,
+            N,
+            G,
+            20,
+            &["path"],
+            &["max_bytes"],
+            &["path"],
+        ),
+        (
+            "fs.write_file",
+            Medium,
+            true,
+            R,
+            B,
+            20,
+            &["path", "content"],
+            &["encoding", "create_parents"],
+            &["path"],
+        ),
+        (
+            "fs.mkdir",
+            Medium,
+            false,
+            R,
+            B,
+            20,
+            &["path"],
+            &["create_parents", "mode", "exist_ok"],
+            &["path"],
+        ),
+        (
+            "fs.move",
+            Medium,
+            false,
+            R,
+            B,
+            20,
+            &["source_path", "destination_path"],
+            &["overwrite", "create_parents"],
+            &["source_path", "destination_path"],
+        ),
+        (
+            "fs.copy",
+            Medium,
+            false,
+            R,
+            B,
+            25,
+            &["source_path", "destination_path"],
+            &["recursive", "overwrite", "create_parents"],
+            &["source_path", "destination_path"],
+        ),
+        (
+            "fs.delete",
+            High,
+            true,
+            I,
+            B,
+            20,
+            &["path"],
+            &["recursive", "force"],
+            &["path"],
+        ),
+        ("fs.stat", Low, false, N, G, 15, &["path"], &[], &["path"]),
+        (
+            "fs.patch",
+            Medium,
+            true,
+            R,
+            B,
+            45,
+            &["unified_diff"],
+            &["strategy"],
+            &[],
+        ),
+        (
+            "fs.search",
+            Low,
+            false,
+            N,
+            G,
+            30,
+            &["pattern"],
+            &["path", "max_results"],
+            &["path"],
+        ),
+        (
+            "fs.edit",
+            Medium,
+            true,
+            R,
+            B,
+            20,
+            &["path", "old_string", "new_string"],
+            &["replace_all"],
+            &["path"],
+        ),
+        (
+            "fs.insert",
+            Medium,
+            true,
+            R,
+            B,
+            20,
+            &["path", "line", "content"],
+            &[],
+            &["path"],
+        ),
+        (
+            "fs.glob",
+            Low,
+            false,
+            N,
+            G,
+            20,
+            &["pattern"],
+            &["path", "max_results"],
+            &["path"],
+        ),
+        (
+            "fs.read_lines",
+            Low,
+            false,
+            N,
+            G,
+            20,
+            &["path"],
+            &["start_line", "end_line", "max_lines"],
+            &["path"],
+        ),
+    ]
+};
+
+#[test]
+fn metadata_matches_the_reference_table() {
+    let specs = all();
+    assert_eq!(specs.len(), ROWS.len());
+    for (spec, row) in specs.iter().zip(ROWS) {
+        let (name, risk, approval, effects, idem, timeout, required, optional, paths) = *row;
+        assert_eq!(spec.name, name);
+        assert_eq!(spec.scope, Scope::Workspace, "{name}");
+        assert_eq!(spec.risk_level, risk, "{name}");
+        assert_eq!(spec.requires_approval, approval, "{name}");
+        assert_eq!(spec.side_effects, effects, "{name}");
+        assert_eq!(spec.idempotency, idem, "{name}");
+        assert_eq!(spec.constraints.timeout_seconds, timeout, "{name}");
+        let mut want_required: Vec<&str> = required.to_vec();
+        want_required.sort_unstable();
+        // schemars leaves `required` out when nothing is required.
+        let mut got_required: Vec<&str> = spec.input_schema["required"]
+            .as_array()
+            .map(|r| r.iter().map(|v| v.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        got_required.sort_unstable();
+        assert_eq!(got_required, want_required, "{name}: required");
+        let mut want_all: Vec<&str> = required.iter().chain(optional).copied().collect();
+        want_all.sort_unstable();
+        let mut got_all: Vec<&str> = spec.input_schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        got_all.sort_unstable();
+        assert_eq!(got_all, want_all, "{name}: properties");
+        // Path fields come from the schema, whose members are sorted by name.
+        let got_paths: Vec<&str> = spec
+            .policy
+            .path_fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        let mut want_paths = paths.to_vec();
+        want_paths.sort_unstable();
+        assert_eq!(got_paths, want_paths, "{name}: path_fields");
+        assert!(
+            spec.policy
+                .path_fields
+                .iter()
+                .all(|f| !f.multi && f.workspace_relative)
+        );
+        assert!(spec.policy.arg_fields.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn enumerations_and_counts_are_typed() {
+    let write = spec("fs.write_file");
+    assert_eq!(
+        write.input_schema["properties"]["encoding"]["enum"],
+        json!(["utf8", "base64"])
+    );
+    let patch = spec("fs.patch");
+    assert_eq!(
+        patch.input_schema["properties"]["strategy"]["enum"],
+        json!(["reject_on_conflict", "apply"])
+    );
+    for (spec, field) in [
+        (spec("fs.list"), "max_entries"),
+        (spec("fs.read_file"), "max_bytes"),
+        (spec("fs.search"), "max_results"),
+        (spec("fs.glob"), "max_results"),
+        (spec("fs.read_lines"), "max_lines"),
+        (spec("fs.read_lines"), "start_line"),
+    ] {
+        let p = &spec.input_schema["properties"][field];
+        assert_eq!(p["type"], "integer", "{} {field}", spec.name);
+        assert_eq!(p["minimum"], 1, "{} {field}", spec.name);
+    }
+}
+
+#[test]
+fn written_path_fields_are_declared_and_no_fs_tool_runs_repository_code() {
+    fn written(spec: &ToolSpec) -> Vec<&str> {
+        spec.policy
+            .path_fields
+            .iter()
+            .filter(|f| f.writes)
+            .map(|f| f.field.as_str())
+            .collect()
+    }
+    for spec in all() {
+        assert!(!spec.runs_repository_code, "{}", spec.name);
+        let want: &[&str] = match spec.name {
+            "fs.write_file" | "fs.mkdir" | "fs.delete" | "fs.edit" | "fs.insert" => &["path"],
+            "fs.move" => &["destination_path", "source_path"],
+            "fs.copy" => &["destination_path"],
+            // fs.patch has no path fields: its handler checks the diff's paths.
+            _ => &[],
+        };
+        assert_eq!(written(&spec), want, "{}", spec.name);
+    }
+    let json = serde_json::to_value(spec("fs.write_file")).unwrap();
+    assert_eq!(json["runs_repository_code"], false);
+    assert_eq!(json["policy"]["path_fields"][0]["writes"], true);
 }
