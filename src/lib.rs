@@ -12,6 +12,7 @@ pub mod eventstore;
 pub mod executor;
 pub mod ids;
 pub mod invocations;
+pub mod live;
 pub mod policy;
 pub mod projector;
 pub mod readmodel;
