@@ -1,5 +1,6 @@
 //! The embedded live hub: every invocation's messages in process memory, for [`LINGER`] after
-//! its end (or its latest message), read by streams of this process.
+//! its latest message and within [`MAX_BYTES`] altogether (the invocations written longest ago
+//! go first), read by streams of this process.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,19 +10,35 @@ use tokio::sync::watch;
 
 use super::{LINGER, LiveError, LiveMessage, LiveOutput, LiveStream};
 
+/// Most bytes of output the hub holds, as the distributed stream does.
+pub const MAX_BYTES: usize = super::jetstream::MAX_BYTES as usize;
+/// How often at most the hub looks for entries to drop.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// One invocation's messages.
 struct Entry {
     messages: Vec<Arc<LiveMessage>>,
+    /// Bytes of chunk data held.
+    bytes: usize,
     /// Bumped on every message; subscribers wait on it.
     changed: watch::Sender<usize>,
     /// When the entry was last written (or, for an entry only waited on, created).
     touched: Instant,
 }
 
+/// Every entry, and what they hold.
+#[derive(Default)]
+struct Hub {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+    last_sweep: Option<Instant>,
+}
+
 /// [`LiveOutput`] in process memory.
 pub struct MemoryLive {
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    hub: Arc<Mutex<Hub>>,
     linger: Duration,
+    max_bytes: usize,
 }
 
 impl Default for MemoryLive {
@@ -33,27 +50,67 @@ impl Default for MemoryLive {
 impl MemoryLive {
     /// A hub keeping each invocation's messages for `linger` after its latest one.
     pub fn new(linger: Duration) -> Self {
+        Self::with_limits(linger, MAX_BYTES)
+    }
+
+    /// A hub keeping messages for `linger` and at most `max_bytes` of output.
+    pub fn with_limits(linger: Duration, max_bytes: usize) -> Self {
         Self {
-            entries: Arc::new(Mutex::new(HashMap::new())),
+            hub: Arc::new(Mutex::new(Hub::default())),
             linger,
+            max_bytes,
         }
     }
 
     /// Invocations whose messages are held (tests).
     pub fn held(&self) -> usize {
-        self.entries
+        self.hub
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .entries
             .len()
     }
 
-    /// Drops entries nobody wrote for `linger`, unless a stream still waits on one with
-    /// nothing in it.
-    fn sweep(entries: &mut HashMap<String, Entry>, linger: Duration, now: Instant) {
-        entries.retain(|_, e| {
+    /// Drops entries nobody wrote for `linger` (unless a stream still waits on one with
+    /// nothing in it), then the entries written longest ago while the hub holds more than
+    /// `max_bytes`. At most every [`SWEEP_EVERY`] unless over the byte limit.
+    fn sweep(&self, hub: &mut Hub, now: Instant) {
+        let due = hub
+            .last_sweep
+            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY);
+        if !due && hub.bytes <= self.max_bytes {
+            return;
+        }
+        hub.last_sweep = Some(now);
+        let linger = self.linger;
+        hub.entries.retain(|_, e| {
             now.duration_since(e.touched) < linger
                 || (e.messages.is_empty() && e.changed.receiver_count() > 0)
         });
+        hub.bytes = hub.entries.values().map(|e| e.bytes).sum();
+        while hub.bytes > self.max_bytes {
+            let Some(oldest) = hub
+                .entries
+                .iter()
+                .filter(|(_, e)| e.bytes > 0)
+                .min_by_key(|(_, e)| e.touched)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            if let Some(entry) = hub.entries.remove(&oldest) {
+                hub.bytes -= entry.bytes;
+            }
+        }
+    }
+}
+
+fn entry(now: Instant) -> Entry {
+    Entry {
+        messages: Vec::new(),
+        bytes: 0,
+        changed: watch::channel(0).0,
+        touched: now,
     }
 }
 
@@ -61,63 +118,61 @@ impl MemoryLive {
 impl LiveOutput for MemoryLive {
     async fn publish(&self, message: &LiveMessage) -> Result<(), LiveError> {
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        Self::sweep(&mut entries, self.linger, now);
-        let entry = entries
+        let size = match message {
+            LiveMessage::OutputChunk(c) => c.data.len(),
+            LiveMessage::OutputEnd(_) => 0,
+        };
+        let mut hub = self.hub.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = hub
+            .entries
             .entry(message.invocation_id().to_owned())
-            .or_insert_with(|| Entry {
-                messages: Vec::new(),
-                changed: watch::channel(0).0,
-                touched: now,
-            });
-        entry.messages.push(Arc::new(message.clone()));
-        entry.touched = now;
-        let count = entry.messages.len();
-        entry.changed.send_replace(count);
+            .or_insert_with(|| entry(now));
+        held.messages.push(Arc::new(message.clone()));
+        held.bytes += size;
+        held.touched = now;
+        let count = held.messages.len();
+        held.changed.send_replace(count);
+        hub.bytes += size;
+        self.sweep(&mut hub, now);
         Ok(())
     }
 
     async fn subscribe(&self, invocation_id: &str) -> Result<LiveStream, LiveError> {
         let changed = {
-            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            entries
+            let now = Instant::now();
+            let mut hub = self.hub.lock().unwrap_or_else(PoisonError::into_inner);
+            self.sweep(&mut hub, now);
+            hub.entries
                 .entry(invocation_id.to_owned())
-                .or_insert_with(|| Entry {
-                    messages: Vec::new(),
-                    changed: watch::channel(0).0,
-                    touched: Instant::now(),
-                })
+                .or_insert_with(|| entry(now))
                 .changed
                 .subscribe()
         };
-        let state = (
-            self.entries.clone(),
-            invocation_id.to_owned(),
-            0usize,
-            changed,
-        );
-        let stream =
-            futures::stream::unfold(state, |(entries, id, next, mut changed)| async move {
-                loop {
-                    // Marked seen before looking: a message pushed after the look wakes the wait.
-                    changed.borrow_and_update();
-                    let found = {
-                        let entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
-                        entries.get(&id).and_then(|e| e.messages.get(next).cloned())
-                    };
-                    if let Some(message) = found {
-                        return Some(((*message).clone(), (entries, id, next + 1, changed)));
-                    }
-                    // The entry was swept away: nothing more will come on this receiver.
-                    changed.changed().await.ok()?;
+        let state = (self.hub.clone(), invocation_id.to_owned(), 0usize, changed);
+        let stream = futures::stream::unfold(state, |(hub, id, next, mut changed)| async move {
+            loop {
+                // Marked seen before looking: a message pushed after the look wakes the wait.
+                changed.borrow_and_update();
+                let found = {
+                    let held = hub.lock().unwrap_or_else(PoisonError::into_inner);
+                    held.entries
+                        .get(&id)
+                        .and_then(|e| e.messages.get(next).cloned())
+                };
+                if let Some(message) = found {
+                    return Some(((*message).clone(), (hub, id, next + 1, changed)));
                 }
-            });
+                // The entry was swept away: nothing more will come on this receiver.
+                changed.changed().await.ok()?;
+            }
+        });
         Ok(Box::pin(stream))
     }
 
     async fn last(&self, invocation_id: &str) -> Result<Option<LiveMessage>, LiveError> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(entries
+        let hub = self.hub.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(hub
+            .entries
             .get(invocation_id)
             .and_then(|e| e.messages.last())
             .map(|m| (**m).clone()))
@@ -168,6 +223,18 @@ mod tests {
         assert_eq!(third, end);
         assert_eq!(hub.last("inv-a").await.unwrap(), Some(end));
         assert_eq!(hub.last("inv-c").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn past_its_byte_limit_the_hub_drops_the_invocations_written_longest_ago() {
+        let hub = MemoryLive::with_limits(LINGER, 10);
+        hub.publish(&chunk("inv-old", 0, "123456")).await.unwrap();
+        hub.publish(&chunk("inv-new", 0, "abcdef")).await.unwrap();
+        assert_eq!(hub.last("inv-old").await.unwrap(), None);
+        assert_eq!(
+            hub.last("inv-new").await.unwrap(),
+            Some(chunk("inv-new", 0, "abcdef"))
+        );
     }
 
     #[tokio::test]

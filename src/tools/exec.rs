@@ -396,9 +396,9 @@ mod tests {
         assert_eq!(finished.stdout.inline, b"one\ntwo\n");
         assert!(!finished.stdout.truncated && !finished.timed_out);
         // A second program of the same invocation continues the numbering.
-        run(&ctx, &sh("printf three; printf err >&2"))
-            .await
-            .unwrap();
+        run(&ctx, &sh("printf three")).await.unwrap();
+        // A program of its own: two pipes have no order between them.
+        run(&ctx, &sh("printf err >&2")).await.unwrap();
         // An inspection the tool makes for itself is not published.
         run(&ctx, &sh("printf secret").quiet()).await.unwrap();
         ctx.output.finish().await;
