@@ -60,6 +60,7 @@ fn exec(argv: &[&str]) -> Request {
         stdin: None,
         timeout_ms: 15_000,
         max_output_bytes: 64 * 1024,
+        stream_output: false,
     }
 }
 

@@ -21,6 +21,9 @@ use crate::eventstore::jetstream::JetStreamEventLog;
 use crate::eventstore::{AggregateStore, EventLog, FileEventLog, FsyncPolicy, StoreError};
 use crate::executor::Executor;
 use crate::invocations::Invocations;
+use crate::live::jetstream::JetStreamLive;
+use crate::live::memory::MemoryLive;
+use crate::live::{LiveError, LiveOutput};
 use crate::projector::{Projector, ProjectorError};
 use crate::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, ValkeyStore};
 use crate::runner::RunnerProvider;
@@ -58,6 +61,8 @@ pub struct App {
     /// the shared JetStream consumer with JetStream (ADR 0009). The API offers each `queued`
     /// event it commits.
     pub work: Arc<dyn WorkQueue>,
+    /// The live output of running programs (ADR 0010): executors publish, streams read.
+    pub live: Arc<dyn LiveOutput>,
 }
 
 /// Why the service could not start.
@@ -78,6 +83,9 @@ pub enum StartError {
     /// The work queue could not be opened (its consumer's settings did not take).
     #[error("work queue: {0}")]
     WorkQueue(#[from] WorkQueueError),
+    /// The live output stream could not be opened.
+    #[error("live output: {0}")]
+    Live(#[from] LiveError),
     /// The read-model store failed.
     #[error("read models: {0}")]
     ReadModel(#[from] ReadModelError),
@@ -126,11 +134,12 @@ pub async fn open_event_log(
     }
 }
 
-/// The event store and the work sources that go with it.
+/// The event store, the work sources and the live output that go with it.
 type LogAndQueues = (
     Arc<dyn EventLog>,
     Arc<dyn WorkQueue>,
     Arc<dyn WorkQueue<Provision>>,
+    Arc<dyn LiveOutput>,
 );
 
 /// Opens the configured event store and the work queues that go with it: the log file and
@@ -148,7 +157,8 @@ async fn open_event_log_and_queue(config: &Config) -> Result<LogAndQueues, Start
             };
             let work: MemoryWorkQueue = MemoryWorkQueue::new(options);
             let provisions: MemoryWorkQueue<Provision> = MemoryWorkQueue::new(options);
-            Ok((log, Arc::new(work), Arc::new(provisions)))
+            let live: Arc<dyn LiveOutput> = Arc::new(MemoryLive::default());
+            Ok((log, Arc::new(work), Arc::new(provisions), live))
         }
         EventStoreConfig::JetStream(options) => {
             let servers = options.servers_for_display();
@@ -176,7 +186,13 @@ async fn open_event_log_and_queue(config: &Config) -> Result<LogAndQueues, Start
                 },
             )
             .await?;
-            Ok((Arc::new(log), Arc::new(work), Arc::new(provisions)))
+            let live = JetStreamLive::open(log.jetstream().clone(), options.replicas).await?;
+            Ok((
+                Arc::new(log),
+                Arc::new(work),
+                Arc::new(provisions),
+                Arc::new(live),
+            ))
         }
     }
 }
@@ -235,6 +251,16 @@ impl Server {
         config: Config,
         read_models: Arc<dyn ReadModelStore>,
     ) -> Result<Self, StartError> {
+        Self::bind_with_catalog(config, read_models, Catalog::builtin()).await
+    }
+
+    /// [`Server::bind_with`] offering the tools of `catalog` instead of the built-in ones
+    /// (tests that need a tool of their own; the service always runs [`Catalog::builtin`]).
+    pub async fn bind_with_catalog(
+        config: Config,
+        read_models: Arc<dyn ReadModelStore>,
+        catalog: Catalog,
+    ) -> Result<Self, StartError> {
         let config = Arc::new(config);
         // First: a busy port must fail before anything exists on disk. Connections that arrive
         // while the read models are rebuilt wait in the backlog.
@@ -247,7 +273,7 @@ impl Server {
                 })?;
         // Second, the event store: an unreachable NATS fails before anything is created on
         // disk.
-        let (log, work, provisions) = open_event_log_and_queue(&config).await?;
+        let (log, work, provisions, live) = open_event_log_and_queue(&config).await?;
         tracing::info!(event_store = %config.event_store.describe(), "event store open");
         for (dir, context) in [
             (&config.workspace_root, "creating WORKSPACE_ROOT"),
@@ -306,7 +332,7 @@ impl Server {
         if roles.api || roles.executor {
             sessions.recover().await;
         }
-        let catalog = Arc::new(Catalog::builtin());
+        let catalog = Arc::new(catalog);
         let executor = roles.executor.then(|| {
             Arc::new(Executor::new(
                 log.clone(),
@@ -316,6 +342,7 @@ impl Server {
                 catalog.clone(),
                 artifacts.clone(),
                 work.clone(),
+                live.clone(),
                 config.work_queue.liveness_grace,
                 config.max_inline_bytes,
                 config.executor_concurrency,
@@ -348,6 +375,7 @@ impl Server {
             metrics,
             runners,
             work,
+            live,
         });
         Ok(Server {
             app,

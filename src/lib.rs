@@ -13,6 +13,7 @@ pub mod executor;
 pub mod ids;
 pub mod invocations;
 pub mod kube;
+pub mod live;
 pub mod policy;
 pub mod projector;
 pub mod readmodel;

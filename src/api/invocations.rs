@@ -419,10 +419,11 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let id = find_recorded(&app, &caller, &invocation_id, &rid).await?;
     if super::stream::wanted(&headers) {
-        let after = super::stream::resume_point(&headers, &uri, &rid)?;
+        let after = super::stream::resume_cursor(&headers, &uri, &rid)?;
         let id = InvocationId::parse(&id).map_err(|e| ApiError::internal(&e, &rid))?;
         let stop = stop.map(|Extension(stop)| stop);
-        return super::stream::invocation(app.log.clone(), stop, &id, after, &rid).await;
+        let sources = (app.log.clone(), app.live.clone());
+        return super::stream::invocation(sources, stop, &id, after, &rid).await;
     }
     let events = app
         .log

@@ -12,7 +12,13 @@
 //! What a stream sends, and its ids:
 //! - an invocation's stream: every event of the invocation (any type, so events a tool adds
 //!   later flow through unchanged); `id` is the event's `aggregate_version`; it ends after the
-//!   invocation's terminal event;
+//!   invocation's terminal event. Between `started` and the terminal event it also sends the
+//!   output of the programs the tool runs as they run (`invocation.output_chunk`, from the
+//!   [`LiveOutput`], not the log: ADR 0010), with id `<version>.<stdout>.<stderr>`: the version
+//!   of the last event before it and the bytes of each stream sent so far. A stream resumed
+//!   from such an id sends what follows those bytes; one resumed from a plain version sends
+//!   the output from its start. The terminal event waits until the output before it was sent
+//!   (the executor publishes all of it before appending that event);
 //! - a session's stream: the session's events and every event of its invocations, in global
 //!   order; `id` is the event's global `sequence`; it ends after `session.closed`.
 //!
@@ -38,12 +44,52 @@ use super::ApiError;
 use crate::error_code::ErrorCode;
 use crate::eventstore::EventLog;
 use crate::ids::{InvocationId, SessionId};
+use crate::live::{LiveMessage, LiveOutput, LiveStream};
+use crate::runner::OutputChannel;
 
 /// Most events read from the log at once, and so held by one stream.
 const BATCH: usize = 256;
 /// How long a stream waits before reading again when the head announced events the log did
 /// not return yet (a replica's head can run ahead of what its reads see for a moment).
 const REREAD: Duration = Duration::from_millis(200);
+/// How long a stream that holds an invocation's terminal event waits for the next piece of the
+/// output published before it, before it gives up on the rest (a live output that lost it)
+/// and sends the terminal event, which records the output anyway.
+const SETTLE: Duration = Duration::from_secs(5);
+/// The SSE event name of a chunk of live output.
+pub const OUTPUT_CHUNK: &str = "invocation.output_chunk";
+
+/// Where an invocation's stream resumes: after event version `version`, and after `stdout` and
+/// `stderr` bytes of its live output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resume {
+    /// The aggregate version of the last event seen.
+    pub version: u64,
+    /// Bytes of stdout seen.
+    pub stdout: u64,
+    /// Bytes of stderr seen.
+    pub stderr: u64,
+}
+
+impl Resume {
+    /// Parses an id the invocation stream sent: `<version>` or `<version>.<stdout>.<stderr>`.
+    fn parse(id: &str) -> Option<Self> {
+        let mut parts = id.split('.');
+        let version = parts.next()?.parse().ok()?;
+        match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => Some(Self {
+                version,
+                ..Self::default()
+            }),
+            (Some(out), Some(err), None) => Some(Self {
+                version,
+                stdout: out.parse().ok()?,
+                stderr: err.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
 
 /// Ends every open stream when cancelled. The service adds it to every request (an
 /// [`axum::Extension`]) and cancels it as it begins to stop; a request without one streams
@@ -110,15 +156,37 @@ pub(super) fn resume_point(headers: &HeaderMap, uri: &Uri, rid: &str) -> Result<
     given.parse().map_err(|_| invalid("Last-Event-ID"))
 }
 
-/// The stream of one invocation, resuming after aggregate version `after`. 204 when the
-/// invocation has ended and nothing follows `after` (an `EventSource` stops reconnecting).
+/// Where an invocation's stream resumes: [`resume_point`], where `Last-Event-ID` may also be
+/// an output chunk's id (`<version>.<stdout>.<stderr>`).
+pub(super) fn resume_cursor(headers: &HeaderMap, uri: &Uri, rid: &str) -> Result<Resume, ApiError> {
+    if let Some(value) = headers.get("last-event-id")
+        && let Ok(text) = value.to_str()
+        && text.contains('.')
+    {
+        return Resume::parse(text.trim()).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                "Last-Event-ID must be the id of an event of this stream",
+                rid,
+            )
+        });
+    }
+    resume_point(headers, uri, rid).map(|version| Resume {
+        version,
+        ..Resume::default()
+    })
+}
+
+/// The stream of one invocation with its live output, resuming after `resume`. 204 when the
+/// invocation has ended and no event follows `resume` (an `EventSource` stops reconnecting).
 pub(super) async fn invocation(
-    log: Arc<dyn EventLog>,
+    (log, live): (Arc<dyn EventLog>, Arc<dyn LiveOutput>),
     stop: Option<StopStreams>,
     id: &InvocationId,
-    after: u64,
+    resume: Resume,
     rid: &str,
 ) -> Result<Response, ApiError> {
+    let after = resume.version;
     let head = log.head();
     // The aggregate's own events are the filtered read: one `load`, not a scan of the log.
     let events = log
@@ -134,6 +202,10 @@ pub(super) async fn invocation(
     };
     let ended = is_terminal(last);
     let cursor = last.sequence;
+    // Output follows `started`: one the client saw allows it at once.
+    let started_seen = events.iter().any(|e| {
+        e.envelope.aggregate_version <= after && e.envelope.event_type == InvocationEvent::STARTED
+    });
     let pending: VecDeque<_> = events
         .into_iter()
         .filter(|e| e.envelope.aggregate_version > after)
@@ -152,6 +224,17 @@ pub(super) async fn invocation(
             id: id.as_str().to_owned(),
             after,
         },
+        live: Some(Live {
+            source: live,
+            id: id.as_str().to_owned(),
+            messages: None,
+            sent: [resume.stdout, resume.stderr],
+            version: after,
+            allowed: started_seen,
+            ended: false,
+            target: None,
+            ready: VecDeque::new(),
+        }),
     };
     Ok(respond(follow))
 }
@@ -191,6 +274,7 @@ pub(super) async fn session(
             after,
             in_flight: HashSet::new(),
         },
+        live: None,
     };
     Ok(respond(follow))
 }
@@ -313,6 +397,126 @@ struct Follow {
     /// The stream's last event is in `pending` (or already sent).
     ended: bool,
     filter: Filter,
+    /// An invocation's live output, merged between its events.
+    live: Option<Live>,
+}
+
+/// An invocation stream's view of the invocation's live output.
+struct Live {
+    source: Arc<dyn LiveOutput>,
+    id: String,
+    /// Subscribed once output may be sent.
+    messages: Option<LiveStream>,
+    /// Bytes of stdout and stderr sent (or seen before the resume point).
+    sent: [u64; 2],
+    /// Version of the last event sent (or seen before the resume point).
+    version: u64,
+    /// `started` was sent or seen: output may follow.
+    allowed: bool,
+    /// Nothing more comes: the end of the output was read, or the source was given up on.
+    ended: bool,
+    /// The latest message published before the terminal event, once that event is held.
+    target: Option<Option<LiveMessage>>,
+    /// Chunks to send.
+    ready: VecDeque<Event>,
+}
+
+fn slot(channel: OutputChannel) -> usize {
+    match channel {
+        OutputChannel::Stdout => 0,
+        OutputChannel::Stderr => 1,
+    }
+}
+
+impl Live {
+    /// The next message of the output; `None` when the source ended or failed (given up).
+    async fn next(&mut self) -> Option<LiveMessage> {
+        if self.messages.is_none() {
+            match self.source.subscribe(&self.id).await {
+                Ok(messages) => self.messages = Some(messages),
+                Err(e) => {
+                    tracing::warn!(invocation_id = %self.id, error = %e, "live output unavailable; the stream sends the events only");
+                    self.ended = true;
+                    return None;
+                }
+            }
+        }
+        let message = futures::StreamExt::next(self.messages.as_mut()?).await;
+        if message.is_none() {
+            self.ended = true;
+        }
+        message
+    }
+
+    /// Queues what of `message` was not sent yet.
+    fn accept(&mut self, message: LiveMessage) {
+        let chunk = match message {
+            LiveMessage::OutputEnd(_) => {
+                self.ended = true;
+                return;
+            }
+            LiveMessage::OutputChunk(chunk) => chunk,
+        };
+        let at = slot(chunk.channel);
+        let end = chunk.offset + chunk.len();
+        if end <= self.sent[at] {
+            return;
+        }
+        let Some(chunk) = chunk.after(self.sent[at].saturating_sub(chunk.offset)) else {
+            return;
+        };
+        self.sent[at] = end;
+        let id = format!("{}.{}.{}", self.version, self.sent[0], self.sent[1]);
+        let event = Event::default()
+            .id(id)
+            .event(OUTPUT_CHUNK)
+            .json_data(&chunk)
+            .unwrap_or_else(|_| Event::default().comment("a chunk that cannot be encoded"));
+        self.ready.push_back(event);
+    }
+
+    /// Whether everything published before the held terminal event was read.
+    fn reached(&self) -> bool {
+        match &self.target {
+            Some(Some(LiveMessage::OutputChunk(c))) => {
+                self.sent[slot(c.channel)] >= c.offset + c.len()
+            }
+            Some(None) => true,
+            _ => self.ended,
+        }
+    }
+
+    /// With the terminal event held: reads the output published before it (the executor
+    /// published all of it before appending the event), a message at a time.
+    async fn settle(&mut self) {
+        if self.target.is_none() {
+            match self.source.last(&self.id).await {
+                Ok(last) => self.target = Some(last),
+                Err(e) => {
+                    tracing::warn!(invocation_id = %self.id, error = %e, "live output unavailable; the terminal event is sent without the rest of the output");
+                    self.ended = true;
+                    return;
+                }
+            }
+        }
+        if self.reached() {
+            self.ended = true;
+            return;
+        }
+        match tokio::time::timeout(SETTLE, self.next()).await {
+            Ok(Some(message)) => {
+                self.accept(message);
+                if self.reached() {
+                    self.ended = true;
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tracing::warn!(invocation_id = %self.id, "live output stopped before its end; the terminal event is sent without the rest");
+                self.ended = true;
+            }
+        }
+    }
 }
 
 impl Follow {
@@ -331,7 +535,27 @@ impl Follow {
 
     async fn follow(&mut self) -> Option<Event> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
+            if let Some(live) = self.live.as_mut().filter(|l| l.allowed)
+                && let Some(chunk) = live.ready.pop_front()
+            {
+                return Some(chunk);
+            }
+            if let Some(event) = self.pending.front() {
+                if let Some(live) = self.live.as_mut()
+                    && live.allowed
+                    && !live.ended
+                    && is_terminal(event)
+                {
+                    live.settle().await;
+                    continue;
+                }
+                let event = self.pending.pop_front()?;
+                if let Some(live) = self.live.as_mut() {
+                    live.version = event.envelope.aggregate_version;
+                    if event.envelope.event_type == InvocationEvent::STARTED {
+                        live.allowed = true;
+                    }
+                }
                 return Some(self.render(&event));
             }
             if self.ended {
@@ -339,8 +563,18 @@ impl Follow {
             }
             let head = *self.head.borrow_and_update();
             if self.cursor >= head {
-                // The log closed (the service is stopping): end, the client resumes elsewhere.
-                self.head.changed().await.ok()?;
+                let live = self.live.as_mut().filter(|l| l.allowed && !l.ended);
+                let next_output = async {
+                    match live {
+                        Some(live) => live.next().await.map(|m| (live, m)),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    // The log closed (the service is stopping): end, the client resumes elsewhere.
+                    changed = self.head.changed() => changed.ok()?,
+                    Some((live, message)) = next_output => live.accept(message),
+                }
                 continue;
             }
             let batch = match self.log.read_from(self.cursor, BATCH).await {
@@ -505,6 +739,7 @@ mod tests {
                 after: 0,
                 in_flight: HashSet::new(),
             },
+            live: None,
         };
         let waiting = tokio::spawn(async move { follow.next().await.is_none() });
         tokio::task::yield_now().await;

@@ -1,6 +1,7 @@
 //! The executor: takes queued invocations, claims each by appending `started` with the version
 //! it loaded (so two executors can never both run one), runs the tool in the session's runner,
-//! stores large output and logs as artifacts, and appends the one terminal outcome.
+//! publishes the output of its programs live while they run (ADR 0010), stores large output
+//! and logs as artifacts, and appends the one terminal outcome.
 //!
 //! It never decides policy (that happened before the invocation was queued) and never reads the
 //! workspace except through the runner.
@@ -24,6 +25,7 @@ use crate::domain::{Invocation, InvocationCommand, InvocationError, InvocationSt
 use crate::error_code::ErrorCode;
 use crate::eventstore::{AggregateStore, CommandMetadata, EventLog, Known, decode_event};
 use crate::ids::InvocationId;
+use crate::live::{LiveOutput, OutputSink};
 use crate::projector::Projector;
 use crate::runner::RunnerProvider;
 use crate::sessions::Sessions;
@@ -44,6 +46,8 @@ pub struct Executor {
     catalog: Arc<Catalog>,
     artifacts: Arc<dyn ArtifactStore>,
     work: Arc<dyn WorkQueue>,
+    /// Where the output of running programs is published while they run (ADR 0010).
+    live: Arc<dyn LiveOutput>,
     /// How long after a claim's `started.deadline` its claimer is presumed gone (ADR 0009).
     grace: Duration,
     max_inline_bytes: usize,
@@ -113,6 +117,7 @@ impl Executor {
         catalog: Arc<Catalog>,
         artifacts: Arc<dyn ArtifactStore>,
         work: Arc<dyn WorkQueue>,
+        live: Arc<dyn LiveOutput>,
         grace: Duration,
         max_inline_bytes: usize,
         concurrency: usize,
@@ -127,6 +132,7 @@ impl Executor {
             catalog,
             artifacts,
             work,
+            live,
             grace,
             max_inline_bytes,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -477,7 +483,12 @@ impl Executor {
         let meta = Self::metadata(queued);
         let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
         let begun = Instant::now();
-        let result = self.run(queued, session.as_deref(), begun + timeout).await;
+        let output = OutputSink::new(self.live.clone(), id.clone());
+        let result = self
+            .run(&queued, session.as_deref(), begun + timeout, &output)
+            .await;
+        // Before the terminal event: a stream that reads it finds every chunk before it.
+        output.finish().await;
         // Exact: a run shorter than a millisecond is not a zero.
         let duration_ns = u64::try_from(begun.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.complete(id, Some(claimed), &meta, result, duration_ns)
@@ -554,6 +565,7 @@ impl Executor {
         queued: &InvocationQueued,
         session: Option<&workspace_projections::SessionView>,
         deadline: Instant,
+        output: &OutputSink,
     ) -> RunResult {
         let request = &queued.request;
         let Some(session) = session else {
@@ -612,6 +624,7 @@ impl Executor {
             }),
             runner,
             deadline,
+            output: output.clone(),
         };
         let run = tool.run(ctx, args);
         // The runner enforces timeouts on processes; this is the backstop for everything else.

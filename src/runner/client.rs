@@ -25,8 +25,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 use super::frame::{FrameError, encode_frame, read_frame};
+use tokio::sync::mpsc;
+
 use super::protocol::{Frame, PROTOCOL_VERSION, Reply, Request};
-use super::{RunnerError, SessionRunner};
+use super::{OutputChunk, RunnerError, SessionRunner};
 
 /// Idle connections kept per runner (the default executor concurrency); more concurrent calls
 /// connect and close their own.
@@ -169,44 +171,78 @@ impl SocketRunner {
         }
     }
 
-    async fn exchange(&self, frame: &[u8], id: u64) -> Result<Reply, RunnerError> {
+    async fn exchange(
+        &self,
+        frame: &[u8],
+        id: u64,
+        chunks: Option<&mpsc::Sender<OutputChunk>>,
+    ) -> Result<Reply, RunnerError> {
         if let Some(mut stream) = self.take_idle() {
             // A failed write means the runner closed the connection before reading anything
             // (it restarted): the request never arrived, so a fresh connection may carry it.
             if stream.write_all(frame).await.is_ok() {
-                return self.finish(stream, id).await;
+                return self.finish(stream, id, chunks).await;
             }
         }
         let mut stream = UnixStream::connect(&self.socket_path)
             .await
             .map_err(RunnerError::Io)?;
         stream.write_all(frame).await.map_err(RunnerError::Io)?;
-        self.finish(stream, id).await
+        self.finish(stream, id, chunks).await
     }
 
-    async fn finish(&self, mut stream: UnixStream, id: u64) -> Result<Reply, RunnerError> {
-        // One reply follows one request and nothing else, so a buffer that lives for this read
-        // loses nothing, and a small reply (header and payload) takes one `recv`, not two.
+    /// Reads the reply to request `id`: the output chunks of a streamed `exec` (handed to
+    /// `chunks`, or dropped without it), then the final reply.
+    async fn finish(
+        &self,
+        mut stream: UnixStream,
+        id: u64,
+        chunks: Option<&mpsc::Sender<OutputChunk>>,
+    ) -> Result<Reply, RunnerError> {
+        // Only this request's frames follow it, so a buffer that lives for these reads loses
+        // nothing, and a small reply (header and payload) takes one `recv`, not two.
         let mut reader = tokio::io::BufReader::with_capacity(REPLY_BUFFER, &mut stream);
-        let reply: Frame<Reply> = match read_frame(&mut reader).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                return Err(RunnerError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the runner closed the connection without replying",
+        let body = loop {
+            let reply: Frame<Reply> = match read_frame(&mut reader).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    return Err(RunnerError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the runner closed the connection without replying",
+                    )));
+                }
+                Err(FrameError::Io(e)) => return Err(RunnerError::Io(e)),
+                Err(e) => return Err(RunnerError::Protocol(e.to_string())),
+            };
+            if reply.id != id {
+                return Err(RunnerError::Protocol(format!(
+                    "reply id {} does not match request id {id}",
+                    reply.id
                 )));
             }
-            Err(FrameError::Io(e)) => return Err(RunnerError::Io(e)),
-            Err(e) => return Err(RunnerError::Protocol(e.to_string())),
+            match reply.body {
+                Reply::Output {
+                    channel,
+                    offset,
+                    data,
+                } => {
+                    if let Some(chunks) = chunks {
+                        let chunk = OutputChunk {
+                            channel,
+                            offset,
+                            data: data.0,
+                        };
+                        // A receiver that went away no longer wants the output; the run goes on
+                        // to its final reply.
+                        let _ = chunks.send(chunk).await;
+                    }
+                }
+                body => break body,
+            }
         };
-        if reply.id != id {
-            return Err(RunnerError::Protocol(format!(
-                "reply id {} does not match request id {id}",
-                reply.id
-            )));
-        }
+        drop(reader);
         self.put_idle(stream);
-        Ok(reply.body)
+        Ok(body)
     }
 }
 
@@ -222,12 +258,31 @@ impl SessionRunner for SocketRunner {
             if busy {
                 return self.pipelined(frame, id, timeout).await;
             }
-            return tokio::time::timeout(timeout, self.exchange(&frame, id))
+            return tokio::time::timeout(timeout, self.exchange(&frame, id, None))
                 .await
                 .map_err(|_| RunnerError::Timeout)?;
         }
         // On timeout the exchange future, and with it the connection, is dropped.
-        tokio::time::timeout(timeout, self.exchange(&frame, id))
+        tokio::time::timeout(timeout, self.exchange(&frame, id, None))
+            .await
+            .map_err(|_| RunnerError::Timeout)?
+    }
+
+    async fn exec_streaming(
+        &self,
+        mut request: Request,
+        timeout: Duration,
+        chunks: mpsc::Sender<OutputChunk>,
+    ) -> Result<Reply, RunnerError> {
+        if let Request::Exec { stream_output, .. } = &mut request {
+            *stream_output = true;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_frame(&Frame { id, body: &request })
+            .map_err(|e| RunnerError::Protocol(format!("request not sent: {e}")))?;
+        // On timeout the exchange future, and with it the connection, is dropped: the runner
+        // sees the hang-up and kills the program's process group.
+        tokio::time::timeout(timeout, self.exchange(&frame, id, Some(&chunks)))
             .await
             .map_err(|_| RunnerError::Timeout)?
     }

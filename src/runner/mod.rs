@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ids::SessionId;
+pub use protocol::OutputChannel;
 use protocol::{Reply, Request};
 
 /// Why a runner could not be started or reached.
@@ -57,11 +58,55 @@ pub struct SandboxSpec {
 /// Where the workspace appears inside every runner.
 pub const WORKDIR: &str = "/workspace";
 
+/// Part of a running program's output, as the runner streamed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    /// Which stream.
+    pub channel: OutputChannel,
+    /// Position of the first byte of `data` in the stream, from 0.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
 /// A connected runner of one session.
 #[async_trait::async_trait]
 pub trait SessionRunner: Send + Sync {
     /// Sends one request and waits for its reply for at most `timeout`.
     async fn call(&self, request: Request, timeout: Duration) -> Result<Reply, RunnerError>;
+
+    /// Runs an [`Request::Exec`] with its output streamed: each chunk goes to `chunks` as the
+    /// runner reads it (in order per stream, without gaps; a full `chunks` slows the program
+    /// down), then the final [`Reply::Exited`] comes back with empty `stdout` and `stderr`.
+    /// The default, for a runner that cannot stream, runs it to the end and hands its output
+    /// out as one chunk per stream before returning.
+    async fn exec_streaming(
+        &self,
+        mut request: Request,
+        timeout: Duration,
+        chunks: tokio::sync::mpsc::Sender<OutputChunk>,
+    ) -> Result<Reply, RunnerError> {
+        if let Request::Exec { stream_output, .. } = &mut request {
+            *stream_output = false;
+        }
+        let mut reply = self.call(request, timeout).await?;
+        if let Reply::Exited { stdout, stderr, .. } = &mut reply {
+            for (channel, bytes) in [
+                (OutputChannel::Stdout, std::mem::take(stdout)),
+                (OutputChannel::Stderr, std::mem::take(stderr)),
+            ] {
+                if !bytes.0.is_empty() {
+                    let chunk = OutputChunk {
+                        channel,
+                        offset: 0,
+                        data: bytes.0,
+                    };
+                    let _ = chunks.send(chunk).await;
+                }
+            }
+        }
+        Ok(reply)
+    }
 
     /// The isolation this runner runs in (`bubblewrap`, `unsandboxed`, `pod`).
     fn isolation(&self) -> &'static str;

@@ -1,7 +1,9 @@
 //! The framed protocol between an executor and the runner inside a session's isolation boundary.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of JSON. The client sends a
-//! [`Frame<Request>`], the runner answers with one [`Frame<Reply>`] carrying the same `id`.
+//! [`Frame<Request>`], the runner answers with one [`Frame<Reply>`] carrying the same `id`; an
+//! `exec` with `stream_output` is answered by any number of [`Reply::Output`] frames (the
+//! program's output as it is read, with byte offsets) and then its final `exited` frame.
 //! A connection carries one request at a time; the client keeps a pool of connections for
 //! concurrency. The same frames travel over a unix socket (local sandbox) or a pod's exec stream
 //! (Kubernetes).
@@ -18,8 +20,9 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// Protocol version; the runner refuses a `hello` with another version. 2: externally tagged
 /// messages and `read_text`; 3: `text` replies carry `returned_bytes` and stay JSON strings on
-/// arrival ([`JsonText`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// arrival ([`JsonText`]); 4: `exec` with `stream_output` answers with [`Reply::Output`] frames
+/// while the program runs, before its final `exited`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One message with its request id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,9 +239,36 @@ pub enum Request {
         stdin: Option<Bytes>,
         /// Kill the whole process group after this long.
         timeout_ms: u64,
-        /// Keep at most this many bytes of stdout and of stderr each.
+        /// Keep at most this many bytes of stdout and of stderr each (streamed: send at most
+        /// this many of each as [`Reply::Output`] frames; the rest is only counted).
         max_output_bytes: u64,
+        /// Send the output while the program runs, as [`Reply::Output`] frames with this
+        /// request's id, before the final [`Reply::Exited`], whose `stdout` and `stderr` are then
+        /// empty (every byte kept travelled in a chunk). Without it the output arrives only in
+        /// the final reply, at most [`MAX_FRAME_BYTES`] together.
+        #[serde(default)]
+        stream_output: bool,
     },
+}
+
+/// Which output stream of a program a chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputChannel {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl OutputChannel {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
 }
 
 fn dot() -> String {
@@ -392,13 +422,24 @@ pub enum Reply {
         /// Whether the search stopped at `max_results`.
         truncated: bool,
     },
+    /// Part of a running `exec`'s output (only with `stream_output`): the bytes of `channel`
+    /// from byte `offset` on. Chunks of one channel arrive in order and without gaps, until
+    /// `max_output_bytes` of it were sent.
+    Output {
+        /// Which stream.
+        channel: OutputChannel,
+        /// Position of the first byte of `data` in the stream, from 0.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
     /// Answer to `exec`.
     Exited {
         /// Exit code; 124 after a timeout, 128+N when killed by signal N.
         exit_code: i32,
-        /// Captured stdout (at most `max_output_bytes`).
+        /// Captured stdout (at most `max_output_bytes`; empty when streamed).
         stdout: Bytes,
-        /// Captured stderr (at most `max_output_bytes`).
+        /// Captured stderr (at most `max_output_bytes`; empty when streamed).
         stderr: Bytes,
         /// Total stdout bytes the process wrote.
         stdout_total_bytes: u64,

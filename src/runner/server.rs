@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use super::confine::{OpError, Workspace, WorkspacePath};
 use super::frame::{FrameError, encode_frame, read_payload};
 use super::protocol::{
-    Bytes, Frame, JsonText, MAX_FRAME_BYTES, PROTOCOL_VERSION, Reply, Request, RunnerErrorCode,
-    utf8_text,
+    Bytes, Frame, JsonText, MAX_FRAME_BYTES, OutputChannel, PROTOCOL_VERSION, Reply, Request,
+    RunnerErrorCode, utf8_text,
 };
 
 /// `PATH` of every executed program.
@@ -40,6 +40,11 @@ pub const EXEC_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const MAX_READ_BYTES: u64 = 11 * 1024 * 1024;
 /// Largest capture of stdout and of stderr each: both, base64-encoded, must fit one frame.
 pub const MAX_EXEC_OUTPUT_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest streamed output of stdout and of stderr each (`stream_output`): chunks are small
+/// frames, so this bounds what the client has to hold, not a frame.
+pub const MAX_STREAMED_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+/// Chunks of one running program waiting for the connection's writer.
+const CHUNK_QUEUE: usize = 16;
 /// Open-file limit of executed programs, and of a whole sandbox: there programs are spawned
 /// without a pre-exec hook and inherit the runner's limits.
 pub const EXEC_NOFILE: libc::rlim_t = 1024;
@@ -200,6 +205,7 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
                 stdin,
                 timeout_ms,
                 max_output_bytes,
+                stream_output,
             }) => {
                 let spec = ExecSpec {
                     argv,
@@ -209,15 +215,32 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
                     timeout: Duration::from_millis(timeout_ms),
                     max_output_bytes,
                 };
-                let exec = exec(&workspace, isolation, spec);
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<ExecChunk>(CHUNK_QUEUE);
+                let exec = exec(&workspace, isolation, spec, stream_output.then_some(tx));
                 tokio::pin!(exec);
-                tokio::select! {
-                    reply = &mut exec => reply,
-                    () = client_gone(&mut reader) => {
-                        // Dropping the exec future kills its whole process group.
+                let reply = loop {
+                    tokio::select! {
+                        // Chunks first: each leaves before anything read after it.
+                        biased;
+                        Some(chunk) = rx.recv() => {
+                            if write_chunk(&mut writer, id, chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                        reply = &mut exec => break reply,
+                        () = client_gone(&mut reader) => {
+                            // Dropping the exec future kills its whole process group.
+                            return;
+                        }
+                    }
+                };
+                // The exec is over and its sender dropped: what it handed out is all here.
+                while let Ok(chunk) = rx.try_recv() {
+                    if write_chunk(&mut writer, id, chunk).await.is_err() {
                         return;
                     }
                 }
+                reply
             }
             Ok(request) if request.is_quick() => handle(&workspace, isolation, request),
             Ok(request) => {
@@ -246,6 +269,22 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
         };
         out.extend_from_slice(&bytes);
     }
+}
+
+/// Writes one chunk of a running `exec` as a [`Reply::Output`] frame with the request's id.
+async fn write_chunk(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    id: u64,
+    chunk: ExecChunk,
+) -> io::Result<()> {
+    let body = Reply::Output {
+        channel: chunk.channel,
+        offset: chunk.offset,
+        data: Bytes(chunk.data),
+    };
+    // A chunk is at most one pipe read (32 KiB): always far below the frame limit.
+    let bytes = encode_frame(&Frame { id, body }).map_err(io::Error::other)?;
+    writer.write_all(&bytes).await
 }
 
 /// The id of a frame whose body could not be decoded.
@@ -491,27 +530,56 @@ impl Drop for GroupKill {
     }
 }
 
-/// Keeps the first `cap` bytes of a stream and counts all of them.
+/// Keeps the first `cap` bytes of a stream (or, streamed, hands them out as chunks) and counts
+/// all of them.
 struct Capture {
     kept: Vec<u8>,
     cap: usize,
+    /// Bytes kept or handed out so far (at most `cap`).
+    taken: usize,
     total: u64,
+    streamed: bool,
 }
 
 impl Capture {
-    fn new(cap: u64) -> Self {
+    fn new(cap: u64, streamed: bool) -> Self {
         Self {
             kept: Vec::new(),
             cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            taken: 0,
             total: 0,
+            streamed,
         }
     }
 
-    fn push(&mut self, chunk: &[u8]) {
+    /// Counts `chunk`; returns the part to stream, with its offset, when streaming.
+    fn push(&mut self, chunk: &[u8]) -> Option<(u64, Vec<u8>)> {
         self.total += chunk.len() as u64;
-        let room = self.cap.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let room = self.cap.saturating_sub(self.taken);
+        let part = &chunk[..chunk.len().min(room)];
+        if part.is_empty() {
+            return None;
+        }
+        let offset = self.taken as u64;
+        self.taken += part.len();
+        if self.streamed {
+            Some((offset, part.to_vec()))
+        } else {
+            self.kept.extend_from_slice(part);
+            None
+        }
     }
+}
+
+/// One chunk of a running program's output, on its way to the connection's writer.
+#[derive(Debug)]
+pub struct ExecChunk {
+    /// Which stream.
+    pub channel: OutputChannel,
+    /// Position of the first byte in the stream.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// Reads from an optional pipe; a closed (`None`) pipe never completes.
@@ -536,9 +604,18 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), OpError> {
     Ok(())
 }
 
-/// Runs one program to completion (or timeout) and captures its output.
-pub async fn exec(workspace: &Workspace, isolation: &str, spec: ExecSpec) -> Reply {
-    exec_inner(workspace, isolation, spec)
+/// Runs one program to completion (or timeout) and captures its output; with `chunks`, hands
+/// the output out as it is read instead (at most `max_output_bytes` of each stream, up to
+/// [`MAX_STREAMED_OUTPUT_BYTES`]). A reader of `chunks` that does not keep up slows the program
+/// down (its pipes fill), never past its timeout: a chunk that cannot be handed out before the
+/// deadline ends the run as a timeout.
+pub async fn exec(
+    workspace: &Workspace,
+    isolation: &str,
+    spec: ExecSpec,
+    chunks: Option<tokio::sync::mpsc::Sender<ExecChunk>>,
+) -> Reply {
+    exec_inner(workspace, isolation, spec, chunks)
         .await
         .unwrap_or_else(OpError::into_reply)
 }
@@ -547,6 +624,7 @@ async fn exec_inner(
     workspace: &Workspace,
     isolation: &str,
     spec: ExecSpec,
+    chunks: Option<tokio::sync::mpsc::Sender<ExecChunk>>,
 ) -> Result<Reply, OpError> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(invalid("argv is empty".to_owned()));
@@ -557,7 +635,12 @@ async fn exec_inner(
     validate_env(&spec.env)?;
     let cwd = workspace.open_dir(&WorkspacePath::parse(&spec.cwd)?)?;
     let cwd_fd = cwd.as_raw_fd();
-    let cap = spec.max_output_bytes.min(MAX_EXEC_OUTPUT_BYTES);
+    let streamed = chunks.is_some();
+    let cap = spec.max_output_bytes.min(if streamed {
+        MAX_STREAMED_OUTPUT_BYTES
+    } else {
+        MAX_EXEC_OUTPUT_BYTES
+    });
 
     let mut command = Command::new(program);
     command
@@ -623,8 +706,8 @@ async fn exec_inner(
     };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let mut out = Capture::new(cap);
-    let mut err = Capture::new(cap);
+    let mut out = Capture::new(cap, streamed);
+    let mut err = Capture::new(cap, streamed);
     let mut out_buf = vec![0u8; 32 * 1024];
     let mut err_buf = vec![0u8; 32 * 1024];
     let deadline = started + spec.timeout;
@@ -634,13 +717,26 @@ async fn exec_inner(
 
     while status.is_none() || stdout.is_some() || stderr.is_some() {
         let wake = drain_until.unwrap_or(deadline);
+        let mut chunk = None;
         tokio::select! {
             read = read_some(&mut stdout, &mut out_buf) => match read {
-                Ok(n) if n > 0 => out.push(&out_buf[..n]),
+                Ok(n) if n > 0 => {
+                    chunk = out.push(&out_buf[..n]).map(|(offset, data)| ExecChunk {
+                        channel: OutputChannel::Stdout,
+                        offset,
+                        data,
+                    });
+                }
                 _ => stdout = None,
             },
             read = read_some(&mut stderr, &mut err_buf) => match read {
-                Ok(n) if n > 0 => err.push(&err_buf[..n]),
+                Ok(n) if n > 0 => {
+                    chunk = err.push(&err_buf[..n]).map(|(offset, data)| ExecChunk {
+                        channel: OutputChannel::Stderr,
+                        offset,
+                        data,
+                    });
+                }
                 _ => stderr = None,
             },
             exited = child.wait(), if status.is_none() => {
@@ -666,6 +762,27 @@ async fn exec_inner(
                 ))?;
                 status = Some(exited);
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
+            }
+        }
+        if let (Some(chunk), Some(tx)) = (chunk, chunks.as_ref()) {
+            let until = drain_until.unwrap_or(deadline);
+            match tokio::time::timeout_at(until, tx.send(chunk)).await {
+                // Sent; or the connection is gone, and with it this future in a moment.
+                Ok(_) => {}
+                // The reader did not take the output before the deadline.
+                Err(_) if status.is_none() => {
+                    timed_out = true;
+                    group.kill();
+                    let exited = child.wait().await.map_err(|e| {
+                        OpError::new(
+                            RunnerErrorCode::Io,
+                            format!("waiting for {program} failed: {e}"),
+                        )
+                    })?;
+                    status = Some(exited);
+                    drain_until = Some(Instant::now() + DRAIN_GRACE);
+                }
+                Err(_) => break,
             }
         }
     }
@@ -751,6 +868,7 @@ mod tests {
             stdin: None,
             timeout_ms,
             max_output_bytes,
+            stream_output: false,
         }
     }
 
@@ -1041,6 +1159,7 @@ mod tests {
             stdin: Some(Bytes(b"from stdin".to_vec())),
             timeout_ms: 10_000,
             max_output_bytes: 10_000,
+            stream_output: false,
         };
         match s.runner.call(req, T).await.unwrap() {
             Reply::Exited {
@@ -1122,6 +1241,89 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         wait_until_gone(&marker).await;
+    }
+
+    #[tokio::test]
+    async fn a_streamed_exec_sends_its_output_while_it_runs_then_its_final_reply() {
+        let s = served().await;
+        // The program cannot end before the test has seen its first chunk.
+        let script =
+            "printf one; while [ ! -e go ]; do sleep 0.01; done; printf two >&2; printf three";
+        let mut request = exec_req(&["sh", "-c", script], 20_000, 1000);
+        if let Request::Exec { stream_output, .. } = &mut request {
+            *stream_output = true;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let call = tokio::spawn({
+            let runner = SocketRunner::new(s.runner.socket_path(), "unsandboxed");
+            async move { runner.exec_streaming(request, T, tx).await }
+        });
+        let first = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            (first.channel, first.offset, first.data.as_slice()),
+            (OutputChannel::Stdout, 0, &b"one"[..])
+        );
+        assert!(!call.is_finished(), "the program is still running");
+        std::fs::write(s.root.join("go"), "").unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(T, rx.recv()).await.unwrap() {
+            rest.push((chunk.channel, chunk.offset, chunk.data));
+        }
+        // In order within a stream; two pipes have no order between them.
+        rest.sort();
+        assert_eq!(
+            rest,
+            [
+                (OutputChannel::Stdout, 3, b"three".to_vec()),
+                (OutputChannel::Stderr, 0, b"two".to_vec())
+            ]
+        );
+        match call.await.unwrap().unwrap() {
+            Reply::Exited {
+                exit_code: 0,
+                stdout,
+                stderr,
+                stdout_total_bytes: 8,
+                stderr_total_bytes: 3,
+                timed_out: false,
+                ..
+            } => assert!(
+                stdout.0.is_empty() && stderr.0.is_empty(),
+                "sent as chunks only"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_exec_streams_at_most_its_cap_and_counts_the_rest() {
+        let s = served().await;
+        let mut request = exec_req(&["sh", "-c", "head -c 300000 /dev/zero"], 20_000, 100_000);
+        if let Request::Exec { stream_output, .. } = &mut request {
+            *stream_output = true;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::runner::OutputChunk>(4);
+        let collect = tokio::spawn(async move {
+            let mut next = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                assert_eq!(chunk.offset, next, "no gap, no overlap");
+                next += chunk.data.len() as u64;
+            }
+            next
+        });
+        let reply = s.runner.exec_streaming(request, T, tx).await.unwrap();
+        assert_eq!(collect.await.unwrap(), 100_000);
+        assert!(
+            matches!(
+                reply,
+                Reply::Exited {
+                    stdout_total_bytes: 300_000,
+                    exit_code: 0,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
     }
 
     #[tokio::test]

@@ -44,12 +44,14 @@
 //! them could add a driver. Only tools that run repository code by design can write there
 //! (file tools never write inside `.git`), and those already run what they like.
 //!
-//! This module never runs git on the host: it builds requests for the session's runner.
+//! This module never runs git on the host: it builds [`Program`]s for the process helper
+//! ([`crate::tools::exec`]), which runs them in the session's runner.
 
 use std::collections::BTreeMap;
 
 use crate::error_code::ErrorCode;
-use crate::runner::protocol::{Bytes, EntryType, Reply, Request};
+use crate::runner::protocol::{EntryType, Reply, Request};
+use crate::tools::exec::{self, Finished, Program};
 use crate::tools::{ToolContext, ToolFailure, call_runner, runner_failure};
 
 /// Which transports a command may use.
@@ -220,8 +222,8 @@ impl RepoConfig {
     }
 }
 
-/// A git command line and environment for the runner's `exec`, hardened as the module docs
-/// say. Build it, then send [`GitCommand::request`] (or use [`run`]).
+/// A git command line and environment for a [`Program`], hardened as the module docs say.
+/// Build it, then [`run`] it (or take its [`GitCommand::program`]).
 #[derive(Debug, Clone)]
 pub struct GitCommand {
     network: Network,
@@ -348,16 +350,15 @@ impl GitCommand {
         env
     }
 
-    /// The runner request: run at the workspace root, with `stdin`, for at most `timeout_ms`.
-    pub fn request(&self, stdin: Option<Vec<u8>>, timeout_ms: u64, max_output: u64) -> Request {
-        Request::Exec {
-            argv: self.argv.clone(),
-            env: self.env(),
-            cwd: ".".to_owned(),
-            stdin: stdin.map(Bytes),
-            timeout_ms,
-            max_output_bytes: max_output,
-        }
+    /// The program: run at the workspace root with `stdin`, keeping at most `max_output` bytes
+    /// of each stream ([`exec`](crate::tools::exec) enforces the invocation's deadline).
+    pub fn program(&self, stdin: Option<Vec<u8>>, max_output: u64) -> Program {
+        Program::new(self.argv.iter().cloned())
+            .envs(self.env())
+            .cwd(".")
+            .stdin(stdin)
+            .inline_limit(max_output)
+            .capture_limit(max_output)
     }
 }
 
@@ -376,45 +377,29 @@ pub struct Output {
     pub timed_out: bool,
 }
 
-/// The exec timeout is this much shorter than what is left of the invocation, so the runner
-/// answers (with git's output) before the call itself gives up.
-const EXEC_REPLY_MARGIN_MS: u64 = 250;
+impl From<Finished> for Output {
+    fn from(finished: Finished) -> Self {
+        Self {
+            exit_code: finished.exit_code,
+            stdout_truncated: finished.stdout.truncated,
+            stdout: finished.stdout.inline,
+            stderr: finished.stderr.inline,
+            timed_out: finished.timed_out,
+        }
+    }
+}
 
-/// Runs `command` in the session's runner, within the invocation's deadline.
+/// Runs `command` in the session's runner through [`exec::run`], within the invocation's
+/// deadline, its output published live as it runs.
 pub async fn run(
     ctx: &ToolContext,
     command: &GitCommand,
     stdin: Option<Vec<u8>>,
     max_output: u64,
 ) -> Result<Output, ToolFailure> {
-    let remaining = ctx
-        .deadline
-        .saturating_duration_since(std::time::Instant::now());
-    let timeout_ms = u64::try_from(remaining.as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_sub(EXEC_REPLY_MARGIN_MS)
-        .max(1);
-    match call_runner(ctx, command.request(stdin, timeout_ms, max_output)).await? {
-        Reply::Exited {
-            exit_code,
-            stdout,
-            stderr,
-            stdout_total_bytes,
-            timed_out,
-            ..
-        } => Ok(Output {
-            exit_code,
-            stdout_truncated: stdout_total_bytes > stdout.0.len() as u64,
-            stdout: stdout.0,
-            stderr: stderr.0,
-            timed_out,
-        }),
-        Reply::Error { code, message } => Err(runner_failure(code, message)),
-        _ => Err(ToolFailure::new(
-            ErrorCode::Internal,
-            "unexpected reply from the session runner",
-        )),
-    }
+    exec::run(ctx, &command.program(stdin, max_output))
+        .await
+        .map(Output::from)
 }
 
 /// Opens the workspace's repository for a command that needs one: `.git` at the root must be a
@@ -454,7 +439,15 @@ pub async fn open_repository(ctx: &ToolContext) -> Result<Option<RepoConfig>, To
             ));
         }
     }
-    let probe = run(ctx, &RepoConfig::probe(), None, PROBE_OUTPUT_BYTES).await?;
+    // An inspection of the service's own, not output the caller asked for: not published.
+    let probe = exec::run(
+        ctx,
+        &RepoConfig::probe()
+            .program(None, PROBE_OUTPUT_BYTES)
+            .quiet(),
+    )
+    .await
+    .map(Output::from)?;
     if probe.timed_out {
         return Err(ToolFailure::new(
             ErrorCode::Timeout,

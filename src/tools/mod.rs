@@ -9,6 +9,7 @@
 pub mod args;
 pub mod catalog;
 pub mod catalog_docs;
+pub mod exec;
 pub mod fs;
 pub mod git;
 pub mod tool;
@@ -220,6 +221,8 @@ pub struct ToolContext {
     pub runner: Arc<dyn SessionRunner>,
     /// The run must be over by then (the tool's `timeout_seconds` from its start).
     pub deadline: Instant,
+    /// Where the output of the programs the tool runs goes while they run ([`exec`]).
+    pub output: crate::live::OutputSink,
 }
 
 /// A file a tool wants stored as an artifact of the invocation.
@@ -309,18 +312,21 @@ pub async fn call_runner(ctx: &ToolContext, request: Request) -> Result<Reply, T
             "the tool's timeout expired",
         ));
     }
-    match ctx.runner.call(request, remaining).await {
-        Ok(reply) => Ok(reply),
-        Err(RunnerError::Timeout) => Err(ToolFailure::new(
-            ErrorCode::Timeout,
-            "the tool's timeout expired",
-        )),
-        Err(e) => {
+    ctx.runner
+        .call(request, remaining)
+        .await
+        .map_err(|e| runner_error(ctx, e))
+}
+
+/// A runner that did not answer in time is `timeout` (exit code 124); one that could not be
+/// reached `unavailable` with a fixed message (the cause, which may name host paths, is
+/// logged, never returned).
+pub fn runner_error(ctx: &ToolContext, error: RunnerError) -> ToolFailure {
+    match error {
+        RunnerError::Timeout => ToolFailure::new(ErrorCode::Timeout, "the tool's timeout expired"),
+        e => {
             tracing::warn!(session_id = %ctx.session.id, error = %e, "runner call failed");
-            Err(ToolFailure::new(
-                ErrorCode::Unavailable,
-                "session runner unavailable",
-            ))
+            ToolFailure::new(ErrorCode::Unavailable, "session runner unavailable")
         }
     }
 }

@@ -375,6 +375,7 @@ mod tests {
             }),
             runner: Arc::new(NoRunner),
             deadline: Instant::now() + Duration::from_secs(5),
+            output: crate::live::OutputSink::discard(),
         }
     }
 

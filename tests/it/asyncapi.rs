@@ -112,7 +112,12 @@ fn every_event_type_and_version_has_a_message_on_the_subject_the_service_publish
         .as_object()
         .expect("components.messages");
     let expected = versions();
-    let documented: BTreeSet<String> = messages.keys().cloned().collect();
+    // Live output messages are not events (their own test below).
+    let documented: BTreeSet<String> = messages
+        .keys()
+        .filter(|k| !k.starts_with("live."))
+        .cloned()
+        .collect();
     let wanted: BTreeSet<String> = expected.iter().map(|(t, v)| message_key(t, *v)).collect();
     assert_eq!(
         documented, wanted,
@@ -181,7 +186,77 @@ fn the_documented_headers_are_the_ones_the_service_sets() {
     ] {
         assert!(headers["properties"][name].is_object(), "{name}");
     }
-    for (_, message) in doc["components"]["messages"].as_object().expect("messages") {
+    for (key, message) in doc["components"]["messages"].as_object().expect("messages") {
+        if key.starts_with("live.") {
+            assert!(
+                message["headers"].is_null(),
+                "{key}: live output has no headers"
+            );
+            continue;
+        }
         assert_eq!(message["headers"]["$ref"], "#/components/schemas/Headers");
+    }
+}
+
+#[test]
+fn the_live_output_channel_is_the_subject_executors_publish_on_and_its_messages_what_they_publish()
+{
+    use workspace::live::{LiveMessage, OutputChunk, OutputEnd, subject};
+    use workspace::runner::OutputChannel;
+
+    let doc = document();
+    let channel = &doc["channels"]["live.invocation.output"];
+    assert_eq!(channel["address"], subject("{invocation_id}").as_str());
+    let parameters: Vec<&String> = channel["parameters"]
+        .as_object()
+        .expect("parameters")
+        .keys()
+        .collect();
+    assert_eq!(parameters, ["invocation_id"]);
+    let operations = doc["operations"].as_object().expect("operations");
+    assert!(operations.values().any(|op| op["action"] == "receive"
+        && op["channel"]["$ref"] == "#/channels/live.invocation.output"));
+    let id = "inv-7f3e2d1c0b9a8f7e";
+    let samples = [
+        (
+            "live.output_chunk",
+            LiveMessage::OutputChunk(OutputChunk::new(id, OutputChannel::Stdout, 0, b"tick 1\n")),
+        ),
+        (
+            "live.output_chunk",
+            LiveMessage::OutputChunk(OutputChunk::new(id, OutputChannel::Stderr, 7, &[0xff, 0])),
+        ),
+        (
+            "live.output_end",
+            LiveMessage::OutputEnd(OutputEnd {
+                invocation_id: id.into(),
+                stdout_bytes: 7,
+                stderr_bytes: 9,
+            }),
+        ),
+    ];
+    for (key, message) in samples {
+        assert!(
+            channel["messages"][key].is_object(),
+            "the channel lists {key}"
+        );
+        let validator = payload_validator(&doc, key);
+        let json = serde_json::to_value(&message).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{key} {json}: {errors:#?}");
+        let mut extra = json.clone();
+        extra["undocumented"] = Value::Bool(true);
+        assert!(
+            !validator.is_valid(&extra),
+            "{key} accepts an undocumented field"
+        );
+        // What the document describes, the service reads back.
+        assert_eq!(
+            serde_json::from_value::<LiveMessage>(json).unwrap(),
+            message
+        );
     }
 }

@@ -116,6 +116,7 @@ impl Sandbox {
                 stdin: None,
                 timeout_ms: 15_000,
                 max_output_bytes: 1024 * 1024,
+                stream_output: false,
             })
             .await;
         match reply {
@@ -686,6 +687,7 @@ async fn file_tools_work_through_the_sandbox() {
             stdin: None,
             timeout_ms: 5_000,
             max_output_bytes: 100,
+            stream_output: false,
         })
         .await;
     assert_error(&missing, RunnerErrorCode::SpawnFailed);
@@ -725,6 +727,7 @@ async fn an_unsandboxed_runner_serves_the_same_protocol() {
             stdin: None,
             timeout_ms: 60_000,
             max_output_bytes: 100,
+            stream_output: false,
         },
         Duration::from_secs(60),
     );
@@ -785,6 +788,7 @@ async fn programs_run_in_their_directory_with_the_runner_limits() {
             stdin: None,
             timeout_ms: 15_000,
             max_output_bytes: 4096,
+            stream_output: false,
         };
         match sandbox.call(exec("sub/dir")).await {
             Reply::Exited {
@@ -1088,6 +1092,7 @@ async fn a_fork_bomb_in_a_tool_does_not_take_the_host_down() {
                     stdin: None,
                     timeout_ms,
                     max_output_bytes: 4096,
+                    stream_output: false,
                 },
                 CALL,
             )

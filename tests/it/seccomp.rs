@@ -279,6 +279,7 @@ impl Session {
             stdin: None,
             timeout_ms: 120_000,
             max_output_bytes: 1024 * 1024,
+            stream_output: false,
         };
         match self
             .runner

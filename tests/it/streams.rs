@@ -10,6 +10,13 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use workspace::tools::exec::{self, Program};
+use workspace::tools::catalog::Registry;
+use workspace::tools::{
+    Catalog, Completed, Constraints, Idempotency, Metadata, RiskLevel, Scope, SideEffects, Tool,
+    ToolContext, ToolFailure,
+};
+
 use crate::support::{Backends, Mode, TestServer, in_both_modes};
 
 /// How long any one event may take to arrive.
@@ -520,7 +527,205 @@ async fn stopping_the_service_ends_its_open_streams(mode: Mode) {
         .expect("the service stopped with a stream open");
 }
 
+/// A tool of this test's own catalog (never of the service's): runs a program that prints a
+/// line, waits until the test lets it go (a file `go` in the workspace), prints another and
+/// one on stderr. The output goes through the process helper like any tool's.
+struct Ticker;
+
+/// `test.ticker` takes no arguments.
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// What `test.ticker` answers.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct TickerOutput {
+    /// Its program's standard output, inline.
+    stdout: String,
+    /// Its program's exit code.
+    exit_code: i32,
+}
+
+impl Tool for Ticker {
+    type Args = NoArgs;
+    type Output = TickerOutput;
+
+    fn metadata(&self) -> Metadata {
+        Metadata {
+            name: "test.ticker",
+            description: "Prints a line, waits for a file `go`, prints another and one on stderr.",
+            scope: Scope::Workspace,
+            side_effects: SideEffects::None,
+            risk_level: RiskLevel::Low,
+            requires_approval: false,
+            idempotency: Idempotency::Guaranteed,
+            runs_repository_code: false,
+            constraints: Constraints {
+                timeout_seconds: 30,
+                max_retries: 0,
+                output_limit_kb: None,
+            },
+            preconditions: Vec::new(),
+            postconditions: Vec::new(),
+            cost_hint: "low",
+            arg_fields: Vec::new(),
+            examples: Vec::new(),
+        }
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext,
+        _args: NoArgs,
+    ) -> Result<Completed<TickerOutput>, ToolFailure> {
+        let program = Program::new([
+            "sh",
+            "-c",
+            "printf 'tick 1\\n'; while [ ! -e go ]; do sleep 0.02; done; printf 'tick 2\\n'; printf 'warn\\n' >&2",
+        ]);
+        let finished = exec::run(ctx, &program).await?;
+        Ok(Completed {
+            output: TickerOutput {
+                stdout: String::from_utf8_lossy(&finished.stdout.inline).into_owned(),
+                exit_code: finished.exit_code,
+            },
+            logs: Vec::new(),
+            artifacts: finished.artifacts("ticker"),
+            exit_code: finished.exit_code,
+        })
+    }
+}
+
+fn catalog_with_ticker() -> Catalog {
+    let mut registry = Registry::default();
+    workspace::tools::fs::register(&mut registry);
+    registry.register(Ticker);
+    registry.build()
+}
+
+/// The `(event, id, data)` of the events, for comparing streams.
+fn described(events: &[Sse]) -> Vec<(String, String, Value)> {
+    events
+        .iter()
+        .map(|e| (e.event.clone(), e.id.clone(), e.data.clone()))
+        .collect()
+}
+
+/// The text of the stream's output chunks on `channel`, in order.
+fn output(events: &[Sse], channel: &str) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == "invocation.output_chunk" && e.data["channel"] == channel)
+        .map(|e| {
+            assert_eq!(e.data["encoding"], "utf-8", "{:?}", e.data);
+            e.data["data"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+async fn a_running_programs_output_streams_before_completed_from_any_replica_and_resumes_without_duplicate_or_gap(
+    mode: Mode,
+) {
+    let backends = Backends::start(mode);
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_catalog(&backends, dir.path(), catalog_with_ticker(), |_| {}).await;
+    // In distributed mode the stream is read from another replica: an API and projector over
+    // the same NATS, without an executor (the run happens in the first process).
+    let other_dir = tempfile::tempdir().unwrap();
+    let replica = match mode {
+        Mode::Embedded => None,
+        Mode::JetStream => Some(
+            TestServer::start_with(&backends, other_dir.path(), |c| {
+                c.roles.executor = false;
+            })
+            .await,
+        ),
+    };
+    let reader = replica.as_ref().unwrap_or(&server);
+    let session = server.create_session(json!({})).await;
+    let (status, body) = server
+        .invoke(&session, "test.ticker", json!({"async": true, "args": {}}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["invocation"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/invocations/{id}/events");
+    assert!(
+        crate::support::eventually(PATIENCE, || async {
+            reader.get(&path).await.0 == StatusCode::OK
+        })
+        .await,
+        "the reader knows the invocation"
+    );
+
+    let mut stream = EventStream::open(reader.addr, &path, &[SSE]).await;
+    let mut seen = vec![stream.event().await, stream.event().await];
+    assert_eq!(types(&seen), ["invocation.queued", "invocation.started"]);
+    // The program is waiting for the test: this chunk arrives while it runs.
+    let first = stream.event().await;
+    assert_eq!(first.event, "invocation.output_chunk");
+    assert_eq!(
+        first.id, "2.7.0",
+        "version of started, then the bytes of each stream"
+    );
+    assert_eq!(
+        (
+            &first.data["channel"],
+            &first.data["offset"],
+            &first.data["data"]
+        ),
+        (&json!("stdout"), &json!(0), &json!("tick 1\n"))
+    );
+    assert_eq!(first.data["invocation_id"], id.as_str());
+    let (_, _, view) = server.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!(view["invocation"]["status"], "running", "{view}");
+    seen.push(first);
+    std::fs::write(server.workspace_dir(&session).join("go"), "").unwrap();
+    seen.extend(stream.rest().await);
+
+    let (last, chunks) = seen[2..].split_last().unwrap();
+    assert_eq!(last.event, "invocation.completed", "{:?}", types(&seen));
+    assert_eq!(last.id, "3");
+    assert_eq!(last.data["payload"]["outcome"], "succeeded");
+    assert!(
+        chunks.iter().all(|c| c.event == "invocation.output_chunk"),
+        "{:?}",
+        types(&seen)
+    );
+    assert_eq!(output(&seen, "stdout"), "tick 1\ntick 2\n");
+    assert_eq!(output(&seen, "stderr"), "warn\n");
+
+    // Resumed after any message: exactly what followed it, no duplicate, no gap.
+    for (at, message) in seen.iter().enumerate().take(seen.len() - 1) {
+        let resumed = EventStream::open(
+            reader.addr,
+            &path,
+            &[SSE, ("last-event-id", message.id.as_str())],
+        )
+        .await
+        .rest()
+        .await;
+        assert_eq!(
+            described(&resumed),
+            described(&seen[at + 1..]),
+            "after {}",
+            message.id
+        );
+    }
+    // Resumed inside a chunk (3 bytes of "tick 1\n" seen): the rest of it, then on.
+    let resumed = EventStream::open(reader.addr, &path, &[SSE, ("last-event-id", "2.3.0")])
+        .await
+        .rest()
+        .await;
+    assert_eq!(output(&resumed, "stdout"), "k 1\ntick 2\n");
+    assert_eq!(output(&resumed, "stderr"), "warn\n");
+    assert_eq!(types(&resumed).last(), Some(&"invocation.completed"));
+    let (status, _, _) = open(reader.addr, &path, &[SSE, ("last-event-id", "2.x.0")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
 in_both_modes!(
+    a_running_programs_output_streams_before_completed_from_any_replica_and_resumes_without_duplicate_or_gap,
     an_async_invocations_stream_yields_queued_started_and_completed_as_they_happen_then_ends,
     connecting_after_an_invocation_completed_replays_all_its_events_and_ends,
     last_event_id_resumes_an_invocation_stream_after_the_given_event_without_duplicate_or_gap,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use workspace::config::{Config, EventStoreConfig};
 use workspace::eventstore::jetstream::JetStreamOptions;
 use workspace::runner::sandbox::SandboxMode;
+use workspace::tools::Catalog;
 
 use crate::nats::NatsServer;
 
@@ -148,14 +149,30 @@ impl TestServer {
         data_dir: &Path,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_with_catalog(backends, data_dir, Catalog::builtin(), adjust).await
+    }
+
+    /// [`TestServer::start_with`] offering the tools of `catalog` (a test's own tools beside
+    /// the built-in ones; the service itself always offers the built-in catalog).
+    pub async fn start_with_catalog(
+        backends: &Backends,
+        data_dir: &Path,
+        catalog: Catalog,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         require_binary("bwrap", "install bubblewrap (apt-get install bubblewrap)");
         require_binary("git", "install git (apt-get install git)");
         let mut config = backends.config(data_dir);
         adjust(&mut config);
-        let server = match workspace::app::Server::bind(config).await {
-            Ok(server) => server,
-            Err(e) => panic!("server binds: {e}\n{}", backends.log()),
+        let read_models = match workspace::app::open_read_models(&config.read_models).await {
+            Ok(store) => store,
+            Err(e) => panic!("read models open: {e}\n{}", backends.log()),
         };
+        let server =
+            match workspace::app::Server::bind_with_catalog(config, read_models, catalog).await {
+                Ok(server) => server,
+                Err(e) => panic!("server binds: {e}\n{}", backends.log()),
+            };
         let addr = server.local_addr();
         let app = server.app();
         let executor = server.executor();

@@ -142,6 +142,7 @@ fn unexpected(reply: &Reply) -> ToolFailure {
         Reply::Removed { .. } => "removed",
         Reply::Matches { .. } => "matches",
         Reply::Exited { .. } => "exited",
+        Reply::Output { .. } => "output",
         Reply::Error { .. } => "error",
     };
     tracing::error!(reply = kind, "unexpected reply from the session runner");

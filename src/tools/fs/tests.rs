@@ -100,6 +100,7 @@ impl Harness {
             session: Arc::new(self.session()),
             runner: Arc::new(SocketRunner::new(socket, "unsandboxed")),
             deadline: Instant::now() + Duration::from_secs(timeout),
+            output: crate::live::OutputSink::discard(),
         }
     }
 
