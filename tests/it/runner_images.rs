@@ -226,7 +226,7 @@ fn each_target_checks_every_program_its_tool_families_need() {
         .map(String::as_str)
         .collect();
     for tool in workspace::tools::catalog::Catalog::builtin().iter() {
-        let tool_name = tool.spec.name.to_string();
+        let tool_name = tool.spec().name.to_string();
         let family = tool_name.split('.').next().unwrap_or("");
         assert!(
             base.contains(family) || profiles.control_plane.iter().any(|f| f == family),
