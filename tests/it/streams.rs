@@ -10,8 +10,8 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use workspace::tools::exec::{self, Program};
 use workspace::tools::catalog::Registry;
+use workspace::tools::exec::{self, Program};
 use workspace::tools::{
     Catalog, Completed, Constraints, Idempotency, Metadata, RiskLevel, Scope, SideEffects, Tool,
     ToolContext, ToolFailure,
