@@ -673,7 +673,7 @@ impl ValkeyStore {
         after: u64,
         events: &[Arc<RecordedEvent>],
         typed: &mut Vec<Option<TypedEvent>>,
-    ) -> Result<Option<Vec<Applied>>, ReadModelError> {
+    ) -> Result<Option<(Vec<Applied>, Vec<Arc<InvocationView>>)>, ReadModelError> {
         let (session_ids, invocation_ids) = touched(events);
         let escaped_sessions: Vec<String> = session_ids.iter().map(|i| query_escape(i)).collect();
         let escaped_invocations: Vec<String> =
@@ -743,8 +743,15 @@ impl ValkeyStore {
             .flat_map(|(events, _)| events.iter().copied())
             .collect();
         folded.skip(&skipped);
+        let finished = folded
+            .invocations
+            .iter()
+            .zip(written.iter().skip(folded.sessions.len()))
+            .filter(|(c, written)| **written && c.view.is_terminal())
+            .map(|(c, _)| c.view.clone())
+            .collect();
         self.saw(folded.last);
-        Ok(Some(folded.applied))
+        Ok(Some((folded.applied, finished)))
     }
 
     fn apply_args(
@@ -984,6 +991,15 @@ impl ReadModelStore for ValkeyStore {
         events: &[Arc<RecordedEvent>],
         typed: Vec<Option<TypedEvent>>,
     ) -> Result<Vec<Applied>, ReadModelError> {
+        Ok(self.apply_finished(after, events, typed).await?.0)
+    }
+
+    async fn apply_finished(
+        &self,
+        after: u64,
+        events: &[Arc<RecordedEvent>],
+        typed: Vec<Option<TypedEvent>>,
+    ) -> Result<(Vec<Applied>, Vec<Arc<InvocationView>>), ReadModelError> {
         let mut typed = typed;
         // A rebuild activated between the load and the write: load again from the new one.
         for _ in 0..4 {
