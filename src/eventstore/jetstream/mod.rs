@@ -396,15 +396,19 @@ impl JetStreamEventLog {
     }
 
     /// Up to `limit` events from `after + 1` from what the head follower received, when it
-    /// holds `after + 1` (`None`: ask the server).
+    /// holds `after + 1` and either `limit` events from there or every event up to the head
+    /// this process knows (`None`: ask the server). So a read answered here is never shorter
+    /// than the server's answer would be for what this process has seen appended.
     fn recent_from(&self, after: u64, limit: usize) -> Option<Vec<Arc<RecordedEvent>>> {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         let first = recent.front()?.sequence;
+        let last = recent.back()?.sequence;
         let skip = usize::try_from((after + 1).checked_sub(first)?).ok()?;
         if skip >= recent.len() {
             return None;
         }
-        Some(recent.iter().skip(skip).take(limit).cloned().collect())
+        let events: Vec<_> = recent.iter().skip(skip).take(limit).cloned().collect();
+        (events.len() == limit || last >= *self.head.borrow()).then_some(events)
     }
 
     /// Fails at once while the client is not connected (it reconnects in the background, for
