@@ -327,6 +327,9 @@ local function settle(idx)
   end
 end
 local function index(idx, member, created, dl)
+  -- Nothing to add (a view that moved on, not created or ended here): the index is as it
+  -- was, and readers prune it before they read.
+  if created == '0' and dl == '0' then return end
   if created ~= '0' then redis.call('ZADD', idx, created, member) end
   if dl ~= '0' then redis.call('ZADD', idx .. ':exp', dl, member) end
   prune(idx, now)
