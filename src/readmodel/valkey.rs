@@ -224,11 +224,15 @@ local function prune(idx, now)
 end
 "#;
 
-/// ARGV: ip, sp, pinned, kind (`inv`/`ses`), id. The view's JSON, or nil.
+/// ARGV: ip, sp, pinned, kind (`inv`/`ses`), id. The view's JSON, or, when there is none, the
+/// checkpoint (an integer), read in the same step: a miss read before a batch and a
+/// checkpoint read after it would answer a view that exists as missing during a rebuild.
 const VIEW: &str = r#"
 local g = generation(ARGV[1], ARGV[3])
 local base = ARGV[4] == 'inv' and ARGV[1] or ARGV[2]
-return redis.call('HGET', base .. ':' .. g .. ':' .. ARGV[4] .. ':' .. ARGV[5], 'json')
+local json = redis.call('HGET', base .. ':' .. g .. ':' .. ARGV[4] .. ':' .. ARGV[5], 'json')
+if json then return json end
+return tonumber(redis.call('GET', ARGV[1] .. ':' .. g .. ':checkpoint') or '0')
 "#;
 
 /// ARGV: ip, sp, pinned, correlation key. The invocation's JSON, or nil.
@@ -574,16 +578,17 @@ impl ValkeyStore {
         id: &str,
     ) -> Result<Option<Arc<V>>, ReadModelError> {
         let id = query_escape(id);
+        let seen = *self.inner.seen.borrow();
         let value = self
             .run(&self.inner.scripts.view, |i| {
                 i.arg(kind).arg(&id);
             })
             .await?;
-        let found = view(&format!("{kind}:{id}"), &value)?;
-        if found.is_none() {
-            self.unless_reset().await?;
+        if let Value::Int(checkpoint) = value {
+            self.unless_behind(seen, u64::try_from(checkpoint).unwrap_or_default())?;
+            return Ok(None);
         }
-        Ok(found)
+        view(&format!("{kind}:{id}"), &value)
     }
 
     /// The active generation's checkpoint as the store holds it now.
@@ -597,11 +602,16 @@ impl ValkeyStore {
     /// folding the log into it again), so a view that exists is never answered as missing,
     /// nor a used idempotency key as unused.
     async fn unless_reset(&self) -> Result<(), ReadModelError> {
-        let seen = *self.inner.seen.borrow();
-        if seen == 0 {
+        if *self.inner.seen.borrow() == 0 {
             return Ok(());
         }
-        let checkpoint = self.stored_checkpoint().await?;
+        let seen = *self.inner.seen.borrow();
+        self.unless_behind(seen, self.stored_checkpoint().await?)
+    }
+
+    /// [`ValkeyStore::unless_reset`] with the store's checkpoint read alongside the miss, and
+    /// `seen` read before it (read after, it may include a batch applied since).
+    fn unless_behind(&self, seen: u64, checkpoint: u64) -> Result<(), ReadModelError> {
         if checkpoint < seen {
             return Err(ReadModelError::Unavailable {
                 source: format!(
