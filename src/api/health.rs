@@ -43,7 +43,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         }),
         bounded(app.artifacts.ping()),
     );
-    let head = *app.log.head().borrow();
+    // Just refreshed by the ping.
+    let head = app.log.known_head();
     let (read_models, checkpoint) = match read_models {
         Ok(stored) if stored < projected => (
             Err(format!(
@@ -138,7 +139,10 @@ fn shown(error: &dyn std::fmt::Display) -> String {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let head = *app.log.head().borrow();
+    // A process that does not follow the log (an API replica, an executor) learns the head
+    // from a ping; a failed one leaves the last head it knew.
+    let _ = bounded(app.log.ping()).await;
+    let head = app.log.known_head();
     app.metrics
         .set_projection_lag(head.saturating_sub(app.projector.checkpoint()));
     (

@@ -90,8 +90,18 @@ pub trait EventLog: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
 
-    /// The sequence of the last stored event (0 when empty); changes after every append.
+    /// The sequence of the last stored event (0 when empty); changes after every append,
+    /// this process's and every other writer's. A store shared across processes may start
+    /// following the other writers only on the first call (the JetStream store does), so a
+    /// process that only needs a number calls [`EventLog::known_head`] instead.
     fn head(&self) -> watch::Receiver<u64>;
+
+    /// The last stored sequence this process knows of, without starting to follow other
+    /// writers: its own appends, what it read, and the last [`EventLog::ping`]. For a store
+    /// only this process writes (the file log), the same as [`EventLog::head`].
+    fn known_head(&self) -> u64 {
+        *self.head().borrow()
+    }
 
     /// Checks the store is usable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -22,7 +22,8 @@ mod typed;
 
 pub use typed::TypedEvents;
 
-const BATCH: usize = 1024;
+/// Events read and applied at once: the most one JetStream direct get returns.
+const BATCH: usize = 1000;
 
 /// How often [`Projector::wait_terminal`] looks at the store when no completion was announced
 /// in this process (the projector may run in another one): the first look, and the longest
@@ -156,15 +157,29 @@ impl Projector {
         mut from: u64,
         mut observe: impl FnMut(&Applied) + Send,
     ) -> Result<u64, ProjectorError> {
+        let mut events = self.log.read_from(from, BATCH).await?;
         loop {
-            let events = self.log.read_from(from, BATCH).await?;
             let Some(last) = events.last().map(|e| e.sequence) else {
                 return Ok(from);
             };
-            match self.apply(from, &events).await {
+            // A full batch means a backlog (a rebuild, a replay): the next one is read while
+            // this one is applied. A read never changes anything, so one read for nothing (the
+            // store answered a gap) costs nothing but the read.
+            let (applied, next) = if events.len() == BATCH {
+                let (applied, next) =
+                    tokio::join!(self.apply(from, &events), self.log.read_from(last, BATCH));
+                (applied, Some(next))
+            } else {
+                (self.apply(from, &events).await, None)
+            };
+            match applied {
                 Ok(applied) => {
                     applied.iter().for_each(&mut observe);
                     from = last;
+                    events = match next {
+                        Some(next) => next?,
+                        None => self.log.read_from(from, BATCH).await?,
+                    };
                 }
                 // The store is behind what this projector saw (a shared store was reset, or a
                 // rebuild switched in): read again from where it is.
@@ -175,6 +190,7 @@ impl Projector {
                         "read-model store is behind the projector; reading the log again"
                     );
                     from = checkpoint;
+                    events = self.log.read_from(from, BATCH).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -191,7 +207,7 @@ impl Projector {
         let typed = self
             .typed
             .take_all(events.iter().map(|e| &e.envelope.event_id));
-        let applied = self.store.apply(after, events, typed).await?;
+        let (applied, finished_views) = self.store.apply_finished(after, events, typed).await?;
         if self.live.load(std::sync::atomic::Ordering::Relaxed) {
             // The running projector's lag (not the start-up rebuild's, whose events are old).
             let now = time::OffsetDateTime::now_utc();
@@ -238,13 +254,10 @@ impl Projector {
         if !sessions.is_empty() {
             wake(&self.session_waiters, sessions);
         }
+        for view in &finished_views {
+            self.metrics.observe_invocation(view);
+        }
         if !finished.is_empty() {
-            for id in &finished {
-                // A metric is not worth failing the batch for: the views are written.
-                if let Ok(Some(view)) = self.store.invocation(id).await {
-                    self.metrics.observe_invocation(&view);
-                }
-            }
             wake(&self.waiters, finished);
         }
         Ok(applied)

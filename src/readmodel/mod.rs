@@ -212,6 +212,29 @@ pub trait ReadModelStore: Send + Sync {
         typed: Vec<Option<TypedEvent>>,
     ) -> Result<Vec<Applied>, ReadModelError>;
 
+    /// [`ReadModelStore::apply`], also returning the views of the invocations the batch made
+    /// terminal (as written), for the projector's metrics. By default they are read back
+    /// after the batch; a store that folds the views itself returns them without a read.
+    async fn apply_finished(
+        &self,
+        after: u64,
+        events: &[Arc<RecordedEvent>],
+        typed: Vec<Option<TypedEvent>>,
+    ) -> Result<(Vec<Applied>, Vec<Arc<InvocationView>>), ReadModelError> {
+        let applied = self.apply(after, events, typed).await?;
+        let mut finished = Vec::new();
+        for outcome in &applied {
+            if let Applied::Invocation { id, status } = outcome
+                && status.is_terminal()
+                // A metric is not worth failing the batch for: the views are written.
+                && let Ok(Some(view)) = self.invocation(id).await
+            {
+                finished.push(view);
+            }
+        }
+        Ok((applied, finished))
+    }
+
     /// The global sequence applied up to.
     async fn checkpoint(&self) -> Result<u64, ReadModelError>;
 

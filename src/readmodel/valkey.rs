@@ -224,11 +224,15 @@ local function prune(idx, now)
 end
 "#;
 
-/// ARGV: ip, sp, pinned, kind (`inv`/`ses`), id. The view's JSON, or nil.
+/// ARGV: ip, sp, pinned, kind (`inv`/`ses`), id. The view's JSON, or, when there is none, the
+/// checkpoint (an integer), read in the same step: a miss read before a batch and a
+/// checkpoint read after it would answer a view that exists as missing during a rebuild.
 const VIEW: &str = r#"
 local g = generation(ARGV[1], ARGV[3])
 local base = ARGV[4] == 'inv' and ARGV[1] or ARGV[2]
-return redis.call('HGET', base .. ':' .. g .. ':' .. ARGV[4] .. ':' .. ARGV[5], 'json')
+local json = redis.call('HGET', base .. ':' .. g .. ':' .. ARGV[4] .. ':' .. ARGV[5], 'json')
+if json then return json end
+return tonumber(redis.call('GET', ARGV[1] .. ':' .. g .. ':checkpoint') or '0')
 "#;
 
 /// ARGV: ip, sp, pinned, correlation key. The invocation's JSON, or nil.
@@ -327,6 +331,9 @@ local function settle(idx)
   end
 end
 local function index(idx, member, created, dl)
+  -- Nothing to add (a view that moved on, not created or ended here): the index is as it
+  -- was, and readers prune it before they read.
+  if created == '0' and dl == '0' then return end
   if created ~= '0' then redis.call('ZADD', idx, created, member) end
   if dl ~= '0' then redis.call('ZADD', idx .. ':exp', dl, member) end
   prune(idx, now)
@@ -571,16 +578,17 @@ impl ValkeyStore {
         id: &str,
     ) -> Result<Option<Arc<V>>, ReadModelError> {
         let id = query_escape(id);
+        let seen = *self.inner.seen.borrow();
         let value = self
             .run(&self.inner.scripts.view, |i| {
                 i.arg(kind).arg(&id);
             })
             .await?;
-        let found = view(&format!("{kind}:{id}"), &value)?;
-        if found.is_none() {
-            self.unless_reset().await?;
+        if let Value::Int(checkpoint) = value {
+            self.unless_behind(seen, u64::try_from(checkpoint).unwrap_or_default())?;
+            return Ok(None);
         }
-        Ok(found)
+        view(&format!("{kind}:{id}"), &value)
     }
 
     /// The active generation's checkpoint as the store holds it now.
@@ -594,11 +602,16 @@ impl ValkeyStore {
     /// folding the log into it again), so a view that exists is never answered as missing,
     /// nor a used idempotency key as unused.
     async fn unless_reset(&self) -> Result<(), ReadModelError> {
-        let seen = *self.inner.seen.borrow();
-        if seen == 0 {
+        if *self.inner.seen.borrow() == 0 {
             return Ok(());
         }
-        let checkpoint = self.stored_checkpoint().await?;
+        let seen = *self.inner.seen.borrow();
+        self.unless_behind(seen, self.stored_checkpoint().await?)
+    }
+
+    /// [`ValkeyStore::unless_reset`] with the store's checkpoint read alongside the miss, and
+    /// `seen` read before it (read after, it may include a batch applied since).
+    fn unless_behind(&self, seen: u64, checkpoint: u64) -> Result<(), ReadModelError> {
         if checkpoint < seen {
             return Err(ReadModelError::Unavailable {
                 source: format!(
@@ -673,7 +686,7 @@ impl ValkeyStore {
         after: u64,
         events: &[Arc<RecordedEvent>],
         typed: &mut Vec<Option<TypedEvent>>,
-    ) -> Result<Option<Vec<Applied>>, ReadModelError> {
+    ) -> Result<Option<(Vec<Applied>, Vec<Arc<InvocationView>>)>, ReadModelError> {
         let (session_ids, invocation_ids) = touched(events);
         let escaped_sessions: Vec<String> = session_ids.iter().map(|i| query_escape(i)).collect();
         let escaped_invocations: Vec<String> =
@@ -743,8 +756,15 @@ impl ValkeyStore {
             .flat_map(|(events, _)| events.iter().copied())
             .collect();
         folded.skip(&skipped);
+        let finished = folded
+            .invocations
+            .iter()
+            .zip(written.iter().skip(folded.sessions.len()))
+            .filter(|(c, written)| **written && c.view.is_terminal())
+            .map(|(c, _)| c.view.clone())
+            .collect();
         self.saw(folded.last);
-        Ok(Some(folded.applied))
+        Ok(Some((folded.applied, finished)))
     }
 
     fn apply_args(
@@ -984,6 +1004,15 @@ impl ReadModelStore for ValkeyStore {
         events: &[Arc<RecordedEvent>],
         typed: Vec<Option<TypedEvent>>,
     ) -> Result<Vec<Applied>, ReadModelError> {
+        Ok(self.apply_finished(after, events, typed).await?.0)
+    }
+
+    async fn apply_finished(
+        &self,
+        after: u64,
+        events: &[Arc<RecordedEvent>],
+        typed: Vec<Option<TypedEvent>>,
+    ) -> Result<(Vec<Applied>, Vec<Arc<InvocationView>>), ReadModelError> {
         let mut typed = typed;
         // A rebuild activated between the load and the write: load again from the new one.
         for _ in 0..4 {

@@ -185,8 +185,9 @@ pub fn consumer_config<J: EventTask>(options: &JetStreamWorkQueueOptions) -> pul
 /// number of processes share the consumer.
 pub struct JetStreamWorkQueue<J = Job> {
     consumer: PullConsumer,
-    /// The pull request in flight, kept across cancelled `next` calls.
-    pull: Mutex<Option<pull::Batch>>,
+    /// The pull request in flight and how many messages it may still bring, kept across
+    /// calls (cancelled ones, and a request for more than the call took).
+    pull: Mutex<Option<Pull>>,
     options: JetStreamWorkQueueOptions,
     upcasters: Vec<Box<dyn Upcaster>>,
     task: std::marker::PhantomData<fn() -> J>,
@@ -293,6 +294,13 @@ impl<J: EventTask> JetStreamWorkQueue<J> {
     }
 }
 
+/// A pull request in flight.
+struct Pull {
+    batch: pull::Batch,
+    /// Messages it may still bring (it ends, or expires, after them).
+    outstanding: usize,
+}
+
 /// Refuses a consumer whose settings are not the ones asked for (a server may drop what it
 /// does not know, and an existing consumer may keep settings it cannot change).
 fn check_consumer(wanted: &pull::Config, got: &consumer::Config) -> Result<(), WorkQueueError> {
@@ -331,33 +339,70 @@ fn check_consumer(wanted: &pull::Config, got: &consumer::Config) -> Result<(), W
 #[async_trait]
 impl<J: EventTask> WorkQueue<J> for JetStreamWorkQueue<J> {
     async fn next(&self) -> Result<Work<J>, WorkQueueError> {
+        let mut works = self.next_many(1).await?;
+        works.pop().ok_or(WorkQueueError::Closed)
+    }
+
+    /// One pull request for `max` messages, kept until they came or it expired: the caller
+    /// asks for its free slots, so every message the request brings finds one. When one
+    /// arrives, the ones already received come with it; the request goes on for the rest.
+    async fn next_many(&self, max: usize) -> Result<Vec<Work<J>>, WorkQueueError> {
+        let max = max.max(1);
         let mut pull = self.pull.lock().await;
         loop {
-            let batch = match pull.take() {
-                Some(batch) => batch,
-                None => self
-                    .consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(self.options.pull_expires)
-                    .messages()
-                    .await
-                    .map_err(|e| unavailable("requesting work", e))?,
+            let current = match pull.as_mut() {
+                Some(current) => current,
+                None => {
+                    let batch = self
+                        .consumer
+                        .batch()
+                        .max_messages(max)
+                        .expires(self.options.pull_expires)
+                        .messages()
+                        .await
+                        .map_err(|e| unavailable("requesting work", e))?;
+                    pull.insert(Pull {
+                        batch,
+                        outstanding: max,
+                    })
+                }
             };
-            let batch = pull.insert(batch);
-            match batch.next().await {
-                Some(Ok(message)) => {
-                    *pull = None;
-                    if let Some(work) = self.work(message).await {
-                        return Ok(work);
-                    }
+            let mut messages = Vec::new();
+            let mut ended = false;
+            let mut failed = None;
+            match current.batch.next().await {
+                Some(Ok(message)) => messages.push(message),
+                Some(Err(e)) => failed = Some(e),
+                // The request expired (or brought all it could): ask again.
+                None => ended = true,
+            }
+            while failed.is_none() && !ended && !messages.is_empty() && messages.len() < max {
+                if current.outstanding <= messages.len() {
+                    break;
                 }
-                Some(Err(e)) => {
-                    *pull = None;
-                    return Err(unavailable("receiving work", e));
+                match futures::FutureExt::now_or_never(current.batch.next()) {
+                    Some(Some(Ok(message))) => messages.push(message),
+                    Some(Some(Err(e))) => failed = Some(e),
+                    Some(None) => ended = true,
+                    None => break,
                 }
-                // The request expired with nothing to deliver: ask again.
-                None => *pull = None,
+            }
+            current.outstanding = current.outstanding.saturating_sub(messages.len());
+            if ended || failed.is_some() || current.outstanding == 0 {
+                *pull = None;
+            }
+            let mut works = Vec::with_capacity(messages.len());
+            for message in messages {
+                if let Some(work) = self.work(message).await {
+                    works.push(work);
+                }
+            }
+            if !works.is_empty() {
+                // A request that failed after bringing these is replaced by the next call.
+                return Ok(works);
+            }
+            if let Some(e) = failed {
+                return Err(unavailable("receiving work", e));
             }
         }
     }

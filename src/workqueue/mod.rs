@@ -127,6 +127,16 @@ pub trait WorkQueue<J: Task = Job>: Send + Sync {
     /// server sends after the last call is redelivered after the ack wait).
     async fn next(&self) -> Result<Work<J>, WorkQueueError>;
 
+    /// Between one and `max` deliveries (at least one: `max` 0 counts as 1), waiting as long
+    /// as it takes for the first and never for the others: what is at hand when the first
+    /// arrives comes with it. The caller asks for no more than it can start at once (its free
+    /// run slots), so nothing is handed out to wait in a buffer while its ack wait runs.
+    /// Cancel-safe as [`WorkQueue::next`]. By default one [`WorkQueue::next`].
+    async fn next_many(&self, max: usize) -> Result<Vec<Work<J>>, WorkQueueError> {
+        let _ = max;
+        Ok(vec![self.next().await?])
+    }
+
     /// The event of `job` was just committed by this process. The memory queue delivers it
     /// (once, whatever the number of offers while it is held); a queue that reads the event log
     /// ignores it, since the event is already its work.
@@ -310,11 +320,14 @@ pub enum WorkQueueError {
 /// How long the intake loop waits before asking again after the queue failed.
 const INTAKE_RETRY: Duration = Duration::from_millis(200);
 
-/// The intake loop of every consumer of a work queue (the executor, the provisioner): one
-/// delivery, then a free slot of `slots` (the delivery kept alive while it waits), then
-/// `handle(work, slot)` on its own task in `tasks`, until `shutdown`. A delivery taken but not
-/// started when `shutdown` fires (or the slots close) is `nak`ed at once, for another process
-/// or this one after a restart. `who` names the consumer in logs.
+/// The intake loop of every consumer of a work queue (the executor, the provisioner): as many
+/// deliveries as `slots` has free permits (one when none is free:
+/// [`WorkQueue::next_many`]), then for each a free slot (every delivery not started yet kept
+/// alive while it waits), then `handle(work, slot)` on its own task in `tasks`, until
+/// `shutdown`. Only this loop takes slots in production, so the slots asked for are there
+/// and a busy consumer holds at most one delivery it cannot start yet. A delivery taken but
+/// not started when `shutdown` fires (or the slots close) is `nak`ed at once, for another
+/// process or this one after a restart. `who` names the consumer in logs.
 pub async fn take_until<J, F, Fut>(
     queue: &dyn WorkQueue<J>,
     slots: &std::sync::Arc<tokio::sync::Semaphore>,
@@ -328,10 +341,11 @@ pub async fn take_until<J, F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
-        let work = tokio::select! {
+        let wanted = slots.available_permits().max(1);
+        let works = tokio::select! {
             _ = shutdown.cancelled() => return,
-            next = queue.next() => match next {
-                Ok(work) => work,
+            next = queue.next_many(wanted) => match next {
+                Ok(works) => works,
                 Err(WorkQueueError::Closed) => return,
                 Err(err) => {
                     tracing::error!(error = %err, who, "could not take work; retrying");
@@ -342,17 +356,26 @@ pub async fn take_until<J, F, Fut>(
                 }
             },
         };
-        let slot = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => None,
-            slot = slots.clone().acquire_owned() => slot.ok(),
-            _ = work.keep_alive() => None,
-        };
-        let Some(slot) = slot else {
-            let _ = work.nak(Duration::ZERO).await;
-            return;
-        };
-        tasks.spawn(handle(work, slot));
+        let mut waiting = std::collections::VecDeque::from(works);
+        while let Some(work) = waiting.pop_front() {
+            let slot = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => None,
+                slot = slots.clone().acquire_owned() => slot.ok(),
+                _ = futures::future::join(
+                    work.keep_alive(),
+                    futures::future::join_all(waiting.iter().map(Work::keep_alive)),
+                ) => None,
+            };
+            let Some(slot) = slot else {
+                let _ = work.nak(Duration::ZERO).await;
+                for work in waiting {
+                    let _ = work.nak(Duration::ZERO).await;
+                }
+                return;
+            };
+            tasks.spawn(handle(work, slot));
+        }
     }
 }
 

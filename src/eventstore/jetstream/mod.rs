@@ -25,8 +25,14 @@
 //! - **Reads** are batch direct gets (no consumer is created): `load` from the aggregate's
 //!   filter, `read_from` from `after + 1`. Both end at the server's end-of-batch marker, never
 //!   on a timeout.
-//! - **Head**: this process's own acknowledged appends, plus a headers-only ordered consumer
-//!   on `es.>` that follows everyone else's.
+//! - **Head**: this process's own acknowledged appends, reads and pings, plus, from the first
+//!   call of [`EventLog::head`] on (the projector, a live event stream), a headers-only
+//!   ordered consumer on `es.>` that follows everyone else's. A process that never asks for
+//!   the head (an API replica that waits through the read models, an executor) never follows
+//!   the log: each follower costs the server one more delivery of every message. The
+//!   follower receives whole messages and keeps the last [`RECENT_EVENTS`] decoded, so a
+//!   `read_from` just behind the head (the running projector's) is answered from memory
+//!   instead of a direct get.
 //! - **Outages**: the client reconnects in the background for as long as it takes; meanwhile
 //!   every append, read and ping fails at once with [`StoreError::Unavailable`] rather than
 //!   waiting in the client for its request timeout.
@@ -75,6 +81,12 @@ const HEADER_ROOM: usize = 1024;
 const MAX_POSITIONS: usize = 100_000;
 /// How long the head follower waits before recreating its consumer after an error.
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+/// Events the head follower keeps, the most recent ones, to answer `read_from` near the head
+/// without a round trip (a projector batch is at most about a thousand).
+pub const RECENT_EVENTS: usize = 2048;
+
+/// The last events the head follower received, at consecutive sequences.
+type Recent = Arc<Mutex<std::collections::VecDeque<Arc<RecordedEvent>>>>;
 
 /// Atomic batch headers (ADR-50).
 const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
@@ -229,7 +241,14 @@ pub struct JetStreamEventLog {
     server_version: ServerVersion,
     head: Arc<watch::Sender<u64>>,
     positions: Mutex<HashMap<(AggregateType, String), Position>>,
-    follower: tokio::task::JoinHandle<()>,
+    /// The stream, for the head follower.
+    handle: js::stream::Stream,
+    /// Where the head follower runs (the runtime that connected).
+    runtime: tokio::runtime::Handle,
+    /// The head follower, started by the first [`EventLog::head`].
+    follower: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    /// What the follower received last.
+    recent: Recent,
 }
 
 impl fmt::Debug for JetStreamEventLog {
@@ -244,7 +263,9 @@ impl fmt::Debug for JetStreamEventLog {
 
 impl Drop for JetStreamEventLog {
     fn drop(&mut self) {
-        self.follower.abort();
+        if let Some(follower) = self.follower.get() {
+            follower.abort();
+        }
     }
 }
 
@@ -330,7 +351,6 @@ impl JetStreamEventLog {
         };
         let created = stream.cached_info().clone();
         let head = Arc::new(watch::channel(created.state.last_sequence).0);
-        let follower = tokio::spawn(follow(stream, Arc::clone(&head)));
         tracing::info!(
             url = %shown,
             stream = %options.stream,
@@ -348,7 +368,10 @@ impl JetStreamEventLog {
             server_version,
             head,
             positions: Mutex::new(HashMap::new()),
-            follower,
+            handle: stream,
+            runtime: tokio::runtime::Handle::current(),
+            follower: std::sync::OnceLock::new(),
+            recent: Recent::default(),
         })
     }
 
@@ -370,6 +393,22 @@ impl JetStreamEventLog {
 
     fn advance_head(&self, sequence: u64) {
         advance(&self.head, sequence);
+    }
+
+    /// Up to `limit` events from `after + 1` from what the head follower received, when it
+    /// holds `after + 1` and either `limit` events from there or every event up to the head
+    /// this process knows (`None`: ask the server). So a read answered here is never shorter
+    /// than the server's answer would be for what this process has seen appended.
+    fn recent_from(&self, after: u64, limit: usize) -> Option<Vec<Arc<RecordedEvent>>> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = recent.front()?.sequence;
+        let last = recent.back()?.sequence;
+        let skip = usize::try_from((after + 1).checked_sub(first)?).ok()?;
+        if skip >= recent.len() {
+            return None;
+        }
+        let events: Vec<_> = recent.iter().skip(skip).take(limit).cloned().collect();
+        (events.len() == limit || last >= *self.head.borrow()).then_some(events)
     }
 
     /// Fails at once while the client is not connected (it reconnects in the background, for
@@ -758,6 +797,9 @@ impl EventLog for JetStreamEventLog {
             return Ok(Vec::new());
         }
         self.connected()?;
+        if let Some(events) = self.recent_from(after, limit) {
+            return Ok(events);
+        }
         let messages = direct::all(
             &self.client,
             &self.stream,
@@ -787,7 +829,25 @@ impl EventLog for JetStreamEventLog {
     }
 
     fn head(&self) -> watch::Receiver<u64> {
-        self.head.subscribe()
+        // Subscribed first: the follower starts from the head known now, so nothing appended
+        // after this call is missed.
+        let head = self.head.subscribe();
+        self.follower.get_or_init(|| {
+            tracing::debug!(
+                from = *self.head.borrow(),
+                "event store: following the log head"
+            );
+            self.runtime.spawn(follow(
+                self.handle.clone(),
+                Arc::clone(&self.head),
+                Arc::clone(&self.recent),
+            ))
+        });
+        head
+    }
+
+    fn known_head(&self) -> u64 {
+        *self.head.borrow()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -907,12 +967,13 @@ fn check_stream(options: &JetStreamOptions, info: &stream::Info) -> Result<(), S
     Ok(())
 }
 
-/// Follows every append (this process's and others') into `head`, with a headers-only ordered
-/// consumer; recreated after an error, from the head it had reached.
-async fn follow(stream: js::stream::Stream, head: Arc<watch::Sender<u64>>) {
+/// Follows every append (this process's and others') into `head`, with an ordered consumer,
+/// keeping the last events in `recent`; recreated after an error, from the head it had
+/// reached.
+async fn follow(stream: js::stream::Stream, head: Arc<watch::Sender<u64>>, recent: Recent) {
     loop {
         let from = *head.borrow() + 1;
-        if let Err(error) = follow_from(&stream, from, &head).await {
+        if let Err(error) = follow_from(&stream, from, &head, &recent).await {
             tracing::warn!(%error, from, "event store head follower restarts");
         }
         tokio::time::sleep(FOLLOW_RETRY).await;
@@ -923,11 +984,11 @@ async fn follow_from(
     stream: &js::stream::Stream,
     from: u64,
     head: &watch::Sender<u64>,
+    recent: &Recent,
 ) -> Result<(), String> {
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: ALL_EVENTS.to_owned(),
-            headers_only: true,
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from,
             },
@@ -938,8 +999,34 @@ async fn follow_from(
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
-        let info = message.info().map_err(|e| e.to_string())?;
-        advance(head, info.stream_sequence);
+        let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        let stored = StoredMessage {
+            sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+        };
+        {
+            let mut recent = recent.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only consecutive events: a reader is answered from here only without a gap. An
+            // event that does not decode is left to `read_from`, which reports it.
+            match decode(&stored) {
+                Ok(event) => {
+                    if recent
+                        .back()
+                        .is_some_and(|last| last.sequence + 1 != sequence)
+                    {
+                        recent.clear();
+                    }
+                    if recent.len() == RECENT_EVENTS {
+                        recent.pop_front();
+                    }
+                    recent.push_back(Arc::new(event));
+                }
+                Err(_) => recent.clear(),
+            }
+        }
+        // After the event is kept: whoever the head wakes finds it.
+        advance(head, sequence);
     }
     Ok(())
 }
