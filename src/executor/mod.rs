@@ -485,7 +485,7 @@ impl Executor {
         let begun = Instant::now();
         let output = OutputSink::new(self.live.clone(), id.clone());
         let result = self
-            .run(&queued, session.as_deref(), begun + timeout, &output)
+            .run(queued, session.as_deref(), begun + timeout, &output)
             .await;
         // Before the terminal event: a stream that reads it finds every chunk before it.
         output.finish().await;
