@@ -6,6 +6,8 @@
 //! workspace listing, argument values and captured output, so every rule is unit-tested on its
 //! own. The tool handlers (registered elsewhere) compose these with the process helper.
 
-
 pub mod args;
+pub mod commands;
+pub mod coverage;
 pub mod detect;
+pub mod symbols;
