@@ -10,4 +10,6 @@ pub mod args;
 pub mod commands;
 pub mod coverage;
 pub mod detect;
+pub mod failures;
+pub mod stacktrace;
 pub mod symbols;
