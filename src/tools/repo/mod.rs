@@ -13,3 +13,47 @@ pub mod detect;
 pub mod failures;
 pub mod stacktrace;
 pub mod symbols;
+
+#[cfg(test)]
+mod tests {
+    use schemars::schema_for;
+
+    fn properties(schema: &schemars::Schema) -> Vec<String> {
+        let mut keys: Vec<String> = schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn every_output_derives_a_schema_with_its_reference_fields() {
+        assert_eq!(
+            properties(&schema_for!(super::detect::ProjectTypeOutput)),
+            ["flavor", "project_type"]
+        );
+        assert_eq!(
+            properties(&schema_for!(super::detect::ToolchainOutput)),
+            [
+                "build_system",
+                "containerizable",
+                "language",
+                "test_framework"
+            ]
+        );
+        let failures = properties(&schema_for!(super::failures::FailureSummary));
+        for field in ["failed_count", "failed_tests", "diagnostics", "counts"] {
+            assert!(failures.contains(&field.to_owned()), "{failures:?}");
+        }
+        let trace = properties(&schema_for!(super::stacktrace::Stacktrace));
+        for field in ["type", "message", "frames", "frame_count"] {
+            assert!(trace.contains(&field.to_owned()), "{trace:?}");
+        }
+        assert_eq!(
+            properties(&schema_for!(super::symbols::SymbolsOutput)),
+            ["count", "language", "path", "symbols"]
+        );
+    }
+}
