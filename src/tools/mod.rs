@@ -12,6 +12,7 @@ pub mod catalog_docs;
 pub mod exec;
 pub mod fs;
 pub mod git;
+pub mod repo;
 pub mod tool;
 
 use std::collections::BTreeMap;
