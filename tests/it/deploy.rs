@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde::Deserialize as _;
@@ -42,21 +42,9 @@ pub fn python_tool(name: &str, env: &str, hint: &str) -> PathBuf {
         );
         return path;
     }
-    let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sysconfig\n\
-             print(sysconfig.get_path('scripts'))\n\
-             print(sysconfig.get_path('scripts', os.name + '_user'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let mut candidates: Vec<PathBuf> = scripts
-        .lines()
-        .map(|dir| Path::new(dir.trim()).join(name))
+    let mut candidates: Vec<PathBuf> = crate::nats::python_scripts_dirs()
+        .into_iter()
+        .map(|dir| dir.join(name))
         .collect();
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|dir| dir.join(name)));

@@ -45,21 +45,9 @@ fn find_pinned() -> PathBuf {
         );
         return path;
     }
-    let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sysconfig\n\
-             print(sysconfig.get_path('scripts'))\n\
-             print(sysconfig.get_path('scripts', os.name + '_user'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let candidates: Vec<PathBuf> = scripts
-        .lines()
-        .map(|dir| Path::new(dir.trim()).join("nats-server"))
+    let candidates: Vec<PathBuf> = python_scripts_dirs()
+        .into_iter()
+        .map(|dir| dir.join("nats-server"))
         .collect();
     for candidate in &candidates {
         if candidate.is_file() {
@@ -77,6 +65,27 @@ fn find_pinned() -> PathBuf {
         "the pinned nats-server {PINNED_VERSION} is not installed (looked in {candidates:?}); \
          run `{INSTALL_HINT}` or set {BINARY_ENV} to a nats-server binary"
     );
+}
+
+/// Where pip puts programs: Python's scripts directory and the user scheme's (pip's choice
+/// depends on whether it may write the first).
+pub fn python_scripts_dirs() -> Vec<PathBuf> {
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sysconfig\n\
+             print(sysconfig.get_path('scripts'))\n\
+             print(sysconfig.get_path('scripts', os.name + '_user'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    scripts
+        .lines()
+        .map(|dir| PathBuf::from(dir.trim()))
+        .collect()
 }
 
 /// What `<binary> --version` prints.
