@@ -653,6 +653,19 @@ fn node_spec(output: &str) -> Acc {
     acc
 }
 
+/// The counts of a jest or vitest summary line (`3 failed, 10 passed, 1 todo`).
+fn js_counts(acc: &mut Acc, summary: &str) {
+    for pair in COUNT_PAIR.captures_iter(summary) {
+        let n: u64 = pair[1].parse().unwrap_or(0);
+        match &pair[2] {
+            "passed" => acc.counts.passed = n,
+            "failed" => acc.counts.failed = n,
+            "skipped" | "todo" => acc.counts.skipped += n,
+            _ => {}
+        }
+    }
+}
+
 static JEST_HEADER: LazyLock<Regex> = LazyLock::new(|| re(r"^  ● (.+)$"));
 static JEST_TESTS: LazyLock<Regex> = LazyLock::new(|| re(r"^Tests:\s+(.*) total$"));
 
@@ -661,15 +674,7 @@ fn jest(output: &str) -> Acc {
     let lines: Vec<&str> = output.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         if let Some(c) = JEST_TESTS.captures(line) {
-            for pair in COUNT_PAIR.captures_iter(&c[1]) {
-                let n: u64 = pair[1].parse().unwrap_or(0);
-                match &pair[2] {
-                    "passed" => acc.counts.passed = n,
-                    "failed" => acc.counts.failed = n,
-                    "skipped" | "todo" => acc.counts.skipped += n,
-                    _ => {}
-                }
-            }
+            js_counts(&mut acc, &c[1]);
         } else if let Some(c) = JEST_HEADER.captures(line) {
             if c[1].starts_with("Test suite failed to run") {
                 acc.diagnostics.push(line.trim().to_owned());
@@ -713,15 +718,7 @@ fn vitest(output: &str) -> Acc {
     let lines: Vec<&str> = output.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         if let Some(c) = VITEST_TESTS.captures(line) {
-            for pair in COUNT_PAIR.captures_iter(&c[1]) {
-                let n: u64 = pair[1].parse().unwrap_or(0);
-                match &pair[2] {
-                    "passed" => acc.counts.passed = n,
-                    "failed" => acc.counts.failed = n,
-                    "skipped" | "todo" => acc.counts.skipped += n,
-                    _ => {}
-                }
-            }
+            js_counts(&mut acc, &c[1]);
         } else if let Some(c) = VITEST_FAIL.captures(line) {
             let message = lines[i + 1..]
                 .iter()
