@@ -50,11 +50,17 @@ pub enum ErrorCode {
     /// The invocation was running when its executor stopped (a crash): its effect may or may
     /// not have happened. Retryable.
     Interrupted,
+    /// A network tool (git fetch, pull, push) asked for a remote this runtime cannot reach: the
+    /// local sandbox has no network. Not retryable: the same call fails the same way here.
+    NetworkDisabled,
+    /// The program a tool needs (a compiler, a test runner) is absent from the runtime, or
+    /// cannot work offline; the message names it. Never a synthetic result instead.
+    ToolchainUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::PolicyDenied,
@@ -72,6 +78,8 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Interrupted,
+        ErrorCode::NetworkDisabled,
+        ErrorCode::ToolchainUnavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -94,6 +102,8 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Interrupted => "interrupted",
+            ErrorCode::NetworkDisabled => "network_disabled",
+            ErrorCode::ToolchainUnavailable => "toolchain_unavailable",
         }
     }
 

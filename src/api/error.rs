@@ -96,7 +96,7 @@ pub fn http_status(code: &Code) -> StatusCode {
     match code {
         ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
+        ErrorCode::PolicyDenied | ErrorCode::NetworkDisabled => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Conflict => StatusCode::CONFLICT,
@@ -110,6 +110,7 @@ pub fn http_status(code: &Code) -> StatusCode {
         | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::Unavailable | ErrorCode::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::ToolchainUnavailable => StatusCode::NOT_IMPLEMENTED,
     }
 }
 
@@ -182,6 +183,8 @@ mod tests {
             (ErrorCode::Unavailable, 503),
             (ErrorCode::Interrupted, 503),
             (ErrorCode::Timeout, 504),
+            (ErrorCode::NetworkDisabled, 403),
+            (ErrorCode::ToolchainUnavailable, 501),
         ];
         assert_eq!(table.len(), ErrorCode::ALL.len());
         for (code, status) in table {
