@@ -402,6 +402,8 @@ pub struct Workspace {
     root_path: PathBuf,
     /// Device and inode of the root: where the walk up from an opened directory stops.
     root_id: (u64, u64),
+    /// One-level undo snapshots of files (see [`super::undo`]).
+    undo: super::undo::UndoStore,
 }
 
 impl Workspace {
@@ -413,7 +415,13 @@ impl Workspace {
             root: dir,
             root_path: root.to_path_buf(),
             root_id: (meta.dev(), meta.ino()),
+            undo: super::undo::UndoStore::default(),
         })
+    }
+
+    /// The workspace's undo snapshots (kept in the runner's memory, see [`super::undo`]).
+    pub fn undo_store(&self) -> &super::undo::UndoStore {
+        &self.undo
     }
 
     /// The root as the runner was told it (used for `HOME` of executed programs).

@@ -193,6 +193,7 @@ mod tests {
                 content: crate::runner::protocol::Bytes(vec![0; MAX_FRAME_BYTES]),
                 create_parents: false,
                 create_new: false,
+                snapshot: false,
             },
         };
         assert!(matches!(

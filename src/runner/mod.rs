@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod sandbox;
 pub mod seccomp;
 pub mod server;
+pub mod undo;
 
 pub use client::SocketRunner;
 pub use sandbox::{LocalSandboxConfig, LocalSandboxProvider, SandboxMode};

@@ -21,8 +21,9 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Protocol version; the runner refuses a `hello` with another version. 2: externally tagged
 /// messages and `read_text`; 3: `text` replies carry `returned_bytes` and stay JSON strings on
 /// arrival ([`JsonText`]); 4: `exec` with `stream_output` answers with [`Reply::Output`] frames
-/// while the program runs, before its final `exited`.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// while the program runs, before its final `exited`; 5: `write_file` with `snapshot` keeps the
+/// file's previous state for `undo_edit`, answered by [`Reply::Undone`].
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// One message with its request id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +145,17 @@ pub enum Request {
         /// Fail with `already_exists` when the file exists.
         #[serde(default)]
         create_new: bool,
+        /// Once the write succeeded, keep what the path held before it (its bytes, or that it
+        /// did not exist) as the path's one-level undo snapshot, replacing an older one.
+        #[serde(default)]
+        snapshot: bool,
+    },
+    /// Put back the state a path had before its last snapshotted write, and forget the
+    /// snapshot: the file's bytes (atomically, temporary file then rename), or its absence
+    /// (the file is removed). No snapshot is `not_found`.
+    UndoEdit {
+        /// File path, as the snapshotted write named it.
+        path: String,
     },
     /// List a directory (or describe one file).
     List {
@@ -288,7 +300,10 @@ impl Request {
             Request::ReadFile { max_bytes, .. } | Request::ReadText { max_bytes, .. } => {
                 *max_bytes <= QUICK_BYTES
             }
-            Request::WriteFile { content, .. } => content.0.len() as u64 <= QUICK_BYTES,
+            // A snapshot reads the previous content first, which may be large.
+            Request::WriteFile {
+                content, snapshot, ..
+            } => !snapshot && content.0.len() as u64 <= QUICK_BYTES,
             Request::Remove { recursive, .. } => !recursive,
             Request::List {
                 recursive,
@@ -380,6 +395,15 @@ pub enum Reply {
         bytes_written: u64,
         /// Whether the file did not exist before.
         created: bool,
+    },
+    /// Answer to `undo_edit`.
+    Undone {
+        /// Whether the file was removed (it did not exist before the snapshotted write).
+        deleted: bool,
+        /// Size of the restored file (0 when removed).
+        size_bytes: u64,
+        /// SHA-256 of the restored bytes, hex; `None` when removed.
+        sha256: Option<String>,
     },
     /// Answer to `list` and `glob`.
     Entries {

@@ -358,16 +358,25 @@ fn handle_inner(
             content,
             create_parents,
             create_new,
+            snapshot,
         } => {
-            let written = ws.write_file(
-                &WorkspacePath::parse(&path)?,
-                &content.0,
-                create_parents,
-                create_new,
-            )?;
+            let path = WorkspacePath::parse(&path)?;
+            let written = if snapshot {
+                ws.write_file_snapshotted(&path, &content.0, create_parents, create_new)?
+            } else {
+                ws.write_file(&path, &content.0, create_parents, create_new)?
+            };
             Reply::Written {
                 bytes_written: written.bytes_written,
                 created: written.created,
+            }
+        }
+        Request::UndoEdit { path } => {
+            let undone = ws.undo_edit(&WorkspacePath::parse(&path)?)?;
+            Reply::Undone {
+                deleted: undone.deleted,
+                size_bytes: undone.size_bytes,
+                sha256: undone.sha256,
             }
         }
         Request::List {
@@ -947,6 +956,7 @@ mod tests {
             content: Bytes(b"pub fn answer() -> u32 { 42 }\n".to_vec()),
             create_parents: true,
             create_new: false,
+            snapshot: false,
         };
         let reply = s.runner.call(write, T).await.unwrap();
         assert!(

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, fs};
+use super::{ToolSpec, artifact, fs, workspace};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,10 +41,12 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (today the `fs.*` family).
+    /// Every built-in tool (the `fs.*`, `artifact.*` and `workspace.*` families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        artifact::register(&mut registry);
+        workspace::register(&mut registry);
         registry.build()
     }
 
@@ -109,12 +111,14 @@ mod tests {
         assert_eq!(names, sorted);
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        artifact::register(&mut registry);
+        workspace::register(&mut registry);
         assert_eq!(
             catalog.len(),
             registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
-        assert_eq!(catalog.len(), 14);
+        assert_eq!(catalog.len(), 18);
         assert!(!catalog.is_empty());
     }
 
@@ -209,10 +213,14 @@ mod tests {
     fn a_registry_keeps_the_first_of_two_tools_with_one_name() {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        artifact::register(&mut registry);
+        workspace::register(&mut registry);
         let first = registry.tools[0].clone();
         fs::register(&mut registry);
+        artifact::register(&mut registry);
+        workspace::register(&mut registry);
         let catalog = registry.build();
-        assert_eq!(catalog.len(), 14);
+        assert_eq!(catalog.len(), 18);
         let name = first.spec().name;
         assert!(
             Arc::ptr_eq(catalog.get(name).unwrap(), &first),

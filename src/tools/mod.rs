@@ -7,6 +7,7 @@
 //! session's runner, never the host filesystem.
 
 pub mod args;
+pub mod artifact;
 pub mod catalog;
 pub mod catalog_docs;
 pub mod exec;
@@ -14,6 +15,7 @@ pub mod fs;
 pub mod git;
 pub mod repo;
 pub mod tool;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -2,6 +2,7 @@
 //! real runner binary in a real bubblewrap sandbox, and real git.
 
 mod api;
+mod artifact_tools;
 mod artifacts;
 mod asyncapi;
 mod configuration;

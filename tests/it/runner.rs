@@ -152,6 +152,7 @@ impl Sandbox {
             content: Bytes(content.to_vec()),
             create_parents: false,
             create_new: false,
+            snapshot: false,
         })
         .await
     }
@@ -536,6 +537,7 @@ async fn a_symlink_loop_does_not_hang() {
             content: Bytes(b"x".to_vec()),
             create_parents: false,
             create_new: false,
+            snapshot: false,
         },
     ] {
         let reply = sandbox
@@ -582,6 +584,7 @@ async fn a_fifo_does_not_block() {
                 content: Bytes(b"x".to_vec()),
                 create_parents: false,
                 create_new: false,
+                snapshot: false,
             },
             quick,
         )
@@ -658,6 +661,7 @@ async fn file_tools_work_through_the_sandbox() {
             content: Bytes(b"fn main() { println!(\"hi\"); }\n".to_vec()),
             create_parents: true,
             create_new: true,
+            snapshot: false,
         })
         .await;
     assert!(

@@ -94,7 +94,7 @@ impl Tool for Edit {
                 "fs.edit",
                 "Replace an exact string in a UTF-8 text file (at most 1 MiB). old_string must \
                  occur exactly once unless replace_all is true; add surrounding context to make \
-                 it unique.",
+                 it unique. workspace.undo_edit puts the previous content back.",
                 20,
             ))
         }

@@ -104,7 +104,8 @@ impl Tool for Insert {
             ..writes(base(
                 "fs.insert",
                 "Insert text before a 1-based line of a file (at most 1 MiB); line 0 or the \
-                 line count + 1 appends. A missing final newline is added to the inserted text.",
+                 line count + 1 appends. A missing final newline is added to the inserted text. \
+                 workspace.undo_edit puts the previous content back.",
                 20,
             ))
         }

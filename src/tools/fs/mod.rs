@@ -110,24 +110,27 @@ fn yes() -> bool {
     true
 }
 
-fn invalid(message: impl Into<String>) -> ToolFailure {
+pub(in crate::tools) fn invalid(message: impl Into<String>) -> ToolFailure {
     ToolFailure::new(ErrorCode::InvalidArgument, message)
 }
 
-fn failed(message: impl Into<String>) -> ToolFailure {
+pub(in crate::tools) fn failed(message: impl Into<String>) -> ToolFailure {
     ToolFailure::new(ErrorCode::ExecutionFailed, message)
 }
 
 /// Normalises a path argument and checks it against the session's `allowed_paths` (and the
 /// protected path when the tool writes it): the policy's rule, again, on the path used.
-fn resolve<A: Access>(ctx: &ToolContext, path: &WorkspacePath<A>) -> Result<String, ToolFailure> {
+pub(in crate::tools) fn resolve<A: Access>(
+    ctx: &ToolContext,
+    path: &WorkspacePath<A>,
+) -> Result<String, ToolFailure> {
     path.resolve(&ctx.session.allowed_paths)
         .map_err(|d| ToolFailure::new(d.code, d.message))
 }
 
 /// A reply the request cannot produce: a runner speaking another protocol. Internal, never
 /// retried as if it were the tool's failure.
-fn unexpected(reply: &Reply) -> ToolFailure {
+pub(in crate::tools) fn unexpected(reply: &Reply) -> ToolFailure {
     // The variant only: a reply may carry a whole file.
     let kind = match reply {
         Reply::Hello { .. } => "hello",
@@ -138,6 +141,7 @@ fn unexpected(reply: &Reply) -> ToolFailure {
         Reply::Stat { .. } => "stat",
         Reply::Mkdir { .. } => "mkdir",
         Reply::Moved { .. } => "moved",
+        Reply::Undone { .. } => "undone",
         Reply::Copied { .. } => "copied",
         Reply::Removed { .. } => "removed",
         Reply::Matches { .. } => "matches",
@@ -152,7 +156,7 @@ fn unexpected(reply: &Reply) -> ToolFailure {
     )
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(in crate::tools) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -178,13 +182,15 @@ async fn read_whole(
     }
 }
 
-/// Replaces an existing file's content (no parents created: the file was just read).
+/// Replaces an existing file's content (no parents created: the file was just read), keeping
+/// its previous content as the undo snapshot of `workspace.undo_edit`.
 async fn write_whole(ctx: &ToolContext, path: &str, content: Vec<u8>) -> Result<u64, ToolFailure> {
     let request = Request::WriteFile {
         path: path.to_owned(),
         content: Bytes(content),
         create_parents: false,
         create_new: false,
+        snapshot: true,
     };
     match call_runner(ctx, request).await? {
         Reply::Written { bytes_written, .. } => Ok(bytes_written),

@@ -1259,6 +1259,79 @@ async fn edit_replaces_exactly_one_occurrence_or_all_when_asked() {
 }
 
 #[tokio::test]
+async fn undo_edit_puts_back_what_edit_insert_and_write_file_changed_once_each() {
+    let h = harness().await;
+    h.write("a.txt", "one\n");
+    h.ok(
+        "fs.edit",
+        json!({"path": "a.txt", "old_string": "one", "new_string": "two"}),
+    )
+    .await;
+    let undone = h
+        .ok("workspace.undo_edit", json!({"path": "./a.txt"}))
+        .await;
+    assert_eq!(h.text("a.txt"), "one\n");
+    assert_eq!(undone["deleted"], false);
+    assert_eq!(undone["sha256"], super::sha256_hex(b"one\n"));
+    // Used once.
+    let again = h
+        .fail("workspace.undo_edit", json!({"path": "a.txt"}))
+        .await;
+    assert_eq!(again.code, ErrorCode::NotFound, "{}", again.message);
+
+    h.ok(
+        "fs.insert",
+        json!({"path": "a.txt", "line": 1, "content": "zero"}),
+    )
+    .await;
+    assert_eq!(h.text("a.txt"), "zero\none\n");
+    // A failed edit takes no snapshot: the insert's is still there.
+    h.fail(
+        "fs.edit",
+        json!({"path": "a.txt", "old_string": "absent", "new_string": "x"}),
+    )
+    .await;
+    h.ok("workspace.undo_edit", json!({"path": "a.txt"})).await;
+    assert_eq!(h.text("a.txt"), "one\n");
+
+    h.ok(
+        "fs.write_file",
+        json!({"path": "new/b.txt", "content": "b"}),
+    )
+    .await;
+    let removed = h
+        .ok("workspace.undo_edit", json!({"path": "new/b.txt"}))
+        .await;
+    assert_eq!(removed["deleted"], true);
+    assert_eq!(removed["sha256"], Value::Null);
+    assert!(!h.root.join("new/b.txt").exists());
+    // Nothing of the snapshots is in the workspace.
+    let mut names: Vec<String> = tree_names(&h.root);
+    names.sort();
+    assert_eq!(names, ["a.txt", "new"]);
+}
+
+fn tree_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
 async fn edit_refuses_ambiguous_and_absent_strings_and_missing_files() {
     let h = harness().await;
     h.write("a.txt", "x x x\n");

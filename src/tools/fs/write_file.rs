@@ -77,7 +77,8 @@ impl Tool for WriteFile {
                 "fs.write_file",
                 "Create or replace a file with utf8 or base64 content (at most 1 MiB decoded). \
                  Missing parent directories are created unless create_parents is false. Returns \
-                 the bytes written and their sha256.",
+                 the bytes written and their sha256. workspace.undo_edit puts the previous \
+                 content back (or removes a file this created).",
                 20,
             ))
         }
@@ -92,6 +93,7 @@ impl Tool for WriteFile {
             content: Bytes(bytes),
             create_parents: args.create_parents,
             create_new: false,
+            snapshot: true,
         };
         let bytes_written = match call_runner(ctx, request).await? {
             Reply::Written { bytes_written, .. } => bytes_written,
