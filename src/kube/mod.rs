@@ -4,4 +4,5 @@
 //! for and deletes the pods will use these.
 
 pub mod config;
+pub mod janitor;
 pub mod pod;

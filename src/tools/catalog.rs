@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, fs};
+use super::{ToolSpec, fs, k8s};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,10 +41,11 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (today the `fs.*` family).
+    /// Every built-in tool (the `fs.*` and `k8s.*` families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        k8s::register(&mut registry);
         registry.build()
     }
 
@@ -109,12 +110,13 @@ mod tests {
         assert_eq!(names, sorted);
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        k8s::register(&mut registry);
         assert_eq!(
             catalog.len(),
             registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
-        assert_eq!(catalog.len(), 14);
+        assert_eq!(catalog.len(), 22);
         assert!(!catalog.is_empty());
     }
 
