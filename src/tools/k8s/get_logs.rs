@@ -73,13 +73,17 @@ pub struct Output {
 /// `k8s.get_logs`.
 pub struct GetLogs;
 
-/// The last `max` bytes of `buf`, from the first line start in that window when there is one
-/// past the cut.
-fn tail(buf: &[u8], max: usize) -> &[u8] {
-    if buf.len() <= max {
+/// The last `max` bytes of `buf` (`dropped`: bytes before `buf` were already let go), from
+/// the first line start in that window unless the window starts a line itself.
+fn tail(buf: &[u8], max: usize, dropped: bool) -> &[u8] {
+    if buf.len() <= max && !dropped {
         return buf;
     }
-    let window = &buf[buf.len() - max..];
+    let start = buf.len().saturating_sub(max);
+    let window = &buf[start..];
+    if start > 0 && buf[start - 1] == b'\n' {
+        return window;
+    }
     match window.iter().position(|&b| b == b'\n') {
         Some(i) if i + 1 < window.len() => &window[i + 1..],
         _ => window,
@@ -139,8 +143,10 @@ impl Tool for GetLogs {
             .await
             .map_err(|e| api_failure(&format!("logs of pod {pod_name}"), e))?;
         let max = usize::try_from(args.max_bytes.get()).unwrap_or(usize::MAX);
-        // Keeps at most 2 × max bytes: the window is cut back whenever it doubles.
+        // Keeps at most 2 × max bytes: cut back to max + 1 (the byte before the window tells
+        // whether it starts a line) whenever it doubles.
         let mut kept: Vec<u8> = Vec::new();
+        let mut dropped = false;
         let mut total: u64 = 0;
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
@@ -156,11 +162,12 @@ impl Tool for GetLogs {
             }
             total += n as u64;
             kept.extend_from_slice(&chunk[..n]);
-            if kept.len() > 2 * max {
-                kept.drain(..kept.len() - max);
+            if kept.len() > 2 * max + 1 {
+                kept.drain(..kept.len() - (max + 1));
+                dropped = true;
             }
         }
-        let returned = tail(&kept, max);
+        let returned = tail(&kept, max, dropped);
         let logs = String::from_utf8_lossy(returned).into_owned();
         let returned_bytes = returned.len();
         let summary = format!(
@@ -188,8 +195,10 @@ mod tests {
 
     #[test]
     fn the_tail_starts_at_a_line_inside_the_window() {
-        assert_eq!(tail(b"a\nb\nc\n", 100), b"a\nb\nc\n");
-        assert_eq!(tail(b"line one\nline two\n", 11), b"line two\n");
-        assert_eq!(tail(b"abcdefgh", 3), b"fgh");
+        assert_eq!(tail(b"a\nb\nc\n", 100, false), b"a\nb\nc\n");
+        assert_eq!(tail(b"line one\nline two\n", 11, false), b"line two\n");
+        assert_eq!(tail(b"one\ntwo\n", 4, false), b"two\n");
+        assert_eq!(tail(b"abcdefgh", 3, false), b"fgh");
+        assert_eq!(tail(b"e\nline\n", 7, true), b"line\n", "dropped: the window is cut");
     }
 }

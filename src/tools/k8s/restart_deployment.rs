@@ -116,11 +116,7 @@ impl Tool for RestartDeployment {
                 Ok(r) => out.rollout = Some(r),
                 Err(mut failure) => {
                     // The restart happened: the failure keeps it in its output.
-                    let rollout = failure
-                        .output
-                        .take()
-                        .and_then(|o| o.to_value().ok())
-                        .and_then(|v| serde_json::from_value::<serde_json::Value>(v).ok());
+                    let rollout = failure.output.take().and_then(|o| o.to_value().ok());
                     let partial = json!({
                         "deployment_name": out.deployment_name,
                         "namespace": out.namespace,

@@ -61,7 +61,7 @@ fn progress(d: &Deployment) -> Progress {
     let available = status.available_replicas.unwrap_or(0);
     if updated < desired {
         Progress::Waiting(format!(
-            "waiting for deployment {name:?} rollout to finish: {updated} of {desired} updated replicas are available"
+            "waiting for deployment {name:?} rollout to finish: {updated} out of {desired} new replicas have been updated"
         ))
     } else if current > updated {
         Progress::Waiting(format!(
@@ -273,7 +273,7 @@ mod tests {
             }))
         };
         assert!(matches!(progress(&d(2, 1, 2, 2, 2)), Progress::Waiting(m) if m.contains("spec update")));
-        assert!(matches!(progress(&d(2, 2, 1, 2, 2)), Progress::Waiting(m) if m.contains("1 of 2 updated")));
+        assert!(matches!(progress(&d(2, 2, 1, 2, 2)), Progress::Waiting(m) if m.contains("1 out of 2 new replicas")));
         assert!(matches!(progress(&d(2, 2, 2, 3, 2)), Progress::Waiting(m) if m.contains("1 old replicas")));
         assert!(matches!(progress(&d(2, 2, 2, 2, 1)), Progress::Waiting(m) if m.contains("1 of 2 updated replicas are available")));
         assert!(matches!(progress(&d(2, 2, 2, 2, 2)), Progress::Complete(_)));
