@@ -221,7 +221,9 @@ impl ReadModel {
     }
 
     fn apply_session(&mut self, id: &str, version: u64, event: SessionEvent) -> Applied {
-        let Some(status) = event.status().or_else(|| self.sessions.get(id).map(|v| v.status))
+        let Some(status) = event
+            .status()
+            .or_else(|| self.sessions.get(id).map(|v| v.status))
         else {
             // A runner removal of a session without a view (never created here, or past its
             // retention): nothing to show it on.

@@ -267,7 +267,10 @@ impl Janitor {
         let meta = &pod.metadata;
         let name = meta.name.clone().unwrap_or_default();
         if meta.deletion_timestamp.is_some()
-            || meta.owner_references.as_ref().is_some_and(|o| !o.is_empty())
+            || meta
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty())
         {
             return;
         }
@@ -444,7 +447,11 @@ mod tests {
                 .await
                 .unwrap();
             if let Some(reason) = close {
-                let at = if reason == CloseReason::Expired { expires_at } else { NOW };
+                let at = if reason == CloseReason::Expired {
+                    expires_at
+                } else {
+                    NOW
+                };
                 self.store
                     .execute(id, SessionCommand::Close { reason, at }, &(), &meta)
                     .await
@@ -553,18 +560,23 @@ mod tests {
         let w = world().await;
         let later = datetime!(2026-11-23 13:00 UTC);
         w.session("session-live", later, None).await;
-        w.session("session-closed", later, Some(CloseReason::Requested)).await;
-        w.session("session-expired", datetime!(2026-11-23 11:00 UTC), Some(CloseReason::Expired))
+        w.session("session-closed", later, Some(CloseReason::Requested))
             .await;
-        w.session("session-overdue", datetime!(2026-11-23 11:30 UTC), None).await;
+        w.session(
+            "session-expired",
+            datetime!(2026-11-23 11:00 UTC),
+            Some(CloseReason::Expired),
+        )
+        .await;
+        w.session("session-overdue", datetime!(2026-11-23 11:30 UTC), None)
+            .await;
         w.session("session-ended", later, None).await;
         let old = "2026-11-23T09:00:00Z";
         let recent = "2026-11-23T11:59:30Z";
         let mut terminating = runner_pod("ws-terminating", Some("session-closed"), "Running", old);
         terminating["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:59:00Z");
         let mut owned = runner_pod("web-abc", Some("session-closed"), "Running", old);
-        owned["metadata"]["ownerReferences"] =
-            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u", "controller": true}]);
+        owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u", "controller": true}]);
         let pods = vec![
             runner_pod("ws-live", Some("session-live"), "Running", old),
             runner_pod("ws-closed", Some("session-closed"), "Running", old),
@@ -572,7 +584,12 @@ mod tests {
             runner_pod("ws-overdue", Some("session-overdue"), "Running", old),
             runner_pod("ws-ended", Some("session-ended"), "Failed", old),
             runner_pod("ws-unknown-old", Some("session-unknown1"), "Running", old),
-            runner_pod("ws-unknown-new", Some("session-unknown2"), "Pending", recent),
+            runner_pod(
+                "ws-unknown-new",
+                Some("session-unknown2"),
+                "Pending",
+                recent,
+            ),
             runner_pod("ws-no-annotation", None, "Running", old),
             terminating,
             owned,
@@ -592,9 +609,12 @@ mod tests {
         assert_eq!(seen[0].0, Method::GET);
         assert_eq!(
             seen[0].1,
-            format!("/api/v1/namespaces/{NS}/pods?&labelSelector=app%3Dworkspace-session&limit=500")
+            format!(
+                "/api/v1/namespaces/{NS}/pods?&labelSelector=app%3Dworkspace-session&limit=500"
+            )
         );
-        let deleted: Vec<(&Method, &str)> = seen[1..].iter().map(|(m, u, _)| (m, u.as_str())).collect();
+        let deleted: Vec<(&Method, &str)> =
+            seen[1..].iter().map(|(m, u, _)| (m, u.as_str())).collect();
         let path = |p: &str| format!("/api/v1/namespaces/{NS}/pods/{p}?");
         let (a, b, c, d, e) = (
             path("ws-closed"),
@@ -622,39 +642,89 @@ mod tests {
             [
                 ("ws-closed".to_owned(), RunnerRemovedReason::SessionClosed),
                 ("ws-overdue".to_owned(), RunnerRemovedReason::SessionExpired),
-                ("ws-unknown-old".to_owned(), RunnerRemovedReason::SessionNotFound),
+                (
+                    "ws-unknown-old".to_owned(),
+                    RunnerRemovedReason::SessionNotFound
+                ),
             ]
         );
-        assert_eq!((done.examined, done.already_gone, done.failed, done.unrecorded), (7, 2, 0, 0));
+        assert_eq!(
+            (
+                done.examined,
+                done.already_gone,
+                done.failed,
+                done.unrecorded
+            ),
+            (7, 2, 0, 0)
+        );
         // Each accepted deletion is one event on its session; a 404 or 409 writes nothing.
         assert_eq!(
             w.events("session-closed").await,
-            ["session.created", "session.closed", "session.runner_removed"]
+            [
+                "session.created",
+                "session.closed",
+                "session.runner_removed"
+            ]
         );
         let removed = w.removal("session-closed").await;
         assert_eq!(
-            (removed.pod_name.as_str(), removed.pod_uid.as_str(), removed.phase.as_str(), removed.namespace.as_str()),
+            (
+                removed.pod_name.as_str(),
+                removed.pod_uid.as_str(),
+                removed.phase.as_str(),
+                removed.namespace.as_str()
+            ),
             ("ws-closed", "uid-ws-closed", "Running", NS)
         );
-        assert_eq!(w.events("session-expired").await, ["session.created", "session.closed"]);
+        assert_eq!(
+            w.events("session-expired").await,
+            ["session.created", "session.closed"]
+        );
         assert_eq!(w.events("session-ended").await, ["session.created"]);
         assert_eq!(w.events("session-live").await, ["session.created"]);
-        assert_eq!(w.events("session-unknown1").await, ["session.runner_removed"]);
+        assert_eq!(
+            w.events("session-unknown1").await,
+            ["session.runner_removed"]
+        );
         assert!(w.events("session-unknown2").await.is_empty());
         // The views keep their status; the unknown session gets none.
         w.projector.catch_up().await.unwrap();
-        let view = w.projector.store().session("session-closed").await.unwrap().unwrap();
+        let view = w
+            .projector
+            .store()
+            .session("session-closed")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(view.status, SessionStatus::Closed);
         assert_eq!(view.version, 3);
-        assert!(w.projector.store().session("session-unknown1").await.unwrap().is_none());
+        assert!(
+            w.projector
+                .store()
+                .session("session-unknown1")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn a_second_replica_sweeping_the_same_pods_records_nothing_more() {
         let w = world().await;
-        w.session("session-closed", datetime!(2026-11-23 13:00 UTC), Some(CloseReason::Requested))
-            .await;
-        let pod = || runner_pod("ws-closed", Some("session-closed"), "Running", "2026-11-23T09:00:00Z");
+        w.session(
+            "session-closed",
+            datetime!(2026-11-23 13:00 UTC),
+            Some(CloseReason::Requested),
+        )
+        .await;
+        let pod = || {
+            runner_pod(
+                "ws-closed",
+                Some("session-closed"),
+                "Running",
+                "2026-11-23T09:00:00Z",
+            )
+        };
         let (first, _) = sweep(&w, vec![pod()], vec![("ws-closed", 200)]).await;
         assert_eq!(first.deleted.len(), 1);
         // The other replica listed the pod before the deletion: its conditional delete is
@@ -666,7 +736,11 @@ mod tests {
         }
         assert_eq!(
             w.events("session-closed").await,
-            ["session.created", "session.closed", "session.runner_removed"]
+            [
+                "session.created",
+                "session.closed",
+                "session.runner_removed"
+            ]
         );
     }
 
@@ -680,8 +754,10 @@ mod tests {
                 Response::builder()
                     .status(403)
                     .body(Body::from(
-                        serde_json::to_vec(&json!({"kind": "Status", "code": 403, "reason": "Forbidden",
-                                                   "message": "pods is forbidden"}))
+                        serde_json::to_vec(
+                            &json!({"kind": "Status", "code": 403, "reason": "Forbidden",
+                                                   "message": "pods is forbidden"}),
+                        )
                         .unwrap(),
                     ))
                     .unwrap(),
@@ -695,7 +771,10 @@ mod tests {
             w.store.clone(),
         );
         let e = janitor.sweep_once(NOW).await.expect_err("forbidden");
-        assert!(matches!(e, JanitorError::List(kube::Error::Api(ref s)) if s.code == 403), "{e}");
+        assert!(
+            matches!(e, JanitorError::List(kube::Error::Api(ref s)) if s.code == 403),
+            "{e}"
+        );
         server.await.unwrap();
     }
 
@@ -708,7 +787,8 @@ mod tests {
             janitor: JanitorArgs,
         }
         let parse = |args: &[&str]| {
-            let cli = Cli::try_parse_from(std::iter::once("w").chain(args.iter().copied())).unwrap();
+            let cli =
+                Cli::try_parse_from(std::iter::once("w").chain(args.iter().copied())).unwrap();
             JanitorSettings::try_from(cli.janitor)
         };
         assert_eq!(parse(&[]).unwrap(), JanitorSettings::default());
@@ -722,7 +802,11 @@ mod tests {
         assert!(!s.enabled);
         assert_eq!(
             (s.interval, s.terminal_ttl, s.missing_session_grace),
-            (Duration::from_secs(5), Duration::ZERO, Duration::from_secs(30))
+            (
+                Duration::from_secs(5),
+                Duration::ZERO,
+                Duration::from_secs(30)
+            )
         );
         assert!(parse(&["--k8s-pod-janitor-interval-seconds=0"]).is_err());
     }

@@ -117,15 +117,27 @@ async fn a_cluster_tool_on_a_local_session_is_denied_recorded_and_hidden() {
         let (status, answer) = server.invoke(&session, tool, body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{tool}: {answer}");
         assert_eq!(answer["error"]["code"], "policy_denied");
-        assert_eq!(answer["error"]["message"], "tool requires kubernetes runtime");
+        assert_eq!(
+            answer["error"]["message"],
+            "tool requires kubernetes runtime"
+        );
         assert_eq!(answer["invocation"]["status"], "denied");
         let id = answer["invocation"]["id"].as_str().unwrap();
         let (status, _, recorded) = server.get(&format!("/v1/invocations/{id}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(recorded["invocation"]["status"], "denied");
-        assert_eq!(recorded["invocation"]["error"]["message"], "tool requires kubernetes runtime");
-        let events = server.event_types(&format!("/v1/invocations/{id}/events")).await;
-        assert_eq!(events, ["invocation.denied"], "{tool}: refused before it was queued");
+        assert_eq!(
+            recorded["invocation"]["error"]["message"],
+            "tool requires kubernetes runtime"
+        );
+        let events = server
+            .event_types(&format!("/v1/invocations/{id}/events"))
+            .await;
+        assert_eq!(
+            events,
+            ["invocation.denied"],
+            "{tool}: refused before it was queued"
+        );
     }
 }
 
@@ -135,10 +147,17 @@ async fn the_gating_comes_before_argument_validation() {
     let (_, body) = server.try_create_session(devops()).await;
     let session = body["session"]["id"].as_str().unwrap().to_owned();
     let (status, answer) = server
-        .invoke(&session, "k8s.get_logs", json!({"args": {"no_such_argument": 1}}))
+        .invoke(
+            &session,
+            "k8s.get_logs",
+            json!({"args": {"no_such_argument": 1}}),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
-    assert_eq!(answer["error"]["message"], "tool requires kubernetes runtime");
+    assert_eq!(
+        answer["error"]["message"],
+        "tool requires kubernetes runtime"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +172,11 @@ async fn delivery_tools_are_hidden_and_denied_on_kubernetes_sessions_unless_enab
     for tool in DELIVERY {
         assert!(!names.iter().any(|n| n == tool), "{tool} hidden: {names:?}");
         let (status, answer) = server
-            .invoke(session, tool, json!({"approved": true, "args": {"deployment_name": "web"}}))
+            .invoke(
+                session,
+                tool,
+                json!({"approved": true, "args": {"deployment_name": "web"}}),
+            )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{tool}: {answer}");
         assert_eq!(answer["error"]["code"], "policy_denied");
@@ -178,7 +201,11 @@ async fn delivery_tools_are_hidden_and_denied_on_kubernetes_sessions_unless_enab
     }
     // Still governed: approval first.
     let (status, answer) = enabled
-        .invoke(session, "k8s.rollout_status", json!({"args": {"deployment_name": "web"}}))
+        .invoke(
+            session,
+            "k8s.rollout_status",
+            json!({"args": {"deployment_name": "web"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::PRECONDITION_REQUIRED, "{answer}");
     assert_eq!(answer["error"]["code"], "approval_required");

@@ -29,8 +29,8 @@ use crate::kube::pod::APP_LABEL;
 use crate::policy::Denial;
 use crate::tools::catalog::Registry;
 use crate::tools::{
-    Constraints, Idempotency, Metadata, RiskLevel, Scope, SessionContext, SideEffects,
-    ToolContext, ToolFailure, ToolSpec,
+    Constraints, Idempotency, Metadata, RiskLevel, Scope, SessionContext, SideEffects, ToolContext,
+    ToolFailure, ToolSpec,
 };
 
 macro_rules! family {
@@ -90,7 +90,11 @@ pub fn is_delivery_tool(tool: &str) -> bool {
 /// "... (session runtime=<kind>)" for another kind), and on one a delivery tool needs
 /// `delivery_enabled`. Other scopes always pass. The API applies it before policy, and the
 /// tool listing hides what it refuses.
-pub fn gate(session: &SessionContext, spec: &ToolSpec, delivery_enabled: bool) -> Result<(), Denial> {
+pub fn gate(
+    session: &SessionContext,
+    spec: &ToolSpec,
+    delivery_enabled: bool,
+) -> Result<(), Denial> {
     if spec.scope != Scope::Cluster {
         return Ok(());
     }
@@ -228,9 +232,15 @@ fn cluster(ctx: &ToolContext) -> Result<(kube::Client, String), ToolFailure> {
 /// session's runner namespace (the only one the executors' Roles grant), and pass the
 /// session's `allowed_k8s_namespaces` metadata when that is set (comma list; `*`, exact names,
 /// `prefix-*`); otherwise `policy_denied` "namespace not allowed".
-fn namespace(ctx: &ToolContext, asked: Option<&str>) -> Result<(kube::Client, String), ToolFailure> {
+fn namespace(
+    ctx: &ToolContext,
+    asked: Option<&str>,
+) -> Result<(kube::Client, String), ToolFailure> {
     let (client, own) = cluster(ctx)?;
-    let wanted = asked.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&own);
+    let wanted = asked
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&own);
     if wanted != own {
         return Err(denied(format!(
             "namespace not allowed: {wanted:?} (this session's tools work in namespace {own:?} only)"
@@ -304,7 +314,9 @@ fn api_failure(what: &str, error: kube::Error) -> ToolFailure {
                 404 => (ErrorCode::NotFound, "not found"),
                 409 => (ErrorCode::Conflict, "conflict"),
                 400 | 422 => (ErrorCode::InvalidArgument, "refused as invalid"),
-                401 | 429 | 500..=599 => (ErrorCode::Unavailable, "the Kubernetes API is unavailable"),
+                401 | 429 | 500..=599 => {
+                    (ErrorCode::Unavailable, "the Kubernetes API is unavailable")
+                }
                 _ => (ErrorCode::ExecutionFailed, "failed"),
             };
             let message = if status.message.is_empty() {
@@ -325,7 +337,10 @@ fn api_failure(what: &str, error: kube::Error) -> ToolFailure {
 }
 
 /// Labels of an object when asked for, else `None` (left out of the output).
-fn labels_if(include: bool, meta: &ObjectMeta) -> Option<std::collections::BTreeMap<String, String>> {
+fn labels_if(
+    include: bool,
+    meta: &ObjectMeta,
+) -> Option<std::collections::BTreeMap<String, String>> {
     include.then(|| meta.labels.clone().unwrap_or_default())
 }
 

@@ -164,8 +164,9 @@ impl Tracker {
         match p {
             Progress::Complete(_) => Some(Ok(self.out.clone())),
             Progress::Failed(m) => {
-                Some(Err(ToolFailure::new(ErrorCode::ExecutionFailed, m.clone())
-                    .with_output(&self.out)))
+                Some(Err(
+                    ToolFailure::new(ErrorCode::ExecutionFailed, m.clone()).with_output(&self.out)
+                ))
             }
             Progress::Waiting(_) => None,
         }
@@ -272,10 +273,18 @@ mod tests {
                            "replicas": current, "availableReplicas": available}
             }))
         };
-        assert!(matches!(progress(&d(2, 1, 2, 2, 2)), Progress::Waiting(m) if m.contains("spec update")));
-        assert!(matches!(progress(&d(2, 2, 1, 2, 2)), Progress::Waiting(m) if m.contains("1 out of 2 new replicas")));
-        assert!(matches!(progress(&d(2, 2, 2, 3, 2)), Progress::Waiting(m) if m.contains("1 old replicas")));
-        assert!(matches!(progress(&d(2, 2, 2, 2, 1)), Progress::Waiting(m) if m.contains("1 of 2 updated replicas are available")));
+        assert!(
+            matches!(progress(&d(2, 1, 2, 2, 2)), Progress::Waiting(m) if m.contains("spec update"))
+        );
+        assert!(
+            matches!(progress(&d(2, 2, 1, 2, 2)), Progress::Waiting(m) if m.contains("1 out of 2 new replicas"))
+        );
+        assert!(
+            matches!(progress(&d(2, 2, 2, 3, 2)), Progress::Waiting(m) if m.contains("1 old replicas"))
+        );
+        assert!(
+            matches!(progress(&d(2, 2, 2, 2, 1)), Progress::Waiting(m) if m.contains("1 of 2 updated replicas are available"))
+        );
         assert!(matches!(progress(&d(2, 2, 2, 2, 2)), Progress::Complete(_)));
         let stuck = deployment(json!({
             "metadata": {"name": "web", "generation": 1},

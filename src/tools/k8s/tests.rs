@@ -133,11 +133,7 @@ async fn run_with(
             let query = parts
                 .uri
                 .query()
-                .map(|q| {
-                    form_urlencoded::parse(q.as_bytes())
-                        .into_owned()
-                        .collect()
-                })
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
             seen.push(Seen {
                 method: parts.method,
@@ -169,7 +165,14 @@ async fn run_with(
         session: Arc::new(session(kubernetes(), metadata)),
         runner: Arc::new(NoRunner),
         deadline: Instant::now()
-            + Duration::from_secs(catalog.get(tool).unwrap().spec().constraints.timeout_seconds),
+            + Duration::from_secs(
+                catalog
+                    .get(tool)
+                    .unwrap()
+                    .spec()
+                    .constraints
+                    .timeout_seconds,
+            ),
         output: crate::live::OutputSink::discard(),
         kube: Some(client),
     };
@@ -179,7 +182,11 @@ async fn run_with(
     (result, seen)
 }
 
-async fn run(tool: &str, args: Value, answers: Vec<Answer>) -> (Result<ToolSuccess, ToolFailure>, Vec<Seen>) {
+async fn run(
+    tool: &str,
+    args: Value,
+    answers: Vec<Answer>,
+) -> (Result<ToolSuccess, ToolFailure>, Vec<Seen>) {
     run_with(tool, args, &[], answers).await
 }
 
@@ -246,7 +253,10 @@ async fn get_pods_lists_the_namespace_and_hides_other_sessions_runner_pods() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, Method::GET);
     assert_eq!(seen[0].path, format!("/api/v1/namespaces/{NS}/pods"));
-    assert_eq!(seen[0].query, q(&[("labelSelector", "tier=front"), ("limit", "500")]));
+    assert_eq!(
+        seen[0].query,
+        q(&[("labelSelector", "tier=front"), ("limit", "500")])
+    );
     let names: Vec<&str> = out["pods"]
         .as_array()
         .unwrap()
@@ -267,9 +277,17 @@ async fn get_pods_caps_its_output_and_says_so() {
     let items = (0..3)
         .map(|i| pod(&format!("web-{i}"), json!({}), json!({}), "Running"))
         .collect();
-    let (result, _) = run("k8s.get_pods", json!({"max_pods": 2}), vec![ok(pod_list(items))]).await;
+    let (result, _) = run(
+        "k8s.get_pods",
+        json!({"max_pods": 2}),
+        vec![ok(pod_list(items))],
+    )
+    .await;
     let out = output(result);
-    assert_eq!((out["count"].as_u64(), out["truncated"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(
+        (out["count"].as_u64(), out["truncated"].as_bool()),
+        (Some(2), Some(true))
+    );
     assert!(out["pods"][0].get("containers").is_none());
 }
 
@@ -282,14 +300,20 @@ async fn another_namespace_is_denied_before_any_request() {
         let (result, seen) = run_with("k8s.get_services", args, metadata, vec![]).await;
         let f = failed(result);
         assert_eq!(f.code, ErrorCode::PolicyDenied);
-        assert!(f.message.starts_with("namespace not allowed"), "{}", f.message);
+        assert!(
+            f.message.starts_with("namespace not allowed"),
+            "{}",
+            f.message
+        );
         assert!(seen.is_empty());
     }
     let (result, _) = run_with(
         "k8s.get_services",
         json!({}),
         &[(ALLOWED_NAMESPACES_KEY, "other, workspace-*")],
-        vec![ok(json!({"kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": []}))],
+        vec![ok(
+            json!({"kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": []}),
+        )],
     )
     .await;
     assert_eq!(output(result)["count"], 0);
@@ -309,29 +333,35 @@ async fn a_403_from_the_api_server_is_policy_denied_and_a_404_not_found() {
     .await;
     let f = failed(result);
     assert_eq!(f.code, ErrorCode::PolicyDenied);
-    assert!(f.message.contains("forbids it") && f.message.contains("cannot list"), "{}", f.message);
+    assert!(
+        f.message.contains("forbids it") && f.message.contains("cannot list"),
+        "{}",
+        f.message
+    );
     assert_eq!(seen[0].path, format!("/api/v1/namespaces/{NS}/services"));
 
     let (result, seen) = run(
         "k8s.rollout_status",
         json!({"deployment_name": "web"}),
-        vec![failure(404, "NotFound", "deployments.apps \"web\" not found")],
+        vec![failure(
+            404,
+            "NotFound",
+            "deployments.apps \"web\" not found",
+        )],
     )
     .await;
     let f = failed(result);
     assert_eq!(f.code, ErrorCode::NotFound);
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].path, format!("/apis/apps/v1/namespaces/{NS}/deployments/web"));
+    assert_eq!(
+        seen[0].path,
+        format!("/apis/apps/v1/namespaces/{NS}/deployments/web")
+    );
 }
 
 #[tokio::test]
 async fn get_logs_returns_the_last_max_bytes_with_the_total() {
-    let own = pod(
-        "web-1",
-        json!({"app": "web"}),
-        json!({}),
-        "Running",
-    );
+    let own = pod("web-1", json!({"app": "web"}), json!({}), "Running");
     let log: String = (1..=100).map(|i| format!("line {i:03}\n")).collect();
     let (result, seen) = run(
         "k8s.get_logs",
@@ -342,7 +372,10 @@ async fn get_logs_returns_the_last_max_bytes_with_the_total() {
     let out = output(result);
     assert_eq!(seen[0].method, Method::GET);
     assert_eq!(seen[0].path, format!("/api/v1/namespaces/{NS}/pods/web-1"));
-    assert_eq!(seen[1].path, format!("/api/v1/namespaces/{NS}/pods/web-1/log"));
+    assert_eq!(
+        seen[1].path,
+        format!("/api/v1/namespaces/{NS}/pods/web-1/log")
+    );
     assert_eq!(
         seen[1].query,
         q(&[
@@ -412,7 +445,10 @@ async fn rollout_status_follows_one_watch_until_the_rollout_completes() {
     let out = output(result);
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].method, Method::GET);
-    assert_eq!(seen[1].path, format!("/apis/apps/v1/namespaces/{NS}/deployments"));
+    assert_eq!(
+        seen[1].path,
+        format!("/apis/apps/v1/namespaces/{NS}/deployments")
+    );
     assert_eq!(seen[1].query["watch"], "true");
     assert_eq!(seen[1].query["fieldSelector"], "metadata.name=web");
     assert_eq!(seen[1].query["resourceVersion"], "100");
@@ -420,7 +456,10 @@ async fn rollout_status_follows_one_watch_until_the_rollout_completes() {
     assert!((1..=30).contains(&timeout), "{timeout}");
     assert_eq!(out["complete"], true);
     assert_eq!(out["total_observations"], 4);
-    assert_eq!(out["observations"][0], "waiting for deployment \"web\" spec update to be observed");
+    assert_eq!(
+        out["observations"][0],
+        "waiting for deployment \"web\" spec update to be observed"
+    );
     assert_eq!(out["truncated"], false);
 }
 
@@ -439,7 +478,11 @@ async fn a_watch_that_times_out_before_the_rollout_completes_is_a_timeout() {
     .await;
     let f = failed(result);
     assert_eq!(f.code, ErrorCode::Timeout);
-    assert!(f.message.contains("did not finish its rollout"), "{}", f.message);
+    assert!(
+        f.message.contains("did not finish its rollout"),
+        "{}",
+        f.message
+    );
     let partial = f.output.expect("partial output").to_value().unwrap();
     assert_eq!(partial["complete"], false);
     assert_eq!(partial["updated_replicas"], 1);
@@ -448,7 +491,11 @@ async fn a_watch_that_times_out_before_the_rollout_completes_is_a_timeout() {
     let all = format!("/apis/apps/v1/namespaces/{NS}/deployments");
     assert_eq!(
         methods,
-        [(&Method::GET, one.as_str()), (&Method::GET, all.as_str()), (&Method::GET, one.as_str())]
+        [
+            (&Method::GET, one.as_str()),
+            (&Method::GET, all.as_str()),
+            (&Method::GET, one.as_str())
+        ]
     );
 }
 
@@ -462,14 +509,18 @@ async fn restart_deployment_patches_the_pod_template_annotation() {
     .await;
     let out = output(result);
     assert_eq!(seen[0].method, Method::PATCH);
-    assert_eq!(seen[0].path, format!("/apis/apps/v1/namespaces/{NS}/deployments/web"));
+    assert_eq!(
+        seen[0].path,
+        format!("/apis/apps/v1/namespaces/{NS}/deployments/web")
+    );
     assert_eq!(seen[0].query, q(&[("fieldManager", "workspace")]));
     assert_eq!(
         seen[0].content_type.as_deref(),
         Some("application/strategic-merge-patch+json")
     );
     let body = seen[0].json();
-    let at = &body["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
+    let at =
+        &body["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
     assert_eq!(at, &out["restarted_at"]);
     assert_eq!(out["generation"], 3);
     assert!(out.get("rollout").is_none());
@@ -485,7 +536,10 @@ async fn apply_manifest_server_side_applies_each_object_in_order() {
     let (result, seen) = run(
         "k8s.apply_manifest",
         json!({"manifest": manifest, "dry_run": true}),
-        vec![applied("ConfigMap", "web-config"), applied("Deployment", "web")],
+        vec![
+            applied("ConfigMap", "web-config"),
+            applied("Deployment", "web"),
+        ],
     )
     .await;
     let out = output(result);
@@ -496,10 +550,17 @@ async fn apply_manifest_server_side_applies_each_object_in_order() {
     ]) {
         assert_eq!(s.method, Method::PATCH);
         assert_eq!(s.path, path);
-        assert_eq!(s.content_type.as_deref(), Some("application/apply-patch+yaml"));
+        assert_eq!(
+            s.content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
         assert_eq!(
             s.query,
-            q(&[("dryRun", "All"), ("fieldManager", "workspace"), ("fieldValidation", "Strict")])
+            q(&[
+                ("dryRun", "All"),
+                ("fieldManager", "workspace"),
+                ("fieldValidation", "Strict")
+            ])
         );
         assert_eq!(s.json()["metadata"]["namespace"], NS);
     }
@@ -523,7 +584,11 @@ async fn a_409_from_an_apply_is_a_conflict_keeping_what_was_applied() {
     .await;
     let f = failed(result);
     assert_eq!(f.code, ErrorCode::Conflict);
-    assert!(f.message.contains("applying Service web") && f.message.contains("conflict with"), "{}", f.message);
+    assert!(
+        f.message.contains("applying Service web") && f.message.contains("conflict with"),
+        "{}",
+        f.message
+    );
     assert_eq!(seen.len(), 2);
     assert!(!seen[0].query.contains_key("dryRun"));
     let partial = f.output.expect("partial output").to_value().unwrap();
@@ -536,7 +601,10 @@ async fn a_refused_manifest_sends_nothing() {
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: evil}\n";
     let (result, seen) = run("k8s.apply_manifest", json!({"manifest": manifest}), vec![]).await;
     assert_eq!(failed(result).code, ErrorCode::PolicyDenied);
-    assert!(seen.is_empty(), "check before act: the ConfigMap is not applied either");
+    assert!(
+        seen.is_empty(),
+        "check before act: the ConfigMap is not applied either"
+    );
 }
 
 #[tokio::test]
@@ -598,7 +666,11 @@ fn the_gate_refuses_cluster_tools_off_kubernetes_and_delivery_tools_when_disable
         Some("k8s delivery tools are disabled by configuration")
     );
     assert_eq!(reason(&kube, "k8s.rollout_status", true), None);
-    assert_eq!(reason(&local, "fs.read_file", false), None, "other scopes pass");
+    assert_eq!(
+        reason(&local, "fs.read_file", false),
+        None,
+        "other scopes pass"
+    );
     for name in DELIVERY_TOOLS {
         let s = spec(name);
         assert!(s.requires_approval && s.scope == Scope::Cluster, "{name}");
