@@ -160,6 +160,20 @@ pub struct ServeArgs {
     /// The read-model stores (memory; Valkey is declared but not available yet).
     #[command(flatten, next_help_heading = "Read-model stores")]
     pub read_models: ReadModelArgs,
+    /// Offer the k8s delivery tools (k8s.apply_manifest, k8s.rollout_status,
+    /// k8s.restart_deployment) to kubernetes sessions. Give the executors the
+    /// `workspace-delivery` service account too (deploy/11-rbac.yaml).
+    #[arg(
+        long,
+        env = "WORKSPACE_ENABLE_K8S_DELIVERY_TOOLS",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = crate::kube::config::parse_bool
+    )]
+    pub enable_k8s_delivery_tools: bool,
+    /// The pod janitor of the kubernetes backend.
+    #[command(flatten, next_help_heading = "Kubernetes pod janitor")]
+    pub janitor: crate::kube::janitor::JanitorArgs,
 }
 
 /// How callers are authenticated.
@@ -231,6 +245,10 @@ pub struct Config {
     pub work_queue: WorkQueueConfig,
     /// The roles this process runs: all three for `serve`.
     pub roles: Roles,
+    /// Whether the k8s delivery tools are offered (`WORKSPACE_ENABLE_K8S_DELIVERY_TOOLS`).
+    pub k8s_delivery_tools: bool,
+    /// The pod janitor's settings (it runs beside executors on the kubernetes backend).
+    pub janitor: crate::kube::janitor::JanitorSettings,
 }
 
 /// The roles of one process: `serve` runs all three; `api`, `executor` and `projector` run one
@@ -409,6 +427,8 @@ impl TryFrom<ServeArgs> for Config {
                 .map_err(|e| ConfigError(format!("cannot locate this binary: {e}")))?,
         };
         let source_roots = parse_source_roots(args.source_roots.as_deref().unwrap_or(""))?;
+        let janitor = crate::kube::janitor::JanitorSettings::try_from(args.janitor)
+            .map_err(|e| ConfigError(e.to_string()))?;
         let data = args.data_dir;
         Ok(Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
@@ -440,6 +460,8 @@ impl TryFrom<ServeArgs> for Config {
                 ..WorkQueueConfig::default()
             },
             roles: Roles::ALL,
+            k8s_delivery_tools: args.enable_k8s_delivery_tools,
+            janitor,
         })
     }
 }
@@ -531,6 +553,8 @@ impl Config {
                 ..WorkQueueConfig::default()
             },
             roles: Roles::ALL,
+            k8s_delivery_tools: false,
+            janitor: crate::kube::janitor::JanitorSettings::default(),
         }
     }
 }

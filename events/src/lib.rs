@@ -36,7 +36,7 @@ pub use invocation::{
 };
 pub use raw_json::RawJson;
 pub use session::{
-    CloseReason, RuntimeRef, SessionClosed, SessionCreated, SessionEvent, SessionProvisioned,
-    SessionProvisioningFailed, WorkspaceSource,
+    CloseReason, RunnerRemovedReason, RuntimeRef, SessionClosed, SessionCreated, SessionEvent,
+    SessionProvisioned, SessionProvisioningFailed, SessionRunnerRemoved, WorkspaceSource,
 };
 pub use status::{InvocationStatus, SessionStatus};

@@ -2,6 +2,8 @@
 //!
 //! Lifecycle: `session.created` (status `provisioning`) → `session.provisioned` (`ready`) or
 //! `session.provisioning_failed` (`failed`) → `session.closed` (`closed` or `expired`).
+//! `session.runner_removed` (a Kubernetes runner pod deleted by the pod janitor) may come at
+//! any point and never changes the status.
 
 use std::collections::BTreeMap;
 
@@ -114,6 +116,44 @@ pub struct SessionClosed {
     pub closed_at: OffsetDateTime,
 }
 
+/// Why the pod janitor deleted a session's runner pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerRemovedReason {
+    /// The session was closed on request.
+    SessionClosed,
+    /// The session expired (closed at its expiry, or past `expires_at`).
+    SessionExpired,
+    /// The session's provisioning failed.
+    SessionFailed,
+    /// No session view holds the pod's session (never created here, or past its retention),
+    /// for longer than the missing-session grace.
+    SessionNotFound,
+    /// The pod ended (`Succeeded`, `Failed`, `Unknown`) longer ago than the terminal-pod TTL.
+    TerminalPodTtlExpired,
+}
+
+/// `session.runner_removed` v1: the pod janitor deleted a runner pod of the session. Written
+/// once per deletion that the API server accepted (a pod already gone or already deleted by
+/// another replica writes nothing); it changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRunnerRemoved {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Name of the pod.
+    pub pod_name: String,
+    /// The pod's uid (the deletion was conditional on it).
+    pub pod_uid: String,
+    /// The pod's phase when it was deleted (`Pending`, `Running`, `Succeeded`, `Failed`,
+    /// `Unknown`).
+    pub phase: String,
+    /// Why it was deleted.
+    pub reason: RunnerRemovedReason,
+    /// When the deletion was accepted.
+    #[serde(with = "crate::rfc3339")]
+    pub removed_at: OffsetDateTime,
+}
+
 /// Every event of the session aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event_type", content = "payload")]
@@ -130,6 +170,9 @@ pub enum SessionEvent {
     /// `session.closed`
     #[serde(rename = "session.closed")]
     Closed(SessionClosed),
+    /// `session.runner_removed`
+    #[serde(rename = "session.runner_removed")]
+    RunnerRemoved(SessionRunnerRemoved),
 }
 
 impl SessionEvent {
@@ -141,17 +184,21 @@ impl SessionEvent {
     pub const PROVISIONING_FAILED: &'static str = "session.provisioning_failed";
     /// Event type name of `session.closed`.
     pub const CLOSED: &'static str = "session.closed";
+    /// Event type name of `session.runner_removed`.
+    pub const RUNNER_REMOVED: &'static str = "session.runner_removed";
     /// Every session event type with its current schema version.
-    pub const CURRENT_VERSIONS: [(&'static str, u32); 4] = [
+    pub const CURRENT_VERSIONS: [(&'static str, u32); 5] = [
         (Self::CREATED, 1),
         (Self::PROVISIONED, 1),
         (Self::PROVISIONING_FAILED, 1),
         (Self::CLOSED, 1),
+        (Self::RUNNER_REMOVED, 1),
     ];
 
-    /// The status the session has after this event.
-    pub fn status(&self) -> SessionStatus {
-        match self {
+    /// The status the session has after this event; `None` for an event that leaves the
+    /// status as it was (`session.runner_removed`).
+    pub fn status(&self) -> Option<SessionStatus> {
+        Some(match self {
             SessionEvent::Created(_) => SessionStatus::Provisioning,
             SessionEvent::Provisioned(_) => SessionStatus::Ready,
             SessionEvent::ProvisioningFailed(_) => SessionStatus::Failed,
@@ -159,7 +206,8 @@ impl SessionEvent {
                 CloseReason::Requested => SessionStatus::Closed,
                 CloseReason::Expired => SessionStatus::Expired,
             },
-        }
+            SessionEvent::RunnerRemoved(_) => return None,
+        })
     }
 }
 
@@ -172,6 +220,7 @@ impl EventContract for SessionEvent {
             SessionEvent::Provisioned(_) => Self::PROVISIONED,
             SessionEvent::ProvisioningFailed(_) => Self::PROVISIONING_FAILED,
             SessionEvent::Closed(_) => Self::CLOSED,
+            SessionEvent::RunnerRemoved(_) => Self::RUNNER_REMOVED,
         }
     }
 
@@ -185,6 +234,7 @@ impl EventContract for SessionEvent {
             SessionEvent::Provisioned(p) => encode_payload(p),
             SessionEvent::ProvisioningFailed(p) => encode_payload(p),
             SessionEvent::Closed(p) => encode_payload(p),
+            SessionEvent::RunnerRemoved(p) => encode_payload(p),
         }
     }
 
@@ -198,6 +248,9 @@ impl EventContract for SessionEvent {
                 Self::ProvisioningFailed(decode_payload(event_type, version, 1, payload)?)
             }
             Self::CLOSED => Self::Closed(decode_payload(event_type, version, 1, payload)?),
+            Self::RUNNER_REMOVED => {
+                Self::RunnerRemoved(decode_payload(event_type, version, 1, payload)?)
+            }
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

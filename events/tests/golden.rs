@@ -74,6 +74,14 @@ fn session_events() -> Vec<SessionEvent> {
             reason: CloseReason::Expired,
             closed_at: datetime!(2026-11-23 11:00:00 UTC),
         }),
+        SessionEvent::RunnerRemoved(SessionRunnerRemoved {
+            namespace: "workspace-runners".into(),
+            pod_name: "ws-session-0123456789abcdef".into(),
+            pod_uid: "2f1c6a0e-5b7d-4c3e-9a61-0d4f2b8e7c15".into(),
+            phase: "Running".into(),
+            reason: RunnerRemovedReason::SessionExpired,
+            removed_at: datetime!(2026-11-23 11:01:00 UTC),
+        }),
     ]
 }
 

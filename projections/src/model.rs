@@ -221,7 +221,14 @@ impl ReadModel {
     }
 
     fn apply_session(&mut self, id: &str, version: u64, event: SessionEvent) -> Applied {
-        let status = event.status();
+        let Some(status) = event
+            .status()
+            .or_else(|| self.sessions.get(id).map(|v| v.status))
+        else {
+            // A runner removal of a session without a view (never created here, or past its
+            // retention): nothing to show it on.
+            return Applied::Skipped;
+        };
         if let SessionEvent::Created(c) = event {
             if self.sessions.contains_key(id) {
                 return Applied::Skipped;
@@ -288,6 +295,8 @@ impl ReadModel {
                 view.status = status;
                 view.closed_at = Some(c.closed_at);
             }
+            // The pod janitor's record; the view keeps its status and fields.
+            SessionEvent::RunnerRemoved(_) => {}
         }
         Applied::Session { id: id.to_owned() }
     }

@@ -54,6 +54,7 @@ pub(super) fn session_context(view: &SessionView, rid: &str) -> Result<SessionCo
         principal: view.principal.clone(),
         allowed_paths: view.allowed_paths.clone(),
         metadata: view.metadata.clone(),
+        runtime: view.runtime.clone(),
     })
 }
 

@@ -341,7 +341,11 @@ pub async fn tools(
     let tools: Vec<&crate::tools::ToolSpec> = app
         .catalog
         .specs()
-        .filter(|spec| crate::policy::visible(&ctx, spec))
+        // The runtime gating hides what it would refuse, before the policy's rules 1-2.
+        .filter(|spec| {
+            crate::tools::k8s::gate(&ctx, spec, app.config.k8s_delivery_tools).is_ok()
+                && crate::policy::visible(&ctx, spec)
+        })
         .collect();
     Ok(Json(json!({ "tools": tools })))
 }

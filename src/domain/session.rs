@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 pub use workspace_events::SessionStatus;
 use workspace_events::{
     CloseReason, ErrorInfo, RuntimeRef, SessionClosed, SessionCreated, SessionEvent,
-    SessionProvisioned, SessionProvisioningFailed,
+    SessionProvisioned, SessionProvisioningFailed, SessionRunnerRemoved,
 };
 
 /// A session's decision state: its status (the events crate's, the one views show; `None`
@@ -17,6 +17,10 @@ pub struct Session {
     status: Option<SessionStatus>,
     #[serde(default, with = "workspace_events::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
+    /// Whether the stream holds any event (a `session.runner_removed` of a session this
+    /// service never created leaves the status `None`).
+    #[serde(default)]
+    has_events: bool,
 }
 
 impl Session {
@@ -52,6 +56,9 @@ pub enum SessionCommand {
         /// Now.
         at: OffsetDateTime,
     },
+    /// Record that the pod janitor deleted one of its runner pods: accepted in any state (the
+    /// pod of a closed, expired or unknown session is exactly what the janitor removes).
+    RecordRunnerRemoved(SessionRunnerRemoved),
 }
 
 /// Why a session command was refused.
@@ -89,7 +96,7 @@ impl Aggregate for Session {
     ) -> Result<(), Self::Error> {
         match command {
             SessionCommand::Create(created) => {
-                if self.status.is_some() {
+                if self.status.is_some() || self.has_events {
                     return Err(SessionError::AlreadyExists);
                 }
                 sink.write(SessionEvent::Created(created), self).await;
@@ -126,12 +133,18 @@ impl Aggregate for Session {
                 };
                 sink.write(SessionEvent::Closed(event), self).await;
             }
+            SessionCommand::RecordRunnerRemoved(removed) => {
+                sink.write(SessionEvent::RunnerRemoved(removed), self).await;
+            }
         }
         Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
-        self.status = Some(event.status());
+        self.has_events = true;
+        if let Some(status) = event.status() {
+            self.status = Some(status);
+        }
         if let SessionEvent::Created(created) = event {
             self.expires_at = Some(created.expires_at);
         }
@@ -207,6 +220,50 @@ mod tests {
             reason,
             closed_at: at,
         })
+    }
+
+    fn runner_removed() -> SessionRunnerRemoved {
+        SessionRunnerRemoved {
+            namespace: "workspace-runners".into(),
+            pod_name: "ws-session-1".into(),
+            pod_uid: "uid-1".into(),
+            phase: "Running".into(),
+            reason: workspace_events::RunnerRemovedReason::SessionClosed,
+            removed_at: datetime!(2026-11-23 12:00 UTC),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runner_removal_is_recorded_after_close_and_leaves_the_status() {
+        let at = datetime!(2026-11-23 10:30 UTC);
+        SessionTest::with(())
+            .given(vec![
+                SessionEvent::Created(created()),
+                provisioned(),
+                closed(CloseReason::Requested, at),
+            ])
+            .when_async(SessionCommand::RecordRunnerRemoved(runner_removed()))
+            .await
+            .then_expect_events(vec![SessionEvent::RunnerRemoved(runner_removed())]);
+        let mut session = Session::default();
+        session.apply(SessionEvent::Created(created()));
+        session.apply(closed(CloseReason::Requested, at));
+        session.apply(SessionEvent::RunnerRemoved(runner_removed()));
+        assert_eq!(session.status(), Some(SessionStatus::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_runner_removal_of_an_unknown_session_is_recorded_and_blocks_its_creation() {
+        SessionTest::with(())
+            .given_no_previous_events()
+            .when_async(SessionCommand::RecordRunnerRemoved(runner_removed()))
+            .await
+            .then_expect_events(vec![SessionEvent::RunnerRemoved(runner_removed())]);
+        SessionTest::with(())
+            .given(vec![SessionEvent::RunnerRemoved(runner_removed())])
+            .when_async(SessionCommand::Create(created()))
+            .await
+            .then_expect_error(SessionError::AlreadyExists);
     }
 
     #[tokio::test]

@@ -57,6 +57,9 @@ pub struct Executor {
     /// `started_at` (Unix nanoseconds) of this executor's latest claim: claims get strictly
     /// increasing times, so two `started` events of one executor never compare equal.
     last_claim: std::sync::atomic::AtomicI64,
+    /// The Kubernetes API client the `k8s.*` tools of kubernetes sessions use; `None`
+    /// (the local backend) leaves those tools without a cluster.
+    kube: Option<kube::Client>,
 }
 
 /// An invocation as its events leave it, loaded (or known from the work item) to decide what
@@ -138,7 +141,15 @@ impl Executor {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             runs: TaskTracker::new(),
             last_claim: std::sync::atomic::AtomicI64::new(0),
+            kube: None,
         }
+    }
+
+    /// This executor with the Kubernetes API client of the `k8s.*` tools (handed only to
+    /// tools of sessions whose runtime is `kubernetes`).
+    pub fn with_kube(mut self, client: kube::Client) -> Self {
+        self.kube = Some(client);
+        self
     }
 
     /// This executor's id, as its `started` events carry it.
@@ -621,10 +632,18 @@ impl Executor {
                 principal: session.principal.clone(),
                 allowed_paths: session.allowed_paths.clone(),
                 metadata: session.metadata.clone(),
+                runtime: session.runtime.clone(),
             }),
             runner,
             deadline,
             output: output.clone(),
+            // Only a kubernetes session reaches the cluster, and only through this client.
+            kube: self.kube.clone().filter(|_| {
+                session
+                    .runtime
+                    .as_ref()
+                    .is_some_and(|r| r.kind == crate::tools::k8s::KUBERNETES_RUNTIME)
+            }),
         };
         let run = tool.run(ctx, args);
         // The runner enforces timeouts on processes; this is the backstop for everything else.

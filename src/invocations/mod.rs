@@ -1,7 +1,9 @@
 //! Invocation acceptance: a request to run a tool in a ready session becomes exactly one
 //! recorded outcome. The correlation id is checked and names the invocation (a repeated one
 //! answers with the first invocation), large arguments leave the event for an artifact, the
-//! arguments are validated against the tool's schema (`invocation.rejected`) and policy runs
+//! runtime gating refuses a cluster tool on a session that does not run on Kubernetes and a
+//! disabled delivery tool (`invocation.denied`, [`crate::tools::k8s::gate`]), the arguments
+//! are validated against the tool's schema (`invocation.rejected`) and policy runs
 //! (`invocation.denied`); otherwise `invocation.queued` is appended and offered to the work
 //! queue. It also waits for the read models to show what it recorded.
 //!
@@ -279,13 +281,22 @@ impl Invocations {
         }
 
         let spec = tool.spec();
-        let refusal = match tool.check(&args) {
-            Err(e) => Some((
+        // The runtime gating comes first (before the arguments and the policy): a cluster tool
+        // on a session that does not run on Kubernetes, or a delivery tool while they are
+        // disabled, is denied whatever its arguments.
+        let gated = crate::tools::k8s::gate(ctx, spec, self.config.k8s_delivery_tools);
+        let refusal = match gated.map(|()| tool.check(&args)) {
+            Err(denial) => Some((
+                InvocationCommand::Deny as fn(InvocationRefused) -> InvocationCommand,
+                denial.code,
+                denial.message,
+            )),
+            Ok(Err(e)) => Some((
                 InvocationCommand::Reject as fn(InvocationRefused) -> InvocationCommand,
                 ErrorCode::InvalidArgument,
                 e.to_string(),
             )),
-            Ok(paths) => {
+            Ok(Ok(paths)) => {
                 match crate::policy::authorize(ctx, spec, &paths, &args, recorded.approved) {
                     Err(denial) => Some((
                         InvocationCommand::Deny as fn(InvocationRefused) -> InvocationCommand,

@@ -189,7 +189,7 @@ pub struct KubeArgs {
 
 /// `1,true,yes,on` / `0,false,no,off`, any case (the seeds' booleans). Anything else is an
 /// error, not the default.
-fn parse_bool(value: &str) -> Result<bool, String> {
+pub fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),

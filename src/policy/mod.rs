@@ -98,6 +98,7 @@ mod tests {
             },
             allowed_paths: allowed.iter().map(|p| (*p).to_owned()).collect(),
             metadata: BTreeMap::new(),
+            runtime: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, artifact, fs, workspace};
+use super::{ToolSpec, artifact, fs, k8s, workspace};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,12 +41,13 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (the `fs.*`, `artifact.*` and `workspace.*` families).
+    /// Every built-in tool (the `fs.*`, `artifact.*`, `workspace.*` and `k8s.*` families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
+        k8s::register(&mut registry);
         registry.build()
     }
 
@@ -113,12 +114,13 @@ mod tests {
         fs::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
+        k8s::register(&mut registry);
         assert_eq!(
             catalog.len(),
             registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
-        assert_eq!(catalog.len(), 18);
+        assert_eq!(catalog.len(), 26);
         assert!(!catalog.is_empty());
     }
 

@@ -340,10 +340,12 @@ mod tests {
                     },
                     allowed_paths: vec![".".into()],
                     metadata: BTreeMap::new(),
+                    runtime: None,
                 }),
                 runner: Arc::new(SocketRunner::new(&self.socket, "unsandboxed")),
                 deadline: Instant::now() + timeout,
                 output: OutputSink::new(self.live.clone(), invocation),
+                kube: None,
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod catalog_docs;
 pub mod exec;
 pub mod fs;
 pub mod git;
+pub mod k8s;
 pub mod repo;
 pub mod tool;
 pub mod workspace;
@@ -213,6 +214,9 @@ pub struct SessionContext {
     pub allowed_paths: Vec<String>,
     /// Session metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Where the session's tools run, once provisioned (`kind` `local` or `kubernetes`, and
+    /// for `kubernetes` the runner pod's namespace): the `k8s.*` tools' gating and namespace.
+    pub runtime: Option<workspace_events::RuntimeRef>,
 }
 
 /// Everything a tool's run gets besides its arguments.
@@ -226,6 +230,9 @@ pub struct ToolContext {
     pub deadline: Instant,
     /// Where the output of the programs the tool runs goes while they run ([`exec`]).
     pub output: crate::live::OutputSink,
+    /// The Kubernetes API, for the `k8s.*` tools: set by an executor that has a client, for
+    /// sessions whose runtime is `kubernetes` only.
+    pub kube: Option<kube::Client>,
 }
 
 /// A file a tool wants stored as an artifact of the invocation.

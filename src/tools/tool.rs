@@ -372,10 +372,12 @@ mod tests {
                 },
                 allowed_paths: vec![".".into()],
                 metadata: BTreeMap::new(),
+                runtime: None,
             }),
             runner: Arc::new(NoRunner),
             deadline: Instant::now() + Duration::from_secs(5),
             output: crate::live::OutputSink::discard(),
+            kube: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod docs;
 mod eventlog_contract;
 mod git;
 mod jetstream;
+mod k8s_gating;
 mod kube_pod;
 mod lifecycle;
 mod nats;

@@ -85,6 +85,7 @@ impl Harness {
             },
             allowed_paths: self.allowed_paths.clone(),
             metadata: BTreeMap::new(),
+            runtime: None,
         }
     }
 
@@ -101,6 +102,7 @@ impl Harness {
             runner: Arc::new(SocketRunner::new(socket, "unsandboxed")),
             deadline: Instant::now() + Duration::from_secs(timeout),
             output: crate::live::OutputSink::discard(),
+            kube: None,
         }
     }
 
