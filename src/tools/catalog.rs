@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, fs};
+use super::{ToolSpec, fs, git};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,10 +41,11 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (today the `fs.*` family).
+    /// Every built-in tool (the `fs.*` and `git.*` families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        git::register(&mut registry);
         registry.build()
     }
 
@@ -109,6 +110,7 @@ mod tests {
         assert_eq!(names, sorted);
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        git::register(&mut registry);
         assert_eq!(
             catalog.len(),
             registry.tools.len(),
@@ -209,8 +211,10 @@ mod tests {
     fn a_registry_keeps_the_first_of_two_tools_with_one_name() {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        git::register(&mut registry);
         let first = registry.tools[0].clone();
         fs::register(&mut registry);
+        git::register(&mut registry);
         let catalog = registry.build();
         assert_eq!(catalog.len(), 14);
         let name = first.spec().name;

@@ -12,6 +12,7 @@ mod distributed;
 mod docs;
 mod eventlog_contract;
 mod git;
+mod git_tools;
 mod jetstream;
 mod kube_pod;
 mod lifecycle;
