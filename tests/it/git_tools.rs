@@ -16,14 +16,21 @@ fn host_git(dir: &Path, args: &[&str]) -> String {
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(["-c", "safe.directory=*"])
+        // A file, not `-c`: git clears the command-scope configuration for the upload-pack
+        // of a local clone, and the workspace belongs to the sandbox user.
+        .env("GIT_CONFIG_GLOBAL", safe_config())
         .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
         .args(args)
         .output()
         .expect("git runs (install git)");
     assert!(out.status.success(), "git {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn safe_config() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join("git-tools-test.gitconfig");
+    std::fs::write(&path, "[safe]\n\tdirectory = *\n").unwrap();
+    path
 }
 
 fn give_to_the_sandbox(path: &Path) {
@@ -321,5 +328,7 @@ async fn a_git_command_that_hangs_times_out_with_a_retryable_timeout() {
     assert!(status.success());
     give_to_the_sandbox(&ws);
     let (status, body) = fails(&server, &session, "git.status", json!({}), "timeout").await;
-    assert_eq!(body["error"]["retryable"], true, "{status} {body}");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body["invocation"]["error"]["retryable"], true, "{body}");
+    assert_eq!(body["invocation"]["exit_code"], 124, "{body}");
 }
