@@ -39,7 +39,10 @@ async fn post(
     let resp = sender.send_request(req).await.expect("send");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -47,7 +50,14 @@ fn git(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(["-c", "safe.directory=*", "-c", "user.name=b", "-c", "user.email=b@b"])
+        .args([
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+        ])
         .args(args)
         .output()
         .expect("git runs (install git)");
@@ -141,10 +151,7 @@ async fn main() {
     println!("{FILES} files, {MODIFIED} modified, {n} sequential requests per tool");
     println!("| tool | requests | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
-    for (tool, args) in [
-        ("git.status", json!({})),
-        ("git.diff", json!({})),
-    ] {
+    for (tool, args) in [("git.status", json!({})), ("git.diff", json!({}))] {
         let path = format!("/v1/sessions/{session}/tools/{tool}/invoke");
         let lat = measure(addr, &path, args, n).await;
         println!(

@@ -99,22 +99,57 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
 
     let status = ok(&server, &session, "git.status", json!({})).await;
     assert_eq!(status["status"], " M hello.txt\n", "{status}");
-    assert!(status["command"].as_array().unwrap().contains(&json!("--porcelain=v1")));
+    assert!(
+        status["command"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--porcelain=v1"))
+    );
     let long = ok(&server, &session, "git.status", json!({"short": false})).await;
-    assert!(long["status"].as_str().unwrap().contains("On branch main"), "{long}");
+    assert!(
+        long["status"].as_str().unwrap().contains("On branch main"),
+        "{long}"
+    );
 
     let diff = ok(&server, &session, "git.diff", json!({})).await;
     assert!(diff["diff"].as_str().unwrap().contains("+again"), "{diff}");
     let none = ok(&server, &session, "git.diff", json!({"staged": true})).await;
     assert_eq!(none["diff"], "");
-    let based = ok(&server, &session, "git.diff", json!({"base": "HEAD~1", "paths": ["hello.txt"]})).await;
-    assert!(based["diff"].as_str().unwrap().contains("+world"), "{based}");
+    let based = ok(
+        &server,
+        &session,
+        "git.diff",
+        json!({"base": "HEAD~1", "paths": ["hello.txt"]}),
+    )
+    .await;
+    assert!(
+        based["diff"].as_str().unwrap().contains("+world"),
+        "{based}"
+    );
 
-    let file = ok(&server, &session, "git.diff_file", json!({"path": "hello.txt", "stat": true, "context": 0})).await;
+    let file = ok(
+        &server,
+        &session,
+        "git.diff_file",
+        json!({"path": "hello.txt", "stat": true, "context": 0}),
+    )
+    .await;
     assert_eq!(file["ref"], "HEAD");
-    assert!(file["stat"].as_str().unwrap().contains("hello.txt"), "{file}");
-    assert!(file["diff"].as_str().unwrap().contains("@@ -2,0 +3 @@"), "{file}");
-    let untouched = ok(&server, &session, "git.diff_file", json!({"path": "src/lib.rs"})).await;
+    assert!(
+        file["stat"].as_str().unwrap().contains("hello.txt"),
+        "{file}"
+    );
+    assert!(
+        file["diff"].as_str().unwrap().contains("@@ -2,0 +3 @@"),
+        "{file}"
+    );
+    let untouched = ok(
+        &server,
+        &session,
+        "git.diff_file",
+        json!({"path": "src/lib.rs"}),
+    )
+    .await;
     assert_eq!(untouched["diff"], "");
     assert!(untouched.get("stat").is_none(), "{untouched}");
 
@@ -132,16 +167,42 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
     assert_eq!(one["count"], 1);
     // The cap is a silent clamp.
     let capped = ok(&server, &session, "git.log", json!({"max_count": 5000})).await;
-    assert!(capped["command"].as_array().unwrap().contains(&json!("--max-count=200")));
+    assert!(
+        capped["command"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--max-count=200"))
+    );
 
     let show = ok(&server, &session, "git.show", json!({})).await;
     let text = show["show"].as_str().unwrap();
-    assert!(text.contains("second") && text.contains("+world") && text.contains("1 file changed"), "{show}");
-    let bare = ok(&server, &session, "git.show", json!({"ref": "HEAD~1", "stat": false, "patch": false})).await;
-    assert!(bare["show"].as_str().unwrap().contains("CommitDate"), "{bare}");
-    assert!(!bare["show"].as_str().unwrap().contains("diff --git"), "{bare}");
+    assert!(
+        text.contains("second") && text.contains("+world") && text.contains("1 file changed"),
+        "{show}"
+    );
+    let bare = ok(
+        &server,
+        &session,
+        "git.show",
+        json!({"ref": "HEAD~1", "stat": false, "patch": false}),
+    )
+    .await;
+    assert!(
+        bare["show"].as_str().unwrap().contains("CommitDate"),
+        "{bare}"
+    );
+    assert!(
+        !bare["show"].as_str().unwrap().contains("diff --git"),
+        "{bare}"
+    );
 
-    let blame = ok(&server, &session, "git.blame", json!({"path": "hello.txt", "start_line": 2, "end_line": 2})).await;
+    let blame = ok(
+        &server,
+        &session,
+        "git.blame",
+        json!({"path": "hello.txt", "start_line": 2, "end_line": 2}),
+    )
+    .await;
     let lines: Vec<&str> = blame["blame"].as_str().unwrap().lines().collect();
     assert_eq!(lines.len(), 1, "{blame}");
     assert!(lines[0].contains("world"), "{blame}");
@@ -159,20 +220,82 @@ async fn git_failures_map_to_stable_codes() {
     let (server, _dir) = TestServer::start().await;
     let session = repo_session(&server, json!({}), &["developer"]).await;
     // Exit 128: an unknown revision, a blame range past the end.
-    let (_, body) = fails(&server, &session, "git.log", json!({"ref": "nope"}), "git_repo_error").await;
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("command failed: "), "{body}");
-    fails(&server, &session, "git.blame", json!({"path": "hello.txt", "start_line": 50, "end_line": 60}), "git_repo_error").await;
+    let (_, body) = fails(
+        &server,
+        &session,
+        "git.log",
+        json!({"ref": "nope"}),
+        "git_repo_error",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("command failed: "),
+        "{body}"
+    );
+    fails(
+        &server,
+        &session,
+        "git.blame",
+        json!({"path": "hello.txt", "start_line": 50, "end_line": 60}),
+        "git_repo_error",
+    )
+    .await;
     // Exit 129: git refuses its usage (a negative -U is not an option the tool builds, but
     // branch -a and -r together is fine; an unknown option via diff base is refused up front).
-    fails(&server, &session, "git.diff", json!({"base": "--output=/tmp/x"}), "invalid_argument").await;
-    fails(&server, &session, "git.show", json!({"ref": "a;b"}), "policy_denied").await;
+    fails(
+        &server,
+        &session,
+        "git.diff",
+        json!({"base": "--output=/tmp/x"}),
+        "invalid_argument",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.show",
+        json!({"ref": "a;b"}),
+        "policy_denied",
+    )
+    .await;
     // Paths outside the workspace.
-    fails(&server, &session, "git.diff", json!({"paths": ["../etc"]}), "policy_denied").await;
-    fails(&server, &session, "git.blame", json!({"path": "/etc/passwd"}), "policy_denied").await;
+    fails(
+        &server,
+        &session,
+        "git.diff",
+        json!({"paths": ["../etc"]}),
+        "policy_denied",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.blame",
+        json!({"path": "/etc/passwd"}),
+        "policy_denied",
+    )
+    .await;
     // Nothing to commit: git exits 1.
-    fails(&server, &session, "git.commit", json!({"message": "empty"}), "execution_failed").await;
+    fails(
+        &server,
+        &session,
+        "git.commit",
+        json!({"message": "empty"}),
+        "execution_failed",
+    )
+    .await;
     // Unknown arguments.
-    fails(&server, &session, "git.status", json!({"porcelain": true}), "invalid_argument").await;
+    fails(
+        &server,
+        &session,
+        "git.status",
+        json!({"porcelain": true}),
+        "invalid_argument",
+    )
+    .await;
     // No repository at all.
     let empty = server.create_session(json!({})).await;
     fails(&server, &empty, "git.status", json!({}), "git_repo_error").await;
@@ -191,29 +314,84 @@ async fn checkout_commit_and_apply_patch_change_the_repository_within_the_allowl
         &["developer"],
     )
     .await;
-    fails(&server, &session, "git.checkout", json!({"ref": "release/1", "create": true}), "policy_denied").await;
-    fails(&server, &session, "git.checkout", json!({"ref": "feature/x", "create": true, "start_point": "HEAD~1"}), "policy_denied").await;
-    let out = ok(&server, &session, "git.checkout", json!({"ref": "feature/x", "create": true, "start_point": "main"})).await;
+    fails(
+        &server,
+        &session,
+        "git.checkout",
+        json!({"ref": "release/1", "create": true}),
+        "policy_denied",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.checkout",
+        json!({"ref": "feature/x", "create": true, "start_point": "HEAD~1"}),
+        "policy_denied",
+    )
+    .await;
+    let out = ok(
+        &server,
+        &session,
+        "git.checkout",
+        json!({"ref": "feature/x", "create": true, "start_point": "main"}),
+    )
+    .await;
     assert_eq!(out["created"], true);
     assert_eq!(out["ref"], "feature/x");
 
     let patch = "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,2 +1,2 @@\n hello\n-world\n+there\n";
-    let checked = ok(&server, &session, "git.apply_patch", json!({"patch": patch, "check": true})).await;
+    let checked = ok(
+        &server,
+        &session,
+        "git.apply_patch",
+        json!({"patch": patch, "check": true}),
+    )
+    .await;
     assert_eq!(checked["applied"], false);
-    let applied = ok(&server, &session, "git.apply_patch", json!({"patch": patch})).await;
+    let applied = ok(
+        &server,
+        &session,
+        "git.apply_patch",
+        json!({"patch": patch}),
+    )
+    .await;
     assert_eq!(applied["applied"], true);
     assert_eq!(applied["changed_paths"], json!(["hello.txt"]));
     let outside = "--- a/../x\n+++ b/../x\n@@ -1 +1 @@\n-a\n+b\n";
-    fails(&server, &session, "git.apply_patch", json!({"patch": outside}), "policy_denied").await;
+    fails(
+        &server,
+        &session,
+        "git.apply_patch",
+        json!({"patch": outside}),
+        "policy_denied",
+    )
+    .await;
     let gitdir = "--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-a\n+b\n";
-    fails(&server, &session, "git.apply_patch", json!({"patch": gitdir}), "policy_denied").await;
+    fails(
+        &server,
+        &session,
+        "git.apply_patch",
+        json!({"patch": gitdir}),
+        "policy_denied",
+    )
+    .await;
     // Approval is required.
     let (status, body) = server
         .invoke(&session, "git.commit", json!({"args": {"message": "x"}}))
         .await;
-    assert_eq!(body["error"]["code"], "approval_required", "{status} {body}");
+    assert_eq!(
+        body["error"]["code"], "approval_required",
+        "{status} {body}"
+    );
 
-    let commit = ok(&server, &session, "git.commit", json!({"message": "third", "all": true})).await;
+    let commit = ok(
+        &server,
+        &session,
+        "git.commit",
+        json!({"message": "third", "all": true}),
+    )
+    .await;
     assert_eq!(commit["committed"], true);
     let hash = commit["commit"].as_str().unwrap().to_owned();
     assert_eq!(hash.len(), 40);
@@ -227,7 +405,13 @@ async fn checkout_commit_and_apply_patch_change_the_repository_within_the_allowl
     let plain = repo_session(&server, json!({}), &["developer"]).await;
     std::fs::write(server.workspace_dir(&plain).join("new.txt"), "n\n").unwrap();
     give_to_the_sandbox(&server.workspace_dir(&plain));
-    ok(&server, &plain, "git.commit", json!({"message": "by alice", "all": true})).await;
+    ok(
+        &server,
+        &plain,
+        "git.commit",
+        json!({"message": "by alice", "all": true}),
+    )
+    .await;
     let log = ok(&server, &plain, "git.log", json!({"max_count": 1})).await;
     assert_eq!(log["entries"][0]["author_name"], "alice");
     assert_eq!(log["entries"][0]["author_email"], "alice@workspace.local");
@@ -239,9 +423,19 @@ fn add_local_remote(ws: &Path) {
     let remote = ws.join("remotes/origin.git");
     std::fs::create_dir_all(&remote).unwrap();
     host_git(&remote, &["init", "-q", "--bare", "-b", "main"]);
-    for hook in ["pre-receive", "update", "post-receive", "post-update", "reference-transaction"] {
+    for hook in [
+        "pre-receive",
+        "update",
+        "post-receive",
+        "post-update",
+        "reference-transaction",
+    ] {
         let path = remote.join("hooks").join(hook);
-        std::fs::write(&path, format!("#!/bin/sh\ntouch \"$GIT_DIR/../../HOOK_{hook}_RAN\"\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\ntouch \"$GIT_DIR/../../HOOK_{hook}_RAN\"\n"),
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -270,7 +464,13 @@ async fn push_fetch_and_pull_reach_a_workspace_remote_without_running_its_hooks(
     add_local_remote(&ws);
     give_to_the_sandbox(&ws);
 
-    let pushed = ok(&server, &session, "git.push", json!({"refspec": "main", "set_upstream": true})).await;
+    let pushed = ok(
+        &server,
+        &session,
+        "git.push",
+        json!({"refspec": "main", "set_upstream": true}),
+    )
+    .await;
     assert_eq!(pushed["pushed"], true, "{pushed}");
     assert_eq!(pushed["remote"], "origin");
     let remote_head = host_git(&ws.join("remotes/origin.git"), &["rev-parse", "main"]);
@@ -284,7 +484,10 @@ async fn push_fetch_and_pull_reach_a_workspace_remote_without_running_its_hooks(
         .collect();
     assert!(ran.is_empty(), "the remote's hooks ran: {ran:?}");
     let branches = ok(&server, &session, "git.branch_list", json!({"all": true})).await;
-    assert_eq!(branches["branches"][0]["upstream"], "origin/main", "{branches}");
+    assert_eq!(
+        branches["branches"][0]["upstream"], "origin/main",
+        "{branches}"
+    );
 
     // A second clone's commit lands in the remote; fetch and pull bring it back.
     let other = ws.join("remotes/other");
@@ -295,21 +498,76 @@ async fn push_fetch_and_pull_reach_a_workspace_remote_without_running_its_hooks(
     host_git(&other, &["push", "-q", "origin", "main"]);
     std::fs::remove_dir_all(&other).unwrap();
     give_to_the_sandbox(&ws);
-    let fetched = ok(&server, &session, "git.fetch", json!({"prune": true, "tags": true})).await;
+    let fetched = ok(
+        &server,
+        &session,
+        "git.fetch",
+        json!({"prune": true, "tags": true}),
+    )
+    .await;
     assert_eq!(fetched["fetched"], true, "{fetched}");
     let pulled = ok(&server, &session, "git.pull", json!({"refspec": "main"})).await;
     assert_eq!(pulled["pulled"], true, "{pulled}");
     assert!(ws.join("more.txt").exists());
 
     // Denials: a remote or ref outside the allowlists, network URLs, a path outside.
-    fails(&server, &session, "git.push", json!({"remote": "upstream"}), "policy_denied").await;
-    fails(&server, &session, "git.push", json!({"refspec": "main:release/x"}), "policy_denied").await;
-    fails(&server, &session, "git.push", json!({"refspec": "main", "cleanup_ref": "release/x"}), "policy_denied").await;
-    fails(&server, &session, "git.fetch", json!({"refspec": "release/1"}), "policy_denied").await;
-    let (status, _) = fails(&server, &session, "git.fetch", json!({"remote": "web"}), "network_disabled").await;
+    fails(
+        &server,
+        &session,
+        "git.push",
+        json!({"remote": "upstream"}),
+        "policy_denied",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.push",
+        json!({"refspec": "main:release/x"}),
+        "policy_denied",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.push",
+        json!({"refspec": "main", "cleanup_ref": "release/x"}),
+        "policy_denied",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.fetch",
+        json!({"refspec": "release/1"}),
+        "policy_denied",
+    )
+    .await;
+    let (status, _) = fails(
+        &server,
+        &session,
+        "git.fetch",
+        json!({"remote": "web"}),
+        "network_disabled",
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    fails(&server, &session, "git.pull", json!({"remote": "scp"}), "network_disabled").await;
-    fails(&server, &session, "git.push", json!({"remote": "outside"}), "policy_denied").await;
+    fails(
+        &server,
+        &session,
+        "git.pull",
+        json!({"remote": "scp"}),
+        "network_disabled",
+    )
+    .await;
+    fails(
+        &server,
+        &session,
+        "git.push",
+        json!({"remote": "outside"}),
+        "policy_denied",
+    )
+    .await;
     // push is high risk: a developer alone cannot.
     let dev = repo_session(&server, json!({}), &["developer"]).await;
     fails(&server, &dev, "git.push", json!({}), "policy_denied").await;
@@ -324,7 +582,10 @@ async fn a_git_command_that_hangs_times_out_with_a_retryable_timeout() {
     host_git(&ws, &["pack-refs", "--all"]);
     std::fs::remove_file(ws.join(".git/packed-refs")).unwrap();
     let fifo = ws.join(".git/packed-refs");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(status.success());
     give_to_the_sandbox(&ws);
     let (status, body) = fails(&server, &session, "git.status", json!({}), "timeout").await;

@@ -18,8 +18,8 @@ use crate::error_code::ErrorCode;
 use crate::policy::paths;
 use crate::runner::protocol::{EntryType, Reply, Request};
 use crate::tools::{
-    ArgField, Constraints, Idempotency, Metadata, RiskLevel, Scope, SideEffects, ToolContext, ToolFailure,
-    call_runner, runner_failure, stdout_line,
+    ArgField, Constraints, Idempotency, Metadata, RiskLevel, Scope, SideEffects, ToolContext,
+    ToolFailure, call_runner, runner_failure, stdout_line,
 };
 
 /// Output kept of a git command, per stream (the original's 1 MiB diff cap).
@@ -61,7 +61,9 @@ pub fn writes(mut metadata: Metadata) -> Metadata {
 }
 
 /// Characters a ref, remote or refspec may not contain (the original's SHELL set).
-pub const SHELL: &[&str] = &[";", "|", "&", "$", "`", ">", "<", "\n", "\r", "(", ")", "\\"];
+pub const SHELL: &[&str] = &[
+    ";", "|", "&", "$", "`", ">", "<", "\n", "\r", "(", ")", "\\",
+];
 
 /// The default ref of the read tools.
 pub fn head() -> String {
@@ -570,7 +572,10 @@ mod tests {
 
     #[test]
     fn urls_are_classified_as_git_selects_a_transport() {
-        assert_eq!(classify_url("https://example.com/r.git"), RemoteUrl::Network);
+        assert_eq!(
+            classify_url("https://example.com/r.git"),
+            RemoteUrl::Network
+        );
         assert_eq!(classify_url("ssh://git@example.com/r"), RemoteUrl::Network);
         assert_eq!(classify_url("git://example.com/r"), RemoteUrl::Network);
         assert_eq!(classify_url("git@example.com:r.git"), RemoteUrl::Network);
@@ -582,16 +587,16 @@ mod tests {
             classify_url("remotes/origin.git"),
             RemoteUrl::Local("remotes/origin.git".into())
         );
-        assert_eq!(
-            classify_url("./a:b/c"),
-            RemoteUrl::Local("./a:b/c".into())
-        );
+        assert_eq!(classify_url("./a:b/c"), RemoteUrl::Local("./a:b/c".into()));
     }
 
     #[test]
     fn the_pack_command_quotes_every_override_for_the_shell() {
         let cmd = pack_command("receive-pack");
-        assert!(cmd.starts_with("git '-c' ") || cmd.starts_with("git -c "), "{cmd}");
+        assert!(
+            cmd.starts_with("git '-c' ") || cmd.starts_with("git -c "),
+            "{cmd}"
+        );
         assert!(cmd.contains("'core.hooksPath=/dev/null'"), "{cmd}");
         assert!(cmd.contains("'receive.denyCurrentBranch=refuse'"), "{cmd}");
         assert!(cmd.ends_with(" receive-pack"), "{cmd}");
