@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, artifact, fs, k8s, workspace};
+use super::{ToolSpec, artifact, fs, git, k8s, workspace};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,10 +41,12 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (the `fs.*`, `artifact.*`, `workspace.*` and `k8s.*` families).
+    /// Every built-in tool (the `fs.*`, `git.*`, `artifact.*`, `workspace.*` and `k8s.*`
+    /// families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        git::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
         k8s::register(&mut registry);
@@ -112,6 +114,7 @@ mod tests {
         assert_eq!(names, sorted);
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        git::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
         k8s::register(&mut registry);
@@ -120,7 +123,7 @@ mod tests {
             registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
-        assert_eq!(catalog.len(), 26);
+        assert_eq!(catalog.len(), 39);
         assert!(!catalog.is_empty());
     }
 
@@ -215,14 +218,16 @@ mod tests {
     fn a_registry_keeps_the_first_of_two_tools_with_one_name() {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        git::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
         let first = registry.tools[0].clone();
         fs::register(&mut registry);
+        git::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
         let catalog = registry.build();
-        assert_eq!(catalog.len(), 18);
+        assert_eq!(catalog.len(), 31);
         let name = first.spec().name;
         assert!(
             Arc::ptr_eq(catalog.get(name).unwrap(), &first),

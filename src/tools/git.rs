@@ -44,6 +44,9 @@
 //! them could add a driver. Only tools that run repository code by design can write there
 //! (file tools never write inside `.git`), and those already run what they like.
 //!
+//! The `git.*` tools live beside this file (`git/<tool>.rs`, what they share in
+//! `git/shared.rs`) and run git only through [`GitCommand`].
+//!
 //! This module never runs git on the host: it builds [`Program`]s for the process helper
 //! ([`crate::tools::exec`]), which runs them in the session's runner.
 
@@ -231,6 +234,7 @@ pub struct GitCommand {
     read_only: bool,
     argv: Vec<String>,
     repo_overrides: Vec<(String, &'static str)>,
+    identity: Option<(String, String)>,
 }
 
 impl GitCommand {
@@ -251,6 +255,7 @@ impl GitCommand {
             read_only: false,
             argv,
             repo_overrides: Vec::new(),
+            identity: None,
         }
     }
 
@@ -280,6 +285,13 @@ impl GitCommand {
     /// Neutralises the per-name drivers the inspection found.
     pub fn neutralise(mut self, config: &RepoConfig) -> Self {
         self.repo_overrides = config.overrides.clone();
+        self
+    }
+
+    /// The author and committer of the commits the command makes (no configuration file is
+    /// read for them).
+    pub fn identity(mut self, name: impl Into<String>, email: impl Into<String>) -> Self {
+        self.identity = Some((name.into(), email.into()));
         self
     }
 
@@ -327,6 +339,14 @@ impl GitCommand {
         }
         if self.read_only {
             env.insert("GIT_OPTIONAL_LOCKS".to_owned(), "0".to_owned());
+        }
+        if let Some((name, email)) = &self.identity {
+            for key in ["GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"] {
+                env.insert(key.to_owned(), name.clone());
+            }
+            for key in ["GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"] {
+                env.insert(key.to_owned(), email.clone());
+            }
         }
         let overrides = STATIC_OVERRIDES
             .iter()
@@ -474,6 +494,39 @@ pub async fn open_repository(ctx: &ToolContext) -> Result<Option<RepoConfig>, To
         .map(Some)
         .map_err(|e| ToolFailure::new(ErrorCode::PolicyDenied, e.to_string()))
 }
+
+/// Declares the `git.*` tools, one `module => Type` line each (as `tools::fs` does): the
+/// module is the tool's file, and the line both declares it and registers the tool.
+macro_rules! family {
+    ($($module:ident => $tool:ident),* $(,)?) => {
+        $(mod $module;)*
+
+        /// Adds every tool of the `git.*` family to `registry`.
+        pub fn register(registry: &mut crate::tools::catalog::Registry) {
+            $(registry.register($module::$tool);)*
+        }
+    };
+}
+
+family! {
+    apply_patch => ApplyPatch,
+    blame => Blame,
+    branch_list => BranchList,
+    checkout => Checkout,
+    commit => Commit,
+    diff => Diff,
+    diff_file => DiffFile,
+    fetch => Fetch,
+    log => Log,
+    pull => Pull,
+    push => Push,
+    show => Show,
+    status => Status,
+}
+
+/// What the family's tools share: metadata defaults, running git with the exit-code mapping,
+/// the metadata allowlists, the commit identity and the remotes.
+mod shared;
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ mod distributed;
 mod docs;
 mod eventlog_contract;
 mod git;
+mod git_tools;
 mod jetstream;
 mod k8s_gating;
 mod kube_pod;

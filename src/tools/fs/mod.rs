@@ -56,6 +56,7 @@ family! {
 }
 
 mod entry;
+pub(crate) use patch::PATCH_MAX_CHARS;
 #[cfg(test)]
 mod tests;
 
@@ -126,6 +127,21 @@ pub(in crate::tools) fn resolve<A: Access>(
 ) -> Result<String, ToolFailure> {
     path.resolve(&ctx.session.allowed_paths)
         .map_err(|d| ToolFailure::new(d.code, d.message))
+}
+
+/// [`resolve`], for the other families' path arguments (`git.diff`'s paths).
+pub(crate) fn resolve_path<A: Access>(
+    ctx: &ToolContext,
+    path: &WorkspacePath<A>,
+) -> Result<String, ToolFailure> {
+    resolve(ctx, path)
+}
+
+/// Every path a unified diff touches, normalised, as `fs.patch` reads them (for
+/// `git.apply_patch`): an unsafe diff is `invalid_argument`, a path climbing out of the
+/// workspace `policy_denied`.
+pub(crate) fn diff_paths(diff: &str) -> Result<Vec<String>, ToolFailure> {
+    patch::diff_paths(diff).map_err(patch::DiffRefusal::into_failure)
 }
 
 /// A reply the request cannot produce: a runner speaking another protocol. Internal, never

@@ -69,7 +69,7 @@ pub(super) enum DiffRefusal {
 }
 
 impl DiffRefusal {
-    fn into_failure(self) -> ToolFailure {
+    pub(super) fn into_failure(self) -> ToolFailure {
         match self {
             DiffRefusal::Invalid(m) => invalid(m),
             DiffRefusal::Denied(m) => ToolFailure::new(ErrorCode::PolicyDenied, m),
