@@ -511,7 +511,10 @@ fn parse_source_roots(list: &str) -> Result<Vec<PathBuf>, ConfigError> {
 /// path), never `/` nor a directory whose parent is `/` (its root would be the host's).
 pub fn parse_toolchain_dirs(list: &str) -> Result<Toolchains, ConfigError> {
     let bad = |dir: &std::path::Path, why: &str| {
-        ConfigError(format!("WORKSPACE_TOOLCHAIN_DIRS: {}: {why}", dir.display()))
+        ConfigError(format!(
+            "WORKSPACE_TOOLCHAIN_DIRS: {}: {why}",
+            dir.display()
+        ))
     };
     let mut bins = Vec::new();
     for dir in std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()) {

@@ -1319,7 +1319,10 @@ mod tests {
             "/opt/py/site-packages/go/bin:/root/.rustup/toolchains/stable/bin:\
              /usr/local/go/bin:/opt/py/site-packages/go/pkg/tool:/usr/local/bin:/usr/bin:/bin"
         );
-        let binds = [(staged_toolchain(0), PathBuf::from("/opt/py/site-packages/go"))];
+        let binds = [(
+            staged_toolchain(0),
+            PathBuf::from("/opt/py/site-packages/go"),
+        )];
         let fds = ChildFds {
             info: None,
             listen: 3,
@@ -1344,10 +1347,7 @@ mod tests {
             "{joined}"
         );
         let bind = joined.find("/run/toolchain-0").unwrap();
-        assert!(
-            bind < joined.find("--remount-ro /").unwrap(),
-            "{joined}"
-        );
+        assert!(bind < joined.find("--remount-ro /").unwrap(), "{joined}");
         assert!(
             joined.contains(&format!("--exec-path {}", toolchains.exec_path())),
             "{joined}"

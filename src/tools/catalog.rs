@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, fs};
+use super::{ToolSpec, fs, repo};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,10 +41,11 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (today the `fs.*` family).
+    /// Every built-in tool (the `fs.*` and `repo.*` families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        repo::register(&mut registry);
         registry.build()
     }
 
@@ -109,12 +110,13 @@ mod tests {
         assert_eq!(names, sorted);
         let mut registry = Registry::default();
         fs::register(&mut registry);
+        repo::register(&mut registry);
         assert_eq!(
             catalog.len(),
             registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
-        assert_eq!(catalog.len(), 14);
+        assert_eq!(catalog.len(), 14 + 17);
         assert!(!catalog.is_empty());
     }
 
@@ -164,7 +166,9 @@ mod tests {
                 Some(&Value::Bool(false)),
                 "{name}: unknown arguments must be refused"
             );
-            for (field, p) in spec.input_schema["properties"].as_object().unwrap() {
+            // A tool without arguments (repo.detect_project_type) has no properties.
+            let properties = spec.input_schema["properties"].as_object();
+            for (field, p) in properties.into_iter().flatten() {
                 assert!(
                     p["description"].as_str().is_some_and(|d| !d.is_empty()),
                     "{name}: argument {field} has no description"
