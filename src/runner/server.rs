@@ -1222,7 +1222,17 @@ mod tests {
                     "{out}"
                 );
                 assert!(out.contains("LANG=C.UTF-8\n"), "{out}");
-                assert!(!out.contains("CARGO"), "{out}");
+                assert!(!out.contains("CARGO_PKG_NAME"), "{out}");
+                // The build caches, in the workspace.
+                let cache = s.root.join(CACHE_DIR);
+                assert!(
+                    out.contains(&format!("GOCACHE={}\n", cache.join("go-build").display())),
+                    "{out}"
+                );
+                assert!(
+                    out.contains(&format!("CARGO_HOME={}\n", cache.join("cargo").display())),
+                    "{out}"
+                );
                 assert!(out.ends_with("from stdin"), "{out}");
             }
             other => panic!("{other:?}"),
