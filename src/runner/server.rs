@@ -836,11 +836,13 @@ async fn exec_inner(
 
 /// The build caches of every executed program, under [`CACHE_DIR`] in the workspace: Go's
 /// build and module caches and `GOPATH`, `CARGO_HOME`, npm's and pip's caches and the XDG
-/// cache (what other tools default to). Created by the programs when they first write there.
-pub fn cache_env(root: &Path) -> [(&'static str, PathBuf); 7] {
+/// cache and configuration (what other tools default to). Created by the programs when they first write there.
+pub fn cache_env(root: &Path) -> [(&'static str, PathBuf); 8] {
     let cache = root.join(CACHE_DIR);
     [
         ("XDG_CACHE_HOME", cache.clone()),
+        // Go keeps its telemetry and `go env -w` settings there.
+        ("XDG_CONFIG_HOME", cache.join("config")),
         ("GOCACHE", cache.join("go-build")),
         ("GOMODCACHE", cache.join("go-mod")),
         ("GOPATH", cache.join("go")),

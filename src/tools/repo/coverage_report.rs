@@ -59,11 +59,13 @@ impl Tool for CoverageReport {
         )
         .map_err(|e| plan_failure(&e))?;
         let ran = run_plan(ctx, &plan).await?;
-        let percent = if plan.coverage_supported {
-            super::coverage::go_func_total(&ran.full)
-        } else {
-            super::coverage::best_effort(&ran.full)
-        };
+        // A failing test run stops the plan before `go tool cover`: go test's own
+        // `coverage: N% of statements` line is read then.
+        let percent = plan
+            .coverage_supported
+            .then(|| super::coverage::go_func_total(&ran.full))
+            .flatten()
+            .or_else(|| super::coverage::best_effort(&ran.full));
         let summary = match percent {
             Some(p) => format!("coverage {p:.1}%"),
             None => "no coverage percentage found".to_owned(),
