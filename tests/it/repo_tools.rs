@@ -572,10 +572,20 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         &server,
         &python,
         "repo.stacktrace_summary",
-        json!({"extra_args": ["--tb=native"]}),
+        json!({"extra_args": ["-q"]}),
     )
     .await;
     assert_eq!(traces["source"], "test_run");
+    // pytest's options outside the allowlist are the catalog rule's.
+    refused(
+        &server,
+        &python,
+        "repo.stacktrace_summary",
+        json!({"extra_args": ["--tb=native"]}),
+        StatusCode::FORBIDDEN,
+        "policy_denied",
+    )
+    .await;
     let one = ok(
         &server,
         &python,
