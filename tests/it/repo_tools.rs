@@ -331,7 +331,10 @@ async fn go_tools_build_test_and_summarise_a_module_in_the_sandbox() {
     let tree = ok(&server, &s, "repo.tree", json!({"max_depth": 1})).await;
     let drawn = tree["tree"].as_str().unwrap();
     assert!(drawn.starts_with("├── .workspace-cache/"), "{tree}");
-    assert!(drawn.contains("├── cmd/\n") && drawn.ends_with("└── go.mod"), "{tree}");
+    assert!(
+        drawn.contains("├── cmd/\n") && drawn.ends_with("└── go.mod"),
+        "{tree}"
+    );
     assert!(!tree["tree"].as_str().unwrap().contains(".git/"), "{tree}");
 
     // changed_files sees an edit, not the caches or the build output it made itself.

@@ -287,6 +287,14 @@ fn offline_failure(program: &str, output: &str) -> Option<String> {
             || output.contains("Cannot access")
             || output.contains("offline mode"));
     let pytest_missing = program == "python3" && output.contains("No module named pytest");
+    // Debian's mvn reads /etc/maven (not visible in the sandbox) before anything else.
+    if program == "mvn" && output.contains("m2.conf") {
+        return Some(
+            "mvn cannot run in the sandbox: its configuration (/etc/maven) is not visible, and \
+             its plugins would come from a registry the sandbox cannot reach"
+                .to_owned(),
+        );
+    }
     if maven {
         let line = output
             .lines()
@@ -539,6 +547,12 @@ mod tests {
         );
         assert!(offline_failure("go", out).is_none());
         assert!(offline_failure("mvn", "[ERROR] COMPILATION ERROR").is_none());
+        let no_conf = "java.nio.file.NoSuchFileException: /usr/share/maven/bin/m2.conf";
+        assert!(
+            offline_failure("mvn", no_conf)
+                .unwrap()
+                .starts_with("mvn cannot run")
+        );
     }
 
     #[test]
