@@ -152,7 +152,7 @@ fn sleepers() -> usize {
                 .rsplit(')')
                 .next()
                 .is_some_and(|s| s.trim_start().starts_with('Z'));
-            !zombie && cmdline == b"sleep\0317\0"
+            !zombie && cmdline == b"sleep\x00317\x00"
         })
         .count()
 }
