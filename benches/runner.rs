@@ -83,6 +83,7 @@ fn main() {
             start_timeout: Duration::from_secs(20),
             sandbox_user: Default::default(),
             limits: Default::default(),
+            toolchains: Default::default(),
         });
         let session = SessionId::parse("sess-bench-1").expect("session id");
         let spec = SandboxSpec {

@@ -319,6 +319,7 @@ impl Server {
                 start_timeout: std::time::Duration::from_secs(10),
                 sandbox_user: config.sandbox_user,
                 limits: config.sandbox_limits,
+                toolchains: config.toolchains.clone(),
             }));
         let sessions = Arc::new(Sessions::new(
             AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use crate::eventstore::FsyncPolicy;
 use crate::runner::limits::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PROCESSES, SandboxLimits};
-use crate::runner::sandbox::{DEFAULT_SANDBOX_GID, DEFAULT_SANDBOX_UID, HostIdentity, SandboxMode};
+use crate::runner::sandbox::{
+    DEFAULT_SANDBOX_GID, DEFAULT_SANDBOX_UID, HostIdentity, SandboxMode, Toolchains,
+};
 
 pub use self::event_store::{EventStoreArgs, EventStoreConfig};
 pub use self::read_models::{ReadModelArgs, ReadModelConfig};
@@ -44,6 +46,11 @@ pub struct ServeArgs {
     /// host directory may be copied. Never the service's own directories, even below a root.
     #[arg(long, env = "WORKSPACE_SOURCE_ROOTS", value_name = "DIR[:DIR...]")]
     pub source_roots: Option<String>,
+    /// Host toolchain `bin` directories sandboxes see read-only, `:`-separated, first on the
+    /// `PATH` of the programs tools run (each one's parent, the toolchain root, is bound at the
+    /// same path). Unset: only `/usr`'s programs.
+    #[arg(long, env = "WORKSPACE_TOOLCHAIN_DIRS", value_name = "DIR[:DIR...]")]
+    pub toolchain_dirs: Option<String>,
     /// Event log durability: `interval` (write before ack, fsync every second), `always`
     /// (fsync before ack), `never`, or an interval such as `200ms`.
     #[arg(long, env = "WORKSPACE_EVENTLOG_FSYNC", default_value = "interval")]
@@ -229,6 +236,8 @@ pub struct Config {
     pub sandbox_user: HostIdentity,
     /// Limits of every process in a bubblewrap sandbox.
     pub sandbox_limits: SandboxLimits,
+    /// Host toolchains sandboxes see read-only.
+    pub toolchains: Toolchains,
     /// Authentication.
     pub auth: AuthMode,
     /// Inline size limit of output, logs and arguments.
@@ -429,6 +438,7 @@ impl TryFrom<ServeArgs> for Config {
         let source_roots = parse_source_roots(args.source_roots.as_deref().unwrap_or(""))?;
         let janitor = crate::kube::janitor::JanitorSettings::try_from(args.janitor)
             .map_err(|e| ConfigError(e.to_string()))?;
+        let toolchains = parse_toolchain_dirs(args.toolchain_dirs.as_deref().unwrap_or(""))?;
         let data = args.data_dir;
         Ok(Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
@@ -448,6 +458,7 @@ impl TryFrom<ServeArgs> for Config {
             bwrap: PathBuf::from("bwrap"),
             sandbox_user,
             sandbox_limits,
+            toolchains,
             auth,
             max_inline_bytes: args.max_inline_bytes,
             executor_concurrency: args.executor_concurrency,
@@ -518,6 +529,35 @@ fn parse_source_roots(list: &str) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(roots)
 }
 
+/// `WORKSPACE_TOOLCHAIN_DIRS`: absolute directories, canonicalised (a sandbox binds the real
+/// path), never `/` nor a directory whose parent is `/` (its root would be the host's).
+pub fn parse_toolchain_dirs(list: &str) -> Result<Toolchains, ConfigError> {
+    let bad = |dir: &std::path::Path, why: &str| {
+        ConfigError(format!(
+            "WORKSPACE_TOOLCHAIN_DIRS: {}: {why}",
+            dir.display()
+        ))
+    };
+    let mut bins = Vec::new();
+    for dir in std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()) {
+        if !dir.is_absolute() {
+            return Err(bad(&dir, "must be an absolute path"));
+        }
+        let real = std::fs::canonicalize(&dir).map_err(|e| bad(&dir, &e.to_string()))?;
+        if !real.is_dir() {
+            return Err(bad(&dir, "not a directory"));
+        }
+        if real.parent().is_none_or(|p| p == std::path::Path::new("/")) {
+            return Err(bad(
+                &dir,
+                "its parent would be the host's root directory: name a toolchain's bin directory",
+            ));
+        }
+        bins.push(real);
+    }
+    Ok(Toolchains::new(bins))
+}
+
 impl Config {
     /// A configuration for tests: everything under `data_dir`, port 0, loopback.
     pub fn for_tests(
@@ -541,6 +581,7 @@ impl Config {
             bwrap: PathBuf::from("bwrap"),
             sandbox_user: HostIdentity::default(),
             sandbox_limits: SandboxLimits::default(),
+            toolchains: Toolchains::default(),
             auth: AuthMode::Payload,
             max_inline_bytes: 8192,
             executor_concurrency: 64,

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::server::RunnerServer;
+use super::server::{EXEC_PATH, RunnerServer};
 
 /// The line the runner prints on stdout once its socket accepts connections.
 pub const READY_LINE: &str = "ready";
@@ -60,6 +60,10 @@ pub struct RunnerArgs {
     /// Isolation this runner runs in, reported to clients.
     #[arg(long, value_name = "NAME", value_enum, default_value_t = Isolation::Bubblewrap)]
     pub isolation: Isolation,
+    /// `PATH` of the programs the runner executes: the toolchain directories its provider made
+    /// visible, then the system's.
+    #[arg(long, value_name = "PATH", default_value = EXEC_PATH)]
+    pub exec_path: String,
 }
 
 /// Runs the runner until it is killed or receives SIGTERM.
@@ -107,7 +111,8 @@ pub fn run(args: RunnerArgs) -> ExitCode {
             (Some(listener), _) => RunnerServer::from_listener(listener, &args.root, isolation)?,
             (None, Some(path)) => RunnerServer::bind(path, &args.root, isolation)?,
             (None, None) => unreachable!("clap requires --listen or --listen-fd"),
-        };
+        }
+        .with_exec_path(args.exec_path.clone());
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{READY_LINE}")?;
         stdout.flush()?;

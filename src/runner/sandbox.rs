@@ -191,6 +191,65 @@ pub struct LocalSandboxConfig {
     pub sandbox_user: HostIdentity,
     /// Limits of every process in a bubblewrap sandbox.
     pub limits: SandboxLimits,
+    /// Host toolchain directories programs in a sandbox may run from ([`Toolchains`]).
+    pub toolchains: Toolchains,
+}
+
+/// The host's toolchains a sandbox sees, read-only: each entry is a toolchain's `bin`
+/// directory (absolute, canonical: the configuration checks that). Its parent, the toolchain's
+/// root (which holds what the programs need besides themselves: Go's `GOROOT`, a Rust
+/// toolchain's sysroot), is bound read-only at the same path inside the sandbox, and the
+/// `bin` directories come first on the `PATH` of every program the runner executes, in order.
+/// A root under `/usr` is visible already and is not bound again. Nothing here is writable:
+/// build caches live in the workspace (see [`super::server::CACHE_DIR`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Toolchains {
+    bins: Vec<PathBuf>,
+}
+
+impl Toolchains {
+    /// The toolchains whose programs are in `bins`.
+    pub fn new(bins: Vec<PathBuf>) -> Self {
+        Self { bins }
+    }
+
+    /// The `bin` directories.
+    pub fn bins(&self) -> &[PathBuf] {
+        &self.bins
+    }
+
+    /// The directories a sandbox binds read-only (each `bin`'s parent, once, none under
+    /// `/usr`).
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for bin in &self.bins {
+            let root = bin.parent().unwrap_or(bin).to_path_buf();
+            if root.starts_with("/usr") || root == Path::new("/") {
+                continue;
+            }
+            if !roots.iter().any(|r| root.starts_with(r)) {
+                roots.retain(|r| !r.starts_with(&root));
+                roots.push(root);
+            }
+        }
+        roots
+    }
+
+    /// `PATH` of the programs a runner executes: the `bin` directories, then [`EXEC_PATH`].
+    pub fn exec_path(&self) -> String {
+        let mut path = String::new();
+        for bin in &self.bins {
+            path.push_str(&bin.to_string_lossy());
+            path.push(':');
+        }
+        path.push_str(EXEC_PATH);
+        path
+    }
+}
+
+/// Where a root service stages toolchain root `n` for bwrap (see [`STAGE_DIR`]).
+fn staged_toolchain(n: usize) -> PathBuf {
+    PathBuf::from(format!("/run/toolchain-{n}"))
 }
 
 /// Starts and stops one local runner per session.
@@ -337,7 +396,16 @@ pub struct ChildFds {
 
 /// The bwrap command line for one session (everything after `bwrap`). `workspace_dir` and
 /// `runner_exe` are where bwrap finds them: host paths, or their staged binds.
-pub fn bwrap_args(workspace_dir: &Path, runner_exe: &Path, fds: &ChildFds) -> Vec<OsString> {
+///
+/// `toolchains` are `(where bwrap finds it, where the sandbox sees it)` pairs, bound read-only;
+/// `exec_path` is the runner's `--exec-path`.
+pub fn bwrap_args(
+    workspace_dir: &Path,
+    runner_exe: &Path,
+    fds: &ChildFds,
+    toolchains: &[(PathBuf, PathBuf)],
+    exec_path: &str,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&std::ffi::OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));
     let (uid, gid) = (SANDBOX_UID.to_string(), SANDBOX_GID.to_string());
@@ -379,6 +447,9 @@ pub fn bwrap_args(workspace_dir: &Path, runner_exe: &Path, fds: &ChildFds) -> Ve
         if Path::new(entry).exists() {
             push(&["--ro-bind".as_ref(), entry.as_ref(), entry.as_ref()]);
         }
+    }
+    for (source, target) in toolchains {
+        push(&["--ro-bind".as_ref(), source.as_os_str(), target.as_os_str()]);
     }
     let (passwd, group) = (fds.passwd.to_string(), fds.group.to_string());
     push(&[
@@ -459,6 +530,8 @@ pub fn bwrap_args(workspace_dir: &Path, runner_exe: &Path, fds: &ChildFds) -> Ve
         WORKDIR,
         "--isolation",
         "bubblewrap",
+        "--exec-path",
+        exec_path,
     ] {
         args.push(arg.into());
     }
@@ -589,10 +662,13 @@ struct Stage {
     runner_exe: CString,
     staged_workspace: CString,
     staged_runner: CString,
+    /// Toolchain roots and where they are staged ([`staged_toolchain`]): a root-owned `0700`
+    /// directory above them (`/root`) would keep the sandbox user's bwrap from binding them.
+    toolchains: Vec<(CString, CString)>,
 }
 
 impl Stage {
-    fn new(workspace: &Path, runner_exe: &Path) -> io::Result<Self> {
+    fn new(workspace: &Path, runner_exe: &Path, toolchain_roots: &[PathBuf]) -> io::Result<Self> {
         let c = |p: &Path| {
             CString::new(p.as_os_str().as_bytes())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path holds a NUL"))
@@ -602,6 +678,11 @@ impl Stage {
             runner_exe: c(runner_exe)?,
             staged_workspace: c(Path::new(STAGED_WORKSPACE))?,
             staged_runner: c(Path::new(STAGED_RUNNER))?,
+            toolchains: toolchain_roots
+                .iter()
+                .enumerate()
+                .map(|(n, root)| Ok((c(root)?, c(&staged_toolchain(n))?)))
+                .collect::<io::Result<_>>()?,
         })
     }
 }
@@ -666,6 +747,16 @@ unsafe fn stage_and_drop_privileges(stage: &Stage, user: HostIdentity) -> io::Re
                 target.as_ptr(),
                 none,
                 libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+        }
+        for (source, target) in &stage.toolchains {
+            check(libc::mkdir(target.as_ptr(), 0o755))?;
+            check(libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
                 std::ptr::null(),
             ))?;
         }
@@ -872,14 +963,33 @@ impl LocalSandboxProvider {
                     })
                 })()
                 .map_err(RunnerError::Io)?;
+                let roots = self.config.toolchains.roots();
+                let exec_path = self.config.toolchains.exec_path();
                 let args = match identity {
                     Some(user) => {
                         runnable_by(&runner_exe, user)?;
-                        stage =
-                            Some(Stage::new(&workspace_dir, &runner_exe).map_err(RunnerError::Io)?);
-                        bwrap_args(Path::new(STAGED_WORKSPACE), Path::new(STAGED_RUNNER), &fds)
+                        stage = Some(
+                            Stage::new(&workspace_dir, &runner_exe, &roots)
+                                .map_err(RunnerError::Io)?,
+                        );
+                        let binds: Vec<(PathBuf, PathBuf)> = roots
+                            .iter()
+                            .enumerate()
+                            .map(|(n, root)| (staged_toolchain(n), root.clone()))
+                            .collect();
+                        bwrap_args(
+                            Path::new(STAGED_WORKSPACE),
+                            Path::new(STAGED_RUNNER),
+                            &fds,
+                            &binds,
+                            &exec_path,
+                        )
                     }
-                    None => bwrap_args(&workspace_dir, &runner_exe, &fds),
+                    None => {
+                        let binds: Vec<(PathBuf, PathBuf)> =
+                            roots.iter().map(|r| (r.clone(), r.clone())).collect();
+                        bwrap_args(&workspace_dir, &runner_exe, &fds, &binds, &exec_path)
+                    }
                 };
                 let mut command = Command::new(bwrap);
                 command.args(args);
@@ -895,6 +1005,8 @@ impl LocalSandboxProvider {
                     .arg(&workspace_dir)
                     .arg("--isolation")
                     .arg("unsandboxed")
+                    .arg("--exec-path")
+                    .arg(self.config.toolchains.exec_path())
                     .current_dir(&workspace_dir);
                 command
             }
@@ -1139,6 +1251,8 @@ mod tests {
                 group: 6,
                 seccomp: 7,
             },
+            &[],
+            EXEC_PATH,
         );
         let args: Vec<String> = args
             .iter()
@@ -1155,7 +1269,7 @@ mod tests {
             "--clearenv --setenv PATH /usr/local/bin:/usr/bin:/bin --setenv HOME /workspace",
             "--remount-ro / --clearenv",
             "--chdir /workspace",
-            "--info-fd 3 --seccomp 7 -- /opt/workspace/bin/workspace runner --listen-fd 4 --root /workspace --isolation bubblewrap",
+            "--info-fd 3 --seccomp 7 -- /opt/workspace/bin/workspace runner --listen-fd 4 --root /workspace --isolation bubblewrap --exec-path /usr/local/bin:/usr/bin:/bin",
         ] {
             assert!(
                 joined.contains(expected),
@@ -1182,6 +1296,63 @@ mod tests {
         if Path::new("/etc/hosts").exists() {
             assert!(joined.contains("--ro-bind /etc/hosts /etc/hosts"));
         }
+    }
+
+    #[test]
+    fn toolchains_are_bound_read_only_by_their_roots_and_lead_the_exec_path() {
+        let toolchains = Toolchains::new(vec![
+            PathBuf::from("/opt/py/site-packages/go/bin"),
+            PathBuf::from("/root/.rustup/toolchains/stable/bin"),
+            PathBuf::from("/usr/local/go/bin"),
+            PathBuf::from("/opt/py/site-packages/go/pkg/tool"),
+        ]);
+        // A root under /usr is visible already; a root inside another is bound with it.
+        assert_eq!(
+            toolchains.roots(),
+            [
+                PathBuf::from("/opt/py/site-packages/go"),
+                PathBuf::from("/root/.rustup/toolchains/stable"),
+            ]
+        );
+        assert_eq!(
+            toolchains.exec_path(),
+            "/opt/py/site-packages/go/bin:/root/.rustup/toolchains/stable/bin:\
+             /usr/local/go/bin:/opt/py/site-packages/go/pkg/tool:/usr/local/bin:/usr/bin:/bin"
+        );
+        let binds = [(
+            staged_toolchain(0),
+            PathBuf::from("/opt/py/site-packages/go"),
+        )];
+        let fds = ChildFds {
+            info: None,
+            listen: 3,
+            passwd: 4,
+            group: 5,
+            seccomp: 6,
+        };
+        let args = bwrap_args(
+            Path::new(STAGED_WORKSPACE),
+            Path::new(STAGED_RUNNER),
+            &fds,
+            &binds,
+            &toolchains.exec_path(),
+        );
+        let joined = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("--ro-bind /run/toolchain-0 /opt/py/site-packages/go"),
+            "{joined}"
+        );
+        let bind = joined.find("/run/toolchain-0").unwrap();
+        assert!(bind < joined.find("--remount-ro /").unwrap(), "{joined}");
+        assert!(
+            joined.contains(&format!("--exec-path {}", toolchains.exec_path())),
+            "{joined}"
+        );
+        assert_eq!(Toolchains::default().exec_path(), EXEC_PATH);
     }
 
     #[test]

@@ -34,8 +34,13 @@ use super::protocol::{
     RunnerErrorCode, utf8_text,
 };
 
-/// `PATH` of every executed program.
+/// Default `PATH` of every executed program (a runner started with `--exec-path` puts the
+/// configured toolchain directories first).
 pub const EXEC_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// The workspace directory that holds the build caches of executed programs (Go, Cargo, npm,
+/// pip, XDG): inside the workspace, so nothing a session builds is written to, or read from,
+/// a directory another session shares.
+pub const CACHE_DIR: &str = ".workspace-cache";
 /// Largest read a single `read_file` returns: its base64 must fit a frame.
 pub const MAX_READ_BYTES: u64 = 11 * 1024 * 1024;
 /// Largest capture of stdout and of stderr each: both, base64-encoded, must fit one frame.
@@ -59,6 +64,7 @@ pub struct RunnerServer {
     socket_path: PathBuf,
     workspace: Arc<Workspace>,
     isolation: &'static str,
+    exec_path: Arc<str>,
 }
 
 impl RunnerServer {
@@ -85,6 +91,7 @@ impl RunnerServer {
             socket_path: listen.to_path_buf(),
             workspace,
             isolation,
+            exec_path: Arc::from(EXEC_PATH),
         })
     }
 
@@ -109,7 +116,15 @@ impl RunnerServer {
             socket_path,
             workspace,
             isolation,
+            exec_path: Arc::from(EXEC_PATH),
         })
+    }
+
+    /// Runs programs with this `PATH` instead of [`EXEC_PATH`] (the toolchain directories a
+    /// provider made visible, then [`EXEC_PATH`]).
+    pub fn with_exec_path(mut self, path: impl Into<String>) -> Self {
+        self.exec_path = Arc::from(path.into());
+        self
     }
 
     /// Where the server listens (as the socket was bound: for an inherited socket, a host
@@ -133,6 +148,7 @@ impl RunnerServer {
                             stream,
                             Arc::clone(&self.workspace),
                             self.isolation,
+                            Arc::clone(&self.exec_path),
                         ));
                     }
                     Err(e) => {
@@ -155,7 +171,12 @@ pub async fn serve(listen: &Path, root: &Path, isolation: &'static str) -> io::R
         .await
 }
 
-async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolation: &'static str) {
+async fn serve_connection(
+    stream: UnixStream,
+    workspace: Arc<Workspace>,
+    isolation: &'static str,
+    exec_path: Arc<str>,
+) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     // Replies not yet written: while more requests are already buffered (a pipelining client),
@@ -214,6 +235,7 @@ async fn serve_connection(stream: UnixStream, workspace: Arc<Workspace>, isolati
                     stdin: stdin.map(|b| b.0),
                     timeout: Duration::from_millis(timeout_ms),
                     max_output_bytes,
+                    path: exec_path.to_string(),
                 };
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<ExecChunk>(CHUNK_QUEUE);
                 let exec = exec(&workspace, isolation, spec, stream_output.then_some(tx));
@@ -510,6 +532,9 @@ pub struct ExecSpec {
     pub timeout: Duration,
     /// Keep at most this many bytes of stdout and of stderr each.
     pub max_output_bytes: u64,
+    /// `PATH` of the program (the runner's [`EXEC_PATH`] or `--exec-path`); the request's
+    /// own `env` may override it.
+    pub path: String,
 }
 
 /// Kills a process group when dropped, unless the group was already killed: whatever way the
@@ -655,9 +680,10 @@ async fn exec_inner(
     command
         .args(args)
         .env_clear()
-        .env("PATH", EXEC_PATH)
+        .env("PATH", &spec.path)
         .env("HOME", workspace.root_path())
         .env("LANG", "C.UTF-8")
+        .envs(cache_env(workspace.root_path()))
         .envs(&spec.env)
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
@@ -815,6 +841,24 @@ async fn exec_inner(
         timed_out,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// The build caches of every executed program, under [`CACHE_DIR`] in the workspace: Go's
+/// build and module caches and `GOPATH`, `CARGO_HOME`, npm's and pip's caches and the XDG
+/// cache and configuration (what other tools default to). Created by the programs when they first write there.
+pub fn cache_env(root: &Path) -> [(&'static str, PathBuf); 8] {
+    let cache = root.join(CACHE_DIR);
+    [
+        ("XDG_CACHE_HOME", cache.clone()),
+        // Go keeps its telemetry and `go env -w` settings there.
+        ("XDG_CONFIG_HOME", cache.join("config")),
+        ("GOCACHE", cache.join("go-build")),
+        ("GOMODCACHE", cache.join("go-mod")),
+        ("GOPATH", cache.join("go")),
+        ("CARGO_HOME", cache.join("cargo")),
+        ("npm_config_cache", cache.join("npm")),
+        ("PIP_CACHE_DIR", cache.join("pip")),
+    ]
 }
 
 fn spawn_error(program: &str, err: &io::Error) -> OpError {
@@ -1190,7 +1234,17 @@ mod tests {
                     "{out}"
                 );
                 assert!(out.contains("LANG=C.UTF-8\n"), "{out}");
-                assert!(!out.contains("CARGO"), "{out}");
+                assert!(!out.contains("CARGO_PKG_NAME"), "{out}");
+                // The build caches, in the workspace.
+                let cache = s.root.join(CACHE_DIR);
+                assert!(
+                    out.contains(&format!("GOCACHE={}\n", cache.join("go-build").display())),
+                    "{out}"
+                );
+                assert!(
+                    out.contains(&format!("CARGO_HOME={}\n", cache.join("cargo").display())),
+                    "{out}"
+                );
                 assert!(out.ends_with("from stdin"), "{out}");
             }
             other => panic!("{other:?}"),

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::tool::{ErasedTool, Tool, erase};
-use super::{ToolSpec, artifact, fs, git, k8s, workspace};
+use super::{ToolSpec, artifact, fs, git, k8s, repo, workspace};
 
 /// The tools the service offers, sorted by name, names unique.
 #[derive(Clone)]
@@ -41,12 +41,13 @@ impl Registry {
 }
 
 impl Catalog {
-    /// Every built-in tool (the `fs.*`, `git.*`, `artifact.*`, `workspace.*` and `k8s.*`
-    /// families).
+    /// Every built-in tool (the `fs.*`, `git.*`, `repo.*`, `artifact.*`, `workspace.*` and
+    /// `k8s.*` families).
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         fs::register(&mut registry);
         git::register(&mut registry);
+        repo::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
         k8s::register(&mut registry);
@@ -115,6 +116,7 @@ mod tests {
         let mut registry = Registry::default();
         fs::register(&mut registry);
         git::register(&mut registry);
+        repo::register(&mut registry);
         artifact::register(&mut registry);
         workspace::register(&mut registry);
         k8s::register(&mut registry);
@@ -123,7 +125,7 @@ mod tests {
             registry.tools.len(),
             "no tool was dropped as a duplicate"
         );
-        assert_eq!(catalog.len(), 39);
+        assert_eq!(catalog.len(), 14 + 13 + 17 + 3 + 1 + 8);
         assert!(!catalog.is_empty());
     }
 
@@ -173,7 +175,9 @@ mod tests {
                 Some(&Value::Bool(false)),
                 "{name}: unknown arguments must be refused"
             );
-            for (field, p) in spec.input_schema["properties"].as_object().unwrap() {
+            // A tool without arguments (repo.detect_project_type) has no properties.
+            let properties = spec.input_schema["properties"].as_object();
+            for (field, p) in properties.into_iter().flatten() {
                 assert!(
                     p["description"].as_str().is_some_and(|d| !d.is_empty()),
                     "{name}: argument {field} has no description"

@@ -497,9 +497,24 @@ mod tests {
         assert!(out.lines().next().unwrap().ends_with("/ws/sub"), "{out}");
         assert!(out.contains("TOOL_SETTING=on\n"), "{out}");
         assert!(
-            !out.contains("CARGO"),
+            !out.contains("CARGO_PKG_NAME") && !out.contains("CARGO_MANIFEST_DIR"),
             "the service's environment stays out: {out}"
         );
+        // Build caches live in the workspace, never in a directory sessions share.
+        let cache = h.root.join(".workspace-cache");
+        for var in [
+            "GOCACHE",
+            "GOMODCACHE",
+            "CARGO_HOME",
+            "npm_config_cache",
+            "PIP_CACHE_DIR",
+        ] {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{var} is set: {out}"));
+            assert!(line.contains(&*cache.to_string_lossy()), "{line}");
+        }
         // argv[0] is a program name, never shell syntax.
         let err = run(&ctx, &Program::new(["echo hi; true"]))
             .await

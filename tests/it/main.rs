@@ -23,6 +23,7 @@ mod paths;
 mod provisioning;
 mod readmodel;
 mod replay;
+mod repo_tools;
 mod roles;
 mod runner;
 mod runner_images;

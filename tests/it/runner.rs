@@ -68,6 +68,7 @@ impl Sandbox {
             start_timeout: Duration::from_secs(20),
             sandbox_user: HostIdentity::default(),
             limits: SandboxLimits::default(),
+            toolchains: Default::default(),
         };
         prepare(&mut config, &dir.path().join("ws"));
         let provider = LocalSandboxProvider::new(config);

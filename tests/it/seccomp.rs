@@ -251,6 +251,7 @@ impl Session {
             start_timeout: Duration::from_secs(20),
             sandbox_user: HostIdentity::default(),
             limits: SandboxLimits::default(),
+            toolchains: Default::default(),
         });
         let spec = SandboxSpec {
             session_id: SessionId::parse("sess-seccomp-1").expect("session id"),

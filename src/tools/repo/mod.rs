@@ -1,10 +1,53 @@
-//! The pure logic of the `repo.*` family: project detection, the argv of each language's
-//! actions, the extra_args and target filters, and the parsers that summarise test failures and
-//! stack traces.
+//! The `repo.*` family: the project's toolchain, tests and sources.
 //!
-//! Nothing here runs a program, touches the filesystem or knows about the runner: inputs are a
-//! workspace listing, argument values and captured output, so every rule is unit-tested on its
-//! own. The tool handlers (registered elsewhere) compose these with the process helper.
+//! Two layers. The pure logic (`args`, `commands`, `coverage`, `detect`, `failures`,
+//! `stacktrace`, `symbols`) never runs a program, touches the filesystem or knows about the
+//! runner: inputs are a workspace listing, argument values and captured output, so every rule is
+//! unit-tested on its own. The tools (one file each, declared by `family!`) compose it with the
+//! runner and the process helper; `run` holds what they share.
+//!
+//! Invariant: only the build and test tools (`runs_repository_code` in their metadata:
+//! validate, build, test, run_tests, test_file, coverage_report, static_analysis, package, and
+//! the two summaries when they run the tests) run a program the repository can configure.
+//! The others (detection, tree, symbols, symbol_search, find_references, changed_files, the
+//! summaries of a given output) read files through the runner or run git hardened, never an
+//! npm script, a Makefile, a setup.py or a git hook.
+
+use crate::tools::catalog::Registry;
+
+/// Declares the family's tools, one `module => Type` line each (as in `tools::fs`).
+macro_rules! family {
+    ($($module:ident => $tool:ident),* $(,)?) => {
+        $(mod $module;)*
+
+        /// Adds every tool of the family to `registry`.
+        pub fn register(registry: &mut Registry) {
+            $(registry.register($module::$tool);)*
+        }
+    };
+}
+
+family! {
+    build => Build,
+    changed_files => ChangedFiles,
+    coverage_report => CoverageReport,
+    detect_project_type => DetectProjectType,
+    detect_toolchain => DetectToolchain,
+    file_symbols => Symbols,
+    find_references => FindReferences,
+    package => Package,
+    run_tests => RunTests,
+    stacktrace_summary => StacktraceSummary,
+    static_analysis => StaticAnalysis,
+    symbol_search => SymbolSearch,
+    test => Test,
+    test_failures_summary => TestFailuresSummary,
+    test_file => TestFile,
+    tree => Tree,
+    validate => Validate,
+}
+
+pub mod run;
 
 pub mod args;
 pub mod commands;
