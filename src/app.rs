@@ -68,6 +68,9 @@ pub struct App {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The Kubernetes API client could not be configured (WORKSPACE_BACKEND=kubernetes).
+    #[error("kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+    Kube(String),
     /// The event store could not be opened, or failed while the read models were rebuilt.
     #[error("event store: {0}")]
     EventStore(#[from] StoreError),
@@ -310,16 +313,31 @@ impl Server {
             })?;
             tracing::info!(events = head, "read models rebuilt from the event log");
         }
-        let runners: Arc<dyn RunnerProvider> =
-            Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
-                mode: config.sandbox,
-                runner_exe: config.runner_exe.clone(),
-                bwrap: config.bwrap.clone(),
-                run_dir: config.run_dir.clone(),
-                start_timeout: std::time::Duration::from_secs(10),
-                sandbox_user: config.sandbox_user,
-                limits: config.sandbox_limits,
-            }));
+        let runners: Arc<dyn RunnerProvider> = match &config.backend {
+            crate::config::Backend::Local => {
+                Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
+                    mode: config.sandbox,
+                    runner_exe: config.runner_exe.clone(),
+                    bwrap: config.bwrap.clone(),
+                    run_dir: config.run_dir.clone(),
+                    start_timeout: std::time::Duration::from_secs(10),
+                    sandbox_user: config.sandbox_user,
+                    limits: config.sandbox_limits,
+                }))
+            }
+            crate::config::Backend::Kubernetes(settings) => {
+                // KUBECONFIG, else ~/.kube/config, else the in-cluster service account.
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|e| StartError::Kube(e.to_string()))?;
+                Arc::new(crate::kube::provider::KubeRunnerProvider::start(
+                    client,
+                    Arc::new((**settings).clone()),
+                    config.run_dir.clone(),
+                    roles.executor,
+                ))
+            }
+        };
         let sessions = Arc::new(Sessions::new(
             AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             projector.clone(),
@@ -455,9 +473,7 @@ impl Server {
         roles.cancel();
         tasks.wait().await;
         // Only the runners this process started: other processes' sessions keep theirs.
-        for id in app.runners.sessions() {
-            app.runners.stop(&id).await;
-        }
+        app.runners.detach_all().await;
         tracing::info!("workspace service stopped");
         served
     }

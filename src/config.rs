@@ -160,6 +160,22 @@ pub struct ServeArgs {
     /// The read-model stores (memory; Valkey is declared but not available yet).
     #[command(flatten, next_help_heading = "Read-model stores")]
     pub read_models: ReadModelArgs,
+    /// Where session runners live: `local` (a sandbox on this host, WORKSPACE_RUNNER) or
+    /// `kubernetes` (a runner pod per session, the WORKSPACE_K8S_* settings).
+    #[arg(long, env = "WORKSPACE_BACKEND", default_value = "local")]
+    pub backend: String,
+    /// The Kubernetes runner backend (read only with WORKSPACE_BACKEND=kubernetes).
+    #[command(flatten, next_help_heading = "Kubernetes runner backend")]
+    pub kube: crate::kube::config::KubeArgs,
+}
+
+/// Where session runners live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// A sandbox on this host per session ([`Config::sandbox`]).
+    Local,
+    /// A runner pod per session.
+    Kubernetes(Box<crate::kube::config::KubeSettings>),
 }
 
 /// How callers are authenticated.
@@ -215,6 +231,8 @@ pub struct Config {
     pub sandbox_user: HostIdentity,
     /// Limits of every process in a bubblewrap sandbox.
     pub sandbox_limits: SandboxLimits,
+    /// Where session runners live (`WORKSPACE_BACKEND`).
+    pub backend: Backend,
     /// Authentication.
     pub auth: AuthMode,
     /// Inline size limit of output, logs and arguments.
@@ -409,6 +427,18 @@ impl TryFrom<ServeArgs> for Config {
                 .map_err(|e| ConfigError(format!("cannot locate this binary: {e}")))?,
         };
         let source_roots = parse_source_roots(args.source_roots.as_deref().unwrap_or(""))?;
+        let backend = match args.backend.to_ascii_lowercase().as_str() {
+            "local" => Backend::Local,
+            "kubernetes" | "k8s" => Backend::Kubernetes(Box::new(
+                crate::kube::config::KubeSettings::try_from(args.kube)
+                    .map_err(|e| ConfigError(e.0))?,
+            )),
+            other => {
+                return Err(ConfigError(format!(
+                    "WORKSPACE_BACKEND={other}: use `local` or `kubernetes`"
+                )));
+            }
+        };
         let data = args.data_dir;
         Ok(Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
@@ -428,6 +458,7 @@ impl TryFrom<ServeArgs> for Config {
             bwrap: PathBuf::from("bwrap"),
             sandbox_user,
             sandbox_limits,
+            backend,
             auth,
             max_inline_bytes: args.max_inline_bytes,
             executor_concurrency: args.executor_concurrency,
@@ -519,6 +550,7 @@ impl Config {
             bwrap: PathBuf::from("bwrap"),
             sandbox_user: HostIdentity::default(),
             sandbox_limits: SandboxLimits::default(),
+            backend: Backend::Local,
             auth: AuthMode::Payload,
             max_inline_bytes: 8192,
             executor_concurrency: 64,

@@ -1,7 +1,12 @@
-//! The Kubernetes runner backend's pure parts: its `WORKSPACE_K8S_*` settings
-//! ([`config::KubeSettings`]) and a session's runner pod ([`pod::runner_pod`]). Nothing here
-//! talks to a cluster or is wired into session creation yet; the provider that creates, waits
-//! for and deletes the pods will use these.
+//! The Kubernetes runner backend (`WORKSPACE_BACKEND=kubernetes`, ADR 0011): its
+//! `WORKSPACE_K8S_*` settings ([`config::KubeSettings`]), a session's runner pod as a pure
+//! function ([`pod::runner_pod`]), the pod operations on the API server ([`client`]), the
+//! runner seam on pods ([`provider::KubeRunnerProvider`]), the warm pool ([`pool`]) and the
+//! multiplexed exec-stream transport ([`transport`]).
 
+pub mod client;
 pub mod config;
 pub mod pod;
+pub mod pool;
+pub mod provider;
+pub mod transport;

@@ -13,6 +13,7 @@ mod docs;
 mod eventlog_contract;
 mod git;
 mod jetstream;
+mod kube_api;
 mod kube_pod;
 mod lifecycle;
 mod nats;
