@@ -274,6 +274,8 @@ fn gone() -> io::Error {
 pub async fn serve_stdio(read: BoxRead, write: BoxWrite, socket: &Path) {
     let (accepted, mut channels) = mpsc::unbounded_channel();
     let mux = Mux::start(read, write, Some(accepted));
+    // Ended or dropped, the stream goes down with it.
+    let _down = mux.dead.clone().drop_guard();
     loop {
         tokio::select! {
             () = mux.closed() => return,

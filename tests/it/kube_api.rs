@@ -71,7 +71,6 @@ fn step(method: Method, path: &'static str, status: u16, body: Value) -> Step {
 #[derive(Debug)]
 struct Seen {
     method: Method,
-    path: String,
     query: String,
     body: Option<Value>,
 }
@@ -109,7 +108,6 @@ fn serve(mut handle: Handle, script: Vec<Step>) -> tokio::task::JoinHandle<Vec<S
             }
             seen.push(Seen {
                 method: parts.method,
-                path: parts.uri.path().to_owned(),
                 query,
                 body,
             });
