@@ -104,8 +104,10 @@ fn main() {
                 },
                 allowed_paths: vec![".".into()],
                 metadata: BTreeMap::new(),
+                runtime: None,
             }),
             runner: runner.clone(),
+            kube: None,
             deadline: Instant::now() + Duration::from_secs(180),
             output: workspace::live::OutputSink::discard(),
         };

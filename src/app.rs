@@ -68,6 +68,9 @@ pub struct App {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The Kubernetes API client could not be configured (WORKSPACE_BACKEND=kubernetes).
+    #[error("kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+    Kube(String),
     /// The event store could not be opened, or failed while the read models were rebuilt.
     #[error("event store: {0}")]
     EventStore(#[from] StoreError),
@@ -231,6 +234,8 @@ pub struct Server {
     /// The executor role: the executor, and the provisioner of created sessions beside it.
     executor: Option<Arc<Executor>>,
     provisioner: Option<Arc<Provisioner>>,
+    /// The pod janitor, beside the executor on the kubernetes backend.
+    janitor: Option<Arc<crate::kube::janitor::Janitor>>,
     /// Whether this process folds the events into its read models: the projector role, or
     /// read models in this process's memory (nobody else can fold them).
     projects: bool,
@@ -310,17 +315,35 @@ impl Server {
             })?;
             tracing::info!(events = head, "read models rebuilt from the event log");
         }
-        let runners: Arc<dyn RunnerProvider> =
-            Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
-                mode: config.sandbox,
-                runner_exe: config.runner_exe.clone(),
-                bwrap: config.bwrap.clone(),
-                run_dir: config.run_dir.clone(),
-                start_timeout: std::time::Duration::from_secs(10),
-                sandbox_user: config.sandbox_user,
-                limits: config.sandbox_limits,
-                toolchains: config.toolchains.clone(),
-            }));
+        // The kubernetes backend's API client, built once: the runner seam, the executor's
+        // k8s.* tools and the pod janitor share it.
+        let mut kube_client: Option<(kube::Client, String)> = None;
+        let runners: Arc<dyn RunnerProvider> = match &config.backend {
+            crate::config::Backend::Local => {
+                Arc::new(LocalSandboxProvider::new(LocalSandboxConfig {
+                    mode: config.sandbox,
+                    runner_exe: config.runner_exe.clone(),
+                    bwrap: config.bwrap.clone(),
+                    run_dir: config.run_dir.clone(),
+                    start_timeout: std::time::Duration::from_secs(10),
+                    sandbox_user: config.sandbox_user,
+                    limits: config.sandbox_limits,
+                    toolchains: config.toolchains.clone(),
+                }))
+            }
+            crate::config::Backend::Kubernetes(settings) => {
+                let client = crate::kube::client_from_environment()
+                    .await
+                    .map_err(|e| StartError::Kube(e.to_string()))?;
+                kube_client = Some((client.clone(), settings.namespace.clone()));
+                Arc::new(crate::kube::provider::KubeRunnerProvider::start(
+                    client,
+                    Arc::new((**settings).clone()),
+                    config.run_dir.clone(),
+                    roles.executor,
+                ))
+            }
+        };
         let sessions = Arc::new(Sessions::new(
             AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
             projector.clone(),
@@ -335,7 +358,7 @@ impl Server {
         }
         let catalog = Arc::new(catalog);
         let executor = roles.executor.then(|| {
-            Arc::new(Executor::new(
+            let executor = Executor::new(
                 log.clone(),
                 projector.clone(),
                 sessions.clone(),
@@ -347,8 +370,25 @@ impl Server {
                 config.work_queue.liveness_grace,
                 config.max_inline_bytes,
                 config.executor_concurrency,
-            ))
+            );
+            Arc::new(match &kube_client {
+                Some((client, _)) => executor.with_kube(client.clone()),
+                None => executor,
+            })
         });
+        // The pod janitor runs beside executors on the kubernetes backend.
+        let janitor = match &kube_client {
+            Some((client, namespace)) if roles.executor && config.janitor.enabled => {
+                Some(Arc::new(crate::kube::janitor::Janitor::new(
+                    client.clone(),
+                    namespace,
+                    config.janitor.clone(),
+                    projector.store().clone(),
+                    AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
+                )))
+            }
+            _ => None,
+        };
         let provisioner = roles.executor.then(|| {
             Arc::new(Provisioner::new(
                 sessions.clone(),
@@ -382,6 +422,7 @@ impl Server {
             app,
             executor,
             provisioner,
+            janitor,
             projects,
             listener,
         })
@@ -422,6 +463,9 @@ impl Server {
         if let Some(provisioner) = self.provisioner {
             tasks.spawn(provisioner.run_until_stopped(roles.clone()));
         }
+        if let Some(janitor) = self.janitor {
+            tasks.spawn(janitor.run_until_stopped(roles.clone()));
+        }
         let api = app.config.roles.api;
         if api {
             let app = app.clone();
@@ -456,9 +500,7 @@ impl Server {
         roles.cancel();
         tasks.wait().await;
         // Only the runners this process started: other processes' sessions keep theirs.
-        for id in app.runners.sessions() {
-            app.runners.stop(&id).await;
-        }
+        app.runners.detach_all().await;
         tracing::info!("workspace service stopped");
         served
     }

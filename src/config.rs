@@ -181,6 +181,22 @@ pub struct ServeArgs {
     /// The pod janitor of the kubernetes backend.
     #[command(flatten, next_help_heading = "Kubernetes pod janitor")]
     pub janitor: crate::kube::janitor::JanitorArgs,
+    /// Where session runners live: `local` (a sandbox on this host, WORKSPACE_RUNNER) or
+    /// `kubernetes` (a runner pod per session, the WORKSPACE_K8S_* settings).
+    #[arg(long, env = "WORKSPACE_BACKEND", default_value = "local")]
+    pub backend: String,
+    /// The Kubernetes runner backend (read only with WORKSPACE_BACKEND=kubernetes).
+    #[command(flatten, next_help_heading = "Kubernetes runner backend")]
+    pub kube: crate::kube::config::KubeArgs,
+}
+
+/// Where session runners live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// A sandbox on this host per session ([`Config::sandbox`]).
+    Local,
+    /// A runner pod per session.
+    Kubernetes(Box<crate::kube::config::KubeSettings>),
 }
 
 /// How callers are authenticated.
@@ -238,6 +254,8 @@ pub struct Config {
     pub sandbox_limits: SandboxLimits,
     /// Host toolchains sandboxes see read-only.
     pub toolchains: Toolchains,
+    /// Where session runners live (`WORKSPACE_BACKEND`).
+    pub backend: Backend,
     /// Authentication.
     pub auth: AuthMode,
     /// Inline size limit of output, logs and arguments.
@@ -439,6 +457,18 @@ impl TryFrom<ServeArgs> for Config {
         let janitor = crate::kube::janitor::JanitorSettings::try_from(args.janitor)
             .map_err(|e| ConfigError(e.to_string()))?;
         let toolchains = parse_toolchain_dirs(args.toolchain_dirs.as_deref().unwrap_or(""))?;
+        let backend = match args.backend.to_ascii_lowercase().as_str() {
+            "local" => Backend::Local,
+            "kubernetes" | "k8s" => Backend::Kubernetes(Box::new(
+                crate::kube::config::KubeSettings::try_from(args.kube)
+                    .map_err(|e| ConfigError(e.0))?,
+            )),
+            other => {
+                return Err(ConfigError(format!(
+                    "WORKSPACE_BACKEND={other}: use `local` or `kubernetes`"
+                )));
+            }
+        };
         let data = args.data_dir;
         Ok(Config {
             listen: SocketAddr::new(args.bind_addr, args.port),
@@ -459,6 +489,7 @@ impl TryFrom<ServeArgs> for Config {
             sandbox_user,
             sandbox_limits,
             toolchains,
+            backend,
             auth,
             max_inline_bytes: args.max_inline_bytes,
             executor_concurrency: args.executor_concurrency,
@@ -582,6 +613,7 @@ impl Config {
             sandbox_user: HostIdentity::default(),
             sandbox_limits: SandboxLimits::default(),
             toolchains: Toolchains::default(),
+            backend: Backend::Local,
             auth: AuthMode::Payload,
             max_inline_bytes: 8192,
             executor_concurrency: 64,

@@ -185,6 +185,21 @@ pub struct KubeArgs {
         default_value = "10Gi"
     )]
     pub workspace_size_limit: String,
+    /// Warm runner pods kept ready per profile (the default image and each bundle), claimed
+    /// by sessions with an empty workspace; 0 turns the pool off.
+    #[arg(
+        long = "k8s-warm-pool-size",
+        env = "WORKSPACE_K8S_WARM_POOL_SIZE",
+        default_value_t = 0
+    )]
+    pub warm_pool_size: usize,
+    /// How often the warm pool is refilled.
+    #[arg(
+        long = "k8s-warm-pool-refill-seconds",
+        env = "WORKSPACE_K8S_WARM_POOL_REFILL_SECONDS",
+        default_value_t = 5
+    )]
+    pub warm_pool_refill_seconds: u64,
 }
 
 /// `1,true,yes,on` / `0,false,no,off`, any case (the seeds' booleans). Anything else is an
@@ -253,6 +268,10 @@ pub struct KubeSettings {
     pub automount_sa_token: bool,
     /// Requests and limits.
     pub resources: RunnerResources,
+    /// Warm pods per profile (0: no pool).
+    pub warm_pool_size: usize,
+    /// Refill period of the warm pool.
+    pub warm_pool_refill: Duration,
 }
 
 /// A DNS-1123 label (a namespace, a container name, a Secret name part): lower-case
@@ -380,6 +399,12 @@ impl TryFrom<KubeArgs> for KubeSettings {
                 args.pod_prefix
             ));
         }
+        if args.warm_pool_size > 100 {
+            return err(format!(
+                "WORKSPACE_K8S_WARM_POOL_SIZE={} is more than 100 idle pods per profile",
+                args.warm_pool_size
+            ));
+        }
         if args.ready_timeout_seconds == 0 {
             return err("WORKSPACE_K8S_READY_TIMEOUT_SECONDS must be above 0".into());
         }
@@ -444,6 +469,8 @@ impl TryFrom<KubeArgs> for KubeSettings {
             read_only_root_fs: args.read_only_root_fs,
             automount_sa_token: args.automount_sa_token,
             resources,
+            warm_pool_size: args.warm_pool_size,
+            warm_pool_refill: Duration::from_secs(args.warm_pool_refill_seconds.max(1)),
         })
     }
 }

@@ -45,15 +45,21 @@ pub struct RunnerArgs {
     #[arg(
         long,
         value_name = "PATH",
-        required_unless_present = "listen_fd",
-        conflicts_with = "listen_fd"
+        required_unless_present_any = ["listen_fd", "stdio"],
+        conflicts_with_all = ["listen_fd", "stdio"]
     )]
     pub listen: Option<PathBuf>,
     /// An inherited descriptor of a unix socket that is already bound and listening (how
     /// providers start runners: the socket's directory then never has to be visible, let
     /// alone writable, in the sandbox).
-    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(RawFd).range(3..))]
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(RawFd).range(3..), conflicts_with = "stdio")]
     pub listen_fd: Option<RawFd>,
+    /// Serve the multiplexed runner stream on stdin and stdout (how an executor reaches a
+    /// runner pod through its exec stream, ADR 0011): every channel of the stream is a
+    /// connection to a socket of this runner in a private directory under `/tmp`. Prints no
+    /// readiness line; ends when the stream ends.
+    #[arg(long)]
+    pub stdio: bool,
     /// Workspace root every request path is confined to.
     #[arg(long, value_name = "PATH", default_value = "/workspace")]
     pub root: PathBuf,
@@ -107,6 +113,9 @@ pub fn run(args: RunnerArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let isolation = args.isolation.as_str();
+        if args.stdio {
+            return serve_stdio(&args.root, isolation).await;
+        }
         let server = match (inherited, &args.listen) {
             (Some(listener), _) => RunnerServer::from_listener(listener, &args.root, isolation)?,
             (None, Some(path)) => RunnerServer::bind(path, &args.root, isolation)?,
@@ -126,6 +135,38 @@ pub fn run(args: RunnerArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--stdio`: a runner server on a socket in a fresh private directory, and the multiplexed
+/// stream on stdin/stdout connected to it, until the stream ends.
+async fn serve_stdio(root: &std::path::Path, isolation: &'static str) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = std::env::temp_dir().join(format!("workspace-runner-{}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let socket = dir.join("runner.sock");
+    let server = RunnerServer::bind(&socket, root, isolation)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(server.run_until_stopped(stop.clone().cancelled_owned()));
+    // stdin and stdout as files on the blocking pool (what tokio's own stdio does), from
+    // duplicates, so the process's descriptors 0 and 1 stay open for nothing else to reuse.
+    let dup = |fd: &std::io::Stdin| -> io::Result<std::fs::File> {
+        Ok(std::fs::File::from(
+            std::os::fd::AsFd::as_fd(fd).try_clone_to_owned()?,
+        ))
+    };
+    let stdin = dup(&std::io::stdin())?;
+    let stdout =
+        std::fs::File::from(std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?);
+    let read: crate::kube::transport::BoxRead = Box::pin(tokio::fs::File::from_std(stdin));
+    let write: crate::kube::transport::BoxWrite = Box::pin(tokio::fs::File::from_std(stdout));
+    tokio::select! {
+        () = crate::kube::transport::serve_stdio(read, write, &socket) => {}
+        () = terminated() => {}
+    }
+    stop.cancel();
+    let _ = served.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// Takes ownership of the inherited descriptor `fd` after checking that it is an open,

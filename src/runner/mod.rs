@@ -56,6 +56,27 @@ pub struct SandboxSpec {
     pub workspace_dir: PathBuf,
 }
 
+/// What a provider needs to provision a session: the workspace, from its source, and the
+/// runner over it.
+#[derive(Debug, Clone)]
+pub struct ProvisionSpec<'a> {
+    /// The session and, for providers on this host, its workspace directory.
+    pub sandbox: SandboxSpec,
+    /// The session's owner.
+    pub tenant_id: &'a str,
+    /// The session's actor.
+    pub actor_id: &'a str,
+    /// The session's metadata (as recorded: secret-looking values redacted, except the keys
+    /// of [`RunnerProvider::plain_metadata_keys`]).
+    pub metadata: &'a std::collections::BTreeMap<String, String>,
+    /// What the workspace starts from.
+    pub source: &'a workspace_events::WorkspaceSource,
+    /// How long the session lives from now.
+    pub expires_in: Option<Duration>,
+    /// The host directories a copy may come from.
+    pub sources: &'a crate::sessions::SourcePolicy,
+}
+
 /// Where the workspace appears inside every runner.
 pub const WORKDIR: &str = "/workspace";
 
@@ -116,6 +137,30 @@ pub trait SessionRunner: Send + Sync {
 /// Starts, finds and stops session runners.
 #[async_trait::async_trait]
 pub trait RunnerProvider: Send + Sync {
+    /// Refuses, before anything is recorded or created, a session this provider cannot
+    /// provision (a runner profile it does not know, a host path it cannot reach). The
+    /// default admits everything.
+    fn admit(
+        &self,
+        _source: &workspace_events::WorkspaceSource,
+        _metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), workspace_events::ErrorInfo> {
+        Ok(())
+    }
+
+    /// Metadata keys whose values this provider needs as given (object names such as a git
+    /// credentials Secret's), kept out of the redaction of secret-looking keys.
+    fn plain_metadata_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Provisions a session: fills its workspace from `spec.source` and starts its runner.
+    /// On failure nothing of the session is left running.
+    async fn provision(
+        &self,
+        spec: &ProvisionSpec<'_>,
+    ) -> Result<workspace_events::RuntimeRef, workspace_events::ErrorInfo>;
+
     /// Returns the session's runner, starting it when it is not running (after a restart, a
     /// ready session's runner starts again on first use; in an executor that did not provision
     /// the session, over the same workspace directory).
@@ -128,6 +173,15 @@ pub trait RunnerProvider: Send + Sync {
     /// own processes, never another process's): what a stopping executor stops, and what the
     /// provisioner's sweep checks against ended sessions.
     fn sessions(&self) -> Vec<SessionId>;
+
+    /// Lets go of everything this process holds as it stops. The default stops every runner
+    /// it started (a local sandbox dies with its process anyway); a provider whose runners
+    /// outlive the process (runner pods) only closes its connections.
+    async fn detach_all(&self) {
+        for id in self.sessions() {
+            self.stop(&id).await;
+        }
+    }
 
     /// Host PID of the session's runner process, when this provider started one that is
     /// running (diagnostics and tests; `None` for runners that are not local processes).

@@ -1171,6 +1171,42 @@ fn start_failure(mode: SandboxMode, status: Option<ExitStatus>, stderr: &str) ->
 
 #[async_trait::async_trait]
 impl RunnerProvider for LocalSandboxProvider {
+    /// The workspace is prepared on this host (a copy, a clone or empty), then the sandbox
+    /// starts over it.
+    async fn provision(
+        &self,
+        spec: &super::ProvisionSpec<'_>,
+    ) -> Result<workspace_events::RuntimeRef, workspace_events::ErrorInfo> {
+        use crate::error_code::ErrorCode;
+        crate::sessions::prepare_workspace(spec.source, &spec.sandbox.workspace_dir, spec.sources)
+            .await?;
+        let id = &spec.sandbox.session_id;
+        let runner = self.ensure(&spec.sandbox).await.map_err(|e| {
+            tracing::error!(session_id = %id, error = %e, "runner failed to start");
+            match e {
+                // The install hint is meant for the caller; it names no host path.
+                RunnerError::Unavailable(hint) => workspace_events::ErrorInfo {
+                    code: ErrorCode::Unavailable.into(),
+                    message: hint,
+                    retryable: true,
+                },
+                // Anything else is ours to fix; its details (host paths, stderr) stay in the log.
+                _ => workspace_events::ErrorInfo {
+                    code: ErrorCode::Internal.into(),
+                    message: "the session runner could not be started".into(),
+                    retryable: true,
+                },
+            }
+        })?;
+        Ok(workspace_events::RuntimeRef {
+            kind: "local".into(),
+            isolation: runner.isolation().into(),
+            workdir: WORKDIR.into(),
+            namespace: None,
+            pod_name: None,
+        })
+    }
+
     async fn ensure(&self, spec: &SandboxSpec) -> Result<Arc<dyn SessionRunner>, RunnerError> {
         let slot = self.slot(&spec.session_id);
         let mut guard = slot.lock().await;

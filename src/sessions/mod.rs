@@ -31,10 +31,10 @@ use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt, Known, d
 use crate::ids::SessionId;
 use crate::projector::Projector;
 use crate::readmodel::ReadModelError;
-use crate::runner::{RunnerProvider, SandboxSpec};
+use crate::runner::{ProvisionSpec, RunnerProvider, SandboxSpec};
 use crate::workqueue::{Provision, WorkQueue};
 
-pub use provision::redact_metadata;
+pub use provision::{prepare_workspace, redact_metadata};
 pub use source::{CloneSource, SOURCE_ROOTS_VAR, SourcePolicy, SourceRefusal, UnsupportedRepoUrl};
 
 /// A validated request to create a session.
@@ -318,6 +318,13 @@ impl Sessions {
                 .admit(&path)
                 .map_err(|r| SessionFailure::new(r.code(), r.to_string()))?;
         }
+        // The runner backend refuses what it cannot provision (an unknown runner profile)
+        // before anything is recorded or created.
+        self.runners
+            .admit(&request.source, &request.metadata)
+            .map_err(|e| {
+                SessionFailure::new(e.code.known().unwrap_or(ErrorCode::Internal), e.message)
+            })?;
         let now = OffsetDateTime::now_utc();
         let meta = CommandMetadata {
             correlation_id: Some(correlation_id.to_owned()),
@@ -332,7 +339,10 @@ impl Sessions {
             principal: request.principal.clone(),
             source: request.source.clone(),
             allowed_paths: request.allowed_paths,
-            metadata: redact_metadata(request.metadata),
+            metadata: provision::redact_metadata_except(
+                request.metadata,
+                &self.runners.plain_metadata_keys(),
+            ),
             created_at: now,
             expires_at: now + request.expires_in,
         };
@@ -409,7 +419,7 @@ impl Sessions {
         within: std::time::Duration,
     ) -> Result<workspace_events::RuntimeRef, ErrorInfo> {
         let dir = self.workspace_dir(&created.principal.tenant_id, id);
-        tokio::time::timeout(within, self.provision(id, &created.source, dir))
+        tokio::time::timeout(within, self.provision(id, created, dir))
             .await
             .unwrap_or_else(|_| {
                 Err(ErrorInfo {
@@ -510,38 +520,24 @@ impl Sessions {
     async fn provision(
         &self,
         id: &SessionId,
-        source: &WorkspaceSource,
+        created: &SessionCreated,
         dir: PathBuf,
     ) -> Result<workspace_events::RuntimeRef, ErrorInfo> {
-        provision::prepare_workspace(source, &dir, &self.source_policy()).await?;
-        let spec = SandboxSpec {
-            session_id: id.clone(),
-            workspace_dir: dir,
+        let spec = ProvisionSpec {
+            sandbox: SandboxSpec {
+                session_id: id.clone(),
+                workspace_dir: dir,
+            },
+            tenant_id: &created.principal.tenant_id,
+            actor_id: &created.principal.actor_id,
+            metadata: &created.metadata,
+            source: &created.source,
+            expires_in: (created.expires_at - OffsetDateTime::now_utc())
+                .try_into()
+                .ok(),
+            sources: &self.source_policy(),
         };
-        let runner = self.runners.ensure(&spec).await.map_err(|e| {
-            tracing::error!(session_id = %id, error = %e, "runner failed to start");
-            match e {
-                // The install hint is meant for the caller; it names no host path.
-                crate::runner::RunnerError::Unavailable(hint) => ErrorInfo {
-                    code: ErrorCode::Unavailable.into(),
-                    message: hint,
-                    retryable: true,
-                },
-                // Anything else is ours to fix; its details (host paths, stderr) stay in the log.
-                _ => ErrorInfo {
-                    code: ErrorCode::Internal.into(),
-                    message: "the session runner could not be started".into(),
-                    retryable: true,
-                },
-            }
-        })?;
-        Ok(workspace_events::RuntimeRef {
-            kind: "local".into(),
-            isolation: runner.isolation().into(),
-            workdir: crate::runner::WORKDIR.into(),
-            namespace: None,
-            pod_name: None,
-        })
+        self.runners.provision(&spec).await
     }
 
     /// Closes a session and removes its sandbox and workspace. Closing a closed session

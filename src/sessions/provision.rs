@@ -26,11 +26,21 @@ const SECRET_KEY_PARTS: [&str; 10] = [
 /// Replaces the values of secret-looking metadata keys with `[REDACTED]` so they never reach
 /// events, read models or logs.
 pub fn redact_metadata(metadata: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    redact_metadata_except(metadata, &[])
+}
+
+/// [`redact_metadata`], keeping the values of `plain` keys (a runner backend's object names,
+/// such as the git credentials Secret's name, which it needs as given and which are not
+/// secrets themselves).
+pub fn redact_metadata_except(
+    metadata: BTreeMap<String, String>,
+    plain: &[String],
+) -> BTreeMap<String, String> {
     metadata
         .into_iter()
         .map(|(k, v)| {
             let lower = k.to_ascii_lowercase();
-            if SECRET_KEY_PARTS.iter().any(|p| lower.contains(p)) {
+            if !plain.contains(&k) && SECRET_KEY_PARTS.iter().any(|p| lower.contains(p)) {
                 (k, "[REDACTED]".to_owned())
             } else {
                 (k, v)

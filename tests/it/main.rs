@@ -16,6 +16,7 @@ mod git;
 mod git_tools;
 mod jetstream;
 mod k8s_gating;
+mod kube_api;
 mod kube_pod;
 mod lifecycle;
 mod nats;
