@@ -382,7 +382,7 @@ impl Server {
                 Some(Arc::new(crate::kube::janitor::Janitor::new(
                     client.clone(),
                     namespace,
-                    config.janitor.clone(),
+                    config.janitor,
                     projector.store().clone(),
                     AggregateStore::new(log.clone()).with_typed(projector.typed().clone()),
                 )))

@@ -274,7 +274,7 @@ impl RunnerPods {
                         }
                         WatchEvent::Bookmark(_) => {}
                         WatchEvent::Error(status) => {
-                            return Err(kube::Error::Api(status.into()));
+                            return Err(kube::Error::Api(status));
                         }
                     }
                 }

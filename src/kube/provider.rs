@@ -362,7 +362,7 @@ impl RunnerProvider for KubeRunnerProvider {
             expires_in: spec.expires_in,
         };
         let pod = runner_pod(&self.settings, &request)
-            .map_err(|e| info(e.code().into(), e.to_string(), false))?;
+            .map_err(|e| info(e.code(), e.to_string(), false))?;
         if let Some(pool) = self
             .pool
             .as_ref()
