@@ -321,7 +321,21 @@ async fn the_environment_is_scrubbed() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, _)| k))
         .collect();
-    let expected: BTreeSet<&str> = ["HOME", "LANG", "PATH"].into();
+    // HOME, LANG and PATH, and the build caches the runner keeps inside the workspace.
+    let expected: BTreeSet<&str> = [
+        "CARGO_HOME",
+        "GOCACHE",
+        "GOMODCACHE",
+        "GOPATH",
+        "HOME",
+        "LANG",
+        "PATH",
+        "PIP_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "npm_config_cache",
+    ]
+    .into();
     assert_eq!(keys, expected, "{}", exited.stdout);
     assert!(exited.stdout.contains("HOME=/workspace\n"));
     for (key, _) in std::env::vars() {
@@ -719,7 +733,16 @@ async fn an_unsandboxed_runner_serves_the_same_protocol() {
     );
     let exited = sandbox.sh("cat a.txt; echo; env | sort").await;
     assert!(exited.stdout.starts_with("hello\n"), "{exited:?}");
-    assert!(!exited.stdout.contains("CARGO"), "{exited:?}");
+    // Nothing of the host's (cargo test's) environment; CARGO_HOME is the workspace's cache.
+    assert!(!exited.stdout.contains("CARGO_MANIFEST_DIR"), "{exited:?}");
+    assert!(!exited.stdout.contains("CARGO_PKG"), "{exited:?}");
+    assert!(
+        exited.stdout.contains(&format!(
+            "CARGO_HOME={}/.workspace-cache/cargo",
+            sandbox.ws().display()
+        )),
+        "{exited:?}"
+    );
     std::os::unix::fs::symlink("/etc/passwd", sandbox.ws().join("passwd")).expect("symlink");
     assert_error(&sandbox.read("passwd").await, RunnerErrorCode::PolicyDenied);
     let marker = format!("300.{}3", std::process::id());
