@@ -49,6 +49,7 @@
 //! (projector, executor) never touch the disk; older events are read with positioned reads on a
 //! blocking thread, and their CRC is checked again.
 
+mod dedup;
 mod index;
 mod pauseless;
 mod record;
@@ -168,7 +169,11 @@ pub struct FileEventLogOptions {
     pub cache_events: usize,
     /// Most append requests the writer commits in one batch (one write, one sync).
     pub max_batch: usize,
+    /// How long a stored event id is remembered for deduplication (see [`DEDUP_WINDOW`]).
+    pub dedup_window: Duration,
 }
+
+pub use self::dedup::DEFAULT_WINDOW as DEDUP_WINDOW;
 
 impl Default for FileEventLogOptions {
     fn default() -> Self {
@@ -176,6 +181,7 @@ impl Default for FileEventLogOptions {
             fsync: FsyncPolicy::default(),
             cache_events: 8192,
             max_batch: 1024,
+            dedup_window: DEDUP_WINDOW,
         }
     }
 }
@@ -269,7 +275,7 @@ impl FileEventLog {
     fn open_blocking(dir: PathBuf, options: FileEventLogOptions) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(&dir)?;
         let lock = lock_dir(&dir)?;
-        let (file, recovered) = open_log(&dir, options.cache_events)?;
+        let (file, recovered) = open_log(&dir, &options)?;
         let (shared, commands, receiver, writer) = assemble(file, recovered, lock, &options)?;
         let state = Arc::new(Mutex::new(writer));
         let thread_state = Arc::clone(&state);
@@ -456,7 +462,7 @@ impl EventLog for FileEventLog {
 }
 
 /// Opens (creating) `<dir>/events.log`, scans it and repairs its tail. The caller holds the lock.
-fn open_log(dir: &Path, cache_events: usize) -> Result<(File, Recovered), StoreError> {
+fn open_log(dir: &Path, options: &FileEventLogOptions) -> Result<(File, Recovered), StoreError> {
     let path = dir.join(LOG_FILE);
     let created = !path.try_exists()?;
     let file = OpenOptions::new()
@@ -469,7 +475,7 @@ fn open_log(dir: &Path, cache_events: usize) -> Result<(File, Recovered), StoreE
         // Make the new file's directory entry durable before anything is acknowledged.
         File::open(dir)?.sync_all()?;
     }
-    let recovered = recovery::recover(&file, &path, cache_events)?;
+    let recovered = recovery::recover(&file, &path, options.cache_events, options.dedup_window)?;
     tracing::info!(
         log = %path.display(),
         events = recovered.index.head(),

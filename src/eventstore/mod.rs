@@ -8,7 +8,9 @@
 //!   nothing is written (never a fork);
 //! - all-or-nothing appends: the events of one append are stored together or not at all;
 //! - deduplication by event id: re-appending events whose ids are already stored (a retry after
-//!   a lost reply) returns the original positions with `duplicate: true` and writes nothing.
+//!   a lost reply) returns the original positions with `duplicate: true` and writes nothing,
+//!   within a duplicate window (two minutes by default in both stores); a later retry fails the
+//!   version check with `Conflict` and writes nothing either.
 
 pub mod aggregate_store;
 pub mod file_log;

@@ -65,14 +65,6 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         self.shards[shard].get_mut(key)
     }
 
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.get(key).is_some()
-    }
-
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let shard = self.shard(&key);
         let previous = self.shards[shard].insert(key, value);
@@ -93,6 +85,13 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
             self.len -= 1;
         }
         removed
+    }
+
+    /// Gives back the memory of removed entries.
+    pub fn shrink_to_fit(&mut self) {
+        for shard in &mut self.shards {
+            shard.shrink_to_fit();
+        }
     }
 }
 
@@ -143,8 +142,8 @@ mod tests {
         assert_eq!(map.get("k7"), Some(&70));
         *map.get_mut("k8").unwrap() += 1;
         assert_eq!(map.get("k8"), Some(&9));
-        assert!(map.contains_key("k9999"));
-        assert!(!map.contains_key("k10000"));
+        assert!(map.get("k9999").is_some());
+        assert!(map.get("k10000").is_none());
         assert_eq!(map.remove("k9999"), Some(9999));
         assert_eq!(map.remove("k9999"), None);
         assert_eq!(map.len(), 9_999);

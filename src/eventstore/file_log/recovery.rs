@@ -12,21 +12,20 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ulid::Ulid;
 use workspace_events::RecordedEvent;
 
+use super::dedup::DedupWindow;
 use super::index::Index;
-use super::pauseless::ShardedMap;
 use super::record::{self, FrameError, HEADER_LEN};
 use crate::eventstore::StoreError;
 
 /// What the scan rebuilt.
 pub(super) struct Recovered {
     pub index: Index,
-    /// Event id → sequence, for deduplication (owned by the writer).
-    pub dedup: ShardedMap<Ulid, u64>,
+    /// Event id → sequence of the ids within the deduplication window (owned by the writer).
+    pub dedup: DedupWindow,
 }
 
 /// Scans `file` (the log at `path`), truncating a torn tail.
@@ -34,10 +33,12 @@ pub(super) fn recover(
     file: &File,
     path: &Path,
     cache_events: usize,
+    dedup_window: Duration,
 ) -> Result<Recovered, StoreError> {
     let file_len = file.metadata()?.len();
     let mut index = Index::new(cache_events);
-    let mut dedup = ShardedMap::default();
+    // Every id of the log while scanning (each must be stored once), the window's afterwards.
+    let mut dedup = DedupWindow::new(dedup_window);
     let mut reader = BufReader::with_capacity(1 << 20, file);
     reader.seek(SeekFrom::Start(0))?;
     let mut payload = Vec::new();
@@ -81,6 +82,7 @@ pub(super) fn recover(
         let probe_from = if damage.is_some() { pos + 1 } else { file_len };
         repair_tail(file, path, complete, probe_from, file_len, &reason)?;
     }
+    dedup.expire_and_shrink();
     Ok(Recovered { index, dedup })
 }
 
@@ -113,7 +115,7 @@ fn next_record(
 /// was not written by this store's writer in this position.
 fn check_order(
     index: &Index,
-    dedup: &ShardedMap<Ulid, u64>,
+    dedup: &DedupWindow,
     unfinished: &[(u64, RecordedEvent)],
     event: &RecordedEvent,
 ) -> Result<(), FrameError> {
@@ -147,7 +149,7 @@ fn check_order(
         )));
     }
     let id = envelope.event_id;
-    if dedup.contains_key(&id) || unfinished.iter().any(|(_, e)| e.envelope.event_id == id) {
+    if dedup.get(&id).is_some() || unfinished.iter().any(|(_, e)| e.envelope.event_id == id) {
         return Err(FrameError::Invalid(format!(
             "event id {id} is stored twice"
         )));

@@ -176,6 +176,48 @@ async fn reopening_preserves_events_indexes_head_and_dedup() {
 }
 
 #[tokio::test]
+async fn a_retry_after_the_duplicate_window_conflicts_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileEventLogOptions {
+        fsync: FsyncPolicy::Never,
+        dedup_window: std::time::Duration::ZERO,
+        ..FileEventLogOptions::default()
+    };
+    let log = FileEventLog::open_with(dir.path(), options.clone())
+        .await
+        .unwrap();
+    let s1 = events(SESSION, "session-1", 0, 2);
+    log.append(SESSION, "session-1", 0, s1.clone())
+        .await
+        .unwrap();
+    // The ids expire once the clock passes their millisecond; until then a retry is still a
+    // duplicate. Either answer writes nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match log.append(SESSION, "session-1", 0, s1.clone()).await {
+            Ok(retry) => assert!(retry.duplicate, "{retry:?}"),
+            Err(StoreError::Conflict { actual: 2, .. }) => break,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ids never expired"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*log.head().borrow(), 2);
+    log.close().await.unwrap();
+    drop(log);
+    // Reopened, the scan keeps only the window's ids: the retry conflicts at once.
+    let log = FileEventLog::open_with(dir.path(), options).await.unwrap();
+    assert!(matches!(
+        log.append(SESSION, "session-1", 0, s1).await,
+        Err(StoreError::Conflict { actual: 2, .. })
+    ));
+    assert_eq!(*log.head().borrow(), 2);
+}
+
+#[tokio::test]
 async fn an_open_waits_for_a_lock_its_holder_releases_a_moment_later() {
     let dir = tempfile::tempdir().unwrap();
     // The lock's open file description held elsewhere, as a forked child that has not exec'd
@@ -514,14 +556,15 @@ fn idle_writer(
     (mpsc::Receiver<Command>, Writer),
 ) {
     let lock = lock_dir(dir).unwrap();
-    let (mut file, recovered) = open_log(dir, 16).unwrap();
+    let options = FileEventLogOptions {
+        fsync: FsyncPolicy::Never,
+        cache_events: 16,
+        ..FileEventLogOptions::default()
+    };
+    let (mut file, recovered) = open_log(dir, &options).unwrap();
     if read_only {
         file = File::open(dir.join(LOG_FILE)).unwrap();
     }
-    let options = FileEventLogOptions {
-        fsync: FsyncPolicy::Never,
-        ..FileEventLogOptions::default()
-    };
     let (shared, commands, receiver, writer) = assemble(file, recovered, lock, &options).unwrap();
     (shared, commands, (receiver, writer))
 }

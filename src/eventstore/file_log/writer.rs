@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use ulid::Ulid;
 use workspace_events::{AggregateType, RecordedEvent};
 
+use super::dedup::DedupWindow;
 use super::index::Index;
-use super::pauseless::ShardedMap;
 use super::{FsyncPolicy, Shared, record};
 use crate::eventstore::{Appended, StoreError};
 
@@ -98,9 +98,9 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     /// Set by `shutdown`: later appends are refused as closed.
     closed: bool,
-    /// Event id → sequence of every stored event. Only the writer needs it, so it lives here,
-    /// outside the shared index's lock.
-    dedup: ShardedMap<Ulid, u64>,
+    /// Event id → sequence of the events stored within the deduplication window. Only the
+    /// writer needs it, so it lives here, outside the shared index's lock.
+    dedup: DedupWindow,
     /// Published head and file length (mirrors of the index's, without taking its lock).
     head: u64,
     len: u64,
@@ -122,7 +122,7 @@ impl Writer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
-        dedup: ShardedMap<Ulid, u64>,
+        dedup: DedupWindow,
         head: u64,
         len: u64,
         fsync: FsyncPolicy,
@@ -232,6 +232,8 @@ impl Writer {
             }
             return;
         }
+        // One clock read and a look at the oldest id per batch.
+        self.dedup.expire();
         let shared = Arc::clone(&self.shared);
         let start_len = self.len;
         let first_new = self.head + 1;
@@ -373,7 +375,7 @@ enum Decision {
 /// concurrency against the published version or an earlier request of this batch.
 fn decide(
     index: &Index,
-    dedup: &ShardedMap<Ulid, u64>,
+    dedup: &DedupWindow,
     pending: &HashMap<AggregateType, HashMap<String, Pending>>,
     first_new: u64,
     request: &AppendRequest,
@@ -385,7 +387,7 @@ fn decide(
     let stored: Vec<u64> = request
         .events
         .iter()
-        .filter_map(|e| dedup.get(&e.envelope.event_id).copied())
+        .filter_map(|e| dedup.get(&e.envelope.event_id))
         .collect();
     if !stored.is_empty() {
         if stored.len() != request.events.len() {
