@@ -70,6 +70,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use ulid::Ulid;
 use workspace_events::{AggregateType, EventEnvelope, RecordedEvent};
 
 use self::index::{Index, ReadPlan, Span};
@@ -295,6 +296,49 @@ impl FileEventLog {
         }))
     }
 
+    /// A conflicting append whose events may be stored already: a retry that came after the
+    /// writer's duplicate window forgot their ids. Their original append put them right after
+    /// `expected_version`, so the aggregate's events there say: all the ids → the original
+    /// positions with `duplicate: true`; some → `InvalidAppend`; none → the conflict. The
+    /// JetStream store settles the same way, so both answer a late retry alike.
+    async fn settle(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        expected_version: u64,
+        ids: &[Ulid],
+        conflict: StoreError,
+    ) -> Result<Appended, StoreError> {
+        let stored = self.load(aggregate_type, aggregate_id).await?;
+        let after: Vec<&RecordedEvent> = stored
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|e| e.envelope.aggregate_version > expected_version)
+            .collect();
+        let found = ids
+            .iter()
+            .filter(|id| stored.iter().any(|e| e.envelope.event_id == **id))
+            .count();
+        let in_place = ids.len() <= after.len()
+            && ids
+                .iter()
+                .zip(&after)
+                .all(|(id, e)| e.envelope.event_id == *id);
+        match (found, in_place) {
+            (0, _) => Err(conflict),
+            (_, true) => Ok(Appended {
+                first_sequence: after[0].sequence,
+                last_sequence: after[ids.len() - 1].sequence,
+                duplicate: true,
+            }),
+            _ => Err(StoreError::InvalidAppend(format!(
+                "{found} of the {} events are already stored; a retry must resend exactly the \
+                 original events",
+                ids.len()
+            ))),
+        }
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -419,9 +463,30 @@ impl EventLog for FileEventLog {
                 .map_err(|_| closed())?,
         }
         let Answer { result, returned } = answer.await.map_err(|_| closed())?;
-        // Freed here, on the appender's thread, not on the writer's.
-        drop(returned);
-        result
+        match result {
+            // A rejected request's events come back in `returned`.
+            Err(conflict @ StoreError::Conflict { actual, .. }) if actual > expected_version => {
+                let ids: Vec<Ulid> = returned
+                    .events
+                    .iter()
+                    .map(|e| e.envelope.event_id)
+                    .collect();
+                drop(returned);
+                self.settle(
+                    aggregate_type,
+                    aggregate_id,
+                    expected_version,
+                    &ids,
+                    conflict,
+                )
+                .await
+            }
+            result => {
+                // Freed here, on the appender's thread, not on the writer's.
+                drop(returned);
+                result
+            }
+        }
     }
 
     async fn load(

@@ -8,9 +8,10 @@
 //!   nothing is written (never a fork);
 //! - all-or-nothing appends: the events of one append are stored together or not at all;
 //! - deduplication by event id: re-appending events whose ids are already stored (a retry after
-//!   a lost reply) returns the original positions with `duplicate: true` and writes nothing,
-//!   within a duplicate window (two minutes by default in both stores); a later retry fails the
-//!   version check with `Conflict` and writes nothing either.
+//!   a lost reply) returns the original positions with `duplicate: true` and writes nothing.
+//!   Both stores remember ids for a duplicate window only (two minutes by default); a later
+//!   retry fails the version check and is then settled by reading the aggregate, with the same
+//!   answer.
 
 pub mod aggregate_store;
 pub mod file_log;

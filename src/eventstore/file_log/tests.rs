@@ -176,7 +176,7 @@ async fn reopening_preserves_events_indexes_head_and_dedup() {
 }
 
 #[tokio::test]
-async fn a_retry_after_the_duplicate_window_conflicts_and_writes_nothing() {
+async fn a_retry_after_the_duplicate_window_is_recognised_by_reading_the_aggregate() {
     let dir = tempfile::tempdir().unwrap();
     let options = FileEventLogOptions {
         fsync: FsyncPolicy::Never,
@@ -190,31 +190,42 @@ async fn a_retry_after_the_duplicate_window_conflicts_and_writes_nothing() {
     log.append(SESSION, "session-1", 0, s1.clone())
         .await
         .unwrap();
-    // The ids expire once the clock passes their millisecond; until then a retry is still a
-    // duplicate. Either answer writes nothing.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match log.append(SESSION, "session-1", 0, s1.clone()).await {
-            Ok(retry) => assert!(retry.duplicate, "{retry:?}"),
-            Err(StoreError::Conflict { actual: 2, .. }) => break,
-            Err(e) => panic!("unexpected {e}"),
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ids never expired"
-        );
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(*log.head().borrow(), 2);
+    let s2 = events(SESSION, "session-1", 2, 1);
+    log.append(SESSION, "session-1", 2, s2.clone())
+        .await
+        .unwrap();
     log.close().await.unwrap();
     drop(log);
-    // Reopened, the scan keeps only the window's ids: the retry conflicts at once.
+    // Reopened with a zero window the scan keeps no ids: retries are settled from the
+    // aggregate, and none writes anything.
     let log = FileEventLog::open_with(dir.path(), options).await.unwrap();
+    let retry = log
+        .append(SESSION, "session-1", 0, s1.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.first_sequence, retry.last_sequence, retry.duplicate),
+        (1, 2, true)
+    );
+    let retry = log
+        .append(SESSION, "session-1", 2, s2.clone())
+        .await
+        .unwrap();
+    assert_eq!((retry.first_sequence, retry.duplicate), (3, true));
+    // Part of the original events: refused.
+    let mut partial = s1.clone();
+    partial[1] = event(SESSION, "session-1", 2);
     assert!(matches!(
-        log.append(SESSION, "session-1", 0, s1).await,
-        Err(StoreError::Conflict { actual: 2, .. })
+        log.append(SESSION, "session-1", 0, partial).await,
+        Err(StoreError::InvalidAppend(_))
     ));
-    assert_eq!(*log.head().borrow(), 2);
+    // New events at a stale version: the conflict.
+    assert!(matches!(
+        log.append(SESSION, "session-1", 1, events(SESSION, "session-1", 1, 1))
+            .await,
+        Err(StoreError::Conflict { actual: 3, .. })
+    ));
+    assert_eq!(*log.head().borrow(), 3);
 }
 
 #[tokio::test]
