@@ -499,6 +499,12 @@ async fn a_warm_pod_is_claimed_with_a_resource_version_precondition_and_a_lost_r
         p["metadata"]["annotations"] = json!({});
         p
     };
+    // Started ten minutes before the claim: the kubelet counts the deadline from there.
+    let started = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut warm_b = warm("ws-warm-b", "7");
+    warm_b["status"]["startTime"] = json!(started);
     let mut claimed = warm("ws-warm-b", "8");
     claimed["metadata"]["labels"]["app"] = json!("workspace-session");
     let server = serve(
@@ -513,7 +519,7 @@ async fn a_warm_pod_is_claimed_with_a_resource_version_precondition_and_a_lost_r
                 answer: Some((
                     200,
                     json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"},
-                    "items": [warm("ws-warm-a", "6"), warm("ws-warm-b", "7")]}),
+                    "items": [warm("ws-warm-a", "6"), warm_b]}),
                 )),
             },
             // Another replica claimed the first one since it was listed.
@@ -548,6 +554,20 @@ async fn a_warm_pod_is_claimed_with_a_resource_version_precondition_and_a_lost_r
     assert_eq!(
         seen[1].body.as_ref().unwrap()["metadata"]["resourceVersion"],
         "6"
+    );
+    // The warm pod was created without a deadline: the claim gives it the session's lifetime
+    // (3600 s, the cold pod's activeDeadlineSeconds) from the claim on, i.e. plus its age.
+    let deadline = patch["spec"]["activeDeadlineSeconds"]
+        .as_i64()
+        .expect("the claim sets activeDeadlineSeconds");
+    assert!(
+        (3600 + 600..3600 + 600 + 120).contains(&deadline),
+        "{deadline}"
+    );
+    assert_eq!(
+        seen[1].body.as_ref().unwrap()["spec"]["activeDeadlineSeconds"],
+        3600,
+        "a pod of unknown age (no startTime) gets the lifetime itself"
     );
 }
 
@@ -617,7 +637,7 @@ async fn the_refill_creates_the_missing_warm_pods_of_every_profile() {
             ),
         ],
     );
-    assert_eq!(pool.refill().await.expect("refill"), 1);
+    assert_eq!(pool.refill().await.expect("refill").created, 1);
     drop(pool);
     let seen = server.await.expect("mock");
     let body = seen[2].body.as_ref().expect("pod");
@@ -632,6 +652,86 @@ async fn the_refill_creates_the_missing_warm_pods_of_every_profile() {
     );
     assert!(body["metadata"]["labels"].get("workspace_id").is_none());
     assert!(body["spec"].get("activeDeadlineSeconds").is_none());
+}
+
+#[tokio::test]
+async fn the_refill_deletes_failed_and_overdue_warm_pods_and_replaces_them() {
+    let settings = settings(&["--k8s-ready-timeout-seconds=60"]);
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pods = RunnerPods::new(kube::Client::new(svc, "runners"), "runners");
+    let pool = WarmPool::new(settings, pods, 3);
+    let ago = |minutes: i64| {
+        (time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let warm = |name: &str, phase: &str, ready: bool, created: String| {
+        let mut p = pod_json(name, "", "5", phase, ready);
+        p["metadata"]["uid"] = json!(format!("uid-{name}"));
+        p["metadata"]["creationTimestamp"] = json!(created);
+        p
+    };
+    let mut failed = warm("ws-warm-failed", "Failed", false, ago(3));
+    failed["status"]["reason"] = json!("Evicted");
+    let mut overdue = warm("ws-warm-overdue", "Pending", false, ago(10));
+    overdue["status"]["containerStatuses"] = json!([{"name": "runner", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+        "state": {"waiting": {"reason": "ImagePullBackOff"}}}]);
+    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+        failed,
+        overdue,
+        // Pending for less than the ready timeout, and ready: both count.
+        warm("ws-warm-starting", "Pending", false, ago(0)),
+        warm("ws-warm-ready", "Running", true, ago(30)),
+    ]});
+    let server = serve(
+        handle,
+        vec![
+            Step {
+                method: Method::GET,
+                path: PODS,
+                query: &["workspace.io/pool-profile=default"],
+                answer: Some((200, list)),
+            },
+            step(
+                Method::DELETE,
+                "/api/v1/namespaces/runners/pods/ws-warm-failed",
+                200,
+                pod_json("ws-warm-failed", "", "6", "Failed", false),
+            ),
+            // Claimed by a session on another replica since it was listed: left alone.
+            step(
+                Method::DELETE,
+                "/api/v1/namespaces/runners/pods/ws-warm-overdue",
+                409,
+                status(409, "Conflict"),
+            ),
+            step(
+                Method::POST,
+                PODS,
+                201,
+                pod_json("ws-warm-new", "", "1", "Pending", false),
+            ),
+        ],
+    );
+    let refill = pool.refill().await.expect("refill");
+    assert_eq!(refill.removed, vec!["ws-warm-failed".to_owned()]);
+    assert_eq!(refill.created, 1);
+    drop(pool);
+    let seen = server.await.expect("mock");
+    for (i, name) in [(1, "ws-warm-failed"), (2, "ws-warm-overdue")] {
+        let body = seen[i].body.as_ref().expect("delete options");
+        assert_eq!(
+            body["preconditions"]["uid"],
+            format!("uid-{name}"),
+            "{body}"
+        );
+        assert_eq!(body["preconditions"]["resourceVersion"], "5", "{body}");
+    }
+    let created = seen[3].body.as_ref().expect("pod");
+    assert_eq!(
+        created["metadata"]["labels"]["app"],
+        "workspace-warm-runner"
+    );
 }
 
 #[tokio::test]
