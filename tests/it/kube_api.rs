@@ -847,3 +847,144 @@ async fn runner_calls_go_over_one_multiplexed_stream_and_a_cut_stream_is_dialled
     }
     assert_eq!(bridge.dials(), 2);
 }
+
+/// Host processes whose command line contains `marker` (zombies excluded: they run nothing).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn long_exec(marker: &str) -> RunnerRequest {
+    RunnerRequest::Exec {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep {marker} & sleep {marker}"),
+        ],
+        env: BTreeMap::new(),
+        cwd: ".".into(),
+        stdin: None,
+        timeout_ms: 60_000,
+        max_output_bytes: 100,
+        stream_output: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_call_over_the_multiplexed_stream_kills_its_process_group_and_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let runner_socket = dir.path().join("runner.sock");
+    let server =
+        workspace::runner::server::RunnerServer::bind(&runner_socket, &workspace, "pod").unwrap();
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let dial = Arc::new(DuplexDial {
+        socket: runner_socket,
+        cut: Default::default(),
+    });
+    let bridge = Bridge::bind(dir.path().join("bridge.sock"), dial.clone()).unwrap();
+    let runner = Arc::new(SocketRunner::new(bridge.socket(), "pod"));
+    let t = Duration::from_secs(10);
+    assert_eq!(runner.hello(t).await.expect("hello"), "pod");
+
+    // A call that runs past the executor's deadline: the executor gives up on it, and the
+    // close of its channel (the hang-up the local runner sees as well) reaches the pod's
+    // runner, which kills the program's process group.
+    let timed_out = format!("41.{}", std::process::id());
+    let (result, ()) = tokio::join!(
+        runner.call(long_exec(&timed_out), Duration::from_millis(500)),
+        wait_until("the exec never started", || processes_with(&timed_out)
+            .len()
+            >= 2),
+    );
+    assert!(
+        matches!(result, Err(workspace::runner::RunnerError::Timeout)),
+        "{result:?}"
+    );
+    wait_until("the abandoned exec's processes survived", || {
+        processes_with(&timed_out).is_empty()
+    })
+    .await;
+
+    // A caller that goes away (its invocation cancelled, its task dropped) beside a call that
+    // keeps running on the same stream: only the dropped call's processes are killed.
+    let dropped = format!("42.{}", std::process::id());
+    let kept = format!("43.{}", std::process::id());
+    let abandoned = tokio::spawn({
+        let runner = runner.clone();
+        let request = long_exec(&dropped);
+        async move { runner.call(request, t).await }
+    });
+    let survivor = tokio::spawn({
+        let runner = runner.clone();
+        let request = RunnerRequest::Exec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                // Runs until the test creates `go` in the workspace.
+                format!(": {kept}; while [ ! -e go ]; do sleep 0.05; done; echo done"),
+            ],
+            env: BTreeMap::new(),
+            cwd: ".".into(),
+            stdin: None,
+            timeout_ms: 60_000,
+            max_output_bytes: 100,
+            stream_output: false,
+        };
+        async move { runner.call(request, t).await }
+    });
+    wait_until("the execs never started", || {
+        processes_with(&dropped).len() >= 2 && !processes_with(&kept).is_empty()
+    })
+    .await;
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+    wait_until("the dropped call's processes survived", || {
+        processes_with(&dropped).is_empty()
+    })
+    .await;
+    assert!(
+        !processes_with(&kept).is_empty(),
+        "the other call's program was killed too"
+    );
+    std::fs::write(workspace.join("go"), b"").unwrap();
+    let reply = survivor.await.unwrap().expect("the other call");
+    match reply {
+        Reply::Exited {
+            exit_code, stdout, ..
+        } => {
+            assert_eq!(exit_code, 0);
+            assert_eq!(String::from_utf8_lossy(&stdout.0).trim(), "done");
+        }
+        other => panic!("{other:?}"),
+    }
+    // All of it on the one stream: the cancels closed channels, not the stream.
+    assert_eq!(bridge.dials(), 1);
+    assert_eq!(runner.hello(t).await.expect("hello"), "pod");
+    assert_eq!(bridge.dials(), 1);
+}
