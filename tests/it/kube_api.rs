@@ -11,13 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
 use workspace::ids::SessionId;
 use workspace::kube::client::RunnerPods;
-use workspace::kube::config::{KubeArgs, KubeSettings};
+use workspace::kube::config::{KubeArgs, KubeSettings, parse_flags};
 use workspace::kube::pool::WarmPool;
 use workspace::kube::provider::{KubeExec, KubeRunnerProvider, PodExec};
 use workspace::kube::transport::{BoxRead, BoxWrite, Bridge, Dial, serve_stdio};
@@ -28,24 +27,16 @@ use workspace_events::{ErrorCode, WorkspaceSource};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    kube: KubeArgs,
-}
-
 fn settings(flags: &[&str]) -> Arc<KubeSettings> {
-    let cli = Cli::try_parse_from(
-        [
-            "workspace",
-            "--k8s-namespace=runners",
-            "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
-        ]
-        .into_iter()
-        .chain(flags.iter().copied()),
-    )
-    .expect("flags parse");
-    Arc::new(KubeSettings::try_from(cli.kube).expect("valid settings"))
+    let flags: Vec<&str> = [
+        "--k8s-namespace=runners",
+        "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
+    ]
+    .into_iter()
+    .chain(flags.iter().copied())
+    .collect();
+    let args = parse_flags::<KubeArgs>(&flags).expect("flags parse");
+    Arc::new(KubeSettings::try_from(args).expect("valid settings"))
 }
 
 /// One expected request and the scripted answer.

@@ -9,12 +9,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Parser;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 use workspace::config::{Backend, Config};
-use workspace::kube::config::{KubeArgs, KubeSettings};
+use workspace::kube::config::{KubeArgs, KubeSettings, parse_flags};
 use workspace::tools::Catalog;
 
 use crate::support::{Backends, Mode, TestServer, eventually};
@@ -23,24 +22,16 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const PODS: &str = "/api/v1/namespaces/runners/pods";
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    kube: KubeArgs,
-}
-
 fn kubernetes(flags: &[&str]) -> impl FnOnce(&mut Config) + use<> {
-    let cli = Cli::try_parse_from(
-        [
-            "workspace",
-            "--k8s-namespace=runners",
-            "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
-        ]
-        .into_iter()
-        .chain(flags.iter().copied()),
-    )
-    .expect("flags parse");
-    let settings = KubeSettings::try_from(cli.kube).expect("valid settings");
+    let flags: Vec<&str> = [
+        "--k8s-namespace=runners",
+        "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
+    ]
+    .into_iter()
+    .chain(flags.iter().copied())
+    .collect();
+    let args = parse_flags::<KubeArgs>(&flags).expect("flags parse");
+    let settings = KubeSettings::try_from(args).expect("valid settings");
     move |config: &mut Config| config.backend = Backend::Kubernetes(Box::new(settings))
 }
 
