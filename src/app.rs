@@ -266,6 +266,19 @@ impl Server {
         read_models: Arc<dyn ReadModelStore>,
         catalog: Catalog,
     ) -> Result<Self, StartError> {
+        Self::bind_with_kube(config, read_models, catalog, None).await
+    }
+
+    /// [`Server::bind_with_catalog`] with the kubernetes backend's API client given (tests
+    /// hand in a client over kube's mock API); `None` builds it from the environment
+    /// ([`crate::kube::client_from_environment`]). The client is only used when
+    /// `WORKSPACE_BACKEND=kubernetes`.
+    pub async fn bind_with_kube(
+        config: Config,
+        read_models: Arc<dyn ReadModelStore>,
+        catalog: Catalog,
+        kube: Option<kube::Client>,
+    ) -> Result<Self, StartError> {
         let config = Arc::new(config);
         // First: a busy port must fail before anything exists on disk. Connections that arrive
         // while the read models are rebuilt wait in the backlog.
@@ -332,9 +345,12 @@ impl Server {
                 }))
             }
             crate::config::Backend::Kubernetes(settings) => {
-                let client = crate::kube::client_from_environment()
-                    .await
-                    .map_err(|e| StartError::Kube(e.to_string()))?;
+                let client = match kube {
+                    Some(client) => client,
+                    None => crate::kube::client_from_environment()
+                        .await
+                        .map_err(|e| StartError::Kube(e.to_string()))?,
+                };
                 kube_client = Some((client.clone(), settings.namespace.clone()));
                 Arc::new(crate::kube::provider::KubeRunnerProvider::start(
                     client,

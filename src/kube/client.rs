@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
 };
 use tokio::time::Instant;
 
@@ -304,6 +305,25 @@ impl RunnerPods {
         }
     }
 
+    /// Deletes the pod as it was listed: conditional on its uid and resource version, so a
+    /// pod changed since (claimed by a session on another replica) is left alone. `true`
+    /// when this call deleted it; `false` when it was gone (404) or had changed (409).
+    pub async fn delete_unchanged(&self, pod: &Pod) -> Result<bool, PodError> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&name, &dp).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(false),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
     /// The pods matching a label selector.
     pub async fn list(&self, selector: &str) -> Result<Vec<Pod>, PodError> {
         Ok(self
@@ -314,23 +334,29 @@ impl RunnerPods {
             .items)
     }
 
-    /// Claims a warm pod for a session: a JSON merge patch of its labels and annotations,
-    /// conditional on the `resourceVersion` it was listed at. `Ok(None)` when another
-    /// replica changed it first (409): the claim is atomic across replicas.
+    /// Claims a warm pod for a session: a JSON merge patch of its labels and annotations and,
+    /// with `active_deadline_seconds`, its `spec.activeDeadlineSeconds` (a field the API
+    /// server lets a running pod gain), conditional on the `resourceVersion` it was listed
+    /// at. `Ok(None)` when another replica changed it first (409): the claim is atomic across
+    /// replicas.
     pub async fn claim(
         &self,
         pod: &Pod,
         labels: &std::collections::BTreeMap<String, String>,
         annotations: &std::collections::BTreeMap<String, String>,
+        active_deadline_seconds: Option<i64>,
     ) -> Result<Option<Pod>, PodError> {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let patch = serde_json::json!({
+        let mut patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": pod.metadata.resource_version,
                 "labels": labels,
                 "annotations": annotations,
             }
         });
+        if let Some(seconds) = active_deadline_seconds {
+            patch["spec"] = serde_json::json!({ "activeDeadlineSeconds": seconds });
+        }
         match self
             .api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

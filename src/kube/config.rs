@@ -202,6 +202,14 @@ pub struct KubeArgs {
     pub warm_pool_refill_seconds: u64,
 }
 
+/// Parses one group of arguments (the [`KubeArgs`], the janitor's) from `flags` alone, as
+/// if given after the program name: how tests build the settings an operator's flags give.
+pub fn parse_flags<A: clap::Args + clap::FromArgMatches>(flags: &[&str]) -> Result<A, clap::Error> {
+    let matches = A::augment_args(clap::Command::new("workspace"))
+        .try_get_matches_from(std::iter::once("workspace").chain(flags.iter().copied()))?;
+    A::from_arg_matches(&matches)
+}
+
 /// `1,true,yes,on` / `0,false,no,off`, any case (the seeds' booleans). Anything else is an
 /// error, not the default.
 pub fn parse_bool(value: &str) -> Result<bool, String> {
@@ -543,19 +551,10 @@ impl KubeSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        kube: KubeArgs,
-    }
-
-    /// Settings from flags only (never the process environment).
     fn parse(args: &[&str]) -> Result<KubeSettings, String> {
-        let cli = Cli::try_parse_from(std::iter::once("workspace").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        KubeSettings::try_from(cli.kube).map_err(|e| e.0)
+        let args = parse_flags::<KubeArgs>(args).map_err(|e| e.to_string())?;
+        KubeSettings::try_from(args).map_err(|e| e.0)
     }
 
     const IMAGE: &str =

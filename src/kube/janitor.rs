@@ -780,16 +780,10 @@ mod tests {
 
     #[test]
     fn the_settings_take_the_seed_names_and_defaults() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            janitor: JanitorArgs,
-        }
         let parse = |args: &[&str]| {
-            let cli =
-                Cli::try_parse_from(std::iter::once("w").chain(args.iter().copied())).unwrap();
-            JanitorSettings::try_from(cli.janitor)
+            JanitorSettings::try_from(
+                crate::kube::config::parse_flags::<JanitorArgs>(args).unwrap(),
+            )
         };
         assert_eq!(parse(&[]).unwrap(), JanitorSettings::default());
         let s = parse(&[

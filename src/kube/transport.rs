@@ -11,7 +11,12 @@
 //! runner seam knows the runner is in a pod.
 //!
 //! A `close` is a half-close of its sender's direction (the runner sees the hang-up of a
-//! client that went away). When the stream fails, every connection on it is closed (calls in
+//! client that went away). It is also the cancel of an abandoned call: the executor's
+//! [`SocketRunner`] drops a call's connection when it gives up on it (its timeout, or its
+//! caller dropped), the bridge sends that channel's `close`, the pod side half-closes its
+//! connection to the runner, and the runner's hang-up rule kills the call's process group,
+//! exactly as for a local sandbox; the other channels on the stream run on. So the runner
+//! protocol (and its version) is the local one. When the stream fails, every connection on it is closed (calls in
 //! flight fail `Io`, never retried: they may have reached the runner), and the next
 //! connection dials a new stream ([`Dial`]). This module never interprets runner frames.
 //!

@@ -11,13 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
 use workspace::ids::SessionId;
 use workspace::kube::client::RunnerPods;
-use workspace::kube::config::{KubeArgs, KubeSettings};
+use workspace::kube::config::{KubeArgs, KubeSettings, parse_flags};
 use workspace::kube::pool::WarmPool;
 use workspace::kube::provider::{KubeExec, KubeRunnerProvider, PodExec};
 use workspace::kube::transport::{BoxRead, BoxWrite, Bridge, Dial, serve_stdio};
@@ -28,24 +27,16 @@ use workspace_events::{ErrorCode, WorkspaceSource};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    kube: KubeArgs,
-}
-
 fn settings(flags: &[&str]) -> Arc<KubeSettings> {
-    let cli = Cli::try_parse_from(
-        [
-            "workspace",
-            "--k8s-namespace=runners",
-            "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
-        ]
-        .into_iter()
-        .chain(flags.iter().copied()),
-    )
-    .expect("flags parse");
-    Arc::new(KubeSettings::try_from(cli.kube).expect("valid settings"))
+    let flags: Vec<&str> = [
+        "--k8s-namespace=runners",
+        "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
+    ]
+    .into_iter()
+    .chain(flags.iter().copied())
+    .collect();
+    let args = parse_flags::<KubeArgs>(&flags).expect("flags parse");
+    Arc::new(KubeSettings::try_from(args).expect("valid settings"))
 }
 
 /// One expected request and the scripted answer.
@@ -499,6 +490,12 @@ async fn a_warm_pod_is_claimed_with_a_resource_version_precondition_and_a_lost_r
         p["metadata"]["annotations"] = json!({});
         p
     };
+    // Started ten minutes before the claim: the kubelet counts the deadline from there.
+    let started = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut warm_b = warm("ws-warm-b", "7");
+    warm_b["status"]["startTime"] = json!(started);
     let mut claimed = warm("ws-warm-b", "8");
     claimed["metadata"]["labels"]["app"] = json!("workspace-session");
     let server = serve(
@@ -513,7 +510,7 @@ async fn a_warm_pod_is_claimed_with_a_resource_version_precondition_and_a_lost_r
                 answer: Some((
                     200,
                     json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"},
-                    "items": [warm("ws-warm-a", "6"), warm("ws-warm-b", "7")]}),
+                    "items": [warm("ws-warm-a", "6"), warm_b]}),
                 )),
             },
             // Another replica claimed the first one since it was listed.
@@ -548,6 +545,20 @@ async fn a_warm_pod_is_claimed_with_a_resource_version_precondition_and_a_lost_r
     assert_eq!(
         seen[1].body.as_ref().unwrap()["metadata"]["resourceVersion"],
         "6"
+    );
+    // The warm pod was created without a deadline: the claim gives it the session's lifetime
+    // (3600 s, the cold pod's activeDeadlineSeconds) from the claim on, i.e. plus its age.
+    let deadline = patch["spec"]["activeDeadlineSeconds"]
+        .as_i64()
+        .expect("the claim sets activeDeadlineSeconds");
+    assert!(
+        (3600 + 600..3600 + 600 + 120).contains(&deadline),
+        "{deadline}"
+    );
+    assert_eq!(
+        seen[1].body.as_ref().unwrap()["spec"]["activeDeadlineSeconds"],
+        3600,
+        "a pod of unknown age (no startTime) gets the lifetime itself"
     );
 }
 
@@ -617,7 +628,7 @@ async fn the_refill_creates_the_missing_warm_pods_of_every_profile() {
             ),
         ],
     );
-    assert_eq!(pool.refill().await.expect("refill"), 1);
+    assert_eq!(pool.refill().await.expect("refill").created, 1);
     drop(pool);
     let seen = server.await.expect("mock");
     let body = seen[2].body.as_ref().expect("pod");
@@ -632,6 +643,86 @@ async fn the_refill_creates_the_missing_warm_pods_of_every_profile() {
     );
     assert!(body["metadata"]["labels"].get("workspace_id").is_none());
     assert!(body["spec"].get("activeDeadlineSeconds").is_none());
+}
+
+#[tokio::test]
+async fn the_refill_deletes_failed_and_overdue_warm_pods_and_replaces_them() {
+    let settings = settings(&["--k8s-ready-timeout-seconds=60"]);
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pods = RunnerPods::new(kube::Client::new(svc, "runners"), "runners");
+    let pool = WarmPool::new(settings, pods, 3);
+    let ago = |minutes: i64| {
+        (time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let warm = |name: &str, phase: &str, ready: bool, created: String| {
+        let mut p = pod_json(name, "", "5", phase, ready);
+        p["metadata"]["uid"] = json!(format!("uid-{name}"));
+        p["metadata"]["creationTimestamp"] = json!(created);
+        p
+    };
+    let mut failed = warm("ws-warm-failed", "Failed", false, ago(3));
+    failed["status"]["reason"] = json!("Evicted");
+    let mut overdue = warm("ws-warm-overdue", "Pending", false, ago(10));
+    overdue["status"]["containerStatuses"] = json!([{"name": "runner", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+        "state": {"waiting": {"reason": "ImagePullBackOff"}}}]);
+    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+        failed,
+        overdue,
+        // Pending for less than the ready timeout, and ready: both count.
+        warm("ws-warm-starting", "Pending", false, ago(0)),
+        warm("ws-warm-ready", "Running", true, ago(30)),
+    ]});
+    let server = serve(
+        handle,
+        vec![
+            Step {
+                method: Method::GET,
+                path: PODS,
+                query: &["workspace.io/pool-profile=default"],
+                answer: Some((200, list)),
+            },
+            step(
+                Method::DELETE,
+                "/api/v1/namespaces/runners/pods/ws-warm-failed",
+                200,
+                pod_json("ws-warm-failed", "", "6", "Failed", false),
+            ),
+            // Claimed by a session on another replica since it was listed: left alone.
+            step(
+                Method::DELETE,
+                "/api/v1/namespaces/runners/pods/ws-warm-overdue",
+                409,
+                status(409, "Conflict"),
+            ),
+            step(
+                Method::POST,
+                PODS,
+                201,
+                pod_json("ws-warm-new", "", "1", "Pending", false),
+            ),
+        ],
+    );
+    let refill = pool.refill().await.expect("refill");
+    assert_eq!(refill.removed, vec!["ws-warm-failed".to_owned()]);
+    assert_eq!(refill.created, 1);
+    drop(pool);
+    let seen = server.await.expect("mock");
+    for (i, name) in [(1, "ws-warm-failed"), (2, "ws-warm-overdue")] {
+        let body = seen[i].body.as_ref().expect("delete options");
+        assert_eq!(
+            body["preconditions"]["uid"],
+            format!("uid-{name}"),
+            "{body}"
+        );
+        assert_eq!(body["preconditions"]["resourceVersion"], "5", "{body}");
+    }
+    let created = seen[3].body.as_ref().expect("pod");
+    assert_eq!(
+        created["metadata"]["labels"]["app"],
+        "workspace-warm-runner"
+    );
 }
 
 #[tokio::test]
@@ -746,4 +837,145 @@ async fn runner_calls_go_over_one_multiplexed_stream_and_a_cut_stream_is_dialled
         }
     }
     assert_eq!(bridge.dials(), 2);
+}
+
+/// Host processes whose command line contains `marker` (zombies excluded: they run nothing).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn long_exec(marker: &str) -> RunnerRequest {
+    RunnerRequest::Exec {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep {marker} & sleep {marker}"),
+        ],
+        env: BTreeMap::new(),
+        cwd: ".".into(),
+        stdin: None,
+        timeout_ms: 60_000,
+        max_output_bytes: 100,
+        stream_output: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_call_over_the_multiplexed_stream_kills_its_process_group_and_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let runner_socket = dir.path().join("runner.sock");
+    let server =
+        workspace::runner::server::RunnerServer::bind(&runner_socket, &workspace, "pod").unwrap();
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let dial = Arc::new(DuplexDial {
+        socket: runner_socket,
+        cut: Default::default(),
+    });
+    let bridge = Bridge::bind(dir.path().join("bridge.sock"), dial.clone()).unwrap();
+    let runner = Arc::new(SocketRunner::new(bridge.socket(), "pod"));
+    let t = Duration::from_secs(10);
+    assert_eq!(runner.hello(t).await.expect("hello"), "pod");
+
+    // A call that runs past the executor's deadline: the executor gives up on it, and the
+    // close of its channel (the hang-up the local runner sees as well) reaches the pod's
+    // runner, which kills the program's process group.
+    let timed_out = format!("41.{}", std::process::id());
+    let (result, ()) = tokio::join!(
+        runner.call(long_exec(&timed_out), Duration::from_millis(500)),
+        wait_until("the exec never started", || processes_with(&timed_out)
+            .len()
+            >= 2),
+    );
+    assert!(
+        matches!(result, Err(workspace::runner::RunnerError::Timeout)),
+        "{result:?}"
+    );
+    wait_until("the abandoned exec's processes survived", || {
+        processes_with(&timed_out).is_empty()
+    })
+    .await;
+
+    // A caller that goes away (its invocation cancelled, its task dropped) beside a call that
+    // keeps running on the same stream: only the dropped call's processes are killed.
+    let dropped = format!("42.{}", std::process::id());
+    let kept = format!("43.{}", std::process::id());
+    let abandoned = tokio::spawn({
+        let runner = runner.clone();
+        let request = long_exec(&dropped);
+        async move { runner.call(request, t).await }
+    });
+    let survivor = tokio::spawn({
+        let runner = runner.clone();
+        let request = RunnerRequest::Exec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                // Runs until the test creates `go` in the workspace.
+                format!(": {kept}; while [ ! -e go ]; do sleep 0.05; done; echo done"),
+            ],
+            env: BTreeMap::new(),
+            cwd: ".".into(),
+            stdin: None,
+            timeout_ms: 60_000,
+            max_output_bytes: 100,
+            stream_output: false,
+        };
+        async move { runner.call(request, t).await }
+    });
+    wait_until("the execs never started", || {
+        processes_with(&dropped).len() >= 2 && !processes_with(&kept).is_empty()
+    })
+    .await;
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+    wait_until("the dropped call's processes survived", || {
+        processes_with(&dropped).is_empty()
+    })
+    .await;
+    assert!(
+        !processes_with(&kept).is_empty(),
+        "the other call's program was killed too"
+    );
+    std::fs::write(workspace.join("go"), b"").unwrap();
+    let reply = survivor.await.unwrap().expect("the other call");
+    match reply {
+        Reply::Exited {
+            exit_code, stdout, ..
+        } => {
+            assert_eq!(exit_code, 0);
+            assert_eq!(String::from_utf8_lossy(&stdout.0).trim(), "done");
+        }
+        other => panic!("{other:?}"),
+    }
+    // All of it on the one stream: the cancels closed channels, not the stream.
+    assert_eq!(bridge.dials(), 1);
+    assert_eq!(runner.hello(t).await.expect("hello"), "pod");
+    assert_eq!(bridge.dials(), 1);
 }

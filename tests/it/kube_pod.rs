@@ -9,30 +9,20 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use clap::Parser;
 use serde_json::Value;
 use workspace::ids::SessionId;
-use workspace::kube::config::{KubeArgs, KubeSettings};
+use workspace::kube::config::{KubeArgs, KubeSettings, parse_flags};
 use workspace::kube::pod::{CLONE_SCRIPT, RunnerPodRequest, runner_pod};
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    kube: KubeArgs,
-}
 
 /// Settings from flags only (tests never touch the process environment).
 fn settings(flags: &[&str]) -> KubeSettings {
-    let cli = Cli::try_parse_from(
-        [
-            "workspace",
-            "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
-        ]
-        .into_iter()
-        .chain(flags.iter().copied()),
+    let flags: Vec<&str> = std::iter::once(
+        "--k8s-runner-image=registry.example.com/workspace/workspace-runner:base-0.1.0",
     )
-    .expect("flags parse");
-    KubeSettings::try_from(cli.kube).expect("valid settings")
+    .chain(flags.iter().copied())
+    .collect();
+    let args = parse_flags::<KubeArgs>(&flags).expect("flags parse");
+    KubeSettings::try_from(args).expect("valid settings")
 }
 
 fn golden(name: &str, pod: &k8s_openapi::api::core::v1::Pod) {

@@ -17,6 +17,7 @@ mod git_tools;
 mod jetstream;
 mod k8s_gating;
 mod kube_api;
+mod kube_app;
 mod kube_pod;
 mod lifecycle;
 mod nats;

@@ -160,6 +160,18 @@ impl TestServer {
         catalog: Catalog,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_with_kube(backends, data_dir, catalog, None, adjust).await
+    }
+
+    /// [`TestServer::start_with_catalog`] handing the kubernetes backend `kube` as its API
+    /// client (a client over kube's mock API) instead of one from the environment.
+    pub async fn start_with_kube(
+        backends: &Backends,
+        data_dir: &Path,
+        catalog: Catalog,
+        kube: Option<kube::Client>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         require_binary("bwrap", "install bubblewrap (apt-get install bubblewrap)");
         require_binary("git", "install git (apt-get install git)");
         let mut config = backends.config(data_dir);
@@ -168,11 +180,17 @@ impl TestServer {
             Ok(store) => store,
             Err(e) => panic!("read models open: {e}\n{}", backends.log()),
         };
-        let server =
-            match workspace::app::Server::bind_with_catalog(config, read_models, catalog).await {
-                Ok(server) => server,
-                Err(e) => panic!("server binds: {e}\n{}", backends.log()),
-            };
+        let server = match workspace::app::Server::bind_with_kube(
+            config,
+            read_models,
+            catalog,
+            kube,
+        )
+        .await
+        {
+            Ok(server) => server,
+            Err(e) => panic!("server binds: {e}\n{}", backends.log()),
+        };
         let addr = server.local_addr();
         let app = server.app();
         let executor = server.executor();

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Selector, api_failure, base, labels_if, list_params, namespace};
+use super::list::list_capped;
+use super::{Selector, base, labels_if, namespace};
 use crate::tools::args::Count;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
@@ -109,21 +110,17 @@ impl Tool for GetDeployments {
     async fn run(&self, ctx: &ToolContext, args: Args) -> Result<Completed<Output>, ToolFailure> {
         let (client, ns) = namespace(ctx, args.namespace.as_deref())?;
         let api: Api<Deployment> = Api::namespaced(client, &ns);
-        let max = args.max_deployments.get();
-        let list = api
-            .list(&list_params(
-                args.label_selector.as_deref(),
-                args.field_selector.as_deref(),
-                max,
-            ))
-            .await
-            .map_err(|e| api_failure("listing deployments", e))?;
-        let truncated = list.metadata.continue_.as_ref().is_some_and(|c| !c.is_empty())
-            || list.items.len() as u64 > max;
-        let deployments: Vec<DeploymentOut> = list
-            .items
+        let (items, truncated) = list_capped(
+            &api,
+            "listing deployments",
+            args.label_selector.as_deref(),
+            args.field_selector.as_deref(),
+            args.max_deployments.get(),
+            |_| true,
+        )
+        .await?;
+        let deployments: Vec<DeploymentOut> = items
             .iter()
-            .take(usize::try_from(max).unwrap_or(usize::MAX))
             .map(|d| {
                 let status = d.status.clone().unwrap_or_default();
                 let spec = d.spec.as_ref();

@@ -8,15 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Selector, api_failure, base, foreign_runner, labels_if, list_params, namespace};
+use super::list::list_capped;
+use super::{Selector, base, foreign_runner, labels_if, namespace};
 use crate::tools::args::Count;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
-
-/// Page size of the list requests.
-pub(super) const PAGE: u64 = 500;
-/// The most pages read for one call (other sessions' runner pods are filtered out, so a page
-/// may yield fewer pods than it holds).
-pub(super) const MAX_PAGES: usize = 10;
 
 /// Arguments of `k8s.get_pods`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -170,33 +165,10 @@ pub(super) async fn visible_pods(
     field_selector: Option<&str>,
     max: u64,
 ) -> Result<(Vec<Pod>, bool), ToolFailure> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut lp = list_params(label_selector, field_selector, PAGE);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
-        let page = pods
-            .list(&lp)
-            .await
-            .map_err(|e| api_failure("listing pods", e))?;
-        for pod in page.items {
-            if foreign_runner(ctx, &pod.metadata) {
-                continue;
-            }
-            if out.len() as u64 == max {
-                return Ok((out, true));
-            }
-            out.push(pod);
-        }
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            return Ok((out, false));
-        }
-    }
-    // More pages than are read: there may be more pods.
-    Ok((out, true))
+    list_capped(pods, "listing pods", label_selector, field_selector, max, |p| {
+        !foreign_runner(ctx, &p.metadata)
+    })
+    .await
 }
 
 impl Tool for GetPods {

@@ -9,7 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Selector, api_failure, base, labels_if, list_params, namespace};
+use super::list::list_capped;
+use super::{Selector, base, labels_if, namespace};
 use crate::tools::args::Count;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
@@ -110,21 +111,17 @@ impl Tool for GetServices {
     async fn run(&self, ctx: &ToolContext, args: Args) -> Result<Completed<Output>, ToolFailure> {
         let (client, ns) = namespace(ctx, args.namespace.as_deref())?;
         let api: Api<Service> = Api::namespaced(client, &ns);
-        let max = args.max_services.get();
-        let list = api
-            .list(&list_params(
-                args.label_selector.as_deref(),
-                args.field_selector.as_deref(),
-                max,
-            ))
-            .await
-            .map_err(|e| api_failure("listing services", e))?;
-        let truncated = list.metadata.continue_.as_ref().is_some_and(|c| !c.is_empty())
-            || list.items.len() as u64 > max;
-        let services: Vec<ServiceOut> = list
-            .items
+        let (items, truncated) = list_capped(
+            &api,
+            "listing services",
+            args.label_selector.as_deref(),
+            args.field_selector.as_deref(),
+            args.max_services.get(),
+            |_| true,
+        )
+        .await?;
+        let services: Vec<ServiceOut> = items
             .iter()
-            .take(usize::try_from(max).unwrap_or(usize::MAX))
             .map(|s| {
                 let spec = s.spec.clone().unwrap_or_default();
                 ServiceOut {

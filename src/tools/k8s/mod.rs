@@ -55,6 +55,7 @@ family! {
     rollout_status => RolloutStatus,
 }
 
+mod list;
 mod rollout;
 #[cfg(test)]
 mod tests;

@@ -291,6 +291,79 @@ async fn get_pods_caps_its_output_and_says_so() {
     assert!(out["pods"][0].get("containers").is_none());
 }
 
+fn service(name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": NS},
+           "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.1",
+                    "ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": name}}})
+}
+
+#[tokio::test]
+async fn the_list_tools_read_every_page_and_cap_their_output_alike() {
+    // Services across two pages: both are read, and more than the maximum is truncated.
+    let page = |items: Vec<Value>, next: &str| {
+        json!({"kind": "ServiceList", "apiVersion": "v1",
+               "metadata": {"resourceVersion": "10", "continue": next}, "items": items})
+    };
+    let (result, seen) = run(
+        "k8s.get_services",
+        json!({"max_services": 3, "label_selector": "tier=front"}),
+        vec![
+            ok(page(vec![service("a"), service("b")], "token-2")),
+            ok(page(vec![service("c"), service("d")], "")),
+        ],
+    )
+    .await;
+    let out = output(result);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].query,
+        q(&[("labelSelector", "tier=front"), ("limit", "500")])
+    );
+    assert_eq!(
+        seen[1].query,
+        q(&[
+            ("continue", "token-2"),
+            ("labelSelector", "tier=front"),
+            ("limit", "500")
+        ])
+    );
+    let names: Vec<&str> = out["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(
+        (out["count"].as_u64(), out["truncated"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert_eq!(out["services"][0]["ports"][0]["target_port"], "8080");
+
+    // Exactly the maximum on the last page: not truncated.
+    let (result, seen) = run(
+        "k8s.get_deployments",
+        json!({"max_deployments": 1}),
+        vec![ok(
+            json!({"kind": "DeploymentList", "apiVersion": "apps/v1",
+                       "metadata": {"resourceVersion": "10"},
+                       "items": [deployment(2, 2, 2, 2, "100")]}),
+        )],
+    )
+    .await;
+    let out = output(result);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].path,
+        format!("/apis/apps/v1/namespaces/{NS}/deployments")
+    );
+    assert_eq!(
+        (out["count"].as_u64(), out["truncated"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(out["deployments"][0]["ready_replicas"], 2);
+}
+
 #[tokio::test]
 async fn another_namespace_is_denied_before_any_request() {
     for (args, metadata) in [
