@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::args::Mode;
 use super::commands::Action;
-use super::run::{TargetArgs, base, project, run_action, runs_code};
+use super::run::{TargetArgs, base, run_action, runs_code};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure, stdout_line};
 
 /// Diagnostic lines kept.
@@ -69,10 +69,9 @@ impl Tool for Validate {
     }
 
     async fn run(&self, ctx: &ToolContext, args: TargetArgs) -> Result<Completed<Output>, ToolFailure> {
-        let (_, listing) = project(ctx).await?;
-        let (project, ran) =
-            run_action(ctx, Action::Validate, Mode::Test, args.target.as_deref(), &[]).await?;
-        let toolchain = super::detect::toolchain(project, &listing);
+        let acted = run_action(ctx, Action::Validate, Mode::Test, args.target.as_deref(), &[]).await?;
+        let toolchain = super::detect::toolchain(acted.project, &acted.listing);
+        let ran = acted.ran;
         let summary = format!("{} exited {}", ran.command.join(" "), ran.exit_code);
         let artifacts = Action::Validate
             .artifact_name()
