@@ -899,7 +899,16 @@ mod tests {
             fixture("go_main_panic.txt")
         );
         assert_eq!(parse(&two, None, Limits::default()).len(), 2);
-        assert_eq!(parse(&two, None, Limits::new(Some(1), None)).len(), 1);
+        let (kept, found) = summarise(&two, None, Limits::new(Some(1), None));
+        assert_eq!((kept.len(), found), (1, 2));
+        assert_eq!(kept[0].trace_type, TraceType::RustPanic);
+        assert_eq!(
+            Limits::new(Some(500), Some(0)),
+            Limits {
+                max_traces: 50,
+                max_frames: 80
+            }
+        );
         assert!(
             parse(
                 "all good\nok  \texample.com/calc\n",
