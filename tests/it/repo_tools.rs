@@ -915,6 +915,27 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         run["output"].as_str().unwrap().contains("hello from c"),
         "{run}"
     );
+    let package = ok(&server, &c, "repo.package", json!({})).await;
+    assert_eq!(
+        package["artifact_path"], ".workspace-dist/c-app",
+        "{package}"
+    );
+    assert!(ws.join(".workspace-dist/c-app").is_file());
+    let lint = ok(&server, &c, "repo.static_analysis", json!({})).await;
+    assert_eq!(
+        lint["command"],
+        json!(["cc", "-std=c11", "-fsyntax-only", "main.c"])
+    );
+    // Only Go has a coverage tool; the C test program prints no percentage.
+    let coverage = ok(&server, &c, "repo.coverage_report", json!({})).await;
+    assert_eq!(
+        (
+            coverage["coverage_supported"].as_bool(),
+            coverage["coverage_percent"].as_f64()
+        ),
+        (Some(false), Some(0.0)),
+        "{coverage}"
+    );
     refused(
         &server,
         &c,

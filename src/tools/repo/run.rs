@@ -656,6 +656,12 @@ mod tests {
                 .unwrap()
                 .starts_with("mvn cannot run")
         );
+        let no_pytest = "/usr/bin/python3: No module named pytest";
+        assert!(
+            offline_failure("python3", no_pytest)
+                .unwrap()
+                .contains("apt-get install python3 python3-pytest")
+        );
     }
 
     #[test]
