@@ -133,6 +133,33 @@ async fn refused(
     body
 }
 
+/// A fixture of the parsers' unit tests (tests/fixtures/repo).
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/repo")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `extra_args` on a Java project: refused with `code`, or, having passed both filters,
+/// `toolchain_unavailable` (no Maven or Gradle here).
+async fn jvm_extra_args(server: &TestServer, session: &str, tool: &str, args: Value, code: &str) {
+    let status = match code {
+        "invalid_argument" => StatusCode::BAD_REQUEST,
+        "policy_denied" => StatusCode::FORBIDDEN,
+        _ => StatusCode::NOT_IMPLEMENTED,
+    };
+    refused(
+        server,
+        session,
+        tool,
+        json!({"extra_args": args}),
+        status,
+        code,
+    )
+    .await;
+}
+
 const GO_MOD: &str = "module example.com/calc\n\ngo 1.22\n";
 const GO_CALC: &str = "package calc\n\n// Add adds.\nfunc Add(a, b int) int {\n\treturn a + b\n}\n\nfunc Twice(a int) int {\n\treturn Add(a, a)\n}\n";
 const GO_TEST: &str = "package calc\n\nimport \"testing\"\n\nfunc TestAdd(t *testing.T) {\n\tif Add(1, 2) != 3 {\n\t\tt.Fatal(\"add\")\n\t}\n}\n\nfunc TestTwiceFails(t *testing.T) {\n\tif Twice(2) != 5 {\n\t\tt.Errorf(\"Twice(2) = %d, want 5\", Twice(2))\n\t}\n}\n";
@@ -225,6 +252,7 @@ async fn go_tools_build_test_and_summarise_a_module_in_the_sandbox() {
     assert_eq!(failures["source"], "test_run");
     assert_eq!(failures["failed_count"], 1, "{failures}");
     assert_eq!(failures["failed_tests"][0]["name"], "TestTwiceFails");
+    assert_eq!(failures["summary"], "0 passed, 1 failed", "{failures}");
     let alias = ok(
         &server,
         &s,
@@ -366,6 +394,125 @@ async fn go_tools_build_test_and_summarise_a_module_in_the_sandbox() {
     )
     .await;
     assert_eq!(staged["mode"], "base_ref_diff");
+    // The edit and the package's untracked binary; max_files cuts, include_untracked leaves
+    // the binary out.
+    let capped = ok(&server, &s, "repo.changed_files", json!({"max_files": 1})).await;
+    assert_eq!(
+        (
+            capped["files"].as_array().unwrap().len(),
+            capped["truncated"].as_bool()
+        ),
+        (1, Some(true)),
+        "{capped}"
+    );
+    assert!(capped["changed_count"].as_u64().unwrap() >= 2, "{capped}");
+    let tracked = ok(
+        &server,
+        &s,
+        "repo.changed_files",
+        json!({"include_untracked": false}),
+    )
+    .await;
+    assert_eq!(tracked["files"][0]["path"], "calc.go", "{tracked}");
+    assert_eq!(tracked["changed_count"], 1, "{tracked}");
+    let given = ok(
+        &server,
+        &s,
+        "repo.changed_files",
+        json!({"output": " M calc.go\n?? docs/a.md\nR  old.go -> docs/new.go\n", "path": "docs"}),
+    )
+    .await;
+    assert_eq!(given["source"], "provided_output");
+    assert_eq!(given["command"], json!([]));
+    let given_paths: Vec<&str> = given["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(given_paths, ["docs/a.md", "docs/new.go"], "{given}");
+    assert_eq!(given["files"][1]["renamed_from"], "old.go");
+
+    // Search caps and flags.
+    let one = ok(
+        &server,
+        &s,
+        "repo.symbol_search",
+        json!({"symbol": "Add", "max_results": 1}),
+    )
+    .await;
+    assert_eq!(
+        (one["count"].as_u64(), one["truncated"].as_bool()),
+        (Some(1), Some(true)),
+        "{one}"
+    );
+    // calc.go: `// Add adds.` (3), `func Add(` (4), `return Add(a, a)` (9).
+    let lines = |v: &Value| -> Vec<u64> {
+        v["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["line"].as_u64().unwrap())
+            .collect()
+    };
+    let exact = ok(
+        &server,
+        &s,
+        "repo.symbol_search",
+        json!({"symbol": "add", "path": "calc.go"}),
+    )
+    .await;
+    assert_eq!(lines(&exact), [3], "{exact}");
+    let any_case = ok(
+        &server,
+        &s,
+        "repo.symbol_search",
+        json!({"symbol": "add", "case_sensitive": false, "path": "calc.go"}),
+    )
+    .await;
+    assert_eq!(lines(&any_case), [3, 4, 9], "{any_case}");
+    let regex = ok(
+        &server,
+        &s,
+        "repo.symbol_search",
+        json!({"symbol": "func (Add|Twice)", "use_regex": true, "path": "calc.go"}),
+    )
+    .await;
+    assert_eq!(lines(&regex), [4, 8], "{regex}");
+    let preferred = ok(
+        &server,
+        &s,
+        "repo.find_references",
+        json!({"symbol": "Add", "max_references": 2, "max_results": 1}),
+    )
+    .await;
+    assert_eq!(preferred["count"], 2, "{preferred}");
+    // Declarations left out do not use up the cap.
+    let uses = ok(
+        &server,
+        &s,
+        "repo.find_references",
+        json!({"symbol": "Add", "include_declarations": false, "max_references": 2}),
+    )
+    .await;
+    assert_eq!(
+        (uses["count"].as_u64(), uses["truncated"].as_bool()),
+        (Some(2), Some(true)),
+        "{uses}"
+    );
+    let shallow = ok(
+        &server,
+        &s,
+        "repo.tree",
+        json!({"max_depth": 1, "show_files": false, "ignore": ""}),
+    )
+    .await;
+    let drawn = shallow["tree"].as_str().unwrap();
+    assert!(
+        drawn.contains(".git/") && drawn.contains("cmd/"),
+        "{shallow}"
+    );
+    assert!(!drawn.contains("go.mod"), "{shallow}");
 
     // Policy: the catalog rule is policy_denied, the language filter invalid_argument, paths
     // are confined.
@@ -394,15 +541,105 @@ async fn go_tools_build_test_and_summarise_a_module_in_the_sandbox() {
         "policy_denied",
     )
     .await;
+    // Go's handler filter: flags inside the catalog prefixes but outside Go's rules.
+    for bad in [
+        json!(["--release"]),
+        json!(["-coverprofile=../x.out"]),
+        json!(["-count=0"]),
+        json!(["-timeout=forever"]),
+    ] {
+        refused(
+            &server,
+            &s,
+            "repo.build",
+            json!({"extra_args": bad}),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        )
+        .await;
+    }
+    // Tools without a policy block take no extra_args at all.
+    for tool in ["repo.validate", "repo.static_analysis", "repo.package"] {
+        refused(
+            &server,
+            &s,
+            tool,
+            json!({"extra_args": ["-v"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        )
+        .await;
+    }
+    for bad in [json!("main;id"), json!("m".repeat(121))] {
+        refused(
+            &server,
+            &s,
+            "repo.changed_files",
+            json!({"base_ref": bad}),
+            StatusCode::FORBIDDEN,
+            "policy_denied",
+        )
+        .await;
+    }
     refused(
         &server,
         &s,
-        "repo.build",
-        json!({"extra_args": ["--release"]}),
+        "repo.changed_files",
+        json!({"path": "../.."}),
+        StatusCode::FORBIDDEN,
+        "policy_denied",
+    )
+    .await;
+    refused(
+        &server,
+        &s,
+        "repo.find_references",
+        json!({"symbol": "Add\nfunc"}),
+        StatusCode::FORBIDDEN,
+        "policy_denied",
+    )
+    .await;
+    // The length is the argument's type: parsed before the policy.
+    let body = refused(
+        &server,
+        &s,
+        "repo.find_references",
+        json!({"symbol": "A".repeat(161)}),
         StatusCode::BAD_REQUEST,
         "invalid_argument",
     )
     .await;
+    assert!(body.to_string().contains("args.symbol"), "{body}");
+    refused(
+        &server,
+        &s,
+        "repo.symbol_search",
+        json!({}),
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        &server,
+        &s,
+        "repo.test_file",
+        json!({"path": "../calc_test.go"}),
+        StatusCode::FORBIDDEN,
+        "policy_denied",
+    )
+    .await;
+    let (status, body) = server
+        .invoke(
+            &s,
+            "repo.test_file",
+            json!({"args": {"path": "calc_test.go"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PRECONDITION_REQUIRED, Some("approval_required")),
+        "{body}"
+    );
     refused(
         &server,
         &s,
@@ -533,6 +770,29 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         "policy_denied",
     )
     .await;
+    // Rust's handler filter: TEST_SET's `-v`, a feature list with `$`.
+    for (tool, bad) in [
+        ("repo.run_tests", json!(["-v"])),
+        ("repo.build", json!(["--features=a$b"])),
+    ] {
+        refused(
+            &server,
+            &rust,
+            tool,
+            json!({"extra_args": bad}),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        )
+        .await;
+    }
+    let offline = ok(
+        &server,
+        &rust,
+        "repo.run_tests",
+        json!({"extra_args": ["--offline"]}),
+    )
+    .await;
+    assert_eq!(offline["command"], json!(["cargo", "test", "--offline"]));
 
     let (node, _) = session(
         &server,
@@ -551,6 +811,23 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         summary.to_string().contains("fails on purpose"),
         "{summary}"
     );
+    assert!(
+        summary["format"].as_str().unwrap().starts_with("node_"),
+        "{summary}"
+    );
+    assert_eq!(summary["counts"]["passed"], 1, "{summary}");
+    // Node takes no extra_args (the catalog prefix passes, the handler refuses).
+    for tool in ["repo.run_tests", "repo.build"] {
+        refused(
+            &server,
+            &node,
+            tool,
+            json!({"extra_args": ["--silent"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        )
+        .await;
+    }
 
     let (python, _) = session(
         &server,
@@ -589,6 +866,33 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         "policy_denied",
     )
     .await;
+    // Python's handler filter: TEST_SET's `-v`, a non-numeric --maxfail, any build argument.
+    for (tool, bad) in [
+        ("repo.run_tests", json!(["-v"])),
+        ("repo.test", json!(["--maxfail=none"])),
+        ("repo.build", json!(["-q"])),
+    ] {
+        refused(
+            &server,
+            &python,
+            tool,
+            json!({"extra_args": bad}),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        )
+        .await;
+    }
+    let first = ok(
+        &server,
+        &python,
+        "repo.run_tests",
+        json!({"extra_args": ["--maxfail=1"]}),
+    )
+    .await;
+    assert_eq!(
+        first["command"],
+        json!(["python3", "-m", "pytest", "-q", "--maxfail=1"])
+    );
     let one = ok(
         &server,
         &python,
@@ -611,6 +915,45 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         run["output"].as_str().unwrap().contains("hello from c"),
         "{run}"
     );
+    let package = ok(&server, &c, "repo.package", json!({})).await;
+    assert_eq!(
+        package["artifact_path"], ".workspace-dist/c-app",
+        "{package}"
+    );
+    assert!(ws.join(".workspace-dist/c-app").is_file());
+    let lint = ok(&server, &c, "repo.static_analysis", json!({})).await;
+    assert_eq!(
+        lint["command"],
+        json!(["cc", "-std=c11", "-fsyntax-only", "main.c"])
+    );
+    // Only Go has a coverage tool; the C test program prints no percentage.
+    let coverage = ok(&server, &c, "repo.coverage_report", json!({})).await;
+    assert_eq!(
+        (
+            coverage["coverage_supported"].as_bool(),
+            coverage["coverage_percent"].as_f64()
+        ),
+        (Some(false), Some(0.0)),
+        "{coverage}"
+    );
+    refused(
+        &server,
+        &c,
+        "repo.build",
+        json!({"extra_args": ["--silent"]}),
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        &server,
+        &c,
+        "repo.validate",
+        json!({"target": "main.sh"}),
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    )
+    .await;
 
     // A workspace with no project, and toolchains that are absent or cannot work offline.
     let (empty, _) = session(&server, &[("notes.txt", "x")], false).await;
@@ -618,13 +961,101 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         ok(&server, &empty, "repo.detect_project_type", json!({})).await["project_type"],
         "unknown"
     );
+    for tool in ["repo.run_tests", "repo.test_failures_summary"] {
+        refused(
+            &server,
+            &empty,
+            tool,
+            json!({}),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "execution_failed",
+        )
+        .await;
+    }
+    // Given output needs no project: JUnit XML with a cap, malformed XML, Java traces.
+    let surefire = fixture("surefire_report.xml");
+    let junit = ok(
+        &server,
+        &empty,
+        "repo.test_failures_summary",
+        json!({"output": surefire, "max_failures": 1}),
+    )
+    .await;
+    assert_eq!(junit["format"], "junit", "{junit}");
+    assert_eq!(
+        (
+            junit["failed_count"].as_u64(),
+            junit["failed_tests"].as_array().unwrap().len(),
+            junit["truncated"].as_bool()
+        ),
+        (Some(2), 1, Some(true)),
+        "{junit}"
+    );
     refused(
         &server,
         &empty,
-        "repo.run_tests",
+        "repo.test_failures_summary",
+        json!({"output": "<testsuite><testcase name=\"a\"></testsuite>"}),
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    )
+    .await;
+    let java = format!(
+        "{}\n{}",
+        fixture("java_exception.txt"),
+        fixture("go_panic.txt")
+    );
+    let traces = ok(
+        &server,
+        &empty,
+        "repo.stacktrace_summary",
+        json!({"output": java, "max_traces": 1, "max_frames": 1}),
+    )
+    .await;
+    let trace = &traces["stacktraces"][0];
+    assert_eq!(
+        (
+            traces["count"].as_u64(),
+            traces["truncated"].as_bool(),
+            trace["type"].as_str()
+        ),
+        (Some(1), Some(true), Some("java_exception")),
+        "{traces}"
+    );
+    assert_eq!(trace["frames"].as_array().unwrap().len(), 1, "{traces}");
+    assert_eq!(trace["frame_count"], 3, "{traces}");
+
+    // The tree's cap, a file too large for symbols, and no repository for changed_files.
+    let many: Vec<(String, &str)> = (0..2100)
+        .map(|i| (format!("many/f{i:04}.txt"), ""))
+        .chain([("big.go".to_owned(), "")])
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    let (big, ws) = session(&server, &many, false).await;
+    std::fs::write(ws.join("big.go"), "// x\n".repeat(300_000)).unwrap();
+    let tree = ok(&server, &big, "repo.tree", json!({})).await;
+    assert_eq!(
+        (tree["entries"].as_u64(), tree["truncated"].as_bool()),
+        (Some(2000), Some(true)),
+        "{}",
+        tree["entries"]
+    );
+    refused(
+        &server,
+        &big,
+        "repo.symbols",
+        json!({"path": "big.go"}),
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        &server,
+        &big,
+        "repo.changed_files",
         json!({}),
         StatusCode::INTERNAL_SERVER_ERROR,
-        "execution_failed",
+        "git_repo_error",
     )
     .await;
     let (gradle, _) = session(
@@ -649,6 +1080,39 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
             .contains("gradle"),
         "{body}"
     );
+    // The JVM filters apply before the toolchain is looked for.
+    jvm_extra_args(
+        &server,
+        &gradle,
+        "repo.build",
+        json!(["--tests=X"]),
+        "invalid_argument",
+    )
+    .await;
+    jvm_extra_args(
+        &server,
+        &gradle,
+        "repo.run_tests",
+        json!(["-Pci"]),
+        "invalid_argument",
+    )
+    .await;
+    jvm_extra_args(
+        &server,
+        &gradle,
+        "repo.run_tests",
+        json!(["-I", "x.gradle"]),
+        "policy_denied",
+    )
+    .await;
+    jvm_extra_args(
+        &server,
+        &gradle,
+        "repo.run_tests",
+        json!(["--no-daemon", "--tests=*CalcTest"]),
+        "toolchain_unavailable",
+    )
+    .await;
     let pom = "<project><modelVersion>4.0.0</modelVersion><groupId>a</groupId><artifactId>b</artifactId><version>1</version></project>\n";
     let (maven, _) = session(&server, &[("pom.xml", pom)], false).await;
     let body = refused(
@@ -664,6 +1128,30 @@ async fn rust_node_python_and_c_projects_build_and_test_with_their_own_runners()
         body["error"]["message"].as_str().unwrap().contains("mvn"),
         "{body}"
     );
+    jvm_extra_args(
+        &server,
+        &maven,
+        "repo.run_tests",
+        json!(["-Dmaven.repo.local=/tmp/r"]),
+        "invalid_argument",
+    )
+    .await;
+    jvm_extra_args(
+        &server,
+        &maven,
+        "repo.build",
+        json!(["-s", "x.xml"]),
+        "policy_denied",
+    )
+    .await;
+    jvm_extra_args(
+        &server,
+        &maven,
+        "repo.run_tests",
+        json!(["-DskipITs", "-Pci"]),
+        "toolchain_unavailable",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -722,6 +1210,7 @@ async fn only_the_build_and_test_tools_run_what_the_repository_configured() {
         ("repo.find_references", json!({"symbol": "hostile"})),
         ("repo.changed_files", json!({})),
         ("repo.changed_files", json!({"base_ref": "main"})),
+        ("repo.changed_files", json!({"output": "?? index.js\n"})),
         (
             "repo.test_failures_summary",
             json!({"output": "--- FAIL: TestX (0.00s)\n"}),

@@ -486,34 +486,6 @@ pub fn test_file(
     Ok(Plan::one(argv))
 }
 
-/// `repo.symbol_search`'s grep (§3.6): `-F` literal unless `use_regex`, `-i` unless
-/// case-sensitive, `-w` for whole words; `--` keeps the symbol from being read as an option.
-/// `path` is the resolved workspace path.
-pub fn symbol_search(
-    symbol: &str,
-    path: &str,
-    case_sensitive: bool,
-    whole_word: bool,
-    use_regex: bool,
-) -> Argv {
-    let mut argv = Argv::new("grep", &["-R", "-n", "-H", "--binary-files=without-match"]);
-    if !case_sensitive {
-        argv = argv.arg("-i");
-    }
-    if whole_word {
-        argv = argv.arg("-w");
-    }
-    argv.arg(if use_regex { "-E" } else { "-F" })
-        .arg("--")
-        .arg(symbol)
-        .arg(path)
-}
-
-/// `repo.find_references`' grep: a whole-word literal search.
-pub fn find_references(symbol: &str, path: &str, case_sensitive: bool) -> Argv {
-    symbol_search(symbol, path, case_sensitive, true, false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,22 +791,6 @@ mod tests {
                 test_file_timeout(Some(9000))
             ),
             (120, 120, 30, 600)
-        );
-    }
-
-    #[test]
-    fn grep_argv_keeps_the_symbol_after_the_end_of_options() {
-        assert_eq!(
-            symbol_search("-e", "src", true, false, false).as_slice(),
-            s("grep -R -n -H --binary-files=without-match -F -- -e src")
-        );
-        assert_eq!(
-            symbol_search("fo+", ".", false, true, true).as_slice(),
-            s("grep -R -n -H --binary-files=without-match -i -w -E -- fo+ .")
-        );
-        assert_eq!(
-            find_references("Add", ".", true).as_slice(),
-            s("grep -R -n -H --binary-files=without-match -w -F -- Add .")
         );
     }
 }

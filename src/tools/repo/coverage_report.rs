@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::commands::Action;
-use super::run::{TargetArgs, base, project, refused, run_plan, runs_code, plan_failure};
+use super::args::Mode;
+use super::run::{TargetArgs, base, run_action, runs_code};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure, stdout_line};
 
 /// Output of `repo.coverage_report`.
@@ -47,18 +48,9 @@ impl Tool for CoverageReport {
     }
 
     async fn run(&self, ctx: &ToolContext, args: TargetArgs) -> Result<Completed<Output>, ToolFailure> {
-        let (project, listing) = project(ctx).await?;
-        let target = super::args::validate_target(project, args.target.as_deref())
-            .map_err(|e| refused(&e))?;
-        let plan = super::commands::plan(
-            project,
-            Action::CoverageReport,
-            target.as_ref(),
-            &super::args::ExtraArgs::none(),
-            &listing,
-        )
-        .map_err(|e| plan_failure(&e))?;
-        let ran = run_plan(ctx, &plan).await?;
+        // No extra_args: the plan is the reference's, with the target only.
+        let acted = run_action(ctx, Action::CoverageReport, Mode::Test, args.target.as_deref(), &[]).await?;
+        let (project, plan, ran) = (acted.project, acted.plan, acted.ran);
         // A failing test run stops the plan before `go tool cover`: go test's own
         // `coverage: N% of statements` line is read then.
         let percent = plan

@@ -116,6 +116,8 @@ pub struct FailureSummary {
     pub counts: Counts,
     /// Compile errors, panics and other notable lines, at most `max_diagnostics`.
     pub diagnostics: Vec<String>,
+    /// Whether `max_failures` or `max_diagnostics` cut a list.
+    pub truncated: bool,
 }
 
 impl FailureSummary {
@@ -162,6 +164,8 @@ pub fn parse(output: &str, limits: Limits) -> Result<FailureSummary, FailuresErr
         acc.counts.failed = acc.failed.len() as u64;
     }
     let failed_count = acc.failed.len();
+    let truncated =
+        failed_count > limits.max_failures || acc.diagnostics.len() > limits.max_diagnostics;
     acc.failed.truncate(limits.max_failures);
     acc.diagnostics.truncate(limits.max_diagnostics);
     Ok(FailureSummary {
@@ -170,6 +174,7 @@ pub fn parse(output: &str, limits: Limits) -> Result<FailureSummary, FailuresErr
         failed_tests: acc.failed,
         counts: acc.counts,
         diagnostics: acc.diagnostics,
+        truncated,
     })
 }
 
@@ -253,17 +258,80 @@ impl Acc {
         }
     }
 
-    fn fail(&mut self, name: &str, kind: &str, line: &str) -> &mut FailedTest {
+    /// Records a failed test found on `line`.
+    fn fail(
+        &mut self,
+        name: &str,
+        kind: &str,
+        line: &str,
+        location: Option<String>,
+        message: Option<String>,
+    ) {
         self.failed.push(FailedTest {
             name: name.to_owned(),
             kind: kind.to_owned(),
             line: line.trim().to_owned(),
-            location: None,
-            message: None,
+            location,
+            message,
         });
-        let last = self.failed.len() - 1;
-        &mut self.failed[last]
     }
+
+    /// A runner's closing count line (`# pass 3`, `ℹ fail 1`): it replaces what the per-test
+    /// lines counted.
+    fn set_count(&mut self, status: &str, n: &str) {
+        let n = n.parse().unwrap_or(0);
+        match status {
+            "pass" => self.counts.passed = n,
+            "fail" => self.counts.failed = n,
+            _ => self.counts.skipped = n,
+        }
+    }
+}
+
+/// `file:line` of a `file:line:column` location.
+fn without_column(location: &str) -> &str {
+    location.rsplit_once(':').map_or(location, |(loc, _)| loc)
+}
+
+/// The first non-blank line of a failure's body, trimmed: the message JavaScript runners print
+/// under a failed test.
+fn first_text(body: &[&str]) -> Option<String> {
+    body.iter()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// `file:line` of a JavaScript stack frame or code-frame pointer (`at fn (file.js:6:17)`,
+/// `❯ file.ts:9:15`).
+fn js_location(line: &str) -> Option<String> {
+    let t = line.trim().trim_start_matches('❯').trim();
+    AT_LOCATION
+        .captures(t)
+        .map(|m| format!("{}:{}", &m[1], &m[2]))
+}
+
+/// The location (the first `file.go:N:` log line) and message (the log lines) of a failed Go
+/// test, from the lines printed under it.
+fn go_details<'a>(lines: impl IntoIterator<Item = &'a str>) -> (Option<String>, Option<String>) {
+    let mut location = None;
+    let mut messages = Vec::new();
+    for l in lines {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with("=== ") || t.starts_with("--- ") {
+            continue;
+        }
+        if let Some(m) = GO_LOG_LINE.captures(l) {
+            location.get_or_insert_with(|| m[1].to_owned());
+            messages.push(m[2].to_owned());
+        } else {
+            messages.push(t.to_owned());
+        }
+    }
+    (
+        location,
+        (!messages.is_empty()).then(|| messages.join("\n")),
+    )
 }
 
 // --- go test ------------------------------------------------------------------------------
@@ -280,32 +348,16 @@ fn go_text(output: &str) -> Acc {
                 "PASS" => acc.counts.passed += 1,
                 "SKIP" => acc.counts.skipped += 1,
                 _ => {
-                    let name = c[3].to_owned();
-                    let mut messages = Vec::new();
-                    let mut location = None;
-                    let mut j = i + 1;
-                    while j < lines.len() {
-                        let l = lines[j];
-                        let deeper = l.len() - l.trim_start().len() > indent;
-                        if !deeper || GO_TEST_LINE.is_match(l) {
-                            break;
-                        }
-                        if let Some(m) = GO_LOG_LINE.captures(l) {
-                            location.get_or_insert_with(|| m[1].to_owned());
-                            messages.push(m[2].to_owned());
-                        } else {
-                            messages.push(l.trim().to_owned());
-                        }
-                        j += 1;
-                    }
-                    let f = acc.fail(&name, "go_test", line);
-                    f.location = location;
-                    f.message = (!messages.is_empty()).then(|| messages.join("\n"));
+                    let body = lines[i + 1..].iter().copied().take_while(|l| {
+                        l.len() - l.trim_start().len() > indent && !GO_TEST_LINE.is_match(l)
+                    });
+                    let (location, message) = go_details(body);
+                    acc.fail(&c[3], "go_test", line, location, message);
                 }
             }
         } else if let Some(rest) = line.strip_prefix("FAIL\t") {
             if let Some(pkg) = rest.strip_suffix(" [build failed]") {
-                acc.fail(pkg, "go_build", line);
+                acc.fail(pkg, "go_build", line, None, None);
             }
             acc.diagnostics.push(line.to_owned());
         } else if GO_COMPILE.is_match(line) || line.starts_with("# ") || line.starts_with("panic: ")
@@ -367,23 +419,8 @@ fn go_json(output: &str) -> Acc {
                     .find(|l| l.trim_start().starts_with("--- FAIL:"))
                     .cloned()
                     .unwrap_or_else(|| format!("--- FAIL: {test}"));
-                let mut location = None;
-                let mut messages = Vec::new();
-                for l in &lines {
-                    let t = l.trim_start();
-                    if t.starts_with("=== ") || t.starts_with("--- ") {
-                        continue;
-                    }
-                    if let Some(m) = GO_LOG_LINE.captures(l) {
-                        location.get_or_insert_with(|| m[1].to_owned());
-                        messages.push(m[2].to_owned());
-                    } else if !t.is_empty() {
-                        messages.push(t.to_owned());
-                    }
-                }
-                let f = acc.fail(test, "go_test", &frame);
-                f.location = location;
-                f.message = (!messages.is_empty()).then(|| messages.join("\n"));
+                let (location, message) = go_details(lines.iter().map(String::as_str));
+                acc.fail(test, "go_test", &frame, location, message);
             }
             ("fail", None) => {
                 let lines = outputs.remove(&key).unwrap_or_default();
@@ -395,6 +432,8 @@ fn go_json(output: &str) -> Acc {
                         &ev.package,
                         "go_build",
                         &format!("FAIL\t{} [build failed]", ev.package),
+                        None,
+                        None,
                     );
                 }
             }
@@ -434,9 +473,7 @@ fn pytest(output: &str) -> Acc {
         // The section header names `Class.test`, the node id `path::Class::test`.
         let short = name.split("::").skip(1).collect::<Vec<_>>().join(".");
         let location = locations.get(&short).cloned();
-        let f = acc.fail(name, kind, line);
-        f.message = message;
-        f.location = location;
+        acc.fail(name, kind, line, location, message);
     }
     if let Some(c) = PYTEST_SUMMARY.captures_iter(output).last() {
         for pair in COUNT_PAIR.captures_iter(&c[1]) {
@@ -469,9 +506,7 @@ fn cargo(output: &str) -> Acc {
             match &c[2] {
                 "ok" => per_test.passed += 1,
                 "ignored" => per_test.skipped += 1,
-                _ => {
-                    acc.fail(&c[1], "rust_test", line);
-                }
+                _ => acc.fail(&c[1], "rust_test", line, None, None),
             }
         } else if let Some(c) = RUST_PANIC.captures(line) {
             let message: Vec<&str> = lines[i + 1..]
@@ -481,8 +516,10 @@ fn cargo(output: &str) -> Acc {
                 })
                 .copied()
                 .collect();
-            let location = c[2].rsplit_once(':').map_or(&c[2], |(loc, _col)| loc);
-            panics.insert(c[1].to_owned(), (location.to_owned(), message.join("\n")));
+            panics.insert(
+                c[1].to_owned(),
+                (without_column(&c[2]).to_owned(), message.join("\n")),
+            );
         } else if line.starts_with("error[")
             || line.starts_with("error: ")
             || line.trim_start().starts_with("--> ")
@@ -523,12 +560,7 @@ fn node_tap(output: &str) -> Acc {
         let line = lines[i];
         if let Some(c) = TAP_COUNT.captures(line) {
             counted = true;
-            let n = c[2].parse().unwrap_or(0);
-            match &c[1] {
-                "pass" => acc.counts.passed = n,
-                "fail" => acc.counts.failed = n,
-                _ => acc.counts.skipped = n,
-            }
+            acc.set_count(&c[1], &c[2]);
         } else if let Some(c) = TAP_RESULT.captures(line) {
             let indent = c[1].len();
             if &c[2] == "not ok" && c.get(4).is_none() {
@@ -542,9 +574,7 @@ fn node_tap(output: &str) -> Acc {
                     while j < lines.len() && lines[j].trim() != "..." {
                         let l = lines[j].trim_start();
                         if let Some(v) = l.strip_prefix("location: ") {
-                            let v = v.trim_matches('\'');
-                            location =
-                                Some(v.rsplit_once(':').map_or(v, |(loc, _)| loc).to_owned());
+                            location = Some(without_column(v.trim_matches('\'')).to_owned());
                         } else if let Some(v) = l.strip_prefix("error: ") {
                             message = Some(if v == "|-" || v == "|" {
                                 let block_indent = lines[j].len() - l.len();
@@ -575,9 +605,7 @@ fn node_tap(output: &str) -> Acc {
                             .any(|l| l.starts_with("    not ok"))
                 });
                 if !is_parent {
-                    let f = acc.fail(&name, "node_test", line);
-                    f.location = location;
-                    f.message = message;
+                    acc.fail(&name, "node_test", line, location, message);
                 }
                 i = j;
             } else if !counted {
@@ -602,12 +630,7 @@ fn node_spec(output: &str) -> Acc {
     let mut index: HashMap<String, usize> = HashMap::new();
     for (i, line) in lines.iter().enumerate() {
         if let Some(c) = SPEC_COUNT.captures(line) {
-            let n = c[2].parse().unwrap_or(0);
-            match &c[1] {
-                "pass" => acc.counts.passed = n,
-                "fail" => acc.counts.failed = n,
-                _ => acc.counts.skipped = n,
-            }
+            acc.set_count(&c[1], &c[2]);
             continue;
         }
         let Some(c) = SPEC_FAIL.captures(line) else {
@@ -621,7 +644,7 @@ fn node_spec(output: &str) -> Acc {
         let test_at = i
             .checked_sub(1)
             .and_then(|p| lines[p].strip_prefix("test at "))
-            .map(|loc| loc.rsplit_once(':').map_or(loc, |(l, _)| l).to_owned());
+            .map(|loc| without_column(loc).to_owned());
         if let Some(&k) = index.get(&name) {
             if let Some(loc) = test_at {
                 acc.failed[k].location = Some(loc);
@@ -633,22 +656,9 @@ fn node_spec(output: &str) -> Acc {
             .take_while(|l| l.starts_with("  ") || l.is_empty())
             .copied()
             .collect();
-        let message = body
-            .iter()
-            .map(|l| l.trim())
-            .find(|l| !l.is_empty())
-            .map(str::to_owned);
-        let location = test_at.or_else(|| {
-            body.iter().find_map(|l| {
-                AT_LOCATION
-                    .captures(l.trim())
-                    .map(|m| format!("{}:{}", &m[1], &m[2]))
-            })
-        });
+        let location = test_at.or_else(|| body.iter().find_map(|l| js_location(l)));
         index.insert(name.clone(), acc.failed.len());
-        let f = acc.fail(&name, "node_test", line);
-        f.message = message;
-        f.location = location;
+        acc.fail(&name, "node_test", line, location, first_text(&body));
     }
     acc
 }
@@ -689,22 +699,12 @@ fn jest(output: &str) -> Acc {
                 })
                 .copied()
                 .collect();
-            let message = body
+            // The stack frames (`at …`), not the code frame's pointer lines.
+            let location = body
                 .iter()
-                .map(|l| l.trim())
-                .find(|l| !l.is_empty())
-                .map(str::to_owned);
-            let location = body.iter().find_map(|l| {
-                let t = l.trim();
-                t.starts_with("at ")
-                    .then(|| AT_LOCATION.captures(t))
-                    .flatten()
-                    .map(|m| format!("{}:{}", &m[1], &m[2]))
-            });
-            let name = c[1].to_owned();
-            let f = acc.fail(&name, "jest", line);
-            f.message = message;
-            f.location = location;
+                .filter(|l| l.trim_start().starts_with("at "))
+                .find_map(|l| js_location(l));
+            acc.fail(&c[1], "jest", line, location, first_text(&body));
         }
     }
     acc
@@ -720,21 +720,10 @@ fn vitest(output: &str) -> Acc {
         if let Some(c) = VITEST_TESTS.captures(line) {
             js_counts(&mut acc, &c[1]);
         } else if let Some(c) = VITEST_FAIL.captures(line) {
-            let message = lines[i + 1..]
-                .iter()
-                .map(|l| l.trim())
-                .find(|l| !l.is_empty())
-                .map(str::to_owned);
-            let location = lines[i + 1..].iter().take(20).find_map(|l| {
-                let t = l.trim().trim_start_matches('❯').trim();
-                AT_LOCATION
-                    .captures(t)
-                    .map(|m| format!("{}:{}", &m[1], &m[2]))
-            });
+            let body = &lines[i + 1..];
+            let location = body.iter().take(20).find_map(|l| js_location(l));
             let name = format!("{} > {}", &c[1], &c[2]);
-            let f = acc.fail(&name, "vitest", line);
-            f.message = message;
-            f.location = location;
+            acc.fail(&name, "vitest", line, location, first_text(body));
         }
     }
     acc
@@ -906,10 +895,7 @@ fn finish_case(acc: &mut Acc, c: Case) {
         },
         c.name
     );
-    let name = c.name.clone();
-    let f = acc.fail(&name, kind, &line);
-    f.location = location;
-    f.message = message;
+    acc.fail(&c.name, kind, &line, location, message);
 }
 
 #[cfg(test)]
@@ -1175,6 +1161,8 @@ mod tests {
         let s = parse(&fixture("go_test_plain.txt"), Limits::new(Some(1), Some(1))).unwrap();
         assert_eq!((s.failed_tests.len(), s.failed_count), (1, 3));
         assert!(s.diagnostics.len() <= 1);
+        assert!(s.truncated);
+        assert!(!summary("go_test_plain.txt").truncated);
         assert_eq!(
             Limits::new(Some(10_000), Some(-1)),
             Limits {

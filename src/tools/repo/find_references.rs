@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::run::base;
-use super::symbol_search::{DEFAULT_RESULTS, clamp, pattern, search, symbol_field};
+use super::symbol_search::{DEFAULT_RESULTS, MAX_RESULTS, clamp, pattern, search, symbol_field};
 use crate::tools::args::{NonEmptyString, WorkspacePath};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
@@ -90,6 +90,12 @@ pub fn declares(line: &str, symbol: &str) -> bool {
         .any(|c| c.get(1).is_some_and(|m| m.as_str() == symbol))
 }
 
+/// The cap: `max_references`, else `max_results` (HEAD honours it when `max_references` is
+/// missing), default 200 (also for 0 or less), at most 2000.
+pub fn limit(max_references: Option<i64>, max_results: Option<i64>) -> u64 {
+    clamp(max_references.or(max_results), DEFAULT_RESULTS)
+}
+
 impl Tool for FindReferences {
     type Args = Args;
     type Output = Output;
@@ -116,11 +122,16 @@ impl Tool for FindReferences {
 
     async fn run(&self, ctx: &ToolContext, args: Args) -> Result<Completed<Output>, ToolFailure> {
         let symbol = args.symbol.as_str();
-        let requested = args.max_references.or(args.max_results);
-        let max = clamp(requested, DEFAULT_RESULTS);
+        let max = limit(args.max_references, args.max_results);
         let pattern = pattern(symbol, args.case_sensitive, true, false);
-        let (matches, truncated) = search(ctx, &args.path, &pattern, max).await?;
-        let references: Vec<Reference> = matches
+        // Declarations left out must not use up the cap: search to the largest cap, then cut.
+        let fetch = if args.include_declarations {
+            max
+        } else {
+            MAX_RESULTS
+        };
+        let (matches, cut) = search(ctx, &args.path, &pattern, fetch).await?;
+        let mut references: Vec<Reference> = matches
             .into_iter()
             .map(|m| Reference {
                 is_declaration: declares(&m.snippet, symbol),
@@ -131,6 +142,9 @@ impl Tool for FindReferences {
             })
             .filter(|r| args.include_declarations || !r.is_declaration)
             .collect();
+        let cap = usize::try_from(max).unwrap_or(usize::MAX);
+        let truncated = cut || references.len() > cap;
+        references.truncate(cap);
         let summary = format!("{} references of {symbol:?}", references.len());
         Ok(Completed::new(
             Output {
@@ -157,5 +171,14 @@ mod tests {
         assert!(declares("class Adder:", "Adder"));
         assert!(!declares("\treturn Add(1, 2)", "Add"));
         assert!(!declares("fn other() { add(1) }", "add"));
+    }
+
+    #[test]
+    fn max_references_wins_over_max_results_and_both_are_clamped() {
+        assert_eq!(limit(None, None), 200);
+        assert_eq!(limit(Some(5), Some(1)), 5);
+        assert_eq!(limit(None, Some(7)), 7);
+        assert_eq!(limit(Some(0), Some(7)), 200);
+        assert_eq!(limit(Some(10_000), None), 2000);
     }
 }

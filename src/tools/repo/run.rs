@@ -453,6 +453,19 @@ pub struct ExtraArgsInput {
     pub extra_args: Vec<String>,
 }
 
+/// An action that ran on the detected project.
+#[derive(Debug)]
+pub struct Acted {
+    /// The detected project.
+    pub project: Project,
+    /// The workspace as detection saw it.
+    pub listing: Listing,
+    /// The plan that ran.
+    pub plan: Plan,
+    /// What it printed and how it exited.
+    pub ran: Ran,
+}
+
 /// Detects the project, checks `target` and `extra_args`, plans `action` and runs it.
 pub async fn run_action(
     ctx: &ToolContext,
@@ -460,7 +473,7 @@ pub async fn run_action(
     mode: Mode,
     target: Option<&str>,
     extra_args: &[String],
-) -> Result<(Project, Ran), ToolFailure> {
+) -> Result<Acted, ToolFailure> {
     let (project, listing) = project(ctx).await?;
     let target = super::args::validate_target(project, target).map_err(|e| refused(&e))?;
     let extra = if extra_args.is_empty() {
@@ -471,7 +484,80 @@ pub async fn run_action(
     let plan = super::commands::plan(project, action, target.as_ref(), &extra, &listing)
         .map_err(|e| plan_failure(&e))?;
     let ran = run_plan(ctx, &plan).await?;
-    Ok((project, ran))
+    Ok(Acted {
+        project,
+        listing,
+        plan,
+        ran,
+    })
+}
+
+/// The text a summary tool reads (`repo.test_failures_summary`, `repo.stacktrace_summary`):
+/// the output the caller gave, when given (nothing runs), else a test run's.
+#[derive(Debug)]
+pub struct TestText {
+    /// The detected project type (`""` for provided output).
+    pub project_type: String,
+    /// `provided_output` or `test_run`.
+    pub source: &'static str,
+    /// The test run's argv (empty for provided output).
+    pub command: Vec<String>,
+    /// The test run's exit code (0 for provided output).
+    pub exit_code: i32,
+    /// The text to parse: the output given, or all the run kept.
+    pub text: String,
+    /// The test run, for its artifact.
+    pub ran: Option<Ran>,
+}
+
+impl TestText {
+    /// Whether the text is the caller's (a parse error is then their argument's).
+    pub fn provided(&self) -> bool {
+        self.ran.is_none()
+    }
+
+    /// The test run's full output as `test-output.txt` (none for provided output).
+    pub fn artifacts(&self) -> Vec<NewArtifact> {
+        self.ran
+            .iter()
+            .map(|ran| ran.artifact("test-output.txt"))
+            .collect()
+    }
+}
+
+/// `output` when given, else the project's tests run as `repo.run_tests` runs them.
+pub async fn output_or_test_run(
+    ctx: &ToolContext,
+    output: Option<String>,
+    target: Option<&str>,
+    extra_args: &[String],
+) -> Result<TestText, ToolFailure> {
+    if let Some(text) = output {
+        return Ok(TestText {
+            project_type: String::new(),
+            source: "provided_output",
+            command: Vec::new(),
+            exit_code: 0,
+            text,
+            ran: None,
+        });
+    }
+    let acted = run_action(
+        ctx,
+        super::commands::Action::RunTests,
+        Mode::Test,
+        target,
+        extra_args,
+    )
+    .await?;
+    Ok(TestText {
+        project_type: acted.project.project_type.as_str().to_owned(),
+        source: "test_run",
+        command: acted.ran.command.clone(),
+        exit_code: acted.ran.exit_code,
+        text: acted.ran.full.clone(),
+        ran: Some(acted.ran),
+    })
 }
 
 /// The output of a build or test run (`repo.build`, `repo.run_tests`, `repo.test`,
@@ -493,6 +579,23 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
+    /// Runs `action` (`repo.build`, `repo.run_tests`, `repo.test`, `repo.static_analysis`) with
+    /// the tool's arguments; the full output is the action's artifact.
+    pub async fn run(
+        ctx: &ToolContext,
+        action: super::commands::Action,
+        mode: Mode,
+        target: Option<&str>,
+        extra_args: &[String],
+    ) -> Result<crate::tools::Completed<Self>, ToolFailure> {
+        let acted = run_action(ctx, action, mode, target, extra_args).await?;
+        Ok(Self::completed(
+            acted.project,
+            acted.ran,
+            action.artifact_name(),
+        ))
+    }
+
     /// The output of `ran`, with its full output attached as `artifact`.
     pub fn completed(
         project: Project,
@@ -552,6 +655,12 @@ mod tests {
             offline_failure("mvn", no_conf)
                 .unwrap()
                 .starts_with("mvn cannot run")
+        );
+        let no_pytest = "/usr/bin/python3: No module named pytest";
+        assert!(
+            offline_failure("python3", no_pytest)
+                .unwrap()
+                .contains("apt-get install python3 python3-pytest")
         );
     }
 

@@ -117,23 +117,36 @@ pub struct Stacktrace {
 /// is the workspace root as the traced program saw it (absolute frames under it count as the
 /// workspace's own); relative paths always do.
 pub fn parse(output: &str, workspace: Option<&str>, limits: Limits) -> Vec<Stacktrace> {
+    summarise(output, workspace, limits).0
+}
+
+/// [`parse`], and how many traces there were before the cap.
+pub fn summarise(
+    output: &str,
+    workspace: Option<&str>,
+    limits: Limits,
+) -> (Vec<Stacktrace>, usize) {
     let lines: Vec<&str> = output.lines().collect();
     let mut traces = Vec::new();
+    let mut found = 0;
     let mut i = 0;
-    while i < lines.len() && traces.len() < limits.max_traces {
+    while i < lines.len() {
         let parsed = go_panic(&lines, i)
             .or_else(|| python_traceback(&lines, i))
             .or_else(|| java_exception(&lines, i))
             .or_else(|| rust_panic(&lines, i));
         match parsed {
             Some((raw, next)) => {
-                traces.push(raw.finish(workspace, limits));
+                found += 1;
+                if traces.len() < limits.max_traces {
+                    traces.push(raw.finish(workspace, limits));
+                }
                 i = next.max(i + 1);
             }
             None => i += 1,
         }
     }
-    traces
+    (traces, found)
 }
 
 /// A trace before caps and workspace detection.
@@ -886,7 +899,16 @@ mod tests {
             fixture("go_main_panic.txt")
         );
         assert_eq!(parse(&two, None, Limits::default()).len(), 2);
-        assert_eq!(parse(&two, None, Limits::new(Some(1), None)).len(), 1);
+        let (kept, found) = summarise(&two, None, Limits::new(Some(1), None));
+        assert_eq!((kept.len(), found), (1, 2));
+        assert_eq!(kept[0].trace_type, TraceType::RustPanic);
+        assert_eq!(
+            Limits::new(Some(500), Some(0)),
+            Limits {
+                max_traces: 50,
+                max_frames: 80
+            }
+        );
         assert!(
             parse(
                 "all good\nok  \texample.com/calc\n",

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::args::Mode;
-use super::commands::Action;
-use super::run::{base, extra_args_field, run_action, runs_code};
+use super::run::{base, extra_args_field, output_or_test_run, runs_code};
 use super::stacktrace::{Limits, Stacktrace};
 use crate::runner::WORKDIR;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure, stdout_line};
@@ -47,6 +46,8 @@ pub struct Output {
     pub stacktraces: Vec<Stacktrace>,
     /// How many traces were kept.
     pub count: usize,
+    /// Whether max_traces left traces out.
+    pub truncated: bool,
 }
 
 /// `repo.stacktrace_summary`.
@@ -69,7 +70,8 @@ impl Tool for StacktraceSummary {
                  from the output given (nothing runs), or from a test run of the project (as \
                  repo.run_tests, which runs the repository's tests). Frames innermost first, \
                  the first frame in the workspace, causes. max_traces defaults to and is capped \
-                 at 50, max_frames at 80.",
+                 at 50 (truncated when traces were left out), max_frames at 80. A test run attaches \
+                 test-output.txt.",
                 180,
             ))
         }
@@ -77,40 +79,24 @@ impl Tool for StacktraceSummary {
 
     async fn run(&self, ctx: &ToolContext, args: Args) -> Result<Completed<Output>, ToolFailure> {
         let limits = Limits::new(args.max_traces, args.max_frames);
-        let (project_type, source, command, exit_code, text) = match args.output {
-            Some(text) => (String::new(), "provided_output", Vec::new(), 0, text),
-            None => {
-                let (project, ran) = run_action(
-                    ctx,
-                    Action::RunTests,
-                    Mode::Test,
-                    args.target.as_deref(),
-                    &args.extra_args,
-                )
-                .await?;
-                (
-                    project.project_type.as_str().to_owned(),
-                    "test_run",
-                    ran.command,
-                    ran.exit_code,
-                    ran.full,
-                )
-            }
-        };
-        let stacktraces = super::stacktrace::parse(&text, Some(WORKDIR), limits);
-        let summary = format!("{} stack traces", stacktraces.len());
+        let given =
+            output_or_test_run(ctx, args.output, args.target.as_deref(), &args.extra_args).await?;
+        let (stacktraces, found) = super::stacktrace::summarise(&given.text, Some(WORKDIR), limits);
+        let summary = format!("{found} stack traces");
+        let artifacts = given.artifacts();
         Ok(Completed {
             output: Output {
-                project_type,
-                source,
-                command,
-                exit_code,
+                project_type: given.project_type,
+                source: given.source,
+                command: given.command,
+                exit_code: given.exit_code,
                 count: stacktraces.len(),
+                truncated: found > stacktraces.len(),
                 stacktraces,
             },
             logs: vec![stdout_line(summary)],
-            artifacts: Vec::new(),
-            exit_code,
+            artifacts,
+            exit_code: given.exit_code,
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::commands::Action;
 use super::args::Mode;
-use super::run::{RunOutput, TargetArgs, base, run_action, runs_code};
+use super::run::{RunOutput, TargetArgs, base, runs_code};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
 /// `repo.static_analysis`.
@@ -31,8 +31,13 @@ impl Tool for StaticAnalysis {
         ctx: &ToolContext,
         args: TargetArgs,
     ) -> Result<Completed<RunOutput>, ToolFailure> {
-        let (project, ran) =
-            run_action(ctx, Action::StaticAnalysis, Mode::Test, args.target.as_deref(), &[]).await?;
-        Ok(RunOutput::completed(project, ran, Action::StaticAnalysis.artifact_name()))
+        RunOutput::run(
+            ctx,
+            Action::StaticAnalysis,
+            Mode::Test,
+            args.target.as_deref(),
+            &[],
+        )
+        .await
     }
 }

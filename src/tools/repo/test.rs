@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::args::Mode;
 use super::commands::Action;
-use super::run::{ExtraArgsInput, RunOutput, base, extra_args_field, run_action, runs_code};
+use super::run::{ExtraArgsInput, RunOutput, base, extra_args_field, runs_code};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
 /// `repo.test`.
@@ -31,14 +31,13 @@ impl Tool for Test {
         ctx: &ToolContext,
         args: ExtraArgsInput,
     ) -> Result<Completed<RunOutput>, ToolFailure> {
-        let (project, ran) = run_action(
+        RunOutput::run(
             ctx,
             Action::RunTests,
             Mode::Test,
             args.target.as_deref(),
             &args.extra_args,
         )
-        .await?;
-        Ok(RunOutput::completed(project, ran, Action::RunTests.artifact_name()))
+        .await
     }
 }

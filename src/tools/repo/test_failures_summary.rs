@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::args::Mode;
-use super::commands::Action;
 use super::failures::{FailureSummary, Limits};
-use super::run::{base, extra_args_field, failed, run_action, runs_code};
+use super::run::{base, extra_args_field, failed, invalid, output_or_test_run, runs_code};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure, stdout_line};
 
 /// Characters of the output kept as `output_excerpt`.
@@ -49,9 +48,10 @@ pub struct Output {
     pub exit_code: i32,
     /// The parsed summary.
     #[serde(flatten)]
-    pub summary: FailureSummary,
+    pub parsed: FailureSummary,
     /// `N passed, M failed[, K skipped]`.
-    pub summary_line: String,
+    #[serde(rename = "summary")]
+    pub summary_text: String,
     /// The first 4000 characters of the output.
     pub output_excerpt: String,
 }
@@ -80,8 +80,9 @@ impl Tool for TestFailuresSummary {
                 "Summarise failed tests: from the output given (nothing runs), or from a test \
                  run of the project (as repo.run_tests, which runs the repository's tests). \
                  Reads go test (text and -json), pytest, cargo test, node's test runner, jest, \
-                 vitest and JUnit XML; failed_tests[{name, kind, line, file, message}], counts, \
-                 diagnostics. max_failures and max_diagnostics default to and are capped at 200.",
+                 vitest and JUnit XML; failed_tests[{name, kind, line, location, message}], counts, \
+                 diagnostics. max_failures and max_diagnostics default to and are capped at 200 \
+                 (truncated when either cut). A test run attaches test-output.txt.",
                 180,
             ))
         }
@@ -89,48 +90,31 @@ impl Tool for TestFailuresSummary {
 
     async fn run(&self, ctx: &ToolContext, args: Args) -> Result<Completed<Output>, ToolFailure> {
         let limits = Limits::new(args.max_failures, args.max_diagnostics);
-        let (project_type, source, command, exit_code, text) = match args.output {
-            Some(text) => (String::new(), "provided_output", Vec::new(), 0, text),
-            None => {
-                let (project, ran) = run_action(
-                    ctx,
-                    Action::RunTests,
-                    Mode::Test,
-                    args.target.as_deref(),
-                    &args.extra_args,
-                )
-                .await?;
-                (
-                    project.project_type.as_str().to_owned(),
-                    "test_run",
-                    ran.command,
-                    ran.exit_code,
-                    ran.full,
-                )
-            }
-        };
+        let given =
+            output_or_test_run(ctx, args.output, args.target.as_deref(), &args.extra_args).await?;
         // Malformed JUnit XML is the caller's argument when they gave it.
-        let summary = super::failures::parse(&text, limits).map_err(|e| {
-            if source == "provided_output" {
-                super::run::invalid(e.to_string())
+        let parsed = super::failures::parse(&given.text, limits).map_err(|e| {
+            if given.provided() {
+                invalid(e.to_string())
             } else {
                 failed(e.to_string())
             }
         })?;
-        let line = summary.summary();
+        let line = parsed.summary();
+        let artifacts = given.artifacts();
         Ok(Completed {
             output: Output {
-                project_type,
-                source,
-                command,
-                exit_code,
-                summary_line: line.clone(),
-                summary,
-                output_excerpt: excerpt(&text, EXCERPT_CHARS),
+                project_type: given.project_type,
+                source: given.source,
+                command: given.command,
+                exit_code: given.exit_code,
+                summary_text: line.clone(),
+                parsed,
+                output_excerpt: excerpt(&given.text, EXCERPT_CHARS),
             },
             logs: vec![stdout_line(line)],
-            artifacts: Vec::new(),
-            exit_code,
+            artifacts,
+            exit_code: given.exit_code,
         })
     }
 }

@@ -16,8 +16,9 @@ pub const MAX_ENTRIES: usize = 2000;
 /// The default `ignore` list.
 pub const DEFAULT_IGNORE: &str =
     ".git,node_modules,.venv,__pycache__,vendor,.cache,dist,build,.tox,.mypy_cache";
-/// Entries read from one directory.
-const DIR_ENTRIES: u64 = 1024;
+/// Entries read from one directory: one more than the tree prints, so a directory the tree
+/// could draw whole is read whole. A larger one is drawn cut and the tree `truncated`.
+const DIR_ENTRIES: u64 = MAX_ENTRIES as u64 + 1;
 
 /// Arguments of `repo.tree`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -61,7 +62,8 @@ pub struct Output {
 /// `repo.tree`.
 pub struct Tree;
 
-async fn list(ctx: &ToolContext, path: &str) -> Result<Vec<Entry>, ToolFailure> {
+/// One directory's entries, and whether the runner cut them.
+async fn list(ctx: &ToolContext, path: &str) -> Result<(Vec<Entry>, bool), ToolFailure> {
     match call_runner(
         ctx,
         Request::List {
@@ -72,7 +74,7 @@ async fn list(ctx: &ToolContext, path: &str) -> Result<Vec<Entry>, ToolFailure> 
     )
     .await?
     {
-        Reply::Entries { entries, .. } => Ok(entries),
+        Reply::Entries { entries, truncated } => Ok((entries, truncated)),
         Reply::Error { code, message } => Err(runner_failure(code, message)),
         _ => Err(ToolFailure::new(
             ErrorCode::Internal,
@@ -142,7 +144,9 @@ impl Tool for Tree {
             entries.reverse();
             entries
         };
-        stack.push((sorted(list(ctx, &top).await?), String::new(), 1));
+        let (entries, cut) = list(ctx, &top).await?;
+        drawing.truncated |= cut;
+        stack.push((sorted(entries), String::new(), 1));
         while let Some((mut entries, indent, level)) = stack.pop() {
             let Some(entry) = entries.pop() else { continue };
             let last = entries.is_empty();
@@ -163,7 +167,8 @@ impl Tool for Tree {
             if is_dir && level < depth {
                 let child_indent = format!("{indent}{}", if last { "    " } else { "│   " });
                 // An unreadable subdirectory is skipped, as in the reference.
-                if let Ok(children) = list(ctx, &entry.path).await {
+                if let Ok((children, cut)) = list(ctx, &entry.path).await {
+                    drawing.truncated |= cut;
                     stack.push((sorted(children), child_indent, level + 1));
                 }
             }

@@ -1,12 +1,15 @@
 //! `repo.validate`: a compile-only check with the project's own toolchain.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
 use super::args::Mode;
 use super::commands::Action;
-use super::run::{TargetArgs, base, project, run_action, runs_code};
+use super::run::{TargetArgs, base, run_action, runs_code};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure, stdout_line};
 
 /// Diagnostic lines kept.
@@ -27,7 +30,7 @@ pub struct Output {
     pub exit_code: i32,
     /// Whether it exited 0.
     pub passed: bool,
-    /// Compiler lines that name an error or a warning, at most 50.
+    /// Compiler lines that name an error or a warning or point at `file:line:`, at most 50.
     pub diagnostics: Vec<String>,
     /// The output, stdout then stderr (64 KiB of each at most).
     pub output: String,
@@ -36,13 +39,21 @@ pub struct Output {
 /// `repo.validate`.
 pub struct Validate;
 
-/// The lines of `output` a compiler or linter reports problems on.
+/// A compiler's `file.ext:line[:column]: message` line (Go prints its errors without the word
+/// "error").
+static LOCATED: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"^\s*[^\s:]+\.\w+:\d+(:\d+)?: ").expect("literal regex compiles")
+});
+
+/// The lines of `output` a compiler or linter reports problems on: those naming an error or a
+/// warning, and `file:line: message` lines.
 pub fn diagnostics(output: &str) -> Vec<String> {
     output
         .lines()
         .filter(|l| {
             let lower = l.to_ascii_lowercase();
-            lower.contains("error") || lower.contains("warning")
+            lower.contains("error") || lower.contains("warning") || LOCATED.is_match(l)
         })
         .take(MAX_DIAGNOSTICS)
         .map(|l| l.trim_end().to_owned())
@@ -69,10 +80,9 @@ impl Tool for Validate {
     }
 
     async fn run(&self, ctx: &ToolContext, args: TargetArgs) -> Result<Completed<Output>, ToolFailure> {
-        let (_, listing) = project(ctx).await?;
-        let (project, ran) =
-            run_action(ctx, Action::Validate, Mode::Test, args.target.as_deref(), &[]).await?;
-        let toolchain = super::detect::toolchain(project, &listing);
+        let acted = run_action(ctx, Action::Validate, Mode::Test, args.target.as_deref(), &[]).await?;
+        let toolchain = super::detect::toolchain(acted.project, &acted.listing);
+        let ran = acted.ran;
         let summary = format!("{} exited {}", ran.command.join(" "), ran.exit_code);
         let artifacts = Action::Validate
             .artifact_name()
@@ -94,5 +104,21 @@ impl Tool for Validate {
             artifacts,
             exit_code: ran.exit_code,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_keep_fifty_error_or_warning_lines() {
+        let go = "# example.com/calc\n./calc.go:4:2: undefined: x\nok\n";
+        assert_eq!(diagnostics(go), ["./calc.go:4:2: undefined: x"]);
+        let cargo = "warning: unused variable: `x`\n   Compiling adder\nerror[E0425]: cannot \
+                     find value `y`\n";
+        assert_eq!(diagnostics(cargo).len(), 2);
+        let many = "main.c:1:1: error: expected ';'\n".repeat(80);
+        assert_eq!(diagnostics(&many).len(), MAX_DIAGNOSTICS);
     }
 }
