@@ -373,12 +373,18 @@ impl GitCommand {
     /// The program: run at the workspace root with `stdin`, keeping at most `max_output` bytes
     /// of each stream ([`exec`](crate::tools::exec) enforces the invocation's deadline).
     pub fn program(&self, stdin: Option<Vec<u8>>, max_output: u64) -> Program {
+        self.program_keeping(stdin, max_output, max_output)
+    }
+
+    /// [`GitCommand::program`] keeping up to `capture` bytes of each stream beyond the
+    /// `inline` bytes the answer carries (for the full output's artifact).
+    pub fn program_keeping(&self, stdin: Option<Vec<u8>>, inline: u64, capture: u64) -> Program {
         Program::new(self.argv.iter().cloned())
             .envs(self.env())
             .cwd(".")
             .stdin(stdin)
-            .inline_limit(max_output)
-            .capture_limit(max_output)
+            .inline_limit(inline)
+            .capture_limit(capture)
     }
 }
 
@@ -393,6 +399,8 @@ pub struct Output {
     pub stderr: Vec<u8>,
     /// Whether stdout was cut.
     pub stdout_truncated: bool,
+    /// Every byte kept of stdout when it was cut (at most the capture limit), else empty.
+    pub stdout_full: Vec<u8>,
     /// Whether the timeout killed it.
     pub timed_out: bool,
 }
@@ -402,6 +410,11 @@ impl From<Finished> for Output {
         Self {
             exit_code: finished.exit_code,
             stdout_truncated: finished.stdout.truncated,
+            stdout_full: if finished.stdout.truncated {
+                finished.stdout.kept().to_vec()
+            } else {
+                Vec::new()
+            },
             stdout: finished.stdout.inline,
             stderr: finished.stderr.inline,
             timed_out: finished.timed_out,
@@ -418,6 +431,19 @@ pub async fn run(
     max_output: u64,
 ) -> Result<Output, ToolFailure> {
     exec::run(ctx, &command.program(stdin, max_output))
+        .await
+        .map(Output::from)
+}
+
+/// [`run`] keeping up to `capture` bytes of stdout beyond the `inline` ones
+/// ([`Output::stdout_full`]).
+pub async fn run_keeping(
+    ctx: &ToolContext,
+    command: &GitCommand,
+    inline: u64,
+    capture: u64,
+) -> Result<Output, ToolFailure> {
+    exec::run(ctx, &command.program_keeping(None, inline, capture))
         .await
         .map(Output::from)
 }

@@ -8,7 +8,9 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{TestServer, get_bytes};
+use crate::support::{
+    TestServer, get_bytes, invoke_approved as invoke, invoke_ok as ok, invoke_refused as refused,
+};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -32,43 +34,6 @@ fn noise(len: usize) -> Vec<u8> {
             if i == 0 { 0xff } else { state as u8 }
         })
         .collect()
-}
-
-async fn invoke(
-    server: &TestServer,
-    session: &str,
-    tool: &str,
-    args: Value,
-) -> (StatusCode, Value) {
-    server
-        .invoke(session, tool, json!({"approved": true, "args": args}))
-        .await
-}
-
-/// The output of a call that must succeed.
-async fn ok(server: &TestServer, session: &str, tool: &str, args: Value) -> Value {
-    let (status, body) = invoke(server, session, tool, args.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{tool} {args}: {body}");
-    assert_eq!(body["invocation"]["status"], "succeeded", "{body}");
-    body["invocation"].clone()
-}
-
-/// Status, code and invocation status of a call that must fail.
-async fn refused(
-    server: &TestServer,
-    session: &str,
-    tool: &str,
-    args: Value,
-) -> (StatusCode, String, String) {
-    let (status, body) = invoke(server, session, tool, args).await;
-    (
-        status,
-        code(&body).to_owned(),
-        body["invocation"]["status"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned(),
-    )
 }
 
 fn denied() -> (StatusCode, String, String) {

@@ -8,7 +8,7 @@ use std::path::Path;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::TestServer;
+use crate::support::{TestServer, get_bytes, invoke_approved, invoke_ok, invoke_refused};
 
 fn host_git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
@@ -27,10 +27,16 @@ fn host_git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn safe_config() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join("git-tools-test.gitconfig");
-    std::fs::write(&path, "[safe]\n\tdirectory = *\n").unwrap();
-    path
+/// A global configuration trusting every directory, written once per test process (tests run
+/// in parallel: rewriting it while another test's git reads it races).
+fn safe_config() -> &'static Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("git-tools-test-{}.gitconfig", std::process::id()));
+        std::fs::write(&path, "[safe]\n\tdirectory = *\n").unwrap();
+        path
+    })
 }
 
 fn give_to_the_sandbox(path: &Path) {
@@ -46,12 +52,16 @@ fn give_to_the_sandbox(path: &Path) {
 /// A session whose workspace is a repository with two commits on `main`; `metadata` and
 /// `roles` go into the session.
 async fn repo_session(server: &TestServer, metadata: Value, roles: &[&str]) -> String {
-    let session = server
-        .create_session(json!({
-            "principal": {"tenant_id": "acme", "actor_id": "alice", "roles": roles},
-            "metadata": metadata,
-        }))
-        .await;
+    repo_session_with(server, json!({"metadata": metadata}), roles).await
+}
+
+/// [`repo_session`] with `extra` session fields (`metadata`, `allowed_paths`, ...).
+async fn repo_session_with(server: &TestServer, extra: Value, roles: &[&str]) -> String {
+    let mut body = json!({"principal": {"tenant_id": "acme", "actor_id": "alice", "roles": roles}});
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        body[k] = v.clone();
+    }
+    let session = server.create_session(body).await;
     let ws = server.workspace_dir(&session);
     std::fs::write(ws.join("hello.txt"), "hello\n").unwrap();
     std::fs::create_dir_all(ws.join("src")).unwrap();
@@ -66,17 +76,15 @@ async fn repo_session(server: &TestServer, metadata: Value, roles: &[&str]) -> S
 }
 
 async fn call(server: &TestServer, session: &str, tool: &str, args: Value) -> (StatusCode, Value) {
-    server
-        .invoke(session, tool, json!({"approved": true, "args": args}))
-        .await
+    invoke_approved(server, session, tool, args).await
 }
 
+/// The output of an approved call that must succeed.
 async fn ok(server: &TestServer, session: &str, tool: &str, args: Value) -> Value {
-    let (status, body) = call(server, session, tool, args).await;
-    assert_eq!(status, StatusCode::OK, "{tool}: {body}");
-    body["invocation"]["output"].clone()
+    invoke_ok(server, session, tool, args).await["output"].clone()
 }
 
+/// An approved call that must fail with `code`; returns its status and body.
 async fn fails(
     server: &TestServer,
     session: &str,
@@ -87,6 +95,34 @@ async fn fails(
     let (status, body) = call(server, session, tool, args).await;
     assert_eq!(body["error"]["code"], code, "{tool}: {status} {body}");
     (status, body)
+}
+
+/// An approved call that must fail with `code` and HTTP `status`.
+async fn fails_with(
+    server: &TestServer,
+    session: &str,
+    tool: &str,
+    args: Value,
+    expected: (StatusCode, &str),
+) -> Value {
+    let (status, body) = fails(server, session, tool, args, expected.1).await;
+    assert_eq!(status, expected.0, "{tool}: {body}");
+    body
+}
+
+const INVALID: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_argument");
+const DENIED: (StatusCode, &str) = (StatusCode::FORBIDDEN, "policy_denied");
+const REPO_ERROR: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "git_repo_error");
+const USAGE_ERROR: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "git_usage_error");
+const FAILED: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed");
+
+fn argv(output: &Value) -> Vec<&str> {
+    output["command"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no command: {output}"))
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +187,47 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
     )
     .await;
     assert_eq!(untouched["diff"], "");
+    assert_eq!(untouched["truncated"], false);
     assert!(untouched.get("stat").is_none(), "{untouched}");
+    // context: absent leaves git's default (no -U); above 50 it is clamped to 50; below 0 it
+    // is no u32 and refused naming the field.
+    let plain = ok(
+        &server,
+        &session,
+        "git.diff_file",
+        json!({"path": "hello.txt"}),
+    )
+    .await;
+    assert!(!argv(&plain).iter().any(|a| a.starts_with("-U")), "{plain}");
+    assert!(
+        plain["diff"].as_str().unwrap().contains("@@ -1,2 +1,3 @@"),
+        "{plain}"
+    );
+    for context in [50, 51, 100_000] {
+        let wide = ok(
+            &server,
+            &session,
+            "git.diff_file",
+            json!({"path": "hello.txt", "context": context}),
+        )
+        .await;
+        assert!(argv(&wide).contains(&"-U50"), "{context}: {wide}");
+    }
+    let body = fails_with(
+        &server,
+        &session,
+        "git.diff_file",
+        json!({"path": "hello.txt", "context": -1}),
+        INVALID,
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("args.context"),
+        "{body}"
+    );
 
     let log = ok(&server, &session, "git.log", json!({})).await;
     assert_eq!(log["ref"], "HEAD");
@@ -165,6 +241,15 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
     assert_eq!(entries[0]["hash"].as_str().unwrap().len(), 40);
     let one = ok(&server, &session, "git.log", json!({"max_count": 1})).await;
     assert_eq!(one["count"], 1);
+    assert!(argv(&log).contains(&"--max-count=20"), "{log}");
+    fails_with(
+        &server,
+        &session,
+        "git.log",
+        json!({"max_count": 0}),
+        INVALID,
+    )
+    .await;
     // The cap is a silent clamp.
     let capped = ok(&server, &session, "git.log", json!({"max_count": 5000})).await;
     assert!(
@@ -195,6 +280,39 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
         !bare["show"].as_str().unwrap().contains("diff --git"),
         "{bare}"
     );
+    assert_eq!(bare["ref"], "HEAD~1");
+    assert_eq!(show["ref"], "HEAD");
+    assert_eq!(show["path"], "");
+    assert_eq!(show["truncated"], false);
+    let stat_only = ok(&server, &session, "git.show", json!({"patch": false})).await;
+    let text = stat_only["show"].as_str().unwrap();
+    assert!(
+        text.contains("1 file changed") && !text.contains("+world"),
+        "{stat_only}"
+    );
+    let patch_only = ok(&server, &session, "git.show", json!({"stat": false})).await;
+    let text = patch_only["show"].as_str().unwrap();
+    assert!(
+        text.contains("+world") && !text.contains("1 file changed"),
+        "{patch_only}"
+    );
+    // With a path: only that path's part of the commit; HEAD did not touch src/lib.rs, so
+    // git's path limiting leaves nothing to show.
+    let other = ok(
+        &server,
+        &session,
+        "git.show",
+        json!({"path": "./src/lib.rs"}),
+    )
+    .await;
+    assert_eq!(other["path"], "src/lib.rs");
+    assert!(
+        argv(&other).ends_with(&["HEAD", "--", "src/lib.rs"]),
+        "{other}"
+    );
+    assert_eq!(other["show"], "", "{other}");
+    let own = ok(&server, &session, "git.show", json!({"path": "hello.txt"})).await;
+    assert!(own["show"].as_str().unwrap().contains("+world"), "{own}");
 
     let blame = ok(
         &server,
@@ -206,6 +324,29 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
     let lines: Vec<&str> = blame["blame"].as_str().unwrap().lines().collect();
     assert_eq!(lines.len(), 1, "{blame}");
     assert!(lines[0].contains("world"), "{blame}");
+    assert_eq!(blame["path"], "hello.txt");
+    assert_eq!(blame["truncated"], false);
+    // The range applies only with both lines and end_line >= start_line; otherwise the whole
+    // file (three lines in the working tree) is blamed.
+    for range in [
+        json!({}),
+        json!({"start_line": 2}),
+        json!({"end_line": 2}),
+        json!({"start_line": 3, "end_line": 2}),
+    ] {
+        let mut args = range.clone();
+        args["path"] = json!("hello.txt");
+        let whole = ok(&server, &session, "git.blame", args).await;
+        assert!(
+            !argv(&whole).iter().any(|a| a.starts_with("-L")),
+            "{range}: {whole}"
+        );
+        assert_eq!(
+            whole["blame"].as_str().unwrap().lines().count(),
+            3,
+            "{whole}"
+        );
+    }
 
     let branches = ok(&server, &session, "git.branch_list", json!({})).await;
     assert_eq!(branches["count"], 1);
@@ -213,6 +354,138 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
     assert_eq!(branches["branches"][0]["current"], true);
     assert_eq!(branches["branches"][0]["upstream"], "");
     assert_eq!(branches["branches"][0]["commit"], entries[0]["hash"]);
+    assert!(!argv(&branches).contains(&"-a") && !argv(&branches).contains(&"-r"));
+    let remotes = ok(
+        &server,
+        &session,
+        "git.branch_list",
+        json!({"remotes": true}),
+    )
+    .await;
+    assert_eq!(remotes["count"], 0, "{remotes}");
+    assert!(argv(&remotes).contains(&"-r"), "{remotes}");
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// The artifact `name` of `invocation`, downloaded: its bytes (which must be its
+/// `size_bytes`).
+async fn artifact(server: &TestServer, invocation: &Value, name: &str) -> Vec<u8> {
+    let stored = invocation["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} artifact: {}", invocation["artifacts"]));
+    let route = format!(
+        "/v1/invocations/{}/artifacts/{}",
+        invocation["id"].as_str().unwrap(),
+        stored["id"].as_str().unwrap()
+    );
+    let (status, bytes) = get_bytes(server.addr, &route).await;
+    assert_eq!(status, StatusCode::OK, "{route}");
+    assert_eq!(stored["size_bytes"], bytes.len(), "{stored}");
+    bytes.to_vec()
+}
+
+/// Checks that `field` of a cut output is exactly its first `cap` bytes of the artifact
+/// `<tool>.stdout.txt`, which holds the whole text (ending with `last`).
+async fn cut_at(
+    server: &TestServer,
+    invocation: &Value,
+    tool: &str,
+    field: &str,
+    cap: usize,
+    last: &str,
+) {
+    let output = &invocation["output"];
+    assert_eq!(output["truncated"], true, "{tool}");
+    let inline = output[field].as_str().unwrap();
+    assert_eq!(
+        inline.len(),
+        cap,
+        "{tool}: the inline {field} is cut at the cap"
+    );
+    let full = artifact(server, invocation, &format!("{tool}.stdout.txt")).await;
+    assert!(full.len() > cap, "{tool}: {} bytes", full.len());
+    assert_eq!(&full[..cap], inline.as_bytes(), "{tool}");
+    let full = String::from_utf8(full).unwrap();
+    assert!(
+        full.trim_end().ends_with(last),
+        "{tool}: {}",
+        &full[full.len() - 200..]
+    );
+    assert!(!inline.contains(last), "{tool}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_a_cap_is_cut_exactly_there_and_kept_whole_as_an_artifact() {
+    let (server, _dir) = TestServer::start().await;
+    let session = repo_session(&server, json!({}), &["developer"]).await;
+    let ws = server.workspace_dir(&session);
+    // 25,000 lines of 64 bytes: 1.6 MB of text, committed (show, blame), then removed (diff,
+    // diff_file). ASCII, so a cut at any byte is a cut at a character.
+    let lines = 25_000;
+    let big: String = (0..lines)
+        .map(|i| format!("line {i:06} {}\n", "x".repeat(52)))
+        .collect();
+    assert!(big.len() > 3 * MIB / 2);
+    std::fs::write(ws.join("big.txt"), &big).unwrap();
+    host_git(&ws, &["add", "big.txt"]);
+    host_git(&ws, &["commit", "-qm", "big"]);
+    std::fs::write(ws.join("big.txt"), "").unwrap();
+    give_to_the_sandbox(&ws);
+    let last = format!("line {:06} {}", lines - 1, "x".repeat(52));
+
+    let shown = invoke_ok(&server, &session, "git.show", json!({"stat": false})).await;
+    cut_at(&server, &shown, "git.show", "show", MIB, &last).await;
+    let diff = invoke_ok(&server, &session, "git.diff", json!({})).await;
+    cut_at(&server, &diff, "git.diff", "diff", MIB, &format!("-{last}")).await;
+    let file = invoke_ok(
+        &server,
+        &session,
+        "git.diff_file",
+        json!({"path": "big.txt"}),
+    )
+    .await;
+    cut_at(
+        &server,
+        &file,
+        "git.diff_file",
+        "diff",
+        MIB,
+        &format!("-{last}"),
+    )
+    .await;
+    // Blame's cap is 512 KiB (of the committed file: the working tree's is empty).
+    host_git(&ws, &["checkout", "--", "big.txt"]);
+    give_to_the_sandbox(&ws);
+    let blamed = invoke_ok(&server, &session, "git.blame", json!({"path": "big.txt"})).await;
+    cut_at(&server, &blamed, "git.blame", "blame", 512 * KIB, &last).await;
+    // Status: 4,500 untracked files with 250-byte names, about 1.1 MiB of porcelain.
+    for i in 0..4_500 {
+        std::fs::write(ws.join(format!("{i:05}{}", "n".repeat(245))), "").unwrap();
+    }
+    give_to_the_sandbox(&ws);
+    let status = invoke_ok(&server, &session, "git.status", json!({})).await;
+    cut_at(
+        &server,
+        &status,
+        "git.status",
+        "status",
+        MIB,
+        &format!("04499{}", "n".repeat(245)),
+    )
+    .await;
+
+    // Under the cap: not truncated, no artifact.
+    let small = invoke_ok(&server, &session, "git.show", json!({"ref": "HEAD~1"})).await;
+    assert_eq!(small["output"]["truncated"], false);
+    assert!(
+        small["artifacts"].as_array().is_none_or(|a| a.is_empty()),
+        "{small}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,14 +516,155 @@ async fn git_failures_map_to_stable_codes() {
         "git_repo_error",
     )
     .await;
-    // Exit 129: git refuses its usage (a negative -U is not an option the tool builds, but
-    // branch -a and -r together is fine; an unknown option via diff base is refused up front).
-    fails(
+    fails_with(
         &server,
         &session,
-        "git.diff",
-        json!({"base": "--output=/tmp/x"}),
-        "invalid_argument",
+        "git.diff_file",
+        json!({"path": "hello.txt", "ref": "nope"}),
+        REPO_ERROR,
+    )
+    .await;
+    fails_with(
+        &server,
+        &session,
+        "git.show",
+        json!({"ref": "nope"}),
+        REPO_ERROR,
+    )
+    .await;
+    fails_with(
+        &server,
+        &session,
+        "git.checkout",
+        json!({"ref": "nope"}),
+        REPO_ERROR,
+    )
+    .await;
+    // An untracked file: blame is exit 128, diff_file an empty diff.
+    let ws = server.workspace_dir(&session);
+    std::fs::write(ws.join("untracked.txt"), "u\n").unwrap();
+    give_to_the_sandbox(&ws);
+    fails_with(
+        &server,
+        &session,
+        "git.blame",
+        json!({"path": "untracked.txt"}),
+        REPO_ERROR,
+    )
+    .await;
+    let untracked = ok(
+        &server,
+        &session,
+        "git.diff_file",
+        json!({"path": "untracked.txt"}),
+    )
+    .await;
+    assert_eq!(untracked["diff"], "", "{untracked}");
+    // Exit 129: git refuses its usage. Every tool builds its own options and refuses a value
+    // starting with '-', but some combinations of valid values still make git print its
+    // usage: an index diff (--staged) against a range, or a diff against a blob.
+    for args in [
+        json!({"staged": true, "base": "HEAD~1..HEAD"}),
+        json!({"base": "HEAD:hello.txt"}),
+    ] {
+        let body = fails_with(&server, &session, "git.diff", args.clone(), USAGE_ERROR).await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("command failed: ") && message.contains("exit code 129"),
+            "{args}: {body}"
+        );
+        let partial = &body["invocation"]["output"];
+        assert!(argv(partial).contains(&"git"), "{body}");
+        assert!(
+            partial["output"]
+                .as_str()
+                .unwrap()
+                .contains("usage: git diff"),
+            "{body}"
+        );
+    }
+    // A value git would read as an option is refused before git runs.
+    for (tool, args) in [
+        ("git.diff", json!({"base": "--output=/tmp/x"})),
+        ("git.diff_file", json!({"path": "hello.txt", "ref": "-U5"})),
+        ("git.log", json!({"ref": "--all"})),
+        ("git.show", json!({"ref": "--output=x"})),
+        ("git.checkout", json!({"ref": "-b"})),
+        (
+            "git.checkout",
+            json!({"ref": "x", "create": true, "start_point": "-f"}),
+        ),
+        ("git.fetch", json!({"remote": "--upload-pack=x"})),
+        ("git.pull", json!({"refspec": "--rebase"})),
+    ] {
+        let body = fails_with(&server, &session, tool, args.clone(), INVALID).await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must not start with '-'"),
+            "{tool} {args}: {body}"
+        );
+    }
+    // Required and typed arguments.
+    for (tool, args) in [
+        ("git.diff_file", json!({})),
+        ("git.diff_file", json!({"path": ""})),
+        ("git.blame", json!({})),
+        ("git.blame", json!({"path": "hello.txt", "start_line": -1})),
+        ("git.checkout", json!({})),
+        ("git.commit", json!({})),
+        ("git.commit", json!({"message": ""})),
+        ("git.commit", json!({"message": "m".repeat(1025)})),
+        ("git.apply_patch", json!({})),
+        ("git.apply_patch", json!({"patch": ""})),
+        // A patch that names no path.
+        ("git.apply_patch", json!({"patch": "not a diff\n"})),
+        ("git.branch_list", json!({"all": "yes"})),
+        ("git.show", json!({"stat": 1})),
+    ] {
+        fails_with(&server, &session, tool, args, INVALID).await;
+    }
+    // The catalog's argument rules: refs not blank, at most 256 characters, no shell
+    // characters; remotes and refspecs no spaces either.
+    for (tool, args) in [
+        ("git.checkout", json!({"ref": "  "})),
+        ("git.log", json!({"ref": "a".repeat(257)})),
+        ("git.checkout", json!({"ref": "a|b"})),
+        (
+            "git.checkout",
+            json!({"ref": "x", "create": true, "start_point": "$(id)"}),
+        ),
+        ("git.fetch", json!({"remote": "a b"})),
+        ("git.fetch", json!({"refspec": "a".repeat(513)})),
+        ("git.commit", json!({"message": "nul\u{0}byte"})),
+    ] {
+        fails_with(&server, &session, tool, args, DENIED).await;
+    }
+    // A patch that does not apply: git apply exits 1; a corrupt one exits 128.
+    let stale = "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,2 +1,2 @@\n nope\n-nothing\n+there\n";
+    let body = fails_with(
+        &server,
+        &session,
+        "git.apply_patch",
+        json!({"patch": stale}),
+        FAILED,
+    )
+    .await;
+    assert!(
+        body["invocation"]["output"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("patch failed"),
+        "{body}"
+    );
+    let corrupt = "--- a/hello.txt\n+++ b/hello.txt\n@@ -1,2 +1,2 @@\n garbage\n";
+    fails_with(
+        &server,
+        &session,
+        "git.apply_patch",
+        json!({"patch": corrupt}),
+        REPO_ERROR,
     )
     .await;
     fails(
@@ -258,23 +672,6 @@ async fn git_failures_map_to_stable_codes() {
         &session,
         "git.show",
         json!({"ref": "a;b"}),
-        "policy_denied",
-    )
-    .await;
-    // Paths outside the workspace.
-    fails(
-        &server,
-        &session,
-        "git.diff",
-        json!({"paths": ["../etc"]}),
-        "policy_denied",
-    )
-    .await;
-    fails(
-        &server,
-        &session,
-        "git.blame",
-        json!({"path": "/etc/passwd"}),
         "policy_denied",
     )
     .await;
@@ -299,6 +696,80 @@ async fn git_failures_map_to_stable_codes() {
     // No repository at all.
     let empty = server.create_session(json!({})).await;
     fails(&server, &empty, "git.status", json!({}), "git_repo_error").await;
+
+    // Every path-taking tool: a path escaping the workspace, then a path outside
+    // allowed_paths; a ref outside allowed_git_ref_prefixes. All `denied`, 403.
+    let confined = repo_session_with(
+        &server,
+        json!({"allowed_paths": ["src"], "metadata": {"allowed_git_ref_prefixes": "main"}}),
+        &["developer"],
+    )
+    .await;
+    let to_hello = "--- a/hello.txt\n+++ b/hello.txt\n@@ -1 +1 @@\n-hello\n+bye\n";
+    for (on, tool, args) in [
+        (&session, "git.diff", json!({"paths": ["../etc"]})),
+        (&session, "git.diff_file", json!({"path": "../x"})),
+        (&session, "git.blame", json!({"path": "/etc/passwd"})),
+        (&session, "git.show", json!({"path": "/etc"})),
+        (
+            &session,
+            "git.commit",
+            json!({"message": "m", "paths": ["src/../../x"]}),
+        ),
+        (&confined, "git.diff", json!({"paths": ["hello.txt"]})),
+        (
+            &confined,
+            "git.diff_file",
+            json!({"path": "hello.txt", "ref": "main"}),
+        ),
+        (&confined, "git.blame", json!({"path": "hello.txt"})),
+        (&confined, "git.show", json!({"path": "hello.txt"})),
+        (
+            &confined,
+            "git.commit",
+            json!({"message": "m", "paths": ["hello.txt"]}),
+        ),
+        (&confined, "git.apply_patch", json!({"patch": to_hello})),
+        (
+            &confined,
+            "git.diff_file",
+            json!({"path": "src/lib.rs", "ref": "HEAD~1"}),
+        ),
+        // The default ref, HEAD, is a ref like any other.
+        (&confined, "git.diff_file", json!({"path": "src/lib.rs"})),
+        (&confined, "git.checkout", json!({"ref": "HEAD~1"})),
+    ] {
+        let refused = invoke_refused(&server, on, tool, args.clone()).await;
+        assert_eq!(
+            refused,
+            (
+                StatusCode::FORBIDDEN,
+                "policy_denied".into(),
+                "denied".into()
+            ),
+            "{tool} {args}"
+        );
+    }
+    // Inside both allowlists.
+    let inside = ok(
+        &server,
+        &confined,
+        "git.diff_file",
+        json!({"path": "src/lib.rs", "ref": "main"}),
+    )
+    .await;
+    assert_eq!(inside["diff"], "", "{inside}");
+    let blamed = ok(
+        &server,
+        &confined,
+        "git.blame",
+        json!({"path": "src/lib.rs"}),
+    )
+    .await;
+    assert!(
+        blamed["blame"].as_str().unwrap().contains("fn a()"),
+        "{blamed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,14 +847,17 @@ async fn checkout_commit_and_apply_patch_change_the_repository_within_the_allowl
         "policy_denied",
     )
     .await;
-    // Approval is required.
-    let (status, body) = server
-        .invoke(&session, "git.commit", json!({"args": {"message": "x"}}))
-        .await;
-    assert_eq!(
-        body["error"]["code"], "approval_required",
-        "{status} {body}"
-    );
+    // Approval is required for the tools that change the repository or talk to a remote.
+    for (tool, args) in [
+        ("git.commit", json!({"message": "x"})),
+        ("git.apply_patch", json!({"patch": patch})),
+        ("git.fetch", json!({})),
+        ("git.pull", json!({})),
+    ] {
+        let (status, body) = server.invoke(&session, tool, json!({"args": args})).await;
+        assert_eq!(body["error"]["code"], "approval_required", "{tool}: {body}");
+        assert_eq!(status.as_u16(), 428, "{tool}: {body}");
+    }
 
     let commit = ok(
         &server,
@@ -401,20 +875,49 @@ async fn checkout_commit_and_apply_patch_change_the_repository_within_the_allowl
     assert_eq!(log["entries"][0]["author_name"], "RoboCop");
     assert_eq!(log["entries"][0]["author_email"], "robo@example.com");
 
-    // Without metadata the actor is the author.
-    let plain = repo_session(&server, json!({}), &["developer"]).await;
-    std::fs::write(server.workspace_dir(&plain).join("new.txt"), "n\n").unwrap();
-    give_to_the_sandbox(&server.workspace_dir(&plain));
-    ok(
+    // Back to main (not created), discarding a local change with force.
+    let ws = server.workspace_dir(&session);
+    std::fs::write(ws.join("src/lib.rs"), "local change\n").unwrap();
+    give_to_the_sandbox(&ws);
+    let back = ok(
+        &server,
+        &session,
+        "git.checkout",
+        json!({"ref": "main", "force": true}),
+    )
+    .await;
+    assert_eq!(back["created"], false, "{back}");
+    assert!(argv(&back).contains(&"--force"), "{back}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("src/lib.rs")).unwrap(),
+        "fn a() {}\n"
+    );
+
+    // Without a usable metadata identity the actor is the author (an email without '@' is
+    // ignored); paths limit the commit to them.
+    let plain = repo_session(
+        &server,
+        json!({"git_author_email": "not-an-email"}),
+        &["developer"],
+    )
+    .await;
+    let ws = server.workspace_dir(&plain);
+    std::fs::write(ws.join("new.txt"), "n\n").unwrap();
+    std::fs::write(ws.join("other.txt"), "o\n").unwrap();
+    give_to_the_sandbox(&ws);
+    let commit = ok(
         &server,
         &plain,
         "git.commit",
-        json!({"message": "by alice", "all": true}),
+        json!({"message": "by alice", "all": true, "paths": ["new.txt"]}),
     )
     .await;
+    assert!(argv(&commit).ends_with(&["--", "new.txt"]), "{commit}");
     let log = ok(&server, &plain, "git.log", json!({"max_count": 1})).await;
     assert_eq!(log["entries"][0]["author_name"], "alice");
     assert_eq!(log["entries"][0]["author_email"], "alice@workspace.local");
+    let status = ok(&server, &plain, "git.status", json!({})).await;
+    assert_eq!(status["status"], "A  other.txt\n", "{status}");
 }
 
 /// A bare repository inside the workspace as `origin`, with a `pre-receive` hook (and a
@@ -508,17 +1011,87 @@ async fn push_fetch_and_pull_reach_a_workspace_remote_without_running_its_hooks(
     assert_eq!(fetched["fetched"], true, "{fetched}");
     let pulled = ok(&server, &session, "git.pull", json!({"refspec": "main"})).await;
     assert_eq!(pulled["pulled"], true, "{pulled}");
+    assert_eq!(pulled["remote"], "origin");
+    assert_eq!(pulled["refspec"], "main");
+    assert!(argv(&pulled).contains(&"--no-rebase"), "{pulled}");
     assert!(ws.join("more.txt").exists());
+    assert_eq!(fetched["refspec"], "", "{fetched}");
+    assert!(
+        argv(&fetched).ends_with(&["--prune", "--tags", "origin"]),
+        "{fetched}"
+    );
 
-    // Denials: a remote or ref outside the allowlists, network URLs, a path outside.
-    fails(
+    // A second branch on the remote, then cleanup_ref deletes it before a push with
+    // --force-with-lease; rebase pulls with --rebase; remotes lists the tracking branches.
+    ok(
         &server,
         &session,
         "git.push",
-        json!({"remote": "upstream"}),
-        "policy_denied",
+        json!({"refspec": "main:feature/old"}),
     )
     .await;
+    let remote_dir = ws.join("remotes/origin.git");
+    assert!(host_git(&remote_dir, &["branch", "--list"]).contains("feature/old"));
+    let cleaned = ok(
+        &server,
+        &session,
+        "git.push",
+        json!({"refspec": "main", "cleanup_ref": "feature/old", "force_with_lease": true}),
+    )
+    .await;
+    assert!(argv(&cleaned).contains(&"--force-with-lease"), "{cleaned}");
+    assert!(!host_git(&remote_dir, &["branch", "--list"]).contains("feature/old"));
+    let rebased = ok(
+        &server,
+        &session,
+        "git.pull",
+        json!({"refspec": "main", "rebase": true}),
+    )
+    .await;
+    assert!(argv(&rebased).contains(&"--rebase"), "{rebased}");
+    let remotes = ok(
+        &server,
+        &session,
+        "git.branch_list",
+        json!({"remotes": true}),
+    )
+    .await;
+    assert!(
+        remotes["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["name"].as_str().unwrap().starts_with("origin")),
+        "{remotes}"
+    );
+    assert!(remotes["count"].as_u64().unwrap() >= 1, "{remotes}");
+    fails_with(
+        &server,
+        &session,
+        "git.push",
+        json!({"cleanup_ref": "--all"}),
+        INVALID,
+    )
+    .await;
+
+    // Denials: a remote or ref outside the allowlists, network URLs, a path outside.
+    for tool in ["git.push", "git.fetch", "git.pull"] {
+        let body = fails_with(
+            &server,
+            &session,
+            tool,
+            json!({"remote": "upstream"}),
+            DENIED,
+        )
+        .await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("remote outside allowlist"),
+            "{tool}: {body}"
+        );
+    }
     fails(
         &server,
         &session,

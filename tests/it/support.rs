@@ -322,6 +322,42 @@ impl Drop for TestServer {
     }
 }
 
+/// Invokes `tool` synchronously with approval given (`{"approved": true, "args": args}`).
+pub async fn invoke_approved(
+    server: &TestServer,
+    session: &str,
+    tool: &str,
+    args: Value,
+) -> (StatusCode, Value) {
+    server
+        .invoke(session, tool, json!({"approved": true, "args": args}))
+        .await
+}
+
+/// The invocation of an approved call that must succeed (200, `succeeded`).
+pub async fn invoke_ok(server: &TestServer, session: &str, tool: &str, args: Value) -> Value {
+    let (status, body) = invoke_approved(server, session, tool, args.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{tool} {args}: {body}");
+    assert_eq!(body["invocation"]["status"], "succeeded", "{body}");
+    body["invocation"].clone()
+}
+
+/// Status, error code and invocation status of an approved call that must not succeed.
+pub async fn invoke_refused(
+    server: &TestServer,
+    session: &str,
+    tool: &str,
+    args: Value,
+) -> (StatusCode, String, String) {
+    let (status, body) = invoke_approved(server, session, tool, args).await;
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    (
+        status,
+        text(&body["error"]["code"]),
+        text(&body["invocation"]["status"]),
+    )
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

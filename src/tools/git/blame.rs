@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{Repo, base, run_git};
+use super::shared::{Repo, base, run_git_keeping};
 use crate::tools::args::WorkspacePath;
 use crate::tools::fs::resolve_path;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
@@ -37,7 +37,8 @@ pub struct Output {
     pub path: String,
     /// What git printed.
     pub blame: String,
-    /// Whether it was cut at 512 KiB.
+    /// Whether it was cut at 512 KiB (the full text, up to 8 MiB, is then the
+    /// artifact `git.blame.stdout.txt`).
     pub truncated: bool,
 }
 
@@ -54,9 +55,10 @@ impl Tool for Blame {
             ..base(
                 "git.blame",
                 "git blame -c [-L start,end] -- path: annotate-style lines (short hash, author, \
-                 date, line number, text), cut at 512 KiB. The range applies only when both \
-                 lines are given and end_line >= start_line; a range past the end of the file \
-                 or an untracked file is git_repo_error.",
+                 date, line number, text), cut at 512 KiB (the whole blame is then an \
+                 artifact). The range applies only when both lines are given and end_line >= \
+                 start_line; a range past the end of the file or an untracked file is \
+                 git_repo_error.",
                 30,
             )
         };
@@ -75,17 +77,21 @@ impl Tool for Blame {
             command = command.arg(format!("-L{start},{end}"));
         }
         command = command.args(["--", path.as_str()]);
-        let ran = run_git(ctx, command, None, BLAME_BYTES).await?;
+        let ran = run_git_keeping(ctx, command, BLAME_BYTES).await?;
+        let artifacts = ran.stdout_artifacts("git.blame");
         let blame = ran.stdout();
         let summary = format!("blamed {} lines of {path}", blame.lines().count());
-        Ok(Completed::new(
-            Output {
-                command: ran.command,
-                path,
-                truncated: ran.output.stdout_truncated,
-                blame,
-            },
-            summary,
-        ))
+        Ok(Completed {
+            artifacts,
+            ..Completed::new(
+                Output {
+                    command: ran.command,
+                    path,
+                    truncated: ran.output.stdout_truncated,
+                    blame,
+                },
+                summary,
+            )
+        })
     }
 }

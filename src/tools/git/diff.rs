@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{OUTPUT_BYTES, Repo, base, ref_value, run_git};
+use super::shared::{OUTPUT_BYTES, Repo, base, ref_value, run_git_keeping};
 use crate::tools::args::WorkspacePath;
 use crate::tools::fs::resolve_path;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
@@ -31,7 +31,8 @@ pub struct Output {
     pub command: Vec<String>,
     /// The diff, as git printed it.
     pub diff: String,
-    /// Whether the diff was cut at 1 MiB.
+    /// Whether the diff was cut at 1 MiB (the full text, up to 8 MiB, is then the
+    /// artifact `git.diff.stdout.txt`).
     pub truncated: bool,
 }
 
@@ -47,8 +48,8 @@ impl Tool for Diff {
             examples: vec![json!({"staged": false, "paths": ["src"]})],
             ..base(
                 "git.diff",
-                "git diff [--staged] [base] [-- paths]: the raw diff (cut at 1 MiB, truncated \
-                 says so). Paths must be inside the session's allowed_paths.",
+                "git diff [--staged] [base] [-- paths]: the raw diff (cut at 1 MiB: truncated \
+                 says so, and the whole diff is the artifact git.diff.stdout.txt). Paths must be inside the session's allowed_paths.",
                 30,
             )
         }
@@ -74,16 +75,20 @@ impl Tool for Diff {
             command = command.arg(base);
         }
         command = command.arg("--").args(paths);
-        let ran = run_git(ctx, command, None, OUTPUT_BYTES).await?;
+        let ran = run_git_keeping(ctx, command, OUTPUT_BYTES).await?;
+        let artifacts = ran.stdout_artifacts("git.diff");
         let diff = ran.stdout();
         let summary = format!("diff of {} bytes", diff.len());
-        Ok(Completed::new(
-            Output {
-                command: ran.command,
-                truncated: ran.output.stdout_truncated,
-                diff,
-            },
-            summary,
-        ))
+        Ok(Completed {
+            artifacts,
+            ..Completed::new(
+                Output {
+                    command: ran.command,
+                    truncated: ran.output.stdout_truncated,
+                    diff,
+                },
+                summary,
+            )
+        })
     }
 }

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{OUTPUT_BYTES, Repo, base, check_ref, head, ref_value, run_git};
+use super::shared::{OUTPUT_BYTES, Repo, base, check_ref, head, ref_value, run_git, run_git_keeping};
 use crate::tools::args::WorkspacePath;
 use crate::tools::fs::resolve_path;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
@@ -47,7 +47,8 @@ pub struct Output {
     /// The stat, only when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stat: Option<String>,
-    /// Whether the diff was cut at 1 MiB.
+    /// Whether the diff was cut at 1 MiB (the full text, up to 8 MiB, is then the
+    /// artifact `git.diff_file.stdout.txt`).
     pub truncated: bool,
 }
 
@@ -93,19 +94,23 @@ impl Tool for DiffFile {
             command = command.arg(format!("-U{}", context.min(MAX_CONTEXT)));
         }
         command = command.args([reference.as_str(), "--", &path]);
-        let ran = run_git(ctx, command, None, OUTPUT_BYTES).await?;
+        let ran = run_git_keeping(ctx, command, OUTPUT_BYTES).await?;
+        let artifacts = ran.stdout_artifacts("git.diff_file");
         let diff = ran.stdout();
         let summary = format!("diff of {path} against {reference}: {} bytes", diff.len());
-        Ok(Completed::new(
-            Output {
-                command: ran.command,
-                reference,
-                path,
-                truncated: ran.output.stdout_truncated,
-                diff,
-                stat,
-            },
-            summary,
-        ))
+        Ok(Completed {
+            artifacts,
+            ..Completed::new(
+                Output {
+                    command: ran.command,
+                    reference,
+                    path,
+                    truncated: ran.output.stdout_truncated,
+                    diff,
+                    stat,
+                },
+                summary,
+            )
+        })
     }
 }

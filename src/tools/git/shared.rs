@@ -13,13 +13,15 @@ use serde::Serialize;
 
 use super::{
     GitCommand, Network, Output, RepoConfig, Repository, STATIC_OVERRIDES, open_repository, run,
+    run_keeping,
 };
 use crate::error_code::ErrorCode;
 use crate::policy::paths;
 use crate::runner::protocol::{EntryType, Reply, Request};
+use crate::tools::exec;
 use crate::tools::{
-    ArgField, Constraints, Idempotency, Metadata, RiskLevel, Scope, SideEffects, ToolContext,
-    ToolFailure, call_runner, runner_failure, stdout_line,
+    ArgField, Constraints, Idempotency, Metadata, NewArtifact, RiskLevel, Scope, SideEffects,
+    ToolContext, ToolFailure, call_runner, runner_failure, stdout_line,
 };
 
 /// Output kept of a git command, per stream (the original's 1 MiB diff cap).
@@ -129,15 +131,56 @@ pub struct Ran {
 }
 
 impl Ran {
-    /// Standard output as text.
+    /// Standard output as text; when it was cut, a multi-byte character cut at the end is
+    /// dropped rather than replaced.
     pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
+        let bytes = &self.output.stdout;
+        let bytes = if self.output.stdout_truncated {
+            &bytes[..whole_chars(bytes)]
+        } else {
+            bytes
+        };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    /// The full stdout as the artifact `<tool>.stdout.txt` when the inline part was cut
+    /// (what was kept of it: at most [`exec::DEFAULT_CAPTURE_BYTES`] with
+    /// [`run_git_keeping`]); none otherwise.
+    pub fn stdout_artifacts(&self, tool: &str) -> Vec<NewArtifact> {
+        if !self.output.stdout_truncated {
+            return Vec::new();
+        }
+        vec![NewArtifact {
+            name: format!("{tool}.stdout.txt"),
+            content_type: "text/plain; charset=utf-8".to_owned(),
+            bytes: self.output.stdout_full.clone(),
+        }]
     }
 
     /// Standard output then standard error, as text.
     pub fn combined(&self) -> String {
         combined(&self.output)
     }
+}
+
+/// The length of `bytes` without a UTF-8 sequence its end cuts short.
+fn whole_chars(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let at = bytes.len() - back;
+        let byte = bytes[at];
+        // A continuation byte: look further back for the sequence's first byte.
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let needed = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if needed > back { at } else { bytes.len() };
+    }
+    bytes.len()
 }
 
 fn combined(output: &Output) -> String {
@@ -163,6 +206,24 @@ pub async fn run_git(
     max_output: u64,
 ) -> Result<Ran, ToolFailure> {
     let output = run(ctx, &command, stdin, max_output).await?;
+    ended(&command, output)
+}
+
+/// [`run_git`] for a read tool whose stdout is its answer: `max_output` bytes inline, and
+/// when git printed more, up to [`exec::DEFAULT_CAPTURE_BYTES`] kept for
+/// [`Ran::stdout_artifacts`].
+pub async fn run_git_keeping(
+    ctx: &ToolContext,
+    command: GitCommand,
+    max_output: u64,
+) -> Result<Ran, ToolFailure> {
+    let capture = exec::DEFAULT_CAPTURE_BYTES.max(max_output);
+    let output = run_keeping(ctx, &command, max_output, capture).await?;
+    ended(&command, output)
+}
+
+/// Maps how `command` ended (see [`run_git`]).
+fn ended(command: &GitCommand, output: Output) -> Result<Ran, ToolFailure> {
     let argv = command.argv().to_vec();
     if !output.timed_out && output.exit_code == 0 {
         return Ok(Ran {
@@ -588,6 +649,31 @@ mod tests {
             RemoteUrl::Local("remotes/origin.git".into())
         );
         assert_eq!(classify_url("./a:b/c"), RemoteUrl::Local("./a:b/c".into()));
+    }
+
+    #[test]
+    fn a_character_cut_at_the_end_is_dropped_whole() {
+        let text = "aé€😀".as_bytes();
+        assert_eq!(whole_chars(text), text.len());
+        // Every cut inside the last character drops it; cuts between characters keep all.
+        for (cut, kept) in [
+            (9, 6),
+            (8, 6),
+            (7, 6),
+            (6, 6),
+            (5, 3),
+            (4, 3),
+            (2, 1),
+            (1, 1),
+        ] {
+            assert_eq!(whole_chars(&text[..cut]), kept, "cut at {cut}");
+        }
+        assert_eq!(whole_chars(b""), 0);
+        assert_eq!(
+            whole_chars(b"\xff\xfe"),
+            2,
+            "invalid bytes are not a cut character"
+        );
     }
 
     #[test]

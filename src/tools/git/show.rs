@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{OUTPUT_BYTES, Repo, SHELL, base, head, ref_value, run_git, yes};
+use super::shared::{OUTPUT_BYTES, Repo, SHELL, base, head, ref_value, run_git_keeping, yes};
 use crate::tools::args::WorkspacePath;
 use crate::tools::fs::resolve_path;
 use crate::tools::{ArgField, Completed, Metadata, Tool, ToolContext, ToolFailure};
@@ -39,7 +39,8 @@ pub struct Output {
     pub path: String,
     /// What git printed.
     pub show: String,
-    /// Whether it was cut at 1 MiB.
+    /// Whether it was cut at 1 MiB (the full text, up to 8 MiB, is then the
+    /// artifact `git.show.stdout.txt`).
     pub truncated: bool,
 }
 
@@ -96,18 +97,22 @@ impl Tool for Show {
         if let Some(path) = &path {
             command = command.args(["--", path.as_str()]);
         }
-        let ran = run_git(ctx, command, None, OUTPUT_BYTES).await?;
+        let ran = run_git_keeping(ctx, command, OUTPUT_BYTES).await?;
+        let artifacts = ran.stdout_artifacts("git.show");
         let show = ran.stdout();
         let summary = format!("showed {reference}: {} bytes", show.len());
-        Ok(Completed::new(
-            Output {
-                command: ran.command,
-                reference,
-                path: path.unwrap_or_default(),
-                truncated: ran.output.stdout_truncated,
-                show,
-            },
-            summary,
-        ))
+        Ok(Completed {
+            artifacts,
+            ..Completed::new(
+                Output {
+                    command: ran.command,
+                    reference,
+                    path: path.unwrap_or_default(),
+                    truncated: ran.output.stdout_truncated,
+                    show,
+                },
+                summary,
+            )
+        })
     }
 }

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{OUTPUT_BYTES, Repo, base, run_git, yes};
+use super::shared::{OUTPUT_BYTES, Repo, base, run_git_keeping, yes};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
 /// Arguments of `git.status`.
@@ -23,7 +23,8 @@ pub struct Output {
     pub command: Vec<String>,
     /// What git printed.
     pub status: String,
-    /// Whether the status was cut at 1 MiB.
+    /// Whether the status was cut at 1 MiB (the full text, up to 8 MiB, is then the
+    /// artifact `git.status.stdout.txt`).
     pub truncated: bool,
 }
 
@@ -52,16 +53,20 @@ impl Tool for Status {
         if args.short {
             command = command.arg("--porcelain=v1");
         }
-        let ran = run_git(ctx, command, None, OUTPUT_BYTES).await?;
+        let ran = run_git_keeping(ctx, command, OUTPUT_BYTES).await?;
+        let artifacts = ran.stdout_artifacts("git.status");
         let status = ran.stdout();
         let summary = format!("{} status lines", status.lines().count());
-        Ok(Completed::new(
-            Output {
-                command: ran.command,
-                truncated: ran.output.stdout_truncated,
-                status,
-            },
-            summary,
-        ))
+        Ok(Completed {
+            artifacts,
+            ..Completed::new(
+                Output {
+                    command: ran.command,
+                    truncated: ran.output.stdout_truncated,
+                    status,
+                },
+                summary,
+            )
+        })
     }
 }
