@@ -24,7 +24,8 @@
 //!   window, and one whose events are partly stored is refused.
 //! - **Reads** are batch direct gets (no consumer is created): `load` from the aggregate's
 //!   filter, `read_from` from `after + 1`. Both end at the server's end-of-batch marker, never
-//!   on a timeout.
+//!   on a timeout. A long read (`read_ahead`: a replay, a rebuild, a catch-up over a backlog)
+//!   streams from an ephemeral ordered consumer instead, up to the last sequence at its start.
 //! - **Head**: this process's own acknowledged appends, reads and pings, plus, from the first
 //!   call of [`EventLog::head`] on (the projector, a live event stream), a headers-only
 //!   ordered consumer on `es.>` that follows everyone else's. A process that never asks for
@@ -899,6 +900,7 @@ impl JetStreamEventLog {
             })
             .await
             .map_err(|e| unavailable("creating a consumer to read the stream", e))?;
+        let name = consumer.cached_info().name.clone();
         let mut messages = consumer
             .messages()
             .await
@@ -940,6 +942,9 @@ impl JetStreamEventLog {
                 self.advance_head(sequence);
                 let full = std::mem::replace(&mut events, Vec::with_capacity(batch));
                 if into.send(Ok(full)).await.is_err() || end {
+                    drop(messages);
+                    // Best effort: the server removes an idle ephemeral consumer by itself.
+                    let _ = self.handle.delete_consumer(&name).await;
                     return Ok(());
                 }
             }
