@@ -259,21 +259,26 @@ async fn print_events(log: &dyn EventLog) -> Result<(), ExitCode> {
     }
 }
 
+/// Folds every event of `log` into a fresh memory store keeping every view, with the
+/// service's [`Projector`], showing `observe` what each event did; returns the checkpoint
+/// reached and the store.
+pub async fn into_memory(
+    log: Arc<dyn EventLog>,
+    observe: impl FnMut(&Applied) + Send,
+) -> Result<(u64, Arc<MemoryStore>), ProjectorError> {
+    let store = Arc::new(MemoryStore::new(Retention::FOREVER));
+    let projector = Projector::new(log, store.clone(), Arc::new(Metrics::default())).await?;
+    let events = projector.catch_up_observed(observe).await?;
+    Ok((events, store))
+}
+
 /// Folds the log into memory, keeping every view (the summary covers the whole log).
 async fn fold_in_memory(log: Arc<dyn EventLog>) -> Result<serde_json::Value, ExitCode> {
-    let store = Arc::new(MemoryStore::new(Retention::FOREVER));
-    let failed = |e: &dyn std::fmt::Display| {
+    let mut tally = Tally::default();
+    let (events, store) = into_memory(log, |a| tally.observe(a)).await.map_err(|e| {
         eprintln!("replay failed: {e}");
         ExitCode::from(70)
-    };
-    let projector = Projector::new(log, store.clone(), Arc::new(Metrics::default()))
-        .await
-        .map_err(|e| failed(&e))?;
-    let mut tally = Tally::default();
-    let events = projector
-        .catch_up_observed(|a| tally.observe(a))
-        .await
-        .map_err(|e| failed(&e))?;
+    })?;
     Ok(tally.summary(events, &*store).await)
 }
 

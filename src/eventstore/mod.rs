@@ -24,7 +24,7 @@ pub use file_log::{FileEventLog, FsyncPolicy};
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use workspace_events::{AggregateType, EventEnvelope, RecordedEvent};
 
 /// Why an event store operation failed.
@@ -53,6 +53,9 @@ pub enum StoreError {
     #[error("event store I/O failed")]
     Io(#[from] std::io::Error),
 }
+
+/// One batch of [`EventLog::read_ahead`]: events in order, or why reading stopped.
+pub type ReadBatch = Result<Vec<Arc<RecordedEvent>>, StoreError>;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,34 @@ pub trait EventLog: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
+
+    /// Reads ahead for a long read (a replay, a rebuild): sends every event with
+    /// `sequence > after`, in order and without a gap, to `into`, in batches of at most
+    /// `batch`, up to at least the last event stored when called; a failed read is sent as the
+    /// last item. Ends when it has reached that point (a batch shorter than `batch` may be the
+    /// last, or none when there is nothing to read) or when `into` is closed. The receiver
+    /// applies what it receives while the next batches are read.
+    ///
+    /// By default [`EventLog::read_from`] in a loop; the JetStream store streams the events
+    /// from an ordered consumer instead of one direct get per batch.
+    async fn read_ahead(&self, mut after: u64, batch: usize, into: mpsc::Sender<ReadBatch>) {
+        let batch = batch.max(1);
+        loop {
+            let read = self.read_from(after, batch).await;
+            let next = match &read {
+                Ok(events) if events.len() == batch => events.last().map(|e| e.sequence),
+                _ => None,
+            };
+            let nothing = read.as_ref().is_ok_and(Vec::is_empty);
+            if nothing || into.send(read).await.is_err() {
+                return;
+            }
+            match next {
+                Some(last) => after = last,
+                None => return,
+            }
+        }
+    }
 
     /// The sequence of the last stored event (0 when empty); changes after every append,
     /// this process's and every other writer's. A store shared across processes may start

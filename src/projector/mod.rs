@@ -24,6 +24,25 @@ pub use typed::TypedEvents;
 
 /// Events read and applied at once: the most one JetStream direct get returns.
 const BATCH: usize = 1000;
+/// Batches read ahead of the one being applied during a catch-up over a backlog.
+const READ_AHEAD: usize = 4;
+
+/// Where [`Projector::catch_up_ahead`] stopped.
+enum Ahead {
+    /// It applied everything the read-ahead read, up to this sequence.
+    Reached(u64),
+    /// The store was behind (a gap): read again from its checkpoint.
+    StoreAt(u64),
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// How often [`Projector::wait_terminal`] looks at the store when no completion was announced
 /// in this process (the projector may run in another one): the first look, and the longest
@@ -159,27 +178,23 @@ impl Projector {
     ) -> Result<u64, ProjectorError> {
         let mut events = self.log.read_from(from, BATCH).await?;
         loop {
-            let Some(last) = events.last().map(|e| e.sequence) else {
+            if events.is_empty() {
                 return Ok(from);
-            };
-            // A full batch means a backlog (a rebuild, a replay): the next one is read while
-            // this one is applied. A read never changes anything, so one read for nothing (the
-            // store answered a gap) costs nothing but the read.
-            let (applied, next) = if events.len() == BATCH {
-                let (applied, next) =
-                    tokio::join!(self.apply(from, &events), self.log.read_from(last, BATCH));
-                (applied, Some(next))
-            } else {
-                (self.apply(from, &events).await, None)
-            };
-            match applied {
+            }
+            // A full batch means a backlog (a rebuild, a replay, a restart): the rest is read
+            // ahead, on a task of its own, while this batch and the next are applied.
+            if events.len() == BATCH {
+                match self.catch_up_ahead(from, events, &mut observe).await? {
+                    Ahead::Reached(last) => from = last,
+                    Ahead::StoreAt(checkpoint) => from = checkpoint,
+                }
+                events = self.log.read_from(from, BATCH).await?;
+                continue;
+            }
+            match self.apply(from, &events).await {
                 Ok(applied) => {
                     applied.iter().for_each(&mut observe);
-                    from = last;
-                    events = match next {
-                        Some(next) => next?,
-                        None => self.log.read_from(from, BATCH).await?,
-                    };
+                    from = events.last().map_or(from, |e| e.sequence);
                 }
                 // The store is behind what this projector saw (a shared store was reset, or a
                 // rebuild switched in): read again from where it is.
@@ -190,10 +205,64 @@ impl Projector {
                         "read-model store is behind the projector; reading the log again"
                     );
                     from = checkpoint;
-                    events = self.log.read_from(from, BATCH).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
+            events = self.log.read_from(from, BATCH).await?;
+        }
+    }
+
+    /// Applies `first` (read after `from`), then every batch [`EventLog::read_ahead`] reads
+    /// after it, each batch checked to follow the one before without a gap or an overlap.
+    /// Stops where the read-ahead ended, or where the store turned out to be (a gap).
+    async fn catch_up_ahead(
+        &self,
+        mut from: u64,
+        first: Vec<Arc<RecordedEvent>>,
+        observe: &mut (impl FnMut(&Applied) + Send),
+    ) -> Result<Ahead, ProjectorError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let after = first.last().map_or(from, |e| e.sequence);
+        let log = Arc::clone(&self.log);
+        // Aborted when this returns (an error, a gap): nothing reads on for nobody.
+        let reader = AbortOnDrop(tokio::spawn(async move {
+            log.read_ahead(after, BATCH, tx).await;
+        }));
+        let mut events = first;
+        loop {
+            match events.first() {
+                Some(e) if e.sequence == from + 1 => {}
+                Some(e) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the log answered a read after sequence {from} from sequence {}",
+                        e.sequence
+                    ))
+                    .into());
+                }
+                None => return Ok(Ahead::Reached(from)),
+            }
+            match self.apply(from, &events).await {
+                Ok(applied) => {
+                    applied.iter().for_each(&mut *observe);
+                    from = events.last().map_or(from, |e| e.sequence);
+                }
+                Err(ReadModelError::Gap { checkpoint, .. }) => {
+                    tracing::warn!(
+                        after = from,
+                        checkpoint,
+                        "read-model store is behind the projector; reading the log again"
+                    );
+                    return Ok(Ahead::StoreAt(checkpoint));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            events = match rx.recv().await {
+                Some(read) => read?,
+                None => {
+                    drop(reader);
+                    return Ok(Ahead::Reached(from));
+                }
+            };
         }
     }
 

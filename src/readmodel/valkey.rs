@@ -330,14 +330,20 @@ local function settle(idx)
     redis.call('PERSIST', exp)
   end
 end
+-- The indexes the batch added to, each pruned and settled once, after the batch's views (the
+-- same end state as after each addition, for a fraction of the calls: a batch adds many
+-- entries to few indexes).
+local touched, order = {}, {}
 local function index(idx, member, created, dl)
   -- Nothing to add (a view that moved on, not created or ended here): the index is as it
   -- was, and readers prune it before they read.
   if created == '0' and dl == '0' then return end
   if created ~= '0' then redis.call('ZADD', idx, created, member) end
   if dl ~= '0' then redis.call('ZADD', idx .. ':exp', dl, member) end
-  prune(idx, now)
-  settle(idx)
+  if not touched[idx] then
+    touched[idx] = true
+    order[#order + 1] = idx
+  end
 end
 local out = {1}
 local a = 9
@@ -377,6 +383,10 @@ for _ = 1, tonumber(ARGV[8]) do
   else
     out[#out + 1] = 0
   end
+end
+for _, idx in ipairs(order) do
+  prune(idx, now)
+  settle(idx)
 end
 if tonumber(ARGV[6]) > cp then redis.call('SET', I .. 'checkpoint', ARGV[6]) end
 return out

@@ -451,3 +451,96 @@ async fn a_restarted_projector_resumes_from_the_checkpoint_stored_with_the_views
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 }
+
+/// Appends `count` events of one session aggregate in atomic batches of 500: a backlog longer
+/// than one read (1000 events), so a replay reads it ahead.
+async fn backlog(log: &dyn EventLog, id: &str, count: u64) {
+    for after in (0..count).step_by(500) {
+        let events = crate::eventlog_contract::events(
+            AggregateType::Session,
+            id,
+            after,
+            500.min(count - after),
+        );
+        log.append(AggregateType::Session, id, after, events)
+            .await
+            .expect("append");
+    }
+}
+
+/// What a replay into memory showed for each event: each must be folded once (an event
+/// folded twice would show `Skipped` the second time; these `session.noted` events are not
+/// known to the views, so a first fold shows `Rejected`).
+async fn folded_once(log: Arc<dyn EventLog>, count: u64) {
+    let mut outcomes = Vec::new();
+    let (checkpoint, _) = workspace::replay::into_memory(log, |a| outcomes.push(a.clone()))
+        .await
+        .expect("replay");
+    assert_eq!(checkpoint, count);
+    assert_eq!(outcomes.len() as u64, count, "one outcome per event");
+    assert!(
+        outcomes
+            .iter()
+            .all(|a| matches!(a, Applied::Rejected { .. })),
+        "every event folded once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_over_a_backlog_reads_ahead_and_folds_every_event_once_from_either_store() {
+    const COUNT: u64 = 2_750;
+    let server = crate::nats::NatsServer::start();
+    let writer = workspace::eventstore::jetstream::JetStreamEventLog::connect(
+        workspace::eventstore::jetstream::JetStreamOptions::new(server.url()),
+    )
+    .await
+    .expect("connect");
+    backlog(&writer, "ses-backlog", COUNT).await;
+    let reader = || async {
+        Arc::new(
+            workspace::eventstore::jetstream::JetStreamEventLog::connect(
+                workspace::eventstore::jetstream::JetStreamOptions::new(server.url()),
+            )
+            .await
+            .expect("connect"),
+        )
+    };
+
+    // The store's read-ahead (an ordered consumer) hands out what `read_from` does, in order,
+    // in batches of at most the size asked, and nothing past the end.
+    let log = reader().await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let reading = tokio::spawn({
+        let log = Arc::clone(&log);
+        async move { log.read_ahead(700, 1000, tx).await }
+    });
+    let mut streamed = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        let batch = batch.expect("a batch");
+        assert!(!batch.is_empty() && batch.len() <= 1000, "{}", batch.len());
+        streamed.extend(batch);
+    }
+    reading.await.expect("the read-ahead ends");
+    let read = log.read_from(700, usize::MAX).await.expect("read");
+    assert_eq!(
+        crate::eventlog_contract::sequences(&streamed),
+        (701..=COUNT).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        crate::eventlog_contract::envelopes(&streamed),
+        crate::eventlog_contract::envelopes(&read)
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    log.read_ahead(COUNT, 1000, tx).await;
+    assert!(rx.recv().await.is_none(), "nothing past the end");
+
+    folded_once(reader().await, COUNT).await;
+
+    // The embedded log reads ahead with `read_from` in a loop: the same fold.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = workspace::eventstore::FileEventLog::open(dir.path(), FsyncPolicy::Never)
+        .await
+        .expect("the log opens");
+    backlog(&*file, "ses-backlog", COUNT).await;
+    folded_once(file, COUNT).await;
+}
