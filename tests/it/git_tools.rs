@@ -232,6 +232,7 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
     let log = ok(&server, &session, "git.log", json!({})).await;
     assert_eq!(log["ref"], "HEAD");
     assert_eq!(log["count"], 2);
+    assert_eq!(log["truncated"], false);
     let entries = log["entries"].as_array().unwrap();
     assert_eq!(entries[0]["subject"], "second");
     assert_eq!(entries[0]["author_name"], "dev");
@@ -350,6 +351,7 @@ async fn the_read_tools_answer_with_their_defaults_and_parsed_outputs() {
 
     let branches = ok(&server, &session, "git.branch_list", json!({})).await;
     assert_eq!(branches["count"], 1);
+    assert_eq!(branches["truncated"], false);
     assert_eq!(branches["branches"][0]["name"], "main");
     assert_eq!(branches["branches"][0]["current"], true);
     assert_eq!(branches["branches"][0]["upstream"], "");
@@ -486,6 +488,70 @@ async fn output_past_a_cap_is_cut_exactly_there_and_kept_whole_as_an_artifact() 
         small["artifacts"].as_array().is_none_or(|a| a.is_empty()),
         "{small}"
     );
+
+    // Log and branch list parse their output: past 1 MiB they answer only whole records and
+    // say truncated. Three commits with 400 kB subjects (the third is cut).
+    let subject = std::env::temp_dir().join(format!("git-subject-{}", std::process::id()));
+    for i in 0..3 {
+        std::fs::write(&subject, format!("{i}{}", "s".repeat(400_000))).unwrap();
+        host_git(
+            &ws,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-F",
+                subject.to_str().unwrap(),
+            ],
+        );
+    }
+    std::fs::remove_file(&subject).unwrap();
+    give_to_the_sandbox(&ws);
+    let log = invoke_ok(&server, &session, "git.log", json!({"max_count": 5})).await;
+    let out = &log["output"];
+    assert_eq!(out["truncated"], true, "{}", out["count"]);
+    assert_eq!(out["count"], 2);
+    for entry in out["entries"].as_array().unwrap() {
+        assert_eq!(entry["subject"].as_str().unwrap().len(), 400_001);
+        assert_eq!(entry["parents"].as_array().unwrap().len(), 1);
+    }
+    // 4,000 branches with 240-byte names: about 1.2 MB of records.
+    let head = host_git(&ws, &["rev-parse", "HEAD"]);
+    let refs: String = (0..4_000)
+        .map(|i| {
+            format!(
+                "create refs/heads/b{i:05}{} {}\n",
+                "r".repeat(234),
+                head.trim()
+            )
+        })
+        .collect();
+    let mut update = std::process::Command::new("git")
+        .current_dir(&ws)
+        .env("GIT_CONFIG_GLOBAL", safe_config())
+        .args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    use std::io::Write as _;
+    update
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(refs.as_bytes())
+        .unwrap();
+    assert!(update.wait().unwrap().success());
+    give_to_the_sandbox(&ws);
+    let listed = invoke_ok(&server, &session, "git.branch_list", json!({})).await;
+    let out = &listed["output"];
+    assert_eq!(out["truncated"], true);
+    let branches = out["branches"].as_array().unwrap();
+    assert!(
+        (3_000..4_000).contains(&branches.len()),
+        "{} branches",
+        branches.len()
+    );
+    assert!(branches.iter().all(|b| b["commit"] == head.trim()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{OUTPUT_BYTES, Repo, base, run_git};
+use super::shared::{OUTPUT_BYTES, Repo, base, run_git, whole_records};
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
 
 /// One NUL-terminated record per branch: name, upstream, commit, `*` when checked out.
@@ -44,6 +44,8 @@ pub struct Output {
     pub count: usize,
     /// The branches, in git's order.
     pub branches: Vec<Branch>,
+    /// Git printed more than 1 MiB: the branches stop before the first one the cap cut.
+    pub truncated: bool,
 }
 
 /// `git.branch_list`.
@@ -92,13 +94,15 @@ impl Tool for BranchList {
             command = command.arg("-r");
         }
         let ran = run_git(ctx, command, None, OUTPUT_BYTES).await?;
-        let branches = parse_branches(&ran.stdout());
+        let truncated = ran.output.stdout_truncated;
+        let branches = parse_branches(whole_records(&ran.stdout(), truncated, '\n'));
         let summary = format!("{} branches", branches.len());
         Ok(Completed::new(
             Output {
                 command: ran.command,
                 count: branches.len(),
                 branches,
+                truncated,
             },
             summary,
         ))
@@ -119,5 +123,10 @@ mod tests {
         assert_eq!(branches[1].name, "feature/x");
         assert_eq!(branches[1].upstream, "");
         assert!(!branches[1].current);
+        // Cut after the second record's commit: its HEAD mark is unknown, so it is left out.
+        let cut = "main\0origin/main\0abc\0*\0\nfeature/x\0\0def\0";
+        let whole = parse_branches(whole_records(cut, true, '\n'));
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].name, "main");
     }
 }

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::shared::{OUTPUT_BYTES, Repo, base, head, ref_value, run_git};
+use super::shared::{OUTPUT_BYTES, Repo, base, head, ref_value, run_git, whole_records};
 use super::show::ref_rule;
 use crate::tools::args::Count;
 use crate::tools::{Completed, Metadata, Tool, ToolContext, ToolFailure};
@@ -53,6 +53,9 @@ pub struct Output {
     pub count: usize,
     /// The commits, newest first.
     pub entries: Vec<Entry>,
+    /// Git printed more than 1 MiB (very long subjects): the entries stop before the first
+    /// commit the cap cut, so there may be fewer than `max_count` although more exist.
+    pub truncated: bool,
 }
 
 /// `git.log`.
@@ -110,7 +113,8 @@ impl Tool for Log {
             "--".to_owned(),
         ]);
         let ran = run_git(ctx, command, None, OUTPUT_BYTES).await?;
-        let entries = parse_log(&ran.stdout());
+        let truncated = ran.output.stdout_truncated;
+        let entries = parse_log(whole_records(&ran.stdout(), truncated, '\0'));
         let summary = format!("{} commits from {reference}", entries.len());
         Ok(Completed::new(
             Output {
@@ -118,6 +122,7 @@ impl Tool for Log {
                 reference,
                 count: entries.len(),
                 entries,
+                truncated,
             },
             summary,
         ))
@@ -138,5 +143,10 @@ mod tests {
         assert_eq!(entries[0].parents, vec!["b2", "c3"]);
         assert_eq!(entries[1].hash, "b2");
         assert!(entries[1].parents.is_empty());
+        // Cut inside the second record (before its parents): it would parse as a root commit,
+        // so only the first is answered.
+        let cut = &raw[..raw.len() - 2];
+        assert_eq!(parse_log(whole_records(cut, true, '\0')).len(), 1);
+        assert_eq!(parse_log(whole_records(cut, false, '\0')).len(), 2);
     }
 }

@@ -163,6 +163,16 @@ impl Ran {
     }
 }
 
+/// The records of `raw` that end before `terminator` when the output was cut: a record the
+/// cap cut short is left out rather than answered half (a subject without its parents, a branch
+/// without its HEAD mark).
+pub fn whole_records(raw: &str, truncated: bool, terminator: char) -> &str {
+    if !truncated {
+        return raw;
+    }
+    raw.rfind(terminator).map_or("", |end| &raw[..end])
+}
+
 /// The length of `bytes` without a UTF-8 sequence its end cuts short.
 fn whole_chars(bytes: &[u8]) -> usize {
     for back in 1..=bytes.len().min(3) {
