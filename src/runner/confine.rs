@@ -25,7 +25,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, File, Metadata, MetadataExt, OpenOptions};
@@ -348,15 +347,14 @@ fn describe(path: &WorkspacePath, meta: &Metadata) -> Entry {
     }
 }
 
-/// Unique names for temporary files: the runner is one process, so pid plus a counter is
-/// enough; `create_new` makes a collision with a user's file an error rather than a clobber.
+/// Unique names for temporary files, across every runner of the workspace: two executors on
+/// one node each run a runner for the same session, over the same directory, and each
+/// sandbox's pid namespace gives its runner the same pid, so pid plus a counter collided
+/// (two concurrent writes failed `already exists`, ninth session). A ULID (random, 80 bits)
+/// does not; `create_new` makes a collision with a user's file an error rather than a
+/// clobber.
 fn temp_name() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        ".ws-tmp-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!(".ws-tmp-{}", ulid::Ulid::generate())
 }
 
 /// Checks an opened file (by fstat, so the check is about the inode actually opened) is a

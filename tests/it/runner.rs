@@ -1178,3 +1178,55 @@ async fn a_fork_bomb_in_a_tool_does_not_take_the_host_down() {
         "processes of the sandbox uid survived: {left:?}"
     );
 }
+
+/// Two executors on one node each start a runner for the same session, over the same
+/// workspace directory (and each sandbox's pid namespace gives its runner the same pid):
+/// writes at the same moment from both never collide on a temporary file. With temporary
+/// names made of the pid and a counter they did ("already exists", ninth session).
+#[tokio::test]
+async fn two_runners_of_one_workspace_write_at_the_same_time_without_colliding() {
+    let first = Sandbox::start(SandboxMode::Bubblewrap).await;
+    let config = LocalSandboxConfig {
+        mode: SandboxMode::Bubblewrap,
+        runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_workspace")),
+        bwrap: PathBuf::from("bwrap"),
+        run_dir: first.dir.path().join("run-of-the-second-executor"),
+        start_timeout: Duration::from_secs(20),
+        sandbox_user: HostIdentity::default(),
+        limits: SandboxLimits::default(),
+        toolchains: Default::default(),
+    };
+    // Kept: dropping the provider stops its runners.
+    let provider = LocalSandboxProvider::new(config);
+    let second = provider
+        .ensure(&first.spec())
+        .await
+        .expect("the second runner starts");
+    let write = |runner: Arc<dyn SessionRunner>, path: String| async move {
+        runner
+            .call(
+                Request::WriteFile {
+                    path,
+                    content: Bytes(vec![b'x'; 4096]),
+                    create_parents: false,
+                    create_new: false,
+                    snapshot: false,
+                },
+                CALL,
+            )
+            .await
+            .expect("runner answers")
+    };
+    for i in 0..200 {
+        let (a, b) = tokio::join!(
+            write(first.runner.clone(), format!("a-{i}.txt")),
+            write(second.clone(), format!("b-{i}.txt"))
+        );
+        for reply in [a, b] {
+            assert!(
+                matches!(reply, Reply::Written { .. }),
+                "write {i}: {reply:?}"
+            );
+        }
+    }
+}
