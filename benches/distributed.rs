@@ -144,17 +144,22 @@ struct Deployment {
     apis: Vec<SocketAddr>,
     projector: SocketAddr,
     nats_url: String,
+    nats_monitor: SocketAddr,
+    redis_port: u16,
     _dir: tempfile::TempDir,
 }
 
 async fn deploy(executors: usize) -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     let nats_port = free_port();
+    let monitor_port = free_port();
     let nats = Command::new(nats_binary())
         .args([
             "-js",
             "-a",
             "127.0.0.1",
+            "-m",
+            &monitor_port.to_string(),
             "-p",
             &nats_port.to_string(),
             "-sd",
@@ -246,6 +251,8 @@ async fn deploy(executors: usize) -> Deployment {
         apis,
         projector,
         nats_url,
+        nats_monitor: SocketAddr::from(([127, 0, 0, 1], monitor_port)),
+        redis_port,
         _dir: dir,
     }
 }
@@ -273,6 +280,28 @@ async fn load(
     let start = Instant::now();
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
+    if clients == 1 {
+        // One client runs on the caller's task: measured inside a spawned task, the same
+        // sequential requests took 1.4-1.9 ms longer at the median on this VM (ninth
+        // session), the wake-ups between the runtime's threads counted as the service's.
+        let mut conn = Conn::open(apis[0]).await;
+        let mut lat = Vec::with_capacity(per_client);
+        let mut errors = 0;
+        for _ in 0..per_client {
+            let t = Instant::now();
+            let (status, bytes) = conn.request(Method::POST, path, body).await;
+            lat.push(t.elapsed());
+            if status != StatusCode::OK {
+                if errors == 0 {
+                    eprintln!("error {status}: {}", String::from_utf8_lossy(&bytes));
+                }
+                errors += 1;
+            }
+        }
+        let elapsed = start.elapsed();
+        lat.sort();
+        return (lat, elapsed, errors);
+    }
     for c in 0..clients {
         let addr = apis[c % apis.len()];
         let path = path.to_owned();
@@ -304,6 +333,120 @@ async fn load(
         elapsed,
         errors.load(std::sync::atomic::Ordering::Relaxed),
     )
+}
+
+/// Commands redis-server processed, and messages nats-server received and sent, so far: the
+/// counted costs, which the neighbours on this VM do not move.
+async fn counters(d: &Deployment) -> [u64; 3] {
+    let info = Command::new("redis-cli")
+        .args(["-p", &d.redis_port.to_string(), "INFO", "stats"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let commands = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut conn = Conn::open(d.nats_monitor).await;
+    let (_, varz) = conn.request(Method::GET, "/varz", b"").await;
+    let varz: Value = serde_json::from_slice(&varz).unwrap_or_default();
+    [
+        commands,
+        varz["in_msgs"].as_u64().unwrap_or(0),
+        varz["out_msgs"].as_u64().unwrap_or(0),
+    ]
+}
+
+/// User and system CPU of every process of the deployment so far, in clock ticks.
+fn cpu_ticks(d: &Deployment) -> Vec<u64> {
+    d.procs
+        .iter()
+        .map(|p| {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", p.child.id())).unwrap_or_default();
+            // After the command name (in parentheses, which may hold spaces): utime and
+            // stime are the 12th and 13th fields.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            field(11) + field(12)
+        })
+        .collect()
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux everywhere here).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Where one sequential invocation's time goes, from the timestamps its answer carries (the
+/// same clock: every role runs on this machine): sent → accepted by the API (`started_at`) →
+/// claimed by an executor (`run_started_at`) → run and recorded (`completed_at`) → answered.
+/// Medians over `n` invocations, in ms.
+async fn breakdown(api: SocketAddr, path: &str, body: &[u8], n: usize) {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let mut conn = Conn::open(api).await;
+    let mut segments: [Vec<f64>; 4] = Default::default();
+    let mut totals = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sent = OffsetDateTime::now_utc();
+        let (status, bytes) = conn.request(Method::POST, path, body).await;
+        let answered = OffsetDateTime::now_utc();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let answer: Value = serde_json::from_slice(&bytes).expect("json");
+        let view = if answer["invocation"].is_object() {
+            &answer["invocation"]
+        } else {
+            &answer
+        };
+        let at = |field: &str| {
+            view[field]
+                .as_str()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .unwrap_or_else(|| panic!("no {field} in {view}"))
+        };
+        let points = [
+            sent,
+            at("started_at"),
+            at("run_started_at"),
+            at("completed_at"),
+            answered,
+        ];
+        totals.push((answered - sent).as_seconds_f64() * 1000.0);
+        for (i, w) in points.windows(2).enumerate() {
+            segments[i].push((w[1] - w[0]).as_seconds_f64() * 1000.0);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [a, b, c, e] = &mut segments;
+    println!(
+        "|   one invocation, medians (ms) | | 1 | {n} | {:.3} in all: sent → accepted {:.3}, → claimed {:.3}, → recorded {:.3}, → answered {:.3} | | | |",
+        median(&mut totals),
+        median(a),
+        median(b),
+        median(c),
+        median(e)
+    );
 }
 
 /// p50 and p99 of a Prometheus histogram family in `text`, by linear interpolation inside the
@@ -345,6 +488,16 @@ fn histogram_quantiles(text: &str, family: &str) -> Option<(f64, f64, u64)> {
     Some((quantile(0.5), quantile(0.99), total))
 }
 
+/// The `_sum` and `_count` of a Prometheus histogram family in `text`.
+fn histogram_sum_count(text: &str, family: &str) -> Option<(f64, u64)> {
+    let value = |suffix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{family}_{suffix} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((value("sum")?, value("count")? as u64))
+}
+
 async fn metrics(addr: SocketAddr) -> String {
     let mut conn = Conn::open(addr).await;
     let (_, bytes) = conn.request(Method::GET, "/metrics", b"").await;
@@ -380,21 +533,69 @@ async fn scenario(executors: usize, quick: bool) {
     let scale = if quick { 1 } else { 4 };
     // Warm-up: connections, runners (each executor starts its own for the session), caches.
     load(&d.apis, &read, body, 8, 50).await;
-    let (lat, elapsed, errors) = load(&d.apis, &read, body, 1, 250 * scale).await;
-    println!(
-        "| fs.read_file | {executors} | 1 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
-        lat.len(),
-        ms(percentile(&lat, 0.5)),
-        ms(percentile(&lat, 0.99)),
-        lat.len() as f64 / elapsed.as_secs_f64()
-    );
+    for _ in 0..2 {
+        let (lat, elapsed, errors) = load(&d.apis, &read, body, 1, 250 * scale).await;
+        println!(
+            "| fs.read_file | {executors} | 1 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
+            lat.len(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            lat.len() as f64 / elapsed.as_secs_f64()
+        );
+    }
+    let lag_before = histogram_sum_count(&metrics(d.projector).await, "projection_lag_ms");
+    breakdown(api, &read, body, 200 * scale).await;
+    let lag_after = histogram_sum_count(&metrics(d.projector).await, "projection_lag_ms");
+    if let (Some((s0, n0)), Some((s1, n1))) = (lag_before, lag_after) {
+        println!(
+            "|   projection lag, sequential (mean ms) | {executors} | 1 | {} events | {:.3} | | | |",
+            n1 - n0,
+            (s1 - s0) / (n1 - n0).max(1) as f64
+        );
+    }
+    let before = cpu_ticks(&d);
+    let counted_before = counters(&d).await;
     let (lat, elapsed, errors) = load(&d.apis, &read, body, 64, 40 * scale).await;
+    let counted_after = counters(&d).await;
+    let after = cpu_ticks(&d);
     println!(
         "| fs.read_file | {executors} | 64 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
         lat.len(),
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99)),
         lat.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "|   CPU per invocation (64 clients) | {executors} | | {} | | | | |",
+        d.procs
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|(p, (b, a))| format!(
+                "{} {:.0} µs",
+                p.name,
+                (a - b) as f64 * 1e6 / ticks_per_second() / lat.len() as f64
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if std::env::var_os("BENCH_CONNZ").is_some() {
+        let mut conn = Conn::open(d.nats_monitor).await;
+        let (_, connz) = conn.request(Method::GET, "/connz?limit=100", b"").await;
+        let connz: Value = serde_json::from_slice(&connz).unwrap_or_default();
+        for c in connz["connections"].as_array().into_iter().flatten() {
+            println!(
+                "connz {} {} in {} out {}",
+                c["cid"], c["name"], c["in_msgs"], c["out_msgs"]
+            );
+        }
+    }
+    let per = |i: usize| (counted_after[i] - counted_before[i]) as f64 / lat.len() as f64;
+    println!(
+        "|   counted per invocation (64 clients) | {executors} | | {} | redis commands {:.2}, NATS messages in {:.2}, out {:.2} | | | |",
+        lat.len(),
+        per(0),
+        per(1),
+        per(2)
     );
     match histogram_quantiles(&metrics(d.projector).await, "projection_lag_ms") {
         Some((p50, p99, n)) => println!(
