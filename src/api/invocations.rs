@@ -189,7 +189,7 @@ pub async fn invoke(
         approved: body.approved.unwrap_or(false),
     };
     let failure = |f: InvocationFailure| ApiError::new(f.code, f.message, &rid);
-    let (invocation_id, receipt, refused) = match app
+    let (invocation_id, receipt, refused, watch) = match app
         .invocations
         .accept(&ctx, tool.as_ref(), request, &rid)
         .await
@@ -201,14 +201,17 @@ pub async fn invoke(
         Accepted::Refused {
             invocation_id,
             receipt,
+            watch,
             ..
-        } => (invocation_id, receipt, true),
+        } => (invocation_id, receipt, true, watch),
         Accepted::Queued {
             invocation_id,
             receipt,
-        } => (invocation_id, receipt, false),
+            watch,
+        } => (invocation_id, receipt, false, watch),
     };
     if run_async {
+        drop(watch);
         // Read-your-writes: the 202 goes out once a GET of the Location sees the invocation.
         let view = app
             .invocations
@@ -225,7 +228,7 @@ pub async fn invoke(
     // Synchronous: wait for the terminal state (a refusal is terminal at once).
     match app
         .invocations
-        .wait_terminal(invocation_id.as_str(), timeout_seconds, &rid)
+        .wait_registered(watch, timeout_seconds, &rid)
         .await
         .map_err(failure)?
     {

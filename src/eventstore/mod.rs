@@ -139,4 +139,20 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Checks the store is usable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A position the caller read from a delivery of the log: the aggregate's event at
+    /// `version` is at `sequence` (in the session `session_id`, for an invocation), so the next
+    /// append after `version` needs no look-up of it (the work queue delivers the `queued`
+    /// event an executor then claims). Only a hint: a position already known is kept, and a
+    /// wrong one costs a refused append and a reload, never a wrong decision. Nothing to do
+    /// for a store that needs no positions (the file log).
+    fn remember_position(
+        &self,
+        _aggregate_type: AggregateType,
+        _aggregate_id: &str,
+        _version: u64,
+        _sequence: u64,
+        _session_id: &str,
+    ) {
+    }
 }

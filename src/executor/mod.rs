@@ -301,6 +301,17 @@ impl Executor {
     /// Applies the liveness rule to one delivery until it is settled.
     async fn handle(&self, work: Work, shutdown: &CancellationToken) {
         let id = work.job.invocation_id.clone();
+        if work.job.queued.is_some() {
+            // Where the delivered `queued` (the aggregate's first event) is: the claim that
+            // follows it then needs no look-up of the aggregate's last position.
+            self.log.remember_position(
+                workspace_events::AggregateType::Invocation,
+                &id,
+                1,
+                work.job.sequence,
+                &work.job.session_id,
+            );
+        }
         // The queued event the queue decoded is the state at version 1; anything else, or a
         // second look, loads the events.
         let mut known = work
@@ -434,42 +445,23 @@ impl Executor {
         let id = queued.request.invocation_id.clone();
         let meta = Self::metadata(&queued);
         let now = OffsetDateTime::now_utc();
-        let session = self
-            .projector
-            .store()
-            .session(&queued.request.session_id)
-            .await;
-        let refusal = match &session {
-            _ if now > queued.start_deadline => Some(RunResult::start_deadline_passed()),
-            Ok(Some(s)) if s.status == workspace_events::SessionStatus::Ready => None,
-            // Never run unchecked: without the session there is no allowlist to trust.
-            Err(e) => {
-                tracing::error!(error = %e, "could not read the invocation's session");
-                Some(RunResult::failed(
-                    ErrorCode::Unavailable,
-                    "the session could not be read",
-                ))
-            }
-            Ok(_) => Some(RunResult::failed(
-                ErrorCode::NotFound,
-                "session is closed or not ready",
-            )),
-        };
-        if let Some(result) = refusal {
+        if now > queued.start_deadline {
             // Unclaimed: abandoned only while still queued (another delivery of the same
             // queued event may have claimed it meanwhile).
-            return self
-                .complete(&id, known, &meta, result.unstarted(), 0)
-                .await;
+            let result = RunResult::start_deadline_passed().unstarted();
+            return self.complete(&id, known, &meta, result, 0).await;
         }
-        let session = session.ok().flatten();
         let timeout = Duration::from_secs(queued.timeout_seconds.max(1));
         let started = self.started(now, timeout);
-        let claimed = match self
-            .store
-            .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
-            .await
-        {
+        // The session is read while the claim is appended (one wait instead of two, on the
+        // path of every invocation); a session closed or unreadable fails the claimed run
+        // before it starts, as an early claim's does.
+        let (session, claim) = tokio::join!(
+            self.ready_session(&queued),
+            self.store
+                .execute_known(&id, known, InvocationCommand::Start(started), &(), &meta)
+        );
+        let claimed = match claim {
             Ok((_, claimed)) => claimed,
             Err(AggregateError::UserError(
                 InvocationError::NotQueued(_) | InvocationError::NotFound,
@@ -479,7 +471,37 @@ impl Executor {
                 return Handled::NotRecorded;
             }
         };
-        self.run_claimed(&queued, session, claimed).await
+        match session {
+            Ok(session) => self.run_claimed(&queued, Some(session), claimed).await,
+            Err(result) => self.complete(&id, Some(claimed), &meta, result, 0).await,
+        }
+    }
+
+    /// The invocation's session, if it is ready to run in; otherwise the result that records
+    /// why not. Never run unchecked: without the session there is no allowlist to trust.
+    async fn ready_session(
+        &self,
+        queued: &InvocationQueued,
+    ) -> Result<Arc<workspace_projections::SessionView>, RunResult> {
+        match self
+            .projector
+            .store()
+            .session(&queued.request.session_id)
+            .await
+        {
+            Ok(Some(s)) if s.status == workspace_events::SessionStatus::Ready => Ok(s),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the invocation's session");
+                Err(RunResult::failed(
+                    ErrorCode::Unavailable,
+                    "the session could not be read",
+                ))
+            }
+            Ok(_) => Err(RunResult::failed(
+                ErrorCode::NotFound,
+                "session is closed or not ready",
+            )),
+        }
     }
 
     /// Runs an invocation this executor has claimed (`claimed` holds its `started`) and
@@ -519,33 +541,16 @@ impl Executor {
             correlation_id = queued.request.correlation_id.as_deref().unwrap_or(""),
         );
         async {
-            let id = &queued.request.invocation_id;
-            let session = match self
-                .projector
-                .store()
-                .session(&queued.request.session_id)
-                .await
-            {
-                Ok(Some(s)) if s.status == workspace_events::SessionStatus::Ready => Some(s),
-                found => {
-                    let result = match found {
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not read the invocation's session");
-                            RunResult::failed(
-                                ErrorCode::Unavailable,
-                                "the session could not be read",
-                            )
-                        }
-                        Ok(_) => {
-                            RunResult::failed(ErrorCode::NotFound, "session is closed or not ready")
-                        }
-                    };
+            match self.ready_session(&queued).await {
+                Ok(session) => {
+                    self.run_claimed(&queued, Some(session), claimed).await;
+                }
+                Err(result) => {
+                    let id = &queued.request.invocation_id;
                     let meta = Self::metadata(&queued);
                     self.complete(id, Some(claimed), &meta, result, 0).await;
-                    return;
                 }
-            };
-            self.run_claimed(&queued, session, claimed).await;
+            }
         }
         .instrument(span)
         .await;

@@ -23,9 +23,9 @@ use crate::artifacts::ArtifactStore;
 use crate::config::Config;
 use crate::domain::{Invocation, InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
-use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt};
+use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt, Known};
 use crate::ids::{InvocationId, SessionId};
-use crate::projector::Projector;
+use crate::projector::{Projector, TerminalWatch};
 use crate::readmodel::ReadModelError;
 use crate::tools::{ErasedTool, SessionContext};
 use crate::workqueue::{Job, WorkQueue};
@@ -62,6 +62,8 @@ pub enum Accepted {
         code: ErrorCode,
         /// Where the refusal landed.
         receipt: CommitReceipt,
+        /// A wait for its view, registered before the append.
+        watch: TerminalWatch,
     },
     /// `invocation.queued` was recorded and offered to the work queue.
     Queued {
@@ -69,6 +71,9 @@ pub enum Accepted {
         invocation_id: InvocationId,
         /// Where it landed.
         receipt: CommitReceipt,
+        /// A wait for its terminal view, registered before the append
+        /// ([`Invocations::wait_registered`]).
+        watch: TerminalWatch,
     },
 }
 
@@ -352,24 +357,36 @@ impl Invocations {
                 ..job.clone()
             })
         });
+        // A random id names a new aggregate: no load (a round trip to the log, in distributed
+        // mode, on the path of every invocation). The append still expects no event before it,
+        // so an id that existed would be a refused append and a reload, never a fork. A
+        // correlation id may name an existing invocation: that one is loaded.
+        // Before the append: the terminal view is then announced to this wait, never before it.
+        let watch = self.projector.watch_terminal(invocation_id.as_str());
+        let fresh = || {
+            correlation_id.is_none().then(|| Known {
+                state: Invocation::default(),
+                version: 0,
+            })
+        };
         let committed = match &early {
             Some(early) => {
                 let start = InvocationCommand::Start(early.claim.started.clone());
                 self.store
                     .execute_all(
                         invocation_id.as_str(),
-                        None,
+                        fresh(),
                         &[(command, &meta), (start, &early.claim.metadata)],
                         &(),
                     )
                     .await
                     .map(|(receipt, _)| receipt)
             }
-            None => {
-                self.store
-                    .execute(invocation_id.as_str(), command, &(), &meta)
-                    .await
-            }
+            None => self
+                .store
+                .execute_known(invocation_id.as_str(), fresh(), command, &(), &meta)
+                .await
+                .map(|(receipt, _)| receipt),
         };
         let receipt = match committed {
             Ok(r) => {
@@ -415,11 +432,13 @@ impl Invocations {
                     invocation_id,
                     code,
                     receipt,
+                    watch,
                 })
             }
             None => Ok(Accepted::Queued {
                 invocation_id,
                 receipt,
+                watch,
             }),
         }
     }
@@ -442,6 +461,21 @@ impl Invocations {
         self.view(id, rid)
             .await?
             .ok_or_else(|| InvocationFailure::new(ErrorCode::Internal, "invocation view missing"))
+    }
+
+    /// [`Invocations::wait_terminal`] on the wait `accept` registered before the append: the
+    /// store is read only when no announcement came first.
+    pub async fn wait_registered(
+        &self,
+        watch: TerminalWatch,
+        timeout_seconds: u64,
+        rid: &str,
+    ) -> Result<Option<Arc<InvocationView>>, InvocationFailure> {
+        let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
+        self.projector
+            .wait_registered(watch, wait)
+            .await
+            .map_err(InvocationFailure::read_model(rid))
     }
 
     /// The view of an invocation once it is terminal, or as it stands after the tool's

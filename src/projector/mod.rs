@@ -78,17 +78,19 @@ pub struct Projector {
     typed: Arc<TypedEvents>,
     /// The store's checkpoint as this projector last saw it (only ever moves forward).
     checkpoint: watch::Sender<u64>,
-    waiters: Arc<Waiters>,
+    /// Callers waiting for an invocation to finish, woken with its terminal view when the
+    /// writer made it known.
+    waiters: Arc<Waiters<Option<Arc<InvocationView>>>>,
     /// Callers waiting for a session's view to change.
-    session_waiters: Arc<Waiters>,
+    session_waiters: Arc<Waiters<()>>,
     metrics: Arc<Metrics>,
     /// Set once the running projector tails the log: from then on its lag is observed.
     live: std::sync::atomic::AtomicBool,
 }
 
-/// Callers in this process waiting for a view to change, by id: woken once, then they look at
-/// the store.
-type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>;
+/// Callers in this process waiting for a view to change, by id: woken once, with what changed
+/// when it is known (otherwise they look at the store).
+type Waiters<T> = Mutex<HashMap<String, Vec<oneshot::Sender<T>>>>;
 
 impl Projector {
     /// A projector over `log` feeding `store`, starting from the store's checkpoint.
@@ -98,8 +100,8 @@ impl Projector {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ReadModelError> {
         let (checkpoint, _) = watch::channel(store.checkpoint().await?);
-        let waiters: Arc<Waiters> = Arc::default();
-        let session_waiters: Arc<Waiters> = Arc::default();
+        let waiters: Arc<Waiters<Option<Arc<InvocationView>>>> = Arc::default();
+        let session_waiters: Arc<Waiters<()>> = Arc::default();
         // Views changed by a projector in another process wake this one's waiters at once.
         if let Some(mut announced) = store.announcements() {
             let (invocations, sessions) = (waiters.clone(), session_waiters.clone());
@@ -108,8 +110,14 @@ impl Projector {
                 use tokio::sync::broadcast::error::RecvError;
                 loop {
                     match announced.recv().await {
-                        Ok(Announcement::Invocation(id)) => wake(&invocations, [id.as_str()]),
-                        Ok(Announcement::Session(id)) => wake(&sessions, [id.as_str()]),
+                        // Decoded only when someone here waits for it.
+                        Ok(Announcement::Invocation { id, view }) => {
+                            wake(&invocations, &id, || {
+                                view.and_then(|json| serde_json::from_str(&json).ok())
+                                    .map(Arc::new)
+                            })
+                        }
+                        Ok(Announcement::Session(id)) => wake(&sessions, &id, || ()),
                         Err(RecvError::Lagged(_)) => {}
                         Err(RecvError::Closed) => return,
                     }
@@ -318,16 +326,18 @@ impl Projector {
                 newer
             });
         }
-        // Waiters in other processes reading the same store.
-        self.store.announce(&finished, &sessions).await;
-        if !sessions.is_empty() {
-            wake(&self.session_waiters, sessions);
+        // Waiters in other processes reading the same store were told by the store, in the
+        // write itself (`ReadModelStore::announcements`).
+        for id in sessions {
+            wake(&self.session_waiters, id, || ());
         }
         for view in &finished_views {
             self.metrics.observe_invocation(view);
         }
-        if !finished.is_empty() {
-            wake(&self.waiters, finished);
+        for id in finished {
+            wake(&self.waiters, id, || {
+                finished_views.iter().find(|v| v.id == id).cloned()
+            });
         }
         Ok(applied)
     }
@@ -404,30 +414,72 @@ impl Projector {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
-        let mut rx = register(&self.waiters, id);
         // Registered before looking, so a completion applied in between is never missed.
+        let watch = self.watch_terminal(id);
+        self.wait_watched(watch, timeout, true).await
+    }
+
+    /// Registers a wait for the invocation `id` to finish, to call before appending its first
+    /// event: nothing applied after this is missed, so [`Projector::wait_watched`] need not
+    /// look at the store before its first pause (one read less per invocation).
+    pub fn watch_terminal(&self, id: &str) -> TerminalWatch {
+        TerminalWatch {
+            rx: register(&self.waiters, id),
+            waiters: self.waiters.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// [`Projector::wait_terminal`] on a wait registered before the invocation's first event
+    /// was appended ([`Projector::watch_terminal`]): the store is looked at only when no
+    /// announcement came within the first pause (announcements are best effort).
+    pub async fn wait_registered(
+        &self,
+        watch: TerminalWatch,
+        timeout: Duration,
+    ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
+        self.wait_watched(watch, timeout, false).await
+    }
+
+    async fn wait_watched(
+        &self,
+        mut watch: TerminalWatch,
+        timeout: Duration,
+        look_first: bool,
+    ) -> Result<Option<Arc<InvocationView>>, ReadModelError> {
+        let id = watch.id.clone();
+        let id = id.as_str();
+        let rx = &mut watch.rx;
         let result = async {
             // One clock read, as a plain timeout would: the looks are scheduled from it.
             let start = tokio::time::Instant::now();
             let deadline = start + timeout;
             let mut pause = POLL_FIRST;
             let mut look_at = start;
+            let mut look = look_first;
             loop {
-                let current = self.store.invocation(id).await?;
-                if current.as_ref().is_some_and(|v| v.is_terminal()) || look_at >= deadline {
-                    return Ok(current);
+                if look {
+                    let current = self.store.invocation(id).await?;
+                    if current.as_ref().is_some_and(|v| v.is_terminal()) || look_at >= deadline {
+                        return Ok(current);
+                    }
                 }
+                look = true;
                 look_at = (look_at + pause).min(deadline);
                 pause = (pause * 2).min(POLL_MAX);
-                // Announced (or the projector went away): the view is in the store.
-                if tokio::time::timeout_at(look_at, &mut rx).await.is_ok() {
-                    return self.store.invocation(id).await;
+                // Announced with its view, or without (or the projector went away): the view is
+                // in the store.
+                if let Ok(woken) = tokio::time::timeout_at(look_at, &mut *rx).await {
+                    return match woken {
+                        Ok(Some(view)) if view.is_terminal() => Ok(Some(view)),
+                        _ => self.store.invocation(id).await,
+                    };
                 }
             }
         }
         .await;
-        drop(rx);
-        forget(&self.waiters, id);
+        // Dropping the watch forgets it.
+        drop(watch);
         result
     }
 
@@ -478,26 +530,54 @@ impl Projector {
     }
 }
 
-fn register(waiters: &Waiters, id: &str) -> oneshot::Receiver<()> {
+/// A wait for one invocation to finish, registered ([`Projector::watch_terminal`]); forgotten
+/// when dropped, waited on or not.
+pub struct TerminalWatch {
+    rx: oneshot::Receiver<Option<Arc<InvocationView>>>,
+    waiters: Arc<Waiters<Option<Arc<InvocationView>>>>,
+    id: String,
+}
+
+impl std::fmt::Debug for TerminalWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalWatch")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for TerminalWatch {
+    fn drop(&mut self) {
+        self.rx.close();
+        forget(&self.waiters, &self.id);
+    }
+}
+
+fn register<T>(waiters: &Waiters<T>, id: &str) -> oneshot::Receiver<T> {
     let (tx, rx) = oneshot::channel();
     let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
     waiters.entry(id.to_owned()).or_default().push(tx);
     rx
 }
 
-fn wake<'a>(waiters: &Waiters, ids: impl IntoIterator<Item = &'a str>) {
-    let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
-    if waiters.is_empty() {
-        return;
-    }
-    for id in ids {
-        for tx in waiters.remove(id).unwrap_or_default() {
-            let _ = tx.send(());
+/// Wakes the callers waiting for `id` with `value()`, made only when there are some.
+fn wake<T: Clone>(waiters: &Waiters<T>, id: &str, value: impl FnOnce() -> T) {
+    let woken = {
+        let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if waiters.is_empty() {
+            return;
+        }
+        waiters.remove(id)
+    };
+    if let Some(woken) = woken {
+        let value = value();
+        for tx in woken {
+            let _ = tx.send(value.clone());
         }
     }
 }
 
-fn forget(waiters: &Waiters, id: &str) {
+fn forget<T>(waiters: &Waiters<T>, id: &str) {
     let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(list) = waiters.get_mut(id) {
         list.retain(|tx| !tx.is_closed());

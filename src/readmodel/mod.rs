@@ -245,14 +245,11 @@ pub trait ReadModelStore: Send + Sync {
     /// Starts a rebuild into a fresh, empty generation beside the active one.
     async fn rebuild(&self) -> Result<Box<dyn Rebuild>, ReadModelError>;
 
-    /// Tells every process reading this store that these views just changed (invocations that
-    /// finished, sessions whose status moved), so their waiters look at once instead of at
-    /// their next poll. Nothing to do for a store only this process reads, whose projector
-    /// wakes its waiters itself. Best effort: a lost announcement costs a waiter one poll.
-    async fn announce(&self, _invocations: &[&str], _sessions: &[&str]) {}
-
-    /// The announcements of every writer of this store (see [`ReadModelStore::announce`]),
-    /// when it carries them across processes.
+    /// The announcements of every writer of this store, when it carries them across
+    /// processes: the views a batch changed (invocations that finished, sessions whose status
+    /// moved), so waiters in every process reading the store look at once instead of at their
+    /// next poll. A store only this process reads has none: its projector wakes its waiters
+    /// itself. Best effort: a lost announcement costs a waiter one poll.
     fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<Announcement>> {
         None
     }
@@ -267,11 +264,12 @@ pub trait ReadModelStore: Send + Sync {
     }
 }
 
-/// A view some writer of a shared store changed ([`ReadModelStore::announce`]).
+/// A view some writer of a shared store changed ([`ReadModelStore::announcements`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Announcement {
-    /// This invocation finished.
-    Invocation(String),
+    /// This invocation finished; `view` is its view as written (JSON), when the writer sent
+    /// it, so a waiter answers without reading the store.
+    Invocation { id: String, view: Option<Arc<str>> },
     /// This session's status moved.
     Session(String),
 }

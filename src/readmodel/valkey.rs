@@ -133,8 +133,10 @@ pub struct ValkeyStore {
 const ANNOUNCED_CAPACITY: usize = 4096;
 
 /// Forwards the announcements published on `channel` (by every process writing this store)
-/// to `announced`, resubscribing after a lost connection. Messages are `i <id>` (an invocation
-/// finished) or `s <id>` (a session's status moved).
+/// to `announced`, resubscribing after a lost connection. Messages are `i <id> <view json>` (an
+/// invocation finished: its view as written; `i <id>` alone from an older build) or `s <id>` (a
+/// session's status moved), published by the apply script that wrote them ([`APPLY`]). The view
+/// travels as text and is decoded only by a process waiting for it.
 async fn listen(
     client: redis::Client,
     channel: String,
@@ -154,7 +156,16 @@ async fn listen(
                 while let Some(message) = messages.next().await {
                     let payload = String::from_utf8_lossy(message.get_payload_bytes());
                     let announcement = match payload.split_once(' ') {
-                        Some(("i", id)) => super::Announcement::Invocation(id.to_owned()),
+                        Some(("i", rest)) => match rest.split_once(' ') {
+                            Some((id, json)) => super::Announcement::Invocation {
+                                id: id.to_owned(),
+                                view: Some(json.into()),
+                            },
+                            None => super::Announcement::Invocation {
+                                id: rest.to_owned(),
+                                view: None,
+                            },
+                        },
                         Some(("s", id)) => super::Announcement::Session(id.to_owned()),
                         _ => continue,
                     };
@@ -189,6 +200,120 @@ struct Inner {
     scripts: Scripts,
     /// The highest checkpoint this process has seen, to wake waiters without a round trip.
     seen: watch::Sender<u64>,
+    /// The open views this handle's last batches wrote, so the next batch need not load them.
+    open: std::sync::Mutex<OpenViews>,
+}
+
+/// The views not yet terminal that this writer's own batches wrote, valid while the store's
+/// checkpoint is the one they left (a projector is the store's only writer in the steady
+/// state): a batch that touches only these, and views its own events create, is folded onto
+/// them without a load, and its write checks the store still is at that checkpoint (`exact`),
+/// so a batch written by anyone else in between is noticed and the views are loaded again.
+/// A load is a round trip per batch on the path of every invocation (ninth session).
+///
+/// Kept only along an unbroken chain: a batch whose write found the checkpoint where the
+/// previous one left it, every view of it written. Anything else (another writer, a gap, a
+/// refused or unknown write, a change of generation) forgets them all.
+#[derive(Default)]
+struct OpenViews {
+    generation: String,
+    /// The checkpoint the views are valid at; 0 when none are held.
+    checkpoint: u64,
+    sessions: foldhash::HashMap<String, Arc<SessionView>>,
+    invocations: foldhash::HashMap<String, Arc<InvocationView>>,
+}
+
+/// Open views held at most; past it they are all forgotten (and loaded again). Far above the
+/// invocations open at once under any load measured here.
+const OPEN_VIEWS_HELD: usize = 16_384;
+
+impl OpenViews {
+    fn forget(&mut self) {
+        self.checkpoint = 0;
+        self.sessions.clear();
+        self.invocations.clear();
+    }
+
+    /// The generation and the views to fold a batch onto, when every view it touches is held
+    /// or created by the batch (its first event for it is the aggregate's first: with the
+    /// checkpoint at `after`, no view of it exists).
+    #[allow(clippy::type_complexity)]
+    fn held(
+        &self,
+        after: u64,
+        events: &[Arc<RecordedEvent>],
+        session_ids: &[String],
+        invocation_ids: &[String],
+    ) -> Option<(String, Vec<Arc<SessionView>>, Vec<Arc<InvocationView>>)> {
+        if self.checkpoint == 0 || self.checkpoint != after {
+            return None;
+        }
+        let created = |kind: workspace_events::AggregateType, id: &str| {
+            events
+                .iter()
+                .find(|e| e.envelope.aggregate_type == kind && e.envelope.aggregate_id == id)
+                .is_some_and(|e| e.envelope.aggregate_version == 1)
+        };
+        let mut sessions = Vec::new();
+        for id in session_ids {
+            match self.sessions.get(id) {
+                Some(v) => sessions.push(v.clone()),
+                None if created(workspace_events::AggregateType::Session, id) => {}
+                None => return None,
+            }
+        }
+        let mut invocations = Vec::new();
+        for id in invocation_ids {
+            match self.invocations.get(id) {
+                Some(v) => invocations.push(v.clone()),
+                None if created(workspace_events::AggregateType::Invocation, id) => {}
+                None => return None,
+            }
+        }
+        Some((self.generation.clone(), sessions, invocations))
+    }
+
+    /// After a batch from `after` written into `generation`, which found the store at
+    /// `before`: holds its open views (or forgets everything when the chain broke).
+    fn wrote(
+        &mut self,
+        generation: &str,
+        after: u64,
+        before: u64,
+        folded: &Fold,
+        written: &[bool],
+    ) {
+        let chained = self.checkpoint == after && self.generation == generation;
+        let complete = written.iter().all(|w| *w)
+            && written.len() == folded.sessions.len() + folded.invocations.len();
+        if before != after || !complete {
+            self.forget();
+            return;
+        }
+        if !chained {
+            self.forget();
+            self.generation = generation.to_owned();
+        }
+        for c in &folded.sessions {
+            if c.view.is_terminal() {
+                self.sessions.remove(&c.view.id);
+            } else {
+                self.sessions.insert(c.view.id.clone(), c.view.clone());
+            }
+        }
+        for c in &folded.invocations {
+            if c.view.is_terminal() {
+                self.invocations.remove(&c.view.id);
+            } else {
+                self.invocations.insert(c.view.id.clone(), c.view.clone());
+            }
+        }
+        if self.sessions.len() + self.invocations.len() > OPEN_VIEWS_HELD {
+            self.forget();
+            return;
+        }
+        self.checkpoint = folded.last;
+    }
 }
 
 struct Scripts {
@@ -293,13 +418,18 @@ end
 return out
 "#;
 
-/// ARGV: ip, sp, pinned, expected generation, after, last, n sessions, n invocations, then
-/// per session: id, version, sequence, created, deadline, live score (`-` when terminal),
+/// ARGV: ip, sp, pinned, expected generation, after, last, n sessions, n invocations, the
+/// announcement channel (empty: announce nothing, as a rebuild does), then per session: id, version, sequence, created, deadline, live score (`-` when terminal),
 /// principal key, json; per invocation: id, version, sequence, created, deadline, terminal
 /// (`1`/`0`), session id, correlation key (empty when none), json. Numbers travel as decimal
-/// strings; 0 means none.
-/// {1, written (1/0) per view...}, or {-1, checkpoint} for a gap, or {-2, generation} when the
-/// active generation changed since the load.
+/// strings; 0 means none. With `exact` (ARGV[10], `1`) the batch must continue the checkpoint
+/// exactly (the writer folded it onto the views it holds, [`OpenViews`], not onto a load).
+/// Every session view written is announced (`s <id>`) and every terminal
+/// invocation view written with its json (`i <id> <json>`), in the same script as the writes,
+/// so a reader woken by one finds the view in the store (and need not read it).
+/// {1, checkpoint before the batch, written (1/0) per view...}, or {-1, checkpoint} for a gap,
+/// or {-2, generation} when the active generation changed since the load, or {-3, checkpoint}
+/// when `exact` and the checkpoint is not `after`.
 const APPLY: &str = r#"
 local ip, sp, pinned = ARGV[1], ARGV[2], ARGV[3]
 local g = generation(ip, pinned)
@@ -307,6 +437,7 @@ if g ~= ARGV[4] then return {-2, g} end
 local I, S = ip .. ':' .. g .. ':', sp .. ':' .. g .. ':'
 local cp = tonumber(redis.call('GET', I .. 'checkpoint') or '0')
 if cp < tonumber(ARGV[5]) then return {-1, cp} end
+if ARGV[10] == '1' and cp ~= tonumber(ARGV[5]) then return {-3, cp} end
 local now = now_ms()
 -- Put-if-newer: a view is written only past the checkpoint and at a newer version.
 local function put(key, v, seq, json)
@@ -345,8 +476,9 @@ local function index(idx, member, created, dl)
     order[#order + 1] = idx
   end
 end
-local out = {1}
-local a = 9
+local out = {1, cp}
+local chan = ARGV[9]
+local a = 11
 for _ = 1, tonumber(ARGV[7]) do
   local id, v, seq, created, dl, live, pk, json =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
@@ -356,6 +488,7 @@ for _ = 1, tonumber(ARGV[7]) do
     if live == '-' then redis.call('ZREM', S .. 'live', id) else redis.call('ZADD', S .. 'live', live, id) end
     index(S .. 'by-principal:' .. pk, id, created, dl)
     if dl ~= '0' then redis.call('PEXPIREAT', key, dl) end
+    if chan ~= '' then redis.call('PUBLISH', chan, 's ' .. id) end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -379,6 +512,7 @@ for _ = 1, tonumber(ARGV[8]) do
       if dl ~= '0' then redis.call('PEXPIREAT', ck, dl) end
     end
     if dl ~= '0' then redis.call('PEXPIREAT', key, dl) end
+    if terminal == '1' and chan ~= '' then redis.call('PUBLISH', chan, 'i ' .. id .. ' ' .. json) end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -552,6 +686,7 @@ impl ValkeyStore {
                 upcasters: upcast::registry(),
                 scripts: Scripts::new(),
                 seen: watch::channel(0).0,
+                open: Default::default(),
                 announced: announced.clone(),
                 announce_channel: announce_channel.clone(),
             }),
@@ -689,8 +824,9 @@ impl ValkeyStore {
         });
     }
 
-    /// One attempt at a batch: load, fold, write. `Ok(None)` when the active generation changed
-    /// in between (try again).
+    /// One attempt at a batch: load (unless [`OpenViews`] holds every view it touches), fold,
+    /// write. `Ok(None)` when the active generation changed in between, or the views held were
+    /// not the store's (try again).
     async fn try_apply(
         &self,
         after: u64,
@@ -698,6 +834,107 @@ impl ValkeyStore {
         typed: &mut Vec<Option<TypedEvent>>,
     ) -> Result<Option<(Vec<Applied>, Vec<Arc<InvocationView>>)>, ReadModelError> {
         let (session_ids, invocation_ids) = touched(events);
+        let held = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held(after, events, &session_ids, &invocation_ids);
+        let exact = held.is_some();
+        let (generation, checkpoint, sessions, invocations) = match held {
+            Some((generation, sessions, invocations)) => (generation, after, sessions, invocations),
+            None => self.load(after, &session_ids, &invocation_ids).await?,
+        };
+        let mut folded = fold(
+            &self.inner.upcasters,
+            checkpoint,
+            sessions,
+            invocations,
+            events,
+            std::mem::take(typed),
+        );
+        let args = self.apply_args(&generation, after, exact, &folded)?;
+        let answer = self
+            .run(&self.inner.scripts.apply, |i| {
+                for a in &args {
+                    i.arg(a.as_slice());
+                }
+            })
+            .await;
+        let answer = match answer.and_then(|a| array("an apply", a)) {
+            Ok(answer) => answer,
+            Err(e) => {
+                // Written or not: what the store holds is unknown.
+                self.inner
+                    .open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget();
+                return Err(e);
+            }
+        };
+        let status = answer.first().map(|v| int("an apply", v)).transpose()?;
+        if status != Some(1) {
+            self.inner
+                .open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget();
+        }
+        match status {
+            Some(1) => {}
+            Some(-1) => {
+                let checkpoint = int("an apply", answer.get(1).unwrap_or(&Value::Nil))?;
+                return Err(ReadModelError::Gap {
+                    after,
+                    checkpoint: u64::try_from(checkpoint).unwrap_or_default(),
+                });
+            }
+            // Another generation, or views held that another writer moved on: load them.
+            Some(-2) | Some(-3) => return Ok(None),
+            _ => return Err(unexpected("an apply", &Value::Array(answer))),
+        }
+        let before = u64::try_from(int("an apply", answer.get(1).unwrap_or(&Value::Nil))?)
+            .unwrap_or_default();
+        let written = answer[2..]
+            .iter()
+            .map(|v| int("an apply", v).map(|n| n == 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let skipped: Vec<usize> = folded
+            .sessions
+            .iter()
+            .map(|c| &c.events)
+            .chain(folded.invocations.iter().map(|c| &c.events))
+            .zip(written.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, w)| !**w)
+            .flat_map(|(events, _)| events.iter().copied())
+            .collect();
+        folded.skip(&skipped);
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wrote(&generation, after, before, &folded, &written);
+        let finished = folded
+            .invocations
+            .iter()
+            .zip(written.iter().skip(folded.sessions.len()))
+            .filter(|(c, written)| **written && c.view.is_terminal())
+            .map(|(c, _)| c.view.clone())
+            .collect();
+        self.saw(folded.last);
+        Ok(Some((folded.applied, finished)))
+    }
+
+    /// The views a batch touches as the store holds them: {generation, checkpoint, sessions,
+    /// invocations}, after checking the batch continues the checkpoint.
+    async fn load(
+        &self,
+        after: u64,
+        session_ids: &[String],
+        invocation_ids: &[String],
+    ) -> Result<(String, u64, Vec<Arc<SessionView>>, Vec<Arc<InvocationView>>), ReadModelError>
+    {
         let escaped_sessions: Vec<String> = session_ids.iter().map(|i| query_escape(i)).collect();
         let escaped_invocations: Vec<String> =
             invocation_ids.iter().map(|i| query_escape(i)).collect();
@@ -723,64 +960,14 @@ impl ValkeyStore {
         for (id, v) in invocation_ids.iter().zip(loaded) {
             invocations.extend(view::<InvocationView>(&format!("inv:{id}"), &v)?);
         }
-        let mut folded = fold(
-            &self.inner.upcasters,
-            checkpoint,
-            sessions,
-            invocations,
-            events,
-            std::mem::take(typed),
-        );
-        let args = self.apply_args(&generation, after, &folded)?;
-        let answer = self
-            .run(&self.inner.scripts.apply, |i| {
-                for a in &args {
-                    i.arg(a.as_slice());
-                }
-            })
-            .await?;
-        let answer = array("an apply", answer)?;
-        match answer.first().map(|v| int("an apply", v)).transpose()? {
-            Some(1) => {}
-            Some(-1) => {
-                let checkpoint = int("an apply", answer.get(1).unwrap_or(&Value::Nil))?;
-                return Err(ReadModelError::Gap {
-                    after,
-                    checkpoint: u64::try_from(checkpoint).unwrap_or_default(),
-                });
-            }
-            Some(-2) => return Ok(None),
-            _ => return Err(unexpected("an apply", &Value::Array(answer))),
-        }
-        let written = answer[1..]
-            .iter()
-            .map(|v| int("an apply", v).map(|n| n == 1))
-            .collect::<Result<Vec<_>, _>>()?;
-        let skipped: Vec<usize> = folded
-            .sessions
-            .iter()
-            .map(|c| &c.events)
-            .chain(folded.invocations.iter().map(|c| &c.events))
-            .zip(written.iter().chain(std::iter::repeat(&false)))
-            .filter(|(_, w)| !**w)
-            .flat_map(|(events, _)| events.iter().copied())
-            .collect();
-        folded.skip(&skipped);
-        let finished = folded
-            .invocations
-            .iter()
-            .zip(written.iter().skip(folded.sessions.len()))
-            .filter(|(c, written)| **written && c.view.is_terminal())
-            .map(|(c, _)| c.view.clone())
-            .collect();
-        self.saw(folded.last);
-        Ok(Some((folded.applied, finished)))
+        Ok((generation, checkpoint, sessions, invocations))
     }
 
     fn apply_args(
         &self,
         generation: &str,
         after: u64,
+        exact: bool,
         folded: &Fold,
     ) -> Result<Vec<Vec<u8>>, ReadModelError> {
         let retention = self.inner.retention;
@@ -792,6 +979,13 @@ impl ValkeyStore {
             n(folded.last),
             n(folded.sessions.len() as u64),
             n(folded.invocations.len() as u64),
+            // A rebuild's views are not read by anyone yet: nothing to announce.
+            if self.pinned.is_some() {
+                Vec::new()
+            } else {
+                self.inner.announce_channel.as_bytes().to_vec()
+            },
+            if exact { b"1".to_vec() } else { b"0".to_vec() },
         ];
         for c in &folded.sessions {
             let v = &c.view;
@@ -913,30 +1107,6 @@ fn glob_escape(s: &str) -> String {
 
 #[async_trait]
 impl ReadModelStore for ValkeyStore {
-    async fn announce(&self, invocations: &[&str], sessions: &[&str]) {
-        // A rebuild's views are not read by anyone yet.
-        if self.pinned.is_some() || (invocations.is_empty() && sessions.is_empty()) {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for id in invocations {
-            pipe.cmd("PUBLISH")
-                .arg(&self.inner.announce_channel)
-                .arg(format!("i {id}"))
-                .ignore();
-        }
-        for id in sessions {
-            pipe.cmd("PUBLISH")
-                .arg(&self.inner.announce_channel)
-                .arg(format!("s {id}"))
-                .ignore();
-        }
-        let mut con = self.con.clone();
-        if let Err(error) = pipe.query_async::<()>(&mut con).await {
-            tracing::debug!(%error, "valkey: could not announce; waiters elsewhere poll");
-        }
-    }
-
     fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<super::Announcement>> {
         Some(self.inner.announced.subscribe())
     }
@@ -1086,6 +1256,7 @@ impl ReadModelStore for ValkeyStore {
             upcasters: upcast::registry(),
             scripts: Scripts::new(),
             seen: watch::channel(0).0,
+            open: Default::default(),
             announced: self.inner.announced.clone(),
             announce_channel: self.inner.announce_channel.clone(),
         });

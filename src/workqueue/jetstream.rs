@@ -425,7 +425,10 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> WorkQueueError {
 
 #[async_trait]
 impl Settle for Delivery {
-    /// Confirmed by the server, so a returned `Ok` means it is not delivered again.
+    /// Confirmed by the server, so a returned `Ok` means it is not delivered again. (A
+    /// fire-and-forget ack, tried in the ninth session, saves a reply per invocation but can be
+    /// lost when the process ends right after it: a redelivery, harmless, but not what `Ok`
+    /// promises.)
     async fn ack(&self) -> Result<(), WorkQueueError> {
         self.acker
             .double_ack()

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use workspace::error_code::ErrorCode;
 use workspace::readmodel::{MemoryStore, ReadModelError, ReadModelStore, Retention, ValkeyStore};
 use workspace_events::*;
-use workspace_projections::{Applied, ReadModel};
+use workspace_projections::{Applied, InvocationView, ReadModel};
 
 use crate::valkey::{RedisServer, free_port};
 
@@ -965,9 +965,10 @@ async fn an_unreachable_valkey_is_reported_as_unavailable() {
     );
 }
 
-/// A projector in one process announces what it finished through the store; a reader of the
-/// same Valkey in another process hears it (and wakes its waiters) without polling. A rebuild's
-/// store, which nobody reads yet, announces nothing.
+/// A projector in one process announces what it finished through the store, in the write
+/// itself: a reader of the same Valkey in another process hears the session that moved and the
+/// finished invocation with its view as written (so its waiters answer without a read). A
+/// rebuild's store, which nobody reads yet, announces nothing.
 #[tokio::test]
 async fn announcements_reach_every_reader_of_a_valkey_store_but_not_from_a_rebuild() {
     use workspace::readmodel::Announcement;
@@ -982,23 +983,140 @@ async fn announcements_reach_every_reader_of_a_valkey_store_but_not_from_a_rebui
         .announcements()
         .expect("a shared store carries announcements");
     let rebuild = writer.rebuild().await.unwrap();
-    // The subscription is made in the background: announce until it is heard.
+    let mut h = History::new();
+    // The subscription is made in the background: write (new views each time) until it is
+    // heard, into the rebuild first.
     let first = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            rebuild.store().announce(&["inv-fromarebuild"], &[]).await;
-            writer.announce(&["inv-done"], &["session-moved"]).await;
-            match tokio::time::timeout(Duration::from_millis(100), heard.recv()).await {
-                Ok(Ok(a)) => return a,
-                _ => continue,
+        for n in 0.. {
+            let after = h.last();
+            let (session, invocation) = (format!("s{n}"), format!("inv-{n}"));
+            h.session(&session, "alice", HOUR)
+                .ran(&invocation, &session);
+            let batch = &h.events[after as usize..];
+            rebuild
+                .store()
+                .apply(after, batch, Vec::new())
+                .await
+                .unwrap();
+            writer.apply(after, batch, Vec::new()).await.unwrap();
+            if let Ok(Ok(a)) = tokio::time::timeout(Duration::from_millis(100), heard.recv()).await
+            {
+                return (n, a);
             }
         }
+        unreachable!()
     })
     .await
     .expect("an announcement arrives");
-    assert_eq!(first, Announcement::Invocation("inv-done".into()));
+    let (n, first) = first;
+    assert_eq!(first, Announcement::Session(format!("s{n}")));
+    match heard.recv().await.unwrap() {
+        Announcement::Invocation { id, view } => {
+            assert_eq!(id, format!("inv-{n}"));
+            let view: InvocationView =
+                serde_json::from_str(&view.expect("the view travels with it")).unwrap();
+            let stored = reader.invocation(&id).await.unwrap().expect("stored");
+            assert_eq!(view, *stored);
+            assert!(view.is_terminal(), "{view:?}");
+        }
+        other => panic!("expected the finished invocation, heard {other:?}"),
+    }
+}
+
+/// A writer folds a batch onto the open views its own last batches wrote, without loading
+/// them, only while nobody else moved the checkpoint: two writers taking turns on one store
+/// (each batch continuing the other's, or overlapping it), every view ends as the embedded
+/// model folds the whole history, and nothing the other wrote is folded over.
+#[tokio::test]
+async fn two_valkey_writers_taking_turns_fold_every_view_as_the_model_does() {
+    let server = RedisServer::start();
+    let a = ValkeyStore::connect(&server.config(Retention::FOREVER))
+        .await
+        .unwrap();
+    let b = ValkeyStore::connect(&server.config(Retention::FOREVER))
+        .await
+        .unwrap();
+    let mut h = History::new();
+    h.session("s1", "alice", HOUR).provisioned("s1");
+    for i in 0..6 {
+        h.queued(&format!("i{i}"), "s1", None);
+    }
+    for i in 0..6 {
+        h.started(&format!("i{i}"));
+    }
+    for i in 0..6 {
+        h.completed(&format!("i{i}"));
+    }
+    h.queued("i-open", "s1", None).started("i-open");
+    // One event a batch, by a, a, b, a, b, b, ...: a holds views, then finds the checkpoint
+    // moved by b; every fourth batch a also re-applies from two events back (an overlap).
+    let writers = [&a, &a, &b, &a, &b, &b];
+    let mut after = 0;
+    for (n, event) in h.events.iter().enumerate() {
+        let writer = writers[n % writers.len()];
+        writer
+            .apply(after, std::slice::from_ref(event), Vec::new())
+            .await
+            .unwrap();
+        if n % 4 == 3 && n >= 2 {
+            let overlap = &h.events[n - 2..=n];
+            a.apply(overlap[0].sequence - 1, overlap, Vec::new())
+                .await
+                .unwrap();
+        }
+        after = event.sequence;
+    }
+    let model = h.model();
+    for store in [&a, &b] {
+        assert_eq!(store.checkpoint().await.unwrap(), h.last());
+        assert_eq!(
+            store.session("s1").await.unwrap().as_deref(),
+            model.session("s1")
+        );
+        for i in (0..6).map(|i| format!("i{i}")).chain(["i-open".to_owned()]) {
+            assert_eq!(
+                store.invocation(&i).await.unwrap().as_deref(),
+                model.invocation(&i),
+                "{i}"
+            );
+        }
+    }
+}
+
+/// A writer holding the views at the checkpoint it left, whose next batch starts there while
+/// another writer already applied part of it: the store refuses the fold onto the held views
+/// (the checkpoint moved), the writer loads, and the view is the model's, not its own stale
+/// fold.
+#[tokio::test]
+async fn a_batch_folded_onto_held_views_is_refused_once_another_writer_moved_on() {
+    let server = RedisServer::start();
+    let a = ValkeyStore::connect(&server.config(Retention::FOREVER))
+        .await
+        .unwrap();
+    let b = ValkeyStore::connect(&server.config(Retention::FOREVER))
+        .await
+        .unwrap();
+    let mut h = History::new();
+    h.session("s1", "alice", HOUR)
+        .provisioned("s1")
+        .queued("i1", "s1", None);
+    a.apply(0, &h.events, Vec::new()).await.unwrap();
+    let held_at = h.last();
+    h.started("i1").completed("i1");
+    let rest = &h.events[held_at as usize..];
+    // b applies `started`; a then applies `started` and `completed` from where it left.
+    b.apply(held_at, &rest[..1], Vec::new()).await.unwrap();
+    let applied = a.apply(held_at, rest, Vec::new()).await.unwrap();
+    assert_eq!(applied[0], Applied::Skipped, "{applied:?}");
+    let model = h.model();
+    assert_eq!(a.checkpoint().await.unwrap(), h.last());
     assert_eq!(
-        heard.recv().await.unwrap(),
-        Announcement::Session("session-moved".into())
+        a.invocation("i1").await.unwrap().as_deref(),
+        model.invocation("i1")
+    );
+    assert_eq!(
+        b.invocation("i1").await.unwrap().unwrap().status,
+        InvocationStatus::Succeeded
     );
 }
 

@@ -435,7 +435,8 @@ impl JetStreamEventLog {
         }
         let key = (aggregate_type, aggregate_id.to_owned());
         match positions.get_mut(&key) {
-            Some(known) if known.version >= position.version => {}
+            // What the server said last wins at the same version (it may correct a hint).
+            Some(known) if known.version > position.version => {}
             Some(known) => *known = position,
             None => {
                 positions.insert(key, position);
@@ -855,6 +856,33 @@ impl EventLog for JetStreamEventLog {
             ))
         });
         head
+    }
+
+    fn remember_position(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        version: u64,
+        sequence: u64,
+        session_id: &str,
+    ) {
+        if version == 0 || sequence == 0 || !subjects::valid_token(session_id) {
+            return;
+        }
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if positions.len() >= MAX_POSITIONS {
+            positions.clear();
+        }
+        positions
+            .entry((aggregate_type, aggregate_id.to_owned()))
+            .or_insert_with(|| Position {
+                version,
+                sequence,
+                session: session_id.to_owned(),
+            });
     }
 
     fn known_head(&self) -> u64 {
