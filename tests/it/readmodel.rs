@@ -1030,12 +1030,7 @@ async fn announcements_reach_every_reader_of_a_valkey_store_but_not_from_a_rebui
 #[tokio::test]
 async fn two_valkey_writers_taking_turns_fold_every_view_as_the_model_does() {
     let server = RedisServer::start();
-    let a = ValkeyStore::connect(&server.config(Retention::FOREVER))
-        .await
-        .unwrap();
-    let b = ValkeyStore::connect(&server.config(Retention::FOREVER))
-        .await
-        .unwrap();
+    let (a, b) = two_writers(&server).await;
     let mut h = History::new();
     h.session("s1", "alice", HOUR).provisioned("s1");
     for i in 0..6 {
@@ -1083,6 +1078,15 @@ async fn two_valkey_writers_taking_turns_fold_every_view_as_the_model_does() {
     }
 }
 
+/// Two handles on one Valkey, as two projector processes would hold.
+async fn two_writers(server: &RedisServer) -> (ValkeyStore, ValkeyStore) {
+    let config = server.config(Retention::FOREVER);
+    (
+        ValkeyStore::connect(&config).await.unwrap(),
+        ValkeyStore::connect(&config).await.unwrap(),
+    )
+}
+
 /// A writer holding the views at the checkpoint it left, whose next batch starts there while
 /// another writer already applied part of it: the store refuses the fold onto the held views
 /// (the checkpoint moved), the writer loads, and the view is the model's, not its own stale
@@ -1090,12 +1094,7 @@ async fn two_valkey_writers_taking_turns_fold_every_view_as_the_model_does() {
 #[tokio::test]
 async fn a_batch_folded_onto_held_views_is_refused_once_another_writer_moved_on() {
     let server = RedisServer::start();
-    let a = ValkeyStore::connect(&server.config(Retention::FOREVER))
-        .await
-        .unwrap();
-    let b = ValkeyStore::connect(&server.config(Retention::FOREVER))
-        .await
-        .unwrap();
+    let (a, b) = two_writers(&server).await;
     let mut h = History::new();
     h.session("s1", "alice", HOUR)
         .provisioned("s1")

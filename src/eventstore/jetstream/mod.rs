@@ -425,7 +425,10 @@ impl JetStreamEventLog {
         }
     }
 
-    fn remember(&self, aggregate_type: AggregateType, aggregate_id: &str, position: Position) {
+    /// The remembered positions, emptied when full (they are only a saving).
+    fn positions_with_room(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(AggregateType, String), Position>> {
         let mut positions = self
             .positions
             .lock()
@@ -433,6 +436,11 @@ impl JetStreamEventLog {
         if positions.len() >= MAX_POSITIONS {
             positions.clear();
         }
+        positions
+    }
+
+    fn remember(&self, aggregate_type: AggregateType, aggregate_id: &str, position: Position) {
+        let mut positions = self.positions_with_room();
         let key = (aggregate_type, aggregate_id.to_owned());
         match positions.get_mut(&key) {
             // What the server said last wins at the same version (it may correct a hint).
@@ -869,13 +877,7 @@ impl EventLog for JetStreamEventLog {
         if version == 0 || sequence == 0 || !subjects::valid_token(session_id) {
             return;
         }
-        let mut positions = self
-            .positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if positions.len() >= MAX_POSITIONS {
-            positions.clear();
-        }
+        let mut positions = self.positions_with_room();
         positions
             .entry((aggregate_type, aggregate_id.to_owned()))
             .or_insert_with(|| Position {
