@@ -248,12 +248,18 @@ impl OpenViews {
         if self.checkpoint == 0 || self.checkpoint != after {
             return None;
         }
-        let created = |kind: workspace_events::AggregateType, id: &str| {
-            events
-                .iter()
-                .find(|e| e.envelope.aggregate_type == kind && e.envelope.aggregate_id == id)
-                .is_some_and(|e| e.envelope.aggregate_version == 1)
-        };
+        // The version of each aggregate's first event in the batch, in one pass (a batch of a
+        // catch-up holds a thousand events).
+        let mut first =
+            foldhash::HashMap::with_capacity_and_hasher(events.len(), Default::default());
+        for e in events {
+            let env = &e.envelope;
+            first
+                .entry((env.aggregate_type, env.aggregate_id.as_str()))
+                .or_insert(env.aggregate_version);
+        }
+        let created =
+            |kind: workspace_events::AggregateType, id: &str| first.get(&(kind, id)) == Some(&1);
         let mut sessions = Vec::new();
         for id in session_ids {
             match self.sessions.get(id) {
