@@ -2,9 +2,10 @@
 //! release binary on this machine: one nats-server (JetStream, file storage), one redis-server
 //! (Valkey's protocol), one `projector`, two `api` replicas and 1, 2 or 4 `executor`s. It
 //! prints, per executor count, fs.read_file p50/p99 with one client and with 64 clients spread
-//! over both replicas, the projection lag (p50/p99, from the projector's
-//! `projection_lag_ms` histogram: event decided → views written), the RSS of every role after
-//! the run, and the replay rate of `workspace replay` over the stream the runs left.
+//! over both replicas, the same at a steady rate below saturation (`BENCH_RATE`, open loop),
+//! the projection lag of each phase (p50/p99, from the projector's `projection_lag_ms`
+//! histogram: event decided → views written), the RSS of every role after the run, and the
+//! replay rate of `workspace replay` over the stream the runs left.
 //!
 //! Run: `cargo bench --bench distributed` (`-- --quick` for a short run; `BENCH_EXECUTORS=1,2`
 //! to choose the counts; `BENCH_RSS_INVOCATIONS=100000` to add that many invocations with 64
@@ -201,9 +202,14 @@ async fn deploy(executors: usize) -> Deployment {
     let exe = workspace_exe();
     let spawn = |name: &str, role: &str| {
         let port = free_port();
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command.env_clear();
+        // The runtime's worker threads per role (tokio reads it), when the bench is given it.
+        if let Some(threads) = std::env::var_os("TOKIO_WORKER_THREADS") {
+            command.env("TOKIO_WORKER_THREADS", threads);
+        }
+        let child = command
             .arg(role)
-            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PORT", port.to_string())
             .env("WORKSPACE_DATA_DIR", dir.path().join(name))
@@ -395,40 +401,21 @@ fn ticks_per_second() -> f64 {
 /// claimed by an executor (`run_started_at`) → run and recorded (`completed_at`) → answered.
 /// Medians over `n` invocations, in ms.
 async fn breakdown(api: SocketAddr, path: &str, body: &[u8], n: usize) {
-    use time::OffsetDateTime;
-    use time::format_description::well_known::Rfc3339;
     let mut conn = Conn::open(api).await;
     let mut segments: [Vec<f64>; 4] = Default::default();
     let mut totals = Vec::with_capacity(n);
     for _ in 0..n {
-        let sent = OffsetDateTime::now_utc();
+        let sent = time::OffsetDateTime::now_utc();
         let (status, bytes) = conn.request(Method::POST, path, body).await;
-        let answered = OffsetDateTime::now_utc();
+        let answered = time::OffsetDateTime::now_utc();
         assert_eq!(
             status,
             StatusCode::OK,
             "{}",
             String::from_utf8_lossy(&bytes)
         );
-        let answer: Value = serde_json::from_slice(&bytes).expect("json");
-        let view = if answer["invocation"].is_object() {
-            &answer["invocation"]
-        } else {
-            &answer
-        };
-        let at = |field: &str| {
-            view[field]
-                .as_str()
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-                .unwrap_or_else(|| panic!("no {field} in {view}"))
-        };
-        let points = [
-            sent,
-            at("started_at"),
-            at("run_started_at"),
-            at("completed_at"),
-            answered,
-        ];
+        let points = answer_points(&bytes, sent, answered)
+            .unwrap_or_else(|| panic!("no timestamps in {}", String::from_utf8_lossy(&bytes)));
         totals.push((answered - sent).as_seconds_f64() * 1000.0);
         for (i, w) in points.windows(2).enumerate() {
             segments[i].push((w[1] - w[0]).as_seconds_f64() * 1000.0);
@@ -449,23 +436,60 @@ async fn breakdown(api: SocketAddr, path: &str, body: &[u8], n: usize) {
     );
 }
 
-/// p50 and p99 of a Prometheus histogram family in `text`, by linear interpolation inside the
-/// bucket (the resolution is the bucket's).
-fn histogram_quantiles(text: &str, family: &str) -> Option<(f64, f64, u64)> {
-    let mut buckets: Vec<(f64, u64)> = Vec::new();
+/// The cumulative buckets `(le, count)` of a Prometheus histogram family in `text`.
+fn histogram_buckets(text: &str, family: &str) -> Vec<(f64, u64)> {
+    let mut buckets = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(&format!("{family}_bucket{{")) else {
             continue;
         };
-        let le = rest.split("le=\"").nth(1)?.split('"').next()?;
-        let count: u64 = rest.rsplit(' ').next()?.parse().ok()?;
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().ok()?
-        };
-        buckets.push((le, count));
+        let parsed = (|| {
+            let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+            let count: u64 = rest.rsplit(' ').next()?.parse().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count))
+        })();
+        buckets.extend(parsed);
     }
+    buckets
+}
+
+/// sent → accepted by the API (`started_at`) → claimed by an executor (`run_started_at`) → run
+/// and recorded (`completed_at`) → answered, from an invocation's answer; `None` when it does
+/// not carry them all.
+fn answer_points(
+    bytes: &[u8],
+    sent: time::OffsetDateTime,
+    answered: time::OffsetDateTime,
+) -> Option<[time::OffsetDateTime; 5]> {
+    use time::format_description::well_known::Rfc3339;
+    let answer: Value = serde_json::from_slice(bytes).ok()?;
+    let view = if answer["invocation"].is_object() {
+        &answer["invocation"]
+    } else {
+        &answer
+    };
+    let at = |field: &str| {
+        view[field]
+            .as_str()
+            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
+    Some([
+        sent,
+        at("started_at")?,
+        at("run_started_at")?,
+        at("completed_at")?,
+        answered,
+    ])
+}
+
+/// p50 and p99 of cumulative `buckets`, by linear interpolation inside the bucket (the
+/// resolution is the bucket's), and the count.
+fn bucket_quantiles(buckets: &[(f64, u64)]) -> Option<(f64, f64, u64)> {
     let total = buckets.last()?.1;
     if total == 0 {
         return None;
@@ -473,7 +497,7 @@ fn histogram_quantiles(text: &str, family: &str) -> Option<(f64, f64, u64)> {
     let quantile = |q: f64| {
         let rank = q * total as f64;
         let mut previous = (0.0, 0u64);
-        for &(le, count) in &buckets {
+        for &(le, count) in buckets {
             if count as f64 >= rank {
                 if le.is_infinite() {
                     return previous.0;
@@ -486,6 +510,21 @@ fn histogram_quantiles(text: &str, family: &str) -> Option<(f64, f64, u64)> {
         previous.0
     };
     Some((quantile(0.5), quantile(0.99), total))
+}
+
+/// p50 and p99 of what a histogram family observed between two scrapes.
+fn histogram_quantiles_between(before: &str, after: &str, family: &str) -> Option<(f64, f64, u64)> {
+    let before = histogram_buckets(before, family);
+    let after = histogram_buckets(after, family);
+    if before.len() != after.len() {
+        return None;
+    }
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .zip(&before)
+        .map(|(&(le, a), &(_, b))| (le, a.saturating_sub(b)))
+        .collect();
+    bucket_quantiles(&delta)
 }
 
 /// The `_sum` and `_count` of a Prometheus histogram family in `text`.
@@ -543,16 +582,23 @@ async fn scenario(executors: usize, quick: bool) {
             lat.len() as f64 / elapsed.as_secs_f64()
         );
     }
-    let lag_before = histogram_sum_count(&metrics(d.projector).await, "projection_lag_ms");
+    let scrape_before = metrics(d.projector).await;
     breakdown(api, &read, body, 200 * scale).await;
-    let lag_after = histogram_sum_count(&metrics(d.projector).await, "projection_lag_ms");
-    if let (Some((s0, n0)), Some((s1, n1))) = (lag_before, lag_after) {
+    let scrape_after = metrics(d.projector).await;
+    let lag_before = histogram_sum_count(&scrape_before, "projection_lag_ms");
+    let lag_after = histogram_sum_count(&scrape_after, "projection_lag_ms");
+    let quantiles = histogram_quantiles_between(&scrape_before, &scrape_after, "projection_lag_ms");
+    if let (Some((s0, n0)), Some((s1, n1)), Some((p50, p99, _))) =
+        (lag_before, lag_after, quantiles)
+    {
         println!(
-            "|   projection lag, sequential (mean ms) | {executors} | 1 | {} events | {:.3} | | | |",
+            "|   projection lag, sequential (p50 / p99 ms; mean {:.3}) | {executors} | 1 | {} events | {p50:.3} | {p99:.3} | | |",
+            (s1 - s0) / (n1 - n0).max(1) as f64,
             n1 - n0,
-            (s1 - s0) / (n1 - n0).max(1) as f64
         );
     }
+    steady(&d, &read, body, executors, quick).await;
+    let scrape_before = metrics(d.projector).await;
     let before = cpu_ticks(&d);
     let counted_before = counters(&d).await;
     let (lat, elapsed, errors) = load(&d.apis, &read, body, 64, 40 * scale).await;
@@ -597,9 +643,10 @@ async fn scenario(executors: usize, quick: bool) {
         per(1),
         per(2)
     );
-    match histogram_quantiles(&metrics(d.projector).await, "projection_lag_ms") {
+    let scrape_after = metrics(d.projector).await;
+    match histogram_quantiles_between(&scrape_before, &scrape_after, "projection_lag_ms") {
         Some((p50, p99, n)) => println!(
-            "|   projection lag (projector histogram) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |"
+            "|   projection lag, 64 clients (projector histogram) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |"
         ),
         None => println!("|   projection lag | {executors} | | no histogram | | | | |"),
     }
@@ -635,6 +682,96 @@ async fn scenario(executors: usize, quick: bool) {
     }
     if executors == 1 {
         replay_rate(&d).await;
+    }
+}
+
+/// Requests at a steady rate (`BENCH_RATE` per second, 1 000 unless set; open loop: request
+/// `i` is due at `i / rate` from the start, over 32 connections spread over the replicas),
+/// below what 64 closed-loop clients saturate at, so the latencies and the projection lag are
+/// the system's own rather than the queue in front of it. A latency counts from when its
+/// request was due, so a stall is not hidden by the requests it delayed.
+async fn steady(d: &Deployment, path: &str, body: &'static [u8], executors: usize, quick: bool) {
+    const CONNECTIONS: usize = 32;
+    let rate: f64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000.0);
+    let seconds = if quick { 3.0 } else { 10.0 };
+    let total = (rate * seconds) as usize;
+    let scrape_before = metrics(d.projector).await;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let addr = d.apis[c % d.apis.len()];
+        let path = path.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut segments: [Vec<f64>; 4] = Default::default();
+            for i in (c..total).step_by(CONNECTIONS) {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due).await;
+                let sent = time::OffsetDateTime::now_utc();
+                let (status, bytes) = conn.request(Method::POST, &path, body).await;
+                let answered = time::OffsetDateTime::now_utc();
+                lat.push(due.elapsed());
+                errors += usize::from(status != StatusCode::OK);
+                if let Some(points) = answer_points(&bytes, sent, answered) {
+                    for (i, w) in points.windows(2).enumerate() {
+                        segments[i].push((w[1] - w[0]).as_seconds_f64() * 1000.0);
+                    }
+                }
+            }
+            (lat, errors, segments)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    let mut segments: [Vec<f64>; 4] = Default::default();
+    for t in tasks {
+        let (lat, e, s) = t.await.expect("client");
+        all.extend(lat);
+        errors += e;
+        for (into, from) in segments.iter_mut().zip(s) {
+            into.extend(from);
+        }
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    println!(
+        "| fs.read_file at {rate:.0}/s (open loop) | {executors} | {CONNECTIONS} | {} | {:.3} | {:.3} | {:.0} | {errors} |",
+        all.len(),
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+        all.len() as f64 / elapsed.as_secs_f64()
+    );
+    let quantile = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let [a, b, c, e] = &mut segments;
+    println!(
+        "|   at {rate:.0}/s, p50 / p99 ms of each segment | | | {} | sent → accepted {:.3} / {:.3}, → claimed {:.3} / {:.3}, → recorded {:.3} / {:.3}, → answered {:.3} / {:.3} | | | |",
+        a.len(),
+        quantile(a, 0.5),
+        quantile(a, 0.99),
+        quantile(b, 0.5),
+        quantile(b, 0.99),
+        quantile(c, 0.5),
+        quantile(c, 0.99),
+        quantile(e, 0.5),
+        quantile(e, 0.99),
+    );
+    let scrape_after = metrics(d.projector).await;
+    if let Some((p50, p99, n)) =
+        histogram_quantiles_between(&scrape_before, &scrape_after, "projection_lag_ms")
+    {
+        println!(
+            "|   projection lag at {rate:.0}/s (projector histogram) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |"
+        );
     }
 }
 
