@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -405,9 +406,9 @@ async fn breakdown(api: SocketAddr, path: &str, body: &[u8], n: usize) {
     let mut segments: [Vec<f64>; 4] = Default::default();
     let mut totals = Vec::with_capacity(n);
     for _ in 0..n {
-        let sent = time::OffsetDateTime::now_utc();
+        let sent = OffsetDateTime::now_utc();
         let (status, bytes) = conn.request(Method::POST, path, body).await;
-        let answered = time::OffsetDateTime::now_utc();
+        let answered = OffsetDateTime::now_utc();
         assert_eq!(
             status,
             StatusCode::OK,
@@ -421,10 +422,7 @@ async fn breakdown(api: SocketAddr, path: &str, body: &[u8], n: usize) {
             segments[i].push((w[1] - w[0]).as_seconds_f64() * 1000.0);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: &mut Vec<f64>| quantile(v, 0.5);
     let [a, b, c, e] = &mut segments;
     println!(
         "|   one invocation, medians (ms) | | 1 | {n} | {:.3} in all: sent → accepted {:.3}, → claimed {:.3}, → recorded {:.3}, → answered {:.3} | | | |",
@@ -434,6 +432,14 @@ async fn breakdown(api: SocketAddr, path: &str, body: &[u8], n: usize) {
         median(c),
         median(e)
     );
+}
+
+/// The `q` quantile of `v` (sorted here), 0 when empty.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The cumulative buckets `(le, count)` of a Prometheus histogram family in `text`.
@@ -463,9 +469,9 @@ fn histogram_buckets(text: &str, family: &str) -> Vec<(f64, u64)> {
 /// not carry them all.
 fn answer_points(
     bytes: &[u8],
-    sent: time::OffsetDateTime,
-    answered: time::OffsetDateTime,
-) -> Option<[time::OffsetDateTime; 5]> {
+    sent: OffsetDateTime,
+    answered: OffsetDateTime,
+) -> Option<[OffsetDateTime; 5]> {
     use time::format_description::well_known::Rfc3339;
     let answer: Value = serde_json::from_slice(bytes).ok()?;
     let view = if answer["invocation"].is_object() {
@@ -476,7 +482,7 @@ fn answer_points(
     let at = |field: &str| {
         view[field]
             .as_str()
-            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
     };
     Some([
         sent,
@@ -712,9 +718,9 @@ async fn steady(d: &Deployment, path: &str, body: &'static [u8], executors: usiz
             for i in (c..total).step_by(CONNECTIONS) {
                 let due = start + Duration::from_secs_f64(i as f64 / rate);
                 tokio::time::sleep_until(due).await;
-                let sent = time::OffsetDateTime::now_utc();
+                let sent = OffsetDateTime::now_utc();
                 let (status, bytes) = conn.request(Method::POST, &path, body).await;
-                let answered = time::OffsetDateTime::now_utc();
+                let answered = OffsetDateTime::now_utc();
                 lat.push(due.elapsed());
                 errors += usize::from(status != StatusCode::OK);
                 if let Some(points) = answer_points(&bytes, sent, answered) {
@@ -746,12 +752,6 @@ async fn steady(d: &Deployment, path: &str, body: &'static [u8], executors: usiz
         ms(percentile(&all, 0.99)),
         all.len() as f64 / elapsed.as_secs_f64()
     );
-    let quantile = |v: &mut Vec<f64>, q: f64| {
-        v.sort_by(f64::total_cmp);
-        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
     let [a, b, c, e] = &mut segments;
     println!(
         "|   at {rate:.0}/s, p50 / p99 ms of each segment | | | {} | sent → accepted {:.3} / {:.3}, → claimed {:.3} / {:.3}, → recorded {:.3} / {:.3}, → answered {:.3} / {:.3} | | | |",
