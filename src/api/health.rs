@@ -146,10 +146,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.metrics
         .set_projection_lag(head.saturating_sub(app.projector.checkpoint()));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)],
         app.metrics.render(),
     )
         .into_response()

@@ -1,4 +1,5 @@
-//! Telemetry: logging setup and the Prometheus metrics served at `/metrics`.
+//! Telemetry: logging setup and the metrics served at `/metrics`, through `prometheus-client`
+//! (the Prometheus organisation's client) in the OpenMetrics text format.
 //!
 //! The metric families keep the original names (`invocations_total`, `denied_total`,
 //! `duration_ms`). They are fed by the projector from terminal invocation events, so after a
@@ -9,13 +10,18 @@
 //! `projection_lag_ms` histogram observes, for each event the running projector applies, the
 //! time from the event's `occurred_at` (decided, just before its append) to its views written.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use workspace_events::InvocationStatus;
 use workspace_projections::InvocationView;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const BUCKETS_MS: [f64; 11] = [
     10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
@@ -26,174 +32,135 @@ const LAG_BUCKETS_MS: [f64; 12] = [
     0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0,
 ];
 
-#[derive(Default)]
-struct LagHistogram {
-    buckets: [u64; LAG_BUCKETS_MS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolStatus {
+    tool: String,
+    status: String,
 }
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; BUCKETS_MS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolReason {
+    tool: String,
+    reason: String,
 }
 
-#[derive(Default)]
-struct Families {
-    invocations: BTreeMap<(String, String), u64>,
-    denied: BTreeMap<(String, String), u64>,
-    duration: BTreeMap<String, Histogram>,
-    lag: LagHistogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabel {
+    tool: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS_MS)
 }
 
 /// The service's metrics.
-#[derive(Default)]
 pub struct Metrics {
-    families: Mutex<Families>,
-    projection_lag: AtomicU64,
+    registry: Registry,
+    invocations: Family<ToolStatus, Counter>,
+    denied: Family<ToolReason, Counter>,
+    duration: Family<ToolLabel, Histogram, fn() -> Histogram>,
+    lag: Histogram,
+    projection_lag: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let invocations = Family::<ToolStatus, Counter>::default();
+        let denied = Family::<ToolReason, Counter>::default();
+        let duration = Family::<ToolLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let lag = Histogram::new(LAG_BUCKETS_MS);
+        let projection_lag = Gauge::default();
+        let mut registry = Registry::default();
+        // Counters are registered without `_total`: the client adds it to their samples.
+        registry.register(
+            "invocations",
+            "Terminal invocations by tool and status",
+            invocations.clone(),
+        );
+        registry.register(
+            "denied",
+            "Denied invocations by tool and reason code",
+            denied.clone(),
+        );
+        registry.register(
+            "duration_ms",
+            "Invocation run time in milliseconds",
+            duration.clone(),
+        );
+        registry.register(
+            "projection_lag_ms",
+            "Time from an event's decision to its views written by the running projector, in \
+             milliseconds",
+            lag.clone(),
+        );
+        registry.register(
+            "projection_lag",
+            "Events in the log the read models have not applied yet",
+            projection_lag.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+            denied,
+            duration,
+            lag,
+            projection_lag,
+        }
+    }
 }
 
 impl Metrics {
     /// Sets how many events of the log the read models have not applied yet.
     pub fn set_projection_lag(&self, events: u64) {
-        self.projection_lag.store(events, Ordering::Relaxed);
+        self.projection_lag
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
     }
 
     /// Records how long after they were decided the projector wrote these events' views, in
     /// milliseconds.
     pub fn observe_projection_lag(&self, lags_ms: impl IntoIterator<Item = f64>) {
-        let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let h = &mut f.lag;
         for ms in lags_ms {
-            for (i, le) in LAG_BUCKETS_MS.iter().enumerate() {
-                if ms <= *le {
-                    h.buckets[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += ms;
+            self.lag.observe(ms);
         }
     }
 
     /// Records one terminal invocation.
     pub fn observe_invocation(&self, view: &InvocationView) {
-        let mut f = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        *f.invocations
-            .entry((view.tool_name.clone(), view.status.as_str().to_owned()))
-            .or_default() += 1;
+        self.invocations
+            .get_or_create(&ToolStatus {
+                tool: view.tool_name.clone(),
+                status: view.status.as_str().to_owned(),
+            })
+            .inc();
         if view.status == InvocationStatus::Denied {
             let reason = view
                 .error
                 .as_ref()
                 .map(|e| e.code.to_string())
                 .unwrap_or_else(|| "unspecified".into());
-            *f.denied
-                .entry((view.tool_name.clone(), reason))
-                .or_default() += 1;
+            self.denied
+                .get_or_create(&ToolReason {
+                    tool: view.tool_name.clone(),
+                    reason,
+                })
+                .inc();
         }
-        let h = f.duration.entry(view.tool_name.clone()).or_default();
-        let ms = view.duration_ns as f64 / 1_000_000.0;
-        for (i, le) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *le {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += ms;
+        self.duration
+            .get_or_create(&ToolLabel {
+                tool: view.tool_name.clone(),
+            })
+            .observe(view.duration_ns as f64 / 1_000_000.0);
     }
 
-    /// Prometheus text exposition (version 0.0.4).
+    /// OpenMetrics text exposition ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let f = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP invocations_total Terminal invocations by tool and status."
-        );
-        let _ = writeln!(out, "# TYPE invocations_total counter");
-        for ((tool, status), n) in &f.invocations {
-            let _ = writeln!(
-                out,
-                "invocations_total{{tool=\"{}\",status=\"{}\"}} {n}",
-                escape(tool),
-                escape(status)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP denied_total Denied invocations by tool and reason code."
-        );
-        let _ = writeln!(out, "# TYPE denied_total counter");
-        for ((tool, reason), n) in &f.denied {
-            let _ = writeln!(
-                out,
-                "denied_total{{tool=\"{}\",reason=\"{}\"}} {n}",
-                escape(tool),
-                escape(reason)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP duration_ms Invocation run time in milliseconds."
-        );
-        let _ = writeln!(out, "# TYPE duration_ms histogram");
-        for (tool, h) in &f.duration {
-            let tool = escape(tool);
-            for (i, le) in BUCKETS_MS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "duration_ms_bucket{{tool=\"{tool}\",le=\"{le}\"}} {}",
-                    h.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "duration_ms_bucket{{tool=\"{tool}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(out, "duration_ms_sum{{tool=\"{tool}\"}} {:.3}", h.sum);
-            let _ = writeln!(out, "duration_ms_count{{tool=\"{tool}\"}} {}", h.count);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP projection_lag_ms Time from an event's decision to its views written by the running projector, in milliseconds."
-        );
-        let _ = writeln!(out, "# TYPE projection_lag_ms histogram");
-        for (i, le) in LAG_BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "projection_lag_ms_bucket{{le=\"{le}\"}} {}",
-                f.lag.buckets[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "projection_lag_ms_bucket{{le=\"+Inf\"}} {}",
-            f.lag.count
-        );
-        let _ = writeln!(out, "projection_lag_ms_sum {:.3}", f.lag.sum);
-        let _ = writeln!(out, "projection_lag_ms_count {}", f.lag.count);
-        let _ = writeln!(
-            out,
-            "# HELP projection_lag Events in the log the read models have not applied yet."
-        );
-        let _ = writeln!(out, "# TYPE projection_lag gauge");
-        let _ = writeln!(
-            out,
-            "projection_lag {}",
-            self.projection_lag.load(Ordering::Relaxed)
-        );
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Installs the JSON log subscriber; `level` is `LOG_LEVEL` (`debug`, `info`, `warn`, `error`).
@@ -253,12 +220,70 @@ mod tests {
         metrics.observe_invocation(&view(1_260_000));
         metrics.observe_invocation(&view(400_000));
         let text = metrics.render();
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("duration_ms_sum{tool=\"fs.read_file\"} "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(sum.is_some_and(|s| (s - 1.66).abs() < 1e-9), "{text}");
         assert!(
-            text.contains("duration_ms_sum{tool=\"fs.read_file\"} 1.660"),
+            text.contains("duration_ms_bucket{le=\"10.0\",tool=\"fs.read_file\"} 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_family_is_exported_with_its_type_once_it_holds_a_series() {
+        // Before anything is observed: the gauge and the lag histogram only (a labelled
+        // family without a series is left out, as OpenMetrics allows).
+        let empty = Metrics::default().render();
+        assert!(
+            empty.contains("# TYPE projection_lag gauge\nprojection_lag 0\n"),
+            "{empty}"
+        );
+        assert!(
+            empty.contains("# TYPE projection_lag_ms histogram"),
+            "{empty}"
+        );
+        assert!(!empty.contains("invocations_total"), "{empty}");
+        let metrics = Metrics::default();
+        let mut denied = view(0);
+        denied.status = InvocationStatus::Denied;
+        metrics.observe_invocation(&denied);
+        metrics.observe_projection_lag([0.7, 4.0]);
+        let text = metrics.render();
+        for line in [
+            "# TYPE invocations counter",
+            "# TYPE denied counter",
+            "# TYPE duration_ms histogram",
+            "# TYPE projection_lag_ms histogram",
+            "# TYPE projection_lag gauge",
+            "projection_lag_ms_bucket{le=\"1.0\"} 1\n",
+            "projection_lag_ms_bucket{le=\"5.0\"} 2\n",
+            "projection_lag_ms_count 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn counters_are_sampled_with_total_and_label_values_are_escaped() {
+        let metrics = Metrics::default();
+        let mut denied = view(0);
+        denied.status = InvocationStatus::Denied;
+        denied.tool_name = "fs.\"odd\"\ntool".into();
+        metrics.observe_invocation(&denied);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "invocations_total{tool=\"fs.\\\"odd\\\"\\ntool\",status=\"denied\"} 1\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("duration_ms_bucket{tool=\"fs.read_file\",le=\"10\"} 2"),
+            text.contains(
+                "denied_total{tool=\"fs.\\\"odd\\\"\\ntool\",reason=\"unspecified\"} 1\n"
+            ),
             "{text}"
         );
     }

@@ -831,15 +831,38 @@ fn the_api_authenticates_with_trusted_headers_and_a_token_from_a_secret() {
     }
 }
 
-/// The metric families `/metrics` exports, from the service's own renderer, by name and type.
+/// The metric families `/metrics` exports, from the service's own renderer, by the name a
+/// query selects and type: in OpenMetrics a counter family `x` is sampled as `x_total`.
 fn exported_metrics() -> BTreeMap<String, String> {
     let metrics = workspace::telemetry::Metrics::default();
+    // A family is exported once it has a series: one finished and one denied invocation.
+    for (status, error) in [
+        ("succeeded", Value::Null),
+        (
+            "denied",
+            json!({"code": "policy_denied", "message": "no", "retryable": false}),
+        ),
+    ] {
+        let view: workspace_projections::InvocationView = serde_json::from_value(json!({
+            "id": "inv-1", "session_id": "session-1", "tool_name": "fs.read_file",
+            "correlation_id": null, "status": status, "approved": false,
+            "started_at": "2026-01-01T00:00:00Z", "run_started_at": null, "completed_at": null,
+            "duration_ms": 1, "duration_ns": 1_000_000, "trace_name": "workspace.tools",
+            "span_name": "fs.read_file", "exit_code": null, "output": null, "output_ref": null,
+            "logs": [], "logs_ref": null, "artifacts": [], "error": error, "version": 3
+        }))
+        .expect("an invocation view");
+        metrics.observe_invocation(&view);
+    }
     metrics
         .render()
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_once(' '))
-        .map(|(n, t)| (n.to_owned(), t.to_owned()))
+        .map(|(n, t)| match t {
+            "counter" => (format!("{n}_total"), t.to_owned()),
+            _ => (n.to_owned(), t.to_owned()),
+        })
         .collect()
 }
 
