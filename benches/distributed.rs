@@ -598,8 +598,9 @@ async fn scenario(executors: usize, quick: bool) {
         (lag_before, lag_after, quantiles)
     {
         println!(
-            "|   projection lag, sequential (p50 / p99 ms; mean {:.3}) | {executors} | 1 | {} events | {p50:.3} | {p99:.3} | | |",
+            "|   projection lag, sequential (p50 / p99 ms; mean {:.3}; {}) | {executors} | 1 | {} events | {p50:.3} | {p99:.3} | | |",
             (s1 - s0) / (n1 - n0).max(1) as f64,
+            batches_between(&scrape_before, &scrape_after),
             n1 - n0,
         );
     }
@@ -652,7 +653,8 @@ async fn scenario(executors: usize, quick: bool) {
     let scrape_after = metrics(d.projector).await;
     match histogram_quantiles_between(&scrape_before, &scrape_after, "projection_lag_ms") {
         Some((p50, p99, n)) => println!(
-            "|   projection lag, 64 clients (projector histogram) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |"
+            "|   projection lag, 64 clients (projector histogram; {}) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |",
+            batches_between(&scrape_before, &scrape_after)
         ),
         None => println!("|   projection lag | {executors} | | no histogram | | | | |"),
     }
@@ -689,6 +691,23 @@ async fn scenario(executors: usize, quick: bool) {
     if executors == 1 {
         replay_rate(&d).await;
     }
+}
+
+/// The projector's batches between two scrapes: how many, their mean size, and the p50/p99 of
+/// one batch's write (`projection_batch_events`, `projection_apply_ms`).
+fn batches_between(before: &str, after: &str) -> String {
+    let sum_count = |text: &str| histogram_sum_count(text, "projection_batch_events");
+    let (Some((s0, n0)), Some((s1, n1))) = (sum_count(before), sum_count(after)) else {
+        return "no batch histogram".into();
+    };
+    let n = n1.saturating_sub(n0);
+    let write = histogram_quantiles_between(before, after, "projection_apply_ms")
+        .map(|(p50, p99, _)| format!("write p50 {p50:.3} ms, p99 {p99:.3} ms"))
+        .unwrap_or_default();
+    format!(
+        "{n} batches of {:.1} events on average, {write}",
+        (s1 - s0) / n.max(1) as f64
+    )
 }
 
 /// Requests at a steady rate (`BENCH_RATE` per second, 1 000 unless set; open loop: request
@@ -770,7 +789,8 @@ async fn steady(d: &Deployment, path: &str, body: &'static [u8], executors: usiz
         histogram_quantiles_between(&scrape_before, &scrape_after, "projection_lag_ms")
     {
         println!(
-            "|   projection lag at {rate:.0}/s (projector histogram) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |"
+            "|   projection lag at {rate:.0}/s (projector histogram; {}) | {executors} | | {n} events | {p50:.3} | {p99:.3} | | |",
+            batches_between(&scrape_before, &scrape_after)
         );
     }
 }

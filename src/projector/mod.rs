@@ -284,8 +284,11 @@ impl Projector {
         let typed = self
             .typed
             .take_all(events.iter().map(|e| &e.envelope.event_id));
+        let writing = std::time::Instant::now();
         let (applied, finished_views) = self.store.apply_finished(after, events, typed).await?;
         if self.live.load(std::sync::atomic::Ordering::Relaxed) {
+            self.metrics
+                .observe_projection_batch(events.len(), writing.elapsed().as_secs_f64() * 1000.0);
             // The running projector's lag (not the start-up rebuild's, whose events are old).
             let now = time::OffsetDateTime::now_utc();
             self.metrics.observe_projection_lag(

@@ -32,6 +32,16 @@ const LAG_BUCKETS_MS: [f64; 12] = [
     0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0,
 ];
 
+/// Buckets of `projection_apply_ms`: one store write of a batch.
+const APPLY_BUCKETS_MS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 100.0, 1000.0, 5000.0,
+];
+
+/// Buckets of `projection_batch_events`.
+const BATCH_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolStatus {
     tool: String,
@@ -60,6 +70,8 @@ pub struct Metrics {
     denied: Family<ToolReason, Counter>,
     duration: Family<ToolLabel, Histogram, fn() -> Histogram>,
     lag: Histogram,
+    apply: Histogram,
+    batch: Histogram,
     projection_lag: Gauge,
 }
 
@@ -71,6 +83,8 @@ impl Default for Metrics {
             duration_histogram,
         );
         let lag = Histogram::new(LAG_BUCKETS_MS);
+        let apply = Histogram::new(APPLY_BUCKETS_MS);
+        let batch = Histogram::new(BATCH_BUCKETS);
         let projection_lag = Gauge::default();
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the client adds it to their samples.
@@ -96,6 +110,16 @@ impl Default for Metrics {
             lag.clone(),
         );
         registry.register(
+            "projection_apply_ms",
+            "Time the running projector took to write one batch's views, in milliseconds",
+            apply.clone(),
+        );
+        registry.register(
+            "projection_batch_events",
+            "Events in each batch the running projector wrote",
+            batch.clone(),
+        );
+        registry.register(
             "projection_lag",
             "Events in the log the read models have not applied yet",
             projection_lag.clone(),
@@ -106,6 +130,8 @@ impl Default for Metrics {
             denied,
             duration,
             lag,
+            apply,
+            batch,
             projection_lag,
         }
     }
@@ -124,6 +150,14 @@ impl Metrics {
         for ms in lags_ms {
             self.lag.observe(ms);
         }
+    }
+
+    /// Records one batch the running projector wrote: its events, and how long the write took
+    /// in milliseconds (with [`Metrics::observe_projection_lag`], where the lag goes: waiting
+    /// for the batch before, or the write itself).
+    pub fn observe_projection_batch(&self, events: usize, apply_ms: f64) {
+        self.batch.observe(events as f64);
+        self.apply.observe(apply_ms);
     }
 
     /// Records one terminal invocation.
@@ -264,6 +298,24 @@ mod tests {
             assert!(text.contains(line), "{line} missing from {text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_projector_batch_is_counted_with_its_events_and_its_write_time() {
+        let metrics = Metrics::default();
+        metrics.observe_projection_batch(3, 0.4);
+        metrics.observe_projection_batch(40, 2.5);
+        let text = metrics.render();
+        for line in [
+            "projection_batch_events_sum 43.0\n",
+            "projection_batch_events_count 2\n",
+            "projection_batch_events_bucket{le=\"4.0\"} 1\n",
+            "projection_apply_ms_bucket{le=\"0.5\"} 1\n",
+            "projection_apply_ms_bucket{le=\"3.0\"} 2\n",
+            "projection_apply_ms_count 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 
     #[test]

@@ -115,6 +115,21 @@ async fn readyz_names_every_dependency_with_its_backend_and_the_projection_lag()
         .find_map(|l| l.strip_prefix("projection_lag_ms_count "))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(lagged.is_some_and(|n| n >= head), "{metrics}");
+    // And every batch it wrote: how many events, and how long the write took.
+    let count = |family: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{family}_count ")))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let batches = count("projection_batch_events");
+    assert!(batches.is_some_and(|n| n > 0), "{metrics}");
+    assert_eq!(count("projection_apply_ms"), batches, "{metrics}");
+    let events = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("projection_batch_events_sum "))
+        .and_then(|n| n.parse::<f64>().ok());
+    assert_eq!(events.map(|e| e as u64), lagged, "{metrics}");
     server.stop().await;
 
     // Embedded: the log file, memory and the local directory.
