@@ -8,13 +8,15 @@
 //! milliseconds), so runs shorter than a millisecond still add to its sum. The
 //! `projection_lag` gauge is set when `/metrics` or `/readyz` is asked; the
 //! `projection_lag_ms` histogram observes, for each event the running projector applies, the
-//! time from the event's `occurred_at` (decided, just before its append) to its views written.
+//! time from the event's `occurred_at` (decided, just before its append) to its views written,
+//! and `projection_batch_events` / `projection_apply_ms` each batch it wrote and how long the
+//! write took, which tell whether the lag is the write or the wait before it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use workspace_events::InvocationStatus;
@@ -35,11 +37,6 @@ const LAG_BUCKETS_MS: [f64; 12] = [
 /// Buckets of `projection_apply_ms`: one store write of a batch.
 const APPLY_BUCKETS_MS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 100.0, 1000.0, 5000.0,
-];
-
-/// Buckets of `projection_batch_events`.
-const BATCH_BUCKETS: [f64; 11] = [
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,7 +81,8 @@ impl Default for Metrics {
         );
         let lag = Histogram::new(LAG_BUCKETS_MS);
         let apply = Histogram::new(APPLY_BUCKETS_MS);
-        let batch = Histogram::new(BATCH_BUCKETS);
+        // 1, 2, 4 … 1024 events: a projector batch holds at most about a thousand.
+        let batch = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let projection_lag = Gauge::default();
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the client adds it to their samples.
