@@ -342,6 +342,24 @@ async fn load(
     )
 }
 
+/// One row of the results table: p50/p99 and rate of `lat` (sorted) over `elapsed`.
+fn row(
+    what: &str,
+    executors: usize,
+    clients: usize,
+    lat: &[Duration],
+    elapsed: Duration,
+    errors: usize,
+) {
+    println!(
+        "| {what} | {executors} | {clients} | {} | {:.3} | {:.3} | {:.0} | {errors} |",
+        lat.len(),
+        ms(percentile(lat, 0.5)),
+        ms(percentile(lat, 0.99)),
+        lat.len() as f64 / elapsed.as_secs_f64()
+    );
+}
+
 /// Commands redis-server processed, and messages nats-server received and sent, so far: the
 /// counted costs, which the neighbours on this VM do not move.
 async fn counters(d: &Deployment) -> [u64; 3] {
@@ -580,13 +598,7 @@ async fn scenario(executors: usize, quick: bool) {
     load(&d.apis, &read, body, 8, 50).await;
     for _ in 0..2 {
         let (lat, elapsed, errors) = load(&d.apis, &read, body, 1, 250 * scale).await;
-        println!(
-            "| fs.read_file | {executors} | 1 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
-            lat.len(),
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
-            lat.len() as f64 / elapsed.as_secs_f64()
-        );
+        row("fs.read_file", executors, 1, &lat, elapsed, errors);
     }
     let scrape_before = metrics(d.projector).await;
     breakdown(api, &read, body, 200 * scale).await;
@@ -611,13 +623,7 @@ async fn scenario(executors: usize, quick: bool) {
     let (lat, elapsed, errors) = load(&d.apis, &read, body, 64, 40 * scale).await;
     let counted_after = counters(&d).await;
     let after = cpu_ticks(&d);
-    println!(
-        "| fs.read_file | {executors} | 64 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
-        lat.len(),
-        ms(percentile(&lat, 0.5)),
-        ms(percentile(&lat, 0.99)),
-        lat.len() as f64 / elapsed.as_secs_f64()
-    );
+    row("fs.read_file", executors, 64, &lat, elapsed, errors);
     println!(
         "|   CPU per invocation (64 clients) | {executors} | | {} | | | | |",
         d.procs
@@ -675,12 +681,13 @@ async fn scenario(executors: usize, quick: bool) {
         .unwrap_or(0);
     if extra > 0 {
         let (lat, elapsed, errors) = load(&d.apis, &read, body, 64, extra.div_ceil(64)).await;
-        println!(
-            "| fs.read_file (RSS run) | {executors} | 64 | {} | {:.3} | {:.3} | {:.0} | {errors} |",
-            lat.len(),
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
-            lat.len() as f64 / elapsed.as_secs_f64()
+        row(
+            "fs.read_file (RSS run)",
+            executors,
+            64,
+            &lat,
+            elapsed,
+            errors,
         );
         println!(
             "|   RSS after {} more | {executors} | | {} | | | | |",
@@ -764,12 +771,13 @@ async fn steady(d: &Deployment, path: &str, body: &'static [u8], executors: usiz
     }
     let elapsed = start.elapsed();
     all.sort();
-    println!(
-        "| fs.read_file at {rate:.0}/s (open loop) | {executors} | {CONNECTIONS} | {} | {:.3} | {:.3} | {:.0} | {errors} |",
-        all.len(),
-        ms(percentile(&all, 0.5)),
-        ms(percentile(&all, 0.99)),
-        all.len() as f64 / elapsed.as_secs_f64()
+    row(
+        &format!("fs.read_file at {rate:.0}/s (open loop)"),
+        executors,
+        CONNECTIONS,
+        &all,
+        elapsed,
+        errors,
     );
     let [a, b, c, e] = &mut segments;
     println!(
