@@ -177,9 +177,14 @@ async fn the_smoke_flow_works_end_to_end(mode: Mode) {
         "newest first"
     );
 
-    let (status, _, body) = server.get("/metrics").await;
+    let (status, headers, body) = server.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
     let text = body.as_str().unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(
         text.contains("invocations_total{tool=\"fs.read_file\",status=\"succeeded\"} 1"),
         "{text}"
