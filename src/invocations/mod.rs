@@ -5,7 +5,9 @@
 //! disabled delivery tool (`invocation.denied`, [`crate::tools::k8s::gate`]), the arguments
 //! are validated against the tool's schema (`invocation.rejected`) and policy runs
 //! (`invocation.denied`); otherwise `invocation.queued` is appended and offered to the work
-//! queue. It also waits for the read models to show what it recorded.
+//! queue. It also waits for the outcome: from the invocation's own events where the log can
+//! follow them ([`EventLog::follow`](crate::eventstore::EventLog::follow): JetStream
+//! republishes each stored event), else, and always as well, through the read models.
 //!
 //! This module never runs tools, never speaks HTTP, and never refuses anything silently: every
 //! refusal past the correlation-id check is an event.
@@ -14,16 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::AggregateError;
+use futures::StreamExt;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use workspace_events::{Actor, ErrorInfo, InvocationQueued, InvocationRefused, InvocationRequest};
-use workspace_projections::InvocationView;
+use workspace_events::upcast::Upcaster;
+use workspace_events::{
+    Actor, AggregateType, ErrorInfo, InvocationQueued, InvocationRefused, InvocationRequest,
+};
+use workspace_projections::{Applied, InvocationView, ReadModel};
 
 use crate::artifacts::ArtifactStore;
 use crate::config::Config;
 use crate::domain::{Invocation, InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
-use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt, Known};
+use crate::eventstore::{AggregateFeed, AggregateStore, CommandMetadata, CommitReceipt, Known};
 use crate::ids::{InvocationId, SessionId};
 use crate::projector::{Projector, TerminalWatch};
 use crate::readmodel::ReadModelError;
@@ -45,6 +51,25 @@ pub struct InvokeRequest {
     pub args: Map<String, Value>,
     /// Whether the caller approved a tool that needs approval.
     pub approved: bool,
+    /// Whether the caller waits for the outcome (a synchronous invoke): the invocation's
+    /// events are then followed from before its first append ([`Waiting`]).
+    pub wait: bool,
+}
+
+/// A wait for an invocation's outcome, registered before its first append: with the read
+/// models (always), and on the invocation's own events when the log can follow them.
+pub struct Waiting {
+    watch: TerminalWatch,
+    feed: Option<AggregateFeed>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("watch", &self.watch)
+            .field("feed", &self.feed.is_some())
+            .finish()
+    }
 }
 
 /// What became of an accepted request.
@@ -63,7 +88,7 @@ pub enum Accepted {
         /// Where the refusal landed.
         receipt: CommitReceipt,
         /// A wait for its view, registered before the append.
-        watch: TerminalWatch,
+        watch: Waiting,
     },
     /// `invocation.queued` was recorded and offered to the work queue.
     Queued {
@@ -73,7 +98,7 @@ pub enum Accepted {
         receipt: CommitReceipt,
         /// A wait for its terminal view, registered before the append
         /// ([`Invocations::wait_registered`]).
-        watch: TerminalWatch,
+        watch: Waiting,
     },
 }
 
@@ -192,6 +217,8 @@ pub struct Invocations {
     /// Where executors take queued invocations from; offered each `queued` committed here.
     work: Arc<dyn WorkQueue>,
     config: Arc<Config>,
+    /// For folding an invocation's followed events.
+    upcasters: Arc<Vec<Box<dyn Upcaster>>>,
 }
 
 impl Invocations {
@@ -209,6 +236,7 @@ impl Invocations {
             artifacts,
             work,
             config,
+            upcasters: Arc::new(workspace_events::upcast::registry()),
         }
     }
 
@@ -362,7 +390,18 @@ impl Invocations {
         // so an id that existed would be a refused append and a reload, never a fork. A
         // correlation id may name an existing invocation: that one is loaded.
         // Before the append: the terminal view is then announced to this wait, never before it.
-        let watch = self.projector.watch_terminal(invocation_id.as_str());
+        let watch = Waiting {
+            watch: self.projector.watch_terminal(invocation_id.as_str()),
+            feed: match request.wait {
+                true => {
+                    self.store
+                        .log()
+                        .follow(AggregateType::Invocation, invocation_id.as_str())
+                        .await
+                }
+                false => None,
+            },
+        };
         let fresh = || {
             correlation_id.is_none().then(|| Known {
                 state: Invocation::default(),
@@ -464,18 +503,30 @@ impl Invocations {
     }
 
     /// [`Invocations::wait_terminal`] on the wait `accept` registered before the append: the
-    /// store is read only when no announcement came first.
+    /// store is read only when no announcement came first. When the log follows the
+    /// invocation's events, the first of the two to show it terminal answers: the events fold
+    /// into the very view the projector writes, and a read after this answer, on any replica,
+    /// waits for the read models to show it ([`Projector::reaches`]).
     pub async fn wait_registered(
         &self,
-        watch: TerminalWatch,
+        waiting: Waiting,
         timeout_seconds: u64,
         rid: &str,
     ) -> Result<Option<Arc<InvocationView>>, InvocationFailure> {
         let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
-        self.projector
-            .wait_registered(watch, wait)
-            .await
-            .map_err(InvocationFailure::read_model(rid))
+        let Waiting { watch, feed } = waiting;
+        let id = watch.id().to_owned();
+        let through_models = self.projector.wait_registered(watch, wait);
+        let waited = match feed {
+            None => through_models.await,
+            Some(feed) => {
+                tokio::select! {
+                    Some(view) = terminal(feed, &id, &self.upcasters) => Ok(Some(view)),
+                    waited = through_models => waited,
+                }
+            }
+        };
+        waited.map_err(InvocationFailure::read_model(rid))
     }
 
     /// The view of an invocation once it is terminal, or as it stands after the tool's
@@ -493,6 +544,27 @@ impl Invocations {
             .await
             .map_err(InvocationFailure::read_model(rid))
     }
+}
+
+/// The terminal view of the invocation `id`, folded from its followed events by the
+/// projector's own fold; `None` when the feed ends first or misses an event (the fold refuses
+/// a first event that is not version 1 and any gap in versions).
+async fn terminal(
+    mut feed: AggregateFeed,
+    id: &str,
+    upcasters: &[Box<dyn Upcaster>],
+) -> Option<Arc<InvocationView>> {
+    let mut model = ReadModel::default();
+    while let Some(event) = feed.next().await {
+        if let Applied::Rejected { reason } = model.apply(upcasters, &event) {
+            tracing::debug!(invocation_id = id, %reason, "followed events incomplete");
+            return None;
+        }
+        if let Some(view) = model.shared_invocation(id).filter(|v| v.is_terminal()) {
+            return Some(view);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
