@@ -13,6 +13,7 @@
 //! refusal past the correlation-id check is an event.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cqrs_es::AggregateError;
@@ -39,6 +40,12 @@ use crate::workqueue::{Job, WorkQueue};
 /// How long past the tool's timeout a synchronous caller waits for the terminal state.
 const SYNC_GRACE: Duration = Duration::from_secs(30);
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+/// At most this many synchronous invocations a replica follows on their own events at once
+/// ([`Waiting`]); the others are answered through the read models. Following saves about
+/// 0.4 ms of an answer while the system has room, and costs CPU (a subscription and three
+/// deliveries per invocation: ~60–90 µs of nats-server's and ~30 µs of the API's, measured in
+/// `docs/benchmarks.md`); under load, where queueing dwarfs that saving, the CPU is worth more.
+const FOLLOW_AT_MOST: usize = 4;
 /// The longest correlation id, in bytes.
 const MAX_CORRELATION_ID: usize = 256;
 
@@ -60,7 +67,16 @@ pub struct InvokeRequest {
 /// models (always), and on the invocation's own events when the log can follow them.
 pub struct Waiting {
     watch: TerminalWatch,
-    feed: Option<AggregateFeed>,
+    feed: Option<(AggregateFeed, Following)>,
+}
+
+/// One of the [`FOLLOW_AT_MOST`] invocations a replica follows at once; freed when dropped.
+struct Following(Arc<AtomicUsize>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Waiting {
@@ -219,6 +235,8 @@ pub struct Invocations {
     config: Arc<Config>,
     /// For folding an invocation's followed events.
     upcasters: Arc<Vec<Box<dyn Upcaster>>>,
+    /// How many invocations this replica follows now (at most [`FOLLOW_AT_MOST`]).
+    following: Arc<AtomicUsize>,
 }
 
 impl Invocations {
@@ -237,7 +255,29 @@ impl Invocations {
             work,
             config,
             upcasters: Arc::new(workspace_events::upcast::registry()),
+            following: Arc::default(),
         }
+    }
+
+    /// The invocation's events from now on, when the log can follow them and fewer than
+    /// [`FOLLOW_AT_MOST`] are followed already.
+    async fn follow(&self, id: &InvocationId) -> Option<(AggregateFeed, Following)> {
+        let taken = self
+            .following
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < FOLLOW_AT_MOST).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            return None;
+        }
+        let slot = Following(self.following.clone());
+        let feed = self
+            .store
+            .log()
+            .follow(AggregateType::Invocation, id.as_str())
+            .await?;
+        Some((feed, slot))
     }
 
     /// The invocation commands (for tests and repairs that record events directly).
@@ -393,12 +433,7 @@ impl Invocations {
         let watch = Waiting {
             watch: self.projector.watch_terminal(invocation_id.as_str()),
             feed: match request.wait {
-                true => {
-                    self.store
-                        .log()
-                        .follow(AggregateType::Invocation, invocation_id.as_str())
-                        .await
-                }
+                true => self.follow(&invocation_id).await,
                 false => None,
             },
         };
@@ -519,7 +554,7 @@ impl Invocations {
         let through_models = self.projector.wait_registered(watch, wait);
         let waited = match feed {
             None => through_models.await,
-            Some(feed) => {
+            Some((feed, _following)) => {
                 tokio::select! {
                     Some(view) = terminal(feed, &id, &self.upcasters) => Ok(Some(view)),
                     waited = through_models => waited,
