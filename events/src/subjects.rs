@@ -13,15 +13,6 @@ pub const STREAM_NAME: &str = "WORKSPACE_EVENTS";
 pub const SUBJECT_PREFIX: &str = "es";
 /// Wildcard matching every event subject.
 pub const ALL_EVENTS: &str = "es.>";
-/// Prefix of the subjects the stream republishes every stored event on (core NATS, at most
-/// once): `esr.` followed by the event's own subject without `es.`.
-pub const REPUBLISHED_PREFIX: &str = "esr";
-/// Wildcard matching every republished event.
-pub const ALL_REPUBLISHED: &str = "esr.>";
-/// Header of a republished message carrying the stream sequence it was stored at.
-pub const HEADER_SEQUENCE: &str = "Nats-Sequence";
-/// Header of a republished message carrying the subject it was stored on.
-pub const HEADER_SUBJECT: &str = "Nats-Subject";
 
 /// Header carrying the event id, used by JetStream for deduplication.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";

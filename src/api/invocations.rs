@@ -16,7 +16,6 @@ use super::sessions::{lookup, require_ready};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, RequestId};
 use crate::app::App;
 use crate::error_code::ErrorCode;
-use crate::eventstore::Scope;
 use crate::ids::{InvocationId, SessionId};
 use crate::invocations::{Accepted, InvocationFailure, InvokeRequest};
 use crate::tools::SessionContext;
@@ -188,7 +187,6 @@ pub async fn invoke(
         }),
         args: body.args.unwrap_or_default(),
         approved: body.approved.unwrap_or(false),
-        wait: !run_async,
     };
     let failure = |f: InvocationFailure| ApiError::new(f.code, f.message, &rid);
     let (invocation_id, receipt, refused, watch) = match app
@@ -273,26 +271,11 @@ async fn find(
     let id = InvocationId::parse(raw_id)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string(), rid))?;
     let store = app.projector.store();
-    let mut view = store
+    let view = store
         .invocation(id.as_str())
         .await
-        .map_err(ApiError::read_model(rid))?;
-    // A synchronous invoke may have been answered from the log before the read models showed
-    // its outcome: an invocation missing or not terminal here is looked for in the log first.
-    if !view.as_ref().is_some_and(|v| v.is_terminal()) {
-        caught_up(
-            app,
-            Scope::Aggregate(AggregateType::Invocation, id.as_str()),
-            rid,
-        )
-        .await?;
-        view = store
-            .invocation(id.as_str())
-            .await
-            .map_err(ApiError::read_model(rid))?;
-    }
-    let view =
-        view.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "invocation not found", rid))?;
+        .map_err(ApiError::read_model(rid))?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "invocation not found", rid))?;
     if let Caller::Authenticated(_) = caller {
         let session = store
             .session(&view.session_id)
@@ -302,23 +285,6 @@ async fn find(
         caller.check_owner(&session, rid)?;
     }
     Ok(view)
-}
-
-/// Waits until the read models show every event of `scope` in the log (read-your-writes after
-/// an answer given from the log): 503 `unavailable` when they do not in time, or the log
-/// cannot be read.
-async fn caught_up(app: &App, scope: Scope<'_>, rid: &str) -> Result<(), ApiError> {
-    match app.projector.reaches(scope).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "read model did not catch up",
-            rid,
-        )),
-        Err(e) => {
-            Err(ApiError::new(ErrorCode::Unavailable, "event store unavailable", rid).tap_log(&e))
-        }
-    }
 }
 
 /// The invocation a route over its events names: found like [`find`] while the read models
@@ -502,8 +468,6 @@ pub async fn list_for_session(
         ));
     }
     let offset = page.offset.unwrap_or(0);
-    // Newer than the read models, perhaps: a synchronous invoke answered from the log.
-    caught_up(&app, Scope::SessionInvocations(&view.id), &rid).await?;
     let page = app
         .projector
         .store()

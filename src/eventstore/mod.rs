@@ -57,21 +57,6 @@ pub enum StoreError {
 /// One batch of [`EventLog::read_ahead`]: events in order, or why reading stopped.
 pub type ReadBatch = Result<Vec<Arc<RecordedEvent>>, StoreError>;
 
-/// The events of one aggregate as the store stores them, from when it was opened
-/// ([`EventLog::follow`]): in order, each only once it is stored (never one the store refused
-/// or deduplicated). Best effort: it may miss events (it then skips them, or ends), so a
-/// follower checks versions and keeps another way of learning what it waits for.
-pub type AggregateFeed = futures::stream::BoxStream<'static, RecordedEvent>;
-
-/// What [`EventLog::last_sequence`] looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope<'a> {
-    /// One aggregate's events.
-    Aggregate(AggregateType, &'a str),
-    /// The events of every invocation of one session.
-    SessionInvocations(&'a str),
-}
-
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -154,30 +139,6 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Checks the store is usable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// A sequence at or after the last stored event of `scope` (0 when it has none): read
-    /// models that applied it show every event of `scope` stored before the call. A read that
-    /// may follow an answer given from the log rather than from the read models (an invocation
-    /// answered from [`EventLog::follow`]) waits for it (read-your-writes on any replica).
-    ///
-    /// By default the last sequence this process knows of ([`EventLog::known_head`]): exact
-    /// for a store only this process writes (the file log). The JetStream store asks the
-    /// server for the scope's last message (one direct get).
-    async fn last_sequence(&self, _scope: Scope<'_>) -> Result<u64, StoreError> {
-        Ok(self.known_head())
-    }
-
-    /// Follows one aggregate's events from now on, to call before appending the event whose
-    /// consequences the caller waits for; `None` when the store has no such feed (the file log,
-    /// whose read models are projected in this process as fast as a feed would be). The
-    /// JetStream store subscribes to what the stream republishes once stored.
-    async fn follow(
-        &self,
-        _aggregate_type: AggregateType,
-        _aggregate_id: &str,
-    ) -> Option<AggregateFeed> {
-        None
-    }
 
     /// A position the caller read from a delivery of the log: the aggregate's event at
     /// `version` is at `sequence` (in the session `session_id`, for an invocation), so the next

@@ -5,32 +5,25 @@
 //! disabled delivery tool (`invocation.denied`, [`crate::tools::k8s::gate`]), the arguments
 //! are validated against the tool's schema (`invocation.rejected`) and policy runs
 //! (`invocation.denied`); otherwise `invocation.queued` is appended and offered to the work
-//! queue. It also waits for the outcome: from the invocation's own events where the log can
-//! follow them ([`EventLog::follow`](crate::eventstore::EventLog::follow): JetStream
-//! republishes each stored event), else, and always as well, through the read models.
+//! queue. It also waits for the read models to show what it recorded.
 //!
 //! This module never runs tools, never speaks HTTP, and never refuses anything silently: every
 //! refusal past the correlation-id check is an event.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cqrs_es::AggregateError;
-use futures::StreamExt;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use workspace_events::upcast::Upcaster;
-use workspace_events::{
-    Actor, AggregateType, ErrorInfo, InvocationQueued, InvocationRefused, InvocationRequest,
-};
-use workspace_projections::{Applied, InvocationView, ReadModel};
+use workspace_events::{Actor, ErrorInfo, InvocationQueued, InvocationRefused, InvocationRequest};
+use workspace_projections::InvocationView;
 
 use crate::artifacts::ArtifactStore;
 use crate::config::Config;
 use crate::domain::{Invocation, InvocationCommand, InvocationError};
 use crate::error_code::ErrorCode;
-use crate::eventstore::{AggregateFeed, AggregateStore, CommandMetadata, CommitReceipt, Known};
+use crate::eventstore::{AggregateStore, CommandMetadata, CommitReceipt, Known};
 use crate::ids::{InvocationId, SessionId};
 use crate::projector::{Projector, TerminalWatch};
 use crate::readmodel::ReadModelError;
@@ -40,12 +33,6 @@ use crate::workqueue::{Job, WorkQueue};
 /// How long past the tool's timeout a synchronous caller waits for the terminal state.
 const SYNC_GRACE: Duration = Duration::from_secs(30);
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
-/// At most this many synchronous invocations a replica follows on their own events at once
-/// ([`Waiting`]); the others are answered through the read models. Following saves about
-/// 0.4 ms of an answer while the system has room, and costs CPU (a subscription and three
-/// deliveries per invocation: ~60–90 µs of nats-server's and ~30 µs of the API's, measured in
-/// `docs/benchmarks.md`); under load, where queueing dwarfs that saving, the CPU is worth more.
-const FOLLOW_AT_MOST: usize = 4;
 /// The longest correlation id, in bytes.
 const MAX_CORRELATION_ID: usize = 256;
 
@@ -58,34 +45,6 @@ pub struct InvokeRequest {
     pub args: Map<String, Value>,
     /// Whether the caller approved a tool that needs approval.
     pub approved: bool,
-    /// Whether the caller waits for the outcome (a synchronous invoke): the invocation's
-    /// events are then followed from before its first append ([`Waiting`]).
-    pub wait: bool,
-}
-
-/// A wait for an invocation's outcome, registered before its first append: with the read
-/// models (always), and on the invocation's own events when the log can follow them.
-pub struct Waiting {
-    watch: TerminalWatch,
-    feed: Option<(AggregateFeed, Following)>,
-}
-
-/// One of the [`FOLLOW_AT_MOST`] invocations a replica follows at once; freed when dropped.
-struct Following(Arc<AtomicUsize>);
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Debug for Waiting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting")
-            .field("watch", &self.watch)
-            .field("feed", &self.feed.is_some())
-            .finish()
-    }
 }
 
 /// What became of an accepted request.
@@ -104,7 +63,7 @@ pub enum Accepted {
         /// Where the refusal landed.
         receipt: CommitReceipt,
         /// A wait for its view, registered before the append.
-        watch: Waiting,
+        watch: TerminalWatch,
     },
     /// `invocation.queued` was recorded and offered to the work queue.
     Queued {
@@ -114,7 +73,7 @@ pub enum Accepted {
         receipt: CommitReceipt,
         /// A wait for its terminal view, registered before the append
         /// ([`Invocations::wait_registered`]).
-        watch: Waiting,
+        watch: TerminalWatch,
     },
 }
 
@@ -233,10 +192,6 @@ pub struct Invocations {
     /// Where executors take queued invocations from; offered each `queued` committed here.
     work: Arc<dyn WorkQueue>,
     config: Arc<Config>,
-    /// For folding an invocation's followed events.
-    upcasters: Arc<Vec<Box<dyn Upcaster>>>,
-    /// How many invocations this replica follows now (at most [`FOLLOW_AT_MOST`]).
-    following: Arc<AtomicUsize>,
 }
 
 impl Invocations {
@@ -254,30 +209,7 @@ impl Invocations {
             artifacts,
             work,
             config,
-            upcasters: Arc::new(workspace_events::upcast::registry()),
-            following: Arc::default(),
         }
-    }
-
-    /// The invocation's events from now on, when the log can follow them and fewer than
-    /// [`FOLLOW_AT_MOST`] are followed already.
-    async fn follow(&self, id: &InvocationId) -> Option<(AggregateFeed, Following)> {
-        let taken = self
-            .following
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < FOLLOW_AT_MOST).then_some(n + 1)
-            })
-            .is_ok();
-        if !taken {
-            return None;
-        }
-        let slot = Following(self.following.clone());
-        let feed = self
-            .store
-            .log()
-            .follow(AggregateType::Invocation, id.as_str())
-            .await?;
-        Some((feed, slot))
     }
 
     /// The invocation commands (for tests and repairs that record events directly).
@@ -430,13 +362,7 @@ impl Invocations {
         // so an id that existed would be a refused append and a reload, never a fork. A
         // correlation id may name an existing invocation: that one is loaded.
         // Before the append: the terminal view is then announced to this wait, never before it.
-        let watch = Waiting {
-            watch: self.projector.watch_terminal(invocation_id.as_str()),
-            feed: match request.wait {
-                true => self.follow(&invocation_id).await,
-                false => None,
-            },
-        };
+        let watch = self.projector.watch_terminal(invocation_id.as_str());
         let fresh = || {
             correlation_id.is_none().then(|| Known {
                 state: Invocation::default(),
@@ -538,30 +464,18 @@ impl Invocations {
     }
 
     /// [`Invocations::wait_terminal`] on the wait `accept` registered before the append: the
-    /// store is read only when no announcement came first. When the log follows the
-    /// invocation's events, the first of the two to show it terminal answers: the events fold
-    /// into the very view the projector writes, and a read after this answer, on any replica,
-    /// waits for the read models to show it ([`Projector::reaches`]).
+    /// store is read only when no announcement came first.
     pub async fn wait_registered(
         &self,
-        waiting: Waiting,
+        watch: TerminalWatch,
         timeout_seconds: u64,
         rid: &str,
     ) -> Result<Option<Arc<InvocationView>>, InvocationFailure> {
         let wait = Duration::from_secs(timeout_seconds) + SYNC_GRACE;
-        let Waiting { watch, feed } = waiting;
-        let id = watch.id().to_owned();
-        let through_models = self.projector.wait_registered(watch, wait);
-        let waited = match feed {
-            None => through_models.await,
-            Some((feed, _following)) => {
-                tokio::select! {
-                    Some(view) = terminal(feed, &id, &self.upcasters) => Ok(Some(view)),
-                    waited = through_models => waited,
-                }
-            }
-        };
-        waited.map_err(InvocationFailure::read_model(rid))
+        self.projector
+            .wait_registered(watch, wait)
+            .await
+            .map_err(InvocationFailure::read_model(rid))
     }
 
     /// The view of an invocation once it is terminal, or as it stands after the tool's
@@ -579,27 +493,6 @@ impl Invocations {
             .await
             .map_err(InvocationFailure::read_model(rid))
     }
-}
-
-/// The terminal view of the invocation `id`, folded from its followed events by the
-/// projector's own fold; `None` when the feed ends first or misses an event (the fold refuses
-/// a first event that is not version 1 and any gap in versions).
-async fn terminal(
-    mut feed: AggregateFeed,
-    id: &str,
-    upcasters: &[Box<dyn Upcaster>],
-) -> Option<Arc<InvocationView>> {
-    let mut model = ReadModel::default();
-    while let Some(event) = feed.next().await {
-        if let Applied::Rejected { reason } = model.apply(upcasters, &event) {
-            tracing::debug!(invocation_id = id, %reason, "followed events incomplete");
-            return None;
-        }
-        if let Some(view) = model.shared_invocation(id).filter(|v| v.is_terminal()) {
-            return Some(view);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use workspace_events::RecordedEvent;
 use workspace_projections::{Applied, InvocationView, SessionView};
 
-use crate::eventstore::{EventLog, Scope, StoreError};
+use crate::eventstore::{EventLog, StoreError};
 use crate::readmodel::{ReadModelError, ReadModelStore};
 use crate::telemetry::Metrics;
 
@@ -43,9 +43,6 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
-
-/// How long [`Projector::reaches`] waits for the read models.
-const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
 /// How often [`Projector::wait_terminal`] looks at the store when no completion was announced
 /// in this process (the projector may run in another one): the first look, and the longest
@@ -410,16 +407,6 @@ impl Projector {
         }
     }
 
-    /// Waits until the read models show every event of `scope` the log holds now: true at once
-    /// when they do, false when they do not within [`READ_YOUR_WRITES`]. A synchronous invoke
-    /// may be answered from the log before the read models show it
-    /// ([`crate::invocations::Invocations::wait_registered`]), so a read that finds an
-    /// invocation missing or not yet terminal, on any replica, asks the log first.
-    pub async fn reaches(&self, scope: Scope<'_>) -> Result<bool, StoreError> {
-        let last = self.log.last_sequence(scope).await?;
-        Ok(self.wait_for(last, READ_YOUR_WRITES).await)
-    }
-
     /// Waits until the invocation is terminal; returns its view, or the current view (or
     /// `None`) when `timeout` passes first.
     ///
@@ -552,13 +539,6 @@ pub struct TerminalWatch {
     rx: oneshot::Receiver<Option<Arc<InvocationView>>>,
     waiters: Arc<Waiters<Option<Arc<InvocationView>>>>,
     id: String,
-}
-
-impl TerminalWatch {
-    /// The invocation waited for.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
 }
 
 impl std::fmt::Debug for TerminalWatch {

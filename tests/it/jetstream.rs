@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
 use workspace::eventstore::jetstream::subjects::filters;
 use workspace::eventstore::jetstream::{
     JetStreamEventLog, JetStreamOptions, MINIMUM_SERVER_VERSION,
 };
-use workspace::eventstore::{EventLog, Scope, StoreError};
+use workspace::eventstore::{EventLog, StoreError};
 use workspace_events::AggregateType;
 
 use crate::eventlog_contract::{INVOCATION, SESSION, event, events, sequences};
@@ -94,12 +93,6 @@ async fn the_stream_is_created_with_the_settings_the_guarantees_rest_on() {
     assert!(config.allow_direct && config.allow_atomic_publish);
     assert_eq!(config.duplicate_window, Duration::from_secs(120));
     assert_eq!(config.subjects, ["es.>"]);
-    let republish = config.republish.expect("republish");
-    assert_eq!(
-        (republish.source.as_str(), republish.destination.as_str()),
-        ("es.>", "esr.>")
-    );
-    assert!(!republish.headers_only);
     // Denied by the server, so the global sequence stays gapless.
     assert!(stream.delete_message(1).await.is_err());
     assert!(stream.purge().await.is_err());
@@ -363,113 +356,4 @@ async fn a_stale_append_of_another_event_type_is_a_conflict() {
         "{refused:?}"
     );
     assert_eq!(log.read_from(0, 10).await.unwrap().len(), 3);
-}
-
-async fn next(feed: &mut workspace::eventstore::AggregateFeed) -> workspace_events::RecordedEvent {
-    tokio::time::timeout(Duration::from_secs(5), feed.next())
-        .await
-        .expect("in time")
-        .expect("an event")
-}
-
-#[tokio::test]
-async fn a_followed_aggregate_gets_each_stored_event_once_and_never_a_refused_one() {
-    let server = NatsServer::start();
-    let log = connect(&server).await;
-    let mut feed = log
-        .follow(INVOCATION, "inv-1")
-        .await
-        .expect("the stream republishes");
-    let mut other = log.follow(INVOCATION, "inv-2").await.expect("feed");
-    invocation(&log, "inv-1", "session-a", &["queued"]).await;
-    invocation(&log, "inv-2", "session-a", &["queued"]).await;
-    // Refused (a stale version), then a retry of the stored event (deduplicated): neither is
-    // stored again, so neither reaches the feed.
-    let mut stale = event(INVOCATION, "inv-1", 1);
-    stale.event_type = "invocation.started".into();
-    assert!(matches!(
-        log.append(INVOCATION, "inv-1", 0, vec![stale]).await,
-        Err(StoreError::Conflict { .. })
-    ));
-    let mut started = event(INVOCATION, "inv-1", 2);
-    started.event_type = "invocation.started".into();
-    log.append(INVOCATION, "inv-1", 1, vec![started.clone()])
-        .await
-        .unwrap();
-    let retried = log
-        .append(INVOCATION, "inv-1", 1, vec![started.clone()])
-        .await
-        .unwrap();
-    assert!(retried.duplicate);
-    let mut completed = event(INVOCATION, "inv-1", 3);
-    completed.event_type = "invocation.completed".into();
-    log.append(INVOCATION, "inv-1", 2, vec![completed.clone()])
-        .await
-        .unwrap();
-
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        let e = next(&mut feed).await;
-        seen.push((
-            e.sequence,
-            e.envelope.aggregate_version,
-            e.envelope.event_type,
-        ));
-    }
-    assert_eq!(
-        seen,
-        [
-            (1, 1, "invocation.queued".to_owned()),
-            (3, 2, "invocation.started".to_owned()),
-            (4, 3, "invocation.completed".to_owned()),
-        ]
-    );
-    let stored = log.load(INVOCATION, "inv-1").await.unwrap();
-    assert_eq!(
-        stored.last().map(|e| e.envelope.event_id),
-        Some(completed.event_id)
-    );
-    // Nothing more on it (no refused or duplicated message), and the other aggregate's own.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), feed.next())
-            .await
-            .is_err()
-    );
-    assert_eq!(next(&mut other).await.sequence, 2);
-}
-
-#[tokio::test]
-async fn the_last_sequence_of_an_aggregate_or_a_sessions_invocations_comes_from_the_server() {
-    let server = NatsServer::start();
-    let log = connect(&server).await;
-    invocation(&log, "inv-1", "session-a", &["queued", "started"]).await;
-    invocation(&log, "inv-2", "session-b", &["queued"]).await;
-    invocation(&log, "inv-3", "session-a", &["queued"]).await;
-    // A second process, which appended nothing and never followed the head.
-    let other = connect(&server).await;
-    let last = |scope| other.last_sequence(scope);
-    assert_eq!(
-        last(Scope::Aggregate(INVOCATION, "inv-1")).await.unwrap(),
-        2
-    );
-    assert_eq!(
-        last(Scope::Aggregate(INVOCATION, "inv-2")).await.unwrap(),
-        3
-    );
-    assert_eq!(
-        last(Scope::SessionInvocations("session-a")).await.unwrap(),
-        4
-    );
-    assert_eq!(
-        last(Scope::SessionInvocations("session-b")).await.unwrap(),
-        3
-    );
-    assert_eq!(
-        last(Scope::Aggregate(INVOCATION, "inv-9")).await.unwrap(),
-        0
-    );
-    assert_eq!(
-        last(Scope::SessionInvocations("session-z")).await.unwrap(),
-        0
-    );
 }

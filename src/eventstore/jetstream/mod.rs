@@ -59,16 +59,15 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use ulid::Ulid;
 use workspace_events::subjects::{
-    ALL_EVENTS, ALL_REPUBLISHED, HEADER_AGGREGATE_VERSION, HEADER_EVENT_TYPE,
-    HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_MSG_ID, HEADER_SCHEMA_VERSION, HEADER_SEQUENCE,
-    HEADER_SUBJECT, STREAM_NAME,
+    ALL_EVENTS, HEADER_AGGREGATE_VERSION, HEADER_EVENT_TYPE, HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    HEADER_MSG_ID, HEADER_SCHEMA_VERSION, STREAM_NAME,
 };
 use workspace_events::{AggregateType, EventEnvelope, RecordedEvent};
 
 use self::direct::{StoredMessage, unavailable};
 pub use self::version::{MINIMUM as MINIMUM_SERVER_VERSION, ServerVersion};
 use super::file_log::check_shape;
-use super::{AggregateFeed, Appended, EventLog, ReadBatch, Scope, StoreError};
+use super::{Appended, EventLog, ReadBatch, StoreError};
 use crate::secret::Secret;
 
 /// The default duplicate window: longer than any client's retry horizon (a command is retried
@@ -251,9 +250,6 @@ pub struct JetStreamEventLog {
     follower: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
     /// What the follower received last.
     recent: Recent,
-    /// Whether the stream republishes every stored event on `esr.>` (the rule this store
-    /// creates; an operator's stream may lack it): then [`EventLog::follow`] is served.
-    republished: bool,
 }
 
 impl fmt::Debug for JetStreamEventLog {
@@ -355,14 +351,6 @@ impl JetStreamEventLog {
             stream
         };
         let created = stream.cached_info().clone();
-        let republished = republishes(&created.config);
-        if !republished {
-            tracing::warn!(
-                stream = %options.stream,
-                "the stream does not republish es.> on esr.>: synchronous invocations are \
-                 answered through the read models (slower)"
-            );
-        }
         let head = Arc::new(watch::channel(created.state.last_sequence).0);
         tracing::info!(
             url = %shown,
@@ -385,7 +373,6 @@ impl JetStreamEventLog {
             runtime: tokio::runtime::Handle::current(),
             follower: std::sync::OnceLock::new(),
             recent: Recent::default(),
-            republished,
         })
     }
 
@@ -904,36 +891,6 @@ impl EventLog for JetStreamEventLog {
         *self.head.borrow()
     }
 
-    async fn last_sequence(&self, scope: Scope<'_>) -> Result<u64, StoreError> {
-        self.connected()?;
-        let filter = match scope {
-            Scope::Aggregate(aggregate_type, id) => subjects::aggregate_filter(aggregate_type, id),
-            Scope::SessionInvocations(session) => subjects::filters::session_invocations(session),
-        };
-        let last = direct::last(&self.client, &self.stream, &filter, self.timeout).await?;
-        Ok(last.map_or(0, |m| m.sequence))
-    }
-
-    async fn follow(
-        &self,
-        aggregate_type: AggregateType,
-        aggregate_id: &str,
-    ) -> Option<AggregateFeed> {
-        if !self.republished || self.connected().is_err() || !subjects::valid_token(aggregate_id) {
-            return None;
-        }
-        let subject =
-            subjects::republished(&subjects::aggregate_filter(aggregate_type, aggregate_id));
-        // The SUB goes out on this connection before any later publish of this process, so
-        // the server knows the interest before the append the caller makes next.
-        let subscriber = self.client.subscribe(subject).await.ok()?;
-        Some(
-            subscriber
-                .filter_map(|m| std::future::ready(republished_event(&m)))
-                .boxed(),
-        )
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         self.connected()?;
         let info = self
@@ -1068,31 +1025,8 @@ fn stream_config(options: &JetStreamOptions) -> stream::Config {
         allow_direct: true,
         allow_atomic_publish: true,
         duplicate_window: options.duplicate_window,
-        // Every stored event, and only those, again on core NATS (`esr.>`): a caller waiting
-        // for an invocation's outcome subscribes to its events there instead of waiting for
-        // the read models (ADR 0005, addendum).
-        republish: Some(stream::Republish {
-            source: ALL_EVENTS.to_owned(),
-            destination: ALL_REPUBLISHED.to_owned(),
-            headers_only: false,
-        }),
         ..stream::Config::default()
     }
-}
-
-/// Whether a stream republishes every event whole on `esr.>`.
-fn republishes(config: &stream::Config) -> bool {
-    config.republish.as_ref().is_some_and(|r| {
-        r.source == ALL_EVENTS && r.destination == ALL_REPUBLISHED && !r.headers_only
-    })
-}
-
-/// A republished message as the event it stored; `None` when it is not one.
-fn republished_event(message: &async_nats::Message) -> Option<RecordedEvent> {
-    let headers = message.headers.as_ref()?;
-    let sequence = headers.get(HEADER_SEQUENCE)?.as_str().parse::<u64>().ok()?;
-    let subject = headers.get(HEADER_SUBJECT)?.as_str();
-    decode_parts(sequence, subject, &message.payload).ok()
 }
 
 /// Checks the settings the guarantees rest on took: servers drop settings they do not know.

@@ -47,16 +47,6 @@ pub fn aggregate_filter(aggregate_type: AggregateType, aggregate_id: &str) -> St
     format!("{PREFIX}.{}.{aggregate_id}.>", aggregate_type.as_str())
 }
 
-/// Where the stream republishes what it stored on `subject` (an event subject or a filter):
-/// `es.…` → `esr.…` (the stream's republish rule, `es.>` → `esr.>`).
-pub fn republished(subject: &str) -> String {
-    let rest = subject
-        .strip_prefix(PREFIX)
-        .and_then(|r| r.strip_prefix('.'))
-        .unwrap_or(subject);
-    format!("{}.{rest}", workspace_events::subjects::REPUBLISHED_PREFIX)
-}
-
 /// The subject of one event. `session_id` is the invocation's session (ignored for a session,
 /// whose id is the session).
 pub fn event_subject(
@@ -143,22 +133,6 @@ pub mod filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn republished_subjects_swap_the_prefix_only() {
-        assert_eq!(
-            republished(&aggregate_filter(AggregateType::Invocation, "inv-1")),
-            "esr.invocation.inv-1.>"
-        );
-        assert_eq!(
-            republished("es.session.session-0a1b.created"),
-            "esr.session.session-0a1b.created"
-        );
-        assert_eq!(
-            republished(workspace_events::subjects::ALL_EVENTS),
-            workspace_events::subjects::ALL_REPUBLISHED
-        );
-    }
 
     #[test]
     fn event_subjects_put_the_aggregate_id_right_after_the_type() {
