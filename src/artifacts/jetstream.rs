@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::jetstream::object_store::{GetErrorKind, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self as js};
-use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
@@ -33,7 +33,7 @@ use workspace_events::{ArtifactMeta, ArtifactRef};
 
 use super::{ArtifactError, ArtifactStore, parse_id, sanitize_name, sha256_hex, verify};
 use crate::eventstore::jetstream::{
-    JetStreamOptions, MINIMUM_SERVER_VERSION, NatsAuth, ServerVersion, parse_servers,
+    JetStreamOptions, MINIMUM_SERVER_VERSION, ServerVersion, parse_servers,
 };
 use crate::ids::{ArtifactId, InvocationId};
 
@@ -101,15 +101,16 @@ impl JetStreamArtifactStore {
         let servers = parse_servers(&nats.url).map_err(|e| {
             ArtifactError::Unavailable(format!("the NATS URL {shown} is not valid: {e}"))
         })?;
-        let client = connect_options(nats)
-            .await?
+        let client = nats
+            .connect_options("workspace-artifacts")
+            .await
+            .map_err(ArtifactError::Unavailable)?
             .connect(servers)
             .await
             .map_err(|e| {
-                ArtifactError::Unavailable(scrub(
-                    nats,
-                    &format!("connecting to NATS at {shown} failed: {e}"),
-                ))
+                ArtifactError::Unavailable(
+                    nats.scrub(&format!("connecting to NATS at {shown} failed: {e}")),
+                )
             })?;
         Self::open(client, options, nats.request_timeout).await
     }
@@ -265,46 +266,6 @@ impl ArtifactStore for JetStreamArtifactStore {
             .await
             .map(|_| ())
             .map_err(|e| unavailable(&format!("checking the bucket {}", self.options.bucket), e))
-    }
-}
-
-/// The client options for the event store's NATS settings.
-async fn connect_options(nats: &JetStreamOptions) -> Result<ConnectOptions, ArtifactError> {
-    let mut connect = ConnectOptions::new()
-        .name("workspace-artifacts")
-        .connection_timeout(nats.request_timeout)
-        .request_timeout(Some(nats.request_timeout));
-    connect = match &nats.auth {
-        NatsAuth::None => connect,
-        NatsAuth::UserPassword { user, password } => {
-            connect.user_and_password(user.clone(), password.expose().to_owned())
-        }
-        NatsAuth::Token(token) => connect.token(token.expose().to_owned()),
-        NatsAuth::CredsFile(path) => connect.credentials_file(path).await.map_err(|e| {
-            ArtifactError::Unavailable(format!(
-                "reading the NATS credentials file {}: {e}",
-                path.display()
-            ))
-        })?,
-    };
-    if nats.tls.is_required() {
-        connect = connect.require_tls(true);
-    }
-    if let Some(ca) = &nats.tls.ca_file {
-        connect = connect.add_root_certificates(ca.clone());
-    }
-    if let Some((cert, key)) = &nats.tls.client_cert {
-        connect = connect.add_client_certificate(cert.clone(), key.clone());
-    }
-    Ok(connect)
-}
-
-/// Removes the configured secret from a client library's message.
-fn scrub(nats: &JetStreamOptions, text: &str) -> String {
-    match &nats.auth {
-        NatsAuth::UserPassword { password, .. } => password.scrub(text),
-        NatsAuth::Token(token) => token.scrub(text),
-        NatsAuth::None | NatsAuth::CredsFile(_) => text.to_owned(),
     }
 }
 

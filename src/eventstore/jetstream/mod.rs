@@ -145,8 +145,37 @@ impl JetStreamOptions {
         }
     }
 
+    /// The client options of these settings (credentials, TLS, timeouts) for a connection
+    /// named `name`; `Err` names a credentials file that cannot be read.
+    pub async fn connect_options(&self, name: &str) -> Result<async_nats::ConnectOptions, String> {
+        let mut connect = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(self.request_timeout)
+            .request_timeout(Some(self.request_timeout));
+        connect = match &self.auth {
+            NatsAuth::None => connect,
+            NatsAuth::UserPassword { user, password } => {
+                connect.user_and_password(user.clone(), password.expose().to_owned())
+            }
+            NatsAuth::Token(token) => connect.token(token.expose().to_owned()),
+            NatsAuth::CredsFile(path) => connect.credentials_file(path).await.map_err(|e| {
+                format!("reading the NATS credentials file {}: {e}", path.display())
+            })?,
+        };
+        if self.tls.is_required() {
+            connect = connect.require_tls(true);
+        }
+        if let Some(ca) = &self.tls.ca_file {
+            connect = connect.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client_cert {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(connect)
+    }
+
     /// Removes the configured secrets from a message.
-    fn scrub(&self, text: &str) -> String {
+    pub fn scrub(&self, text: &str) -> String {
         match &self.auth {
             NatsAuth::UserPassword { password, .. } => password.scrub(text),
             NatsAuth::Token(token) => token.scrub(text),
@@ -280,32 +309,10 @@ impl JetStreamEventLog {
         let servers = parse_servers(&options.url).map_err(|e| {
             StoreError::Unavailable(format!("the NATS URL {shown} is not valid: {e}"))
         })?;
-        let mut connect = async_nats::ConnectOptions::new()
-            .name("workspace-eventstore")
-            .connection_timeout(options.request_timeout)
-            .request_timeout(Some(options.request_timeout));
-        connect = match &options.auth {
-            NatsAuth::None => connect,
-            NatsAuth::UserPassword { user, password } => {
-                connect.user_and_password(user.clone(), password.expose().to_owned())
-            }
-            NatsAuth::Token(token) => connect.token(token.expose().to_owned()),
-            NatsAuth::CredsFile(path) => connect.credentials_file(path).await.map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "reading the NATS credentials file {}: {e}",
-                    path.display()
-                ))
-            })?,
-        };
-        if options.tls.is_required() {
-            connect = connect.require_tls(true);
-        }
-        if let Some(ca) = &options.tls.ca_file {
-            connect = connect.add_root_certificates(ca.clone());
-        }
-        if let Some((cert, key)) = &options.tls.client_cert {
-            connect = connect.add_client_certificate(cert.clone(), key.clone());
-        }
+        let connect = options
+            .connect_options("workspace-eventstore")
+            .await
+            .map_err(StoreError::Unavailable)?;
         let client = connect.connect(servers).await.map_err(|e| {
             let tls = if options.tls.is_required() {
                 " (over TLS, which the settings require)"
