@@ -861,8 +861,7 @@ async fn ab(executors: usize, other: PathBuf, quick: bool) {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for b in order {
             let (d, read) = &deployments[b];
-            let (mut lat, _, errors) = load(&d.apis, read, READ_BODY, 1, 200).await;
-            lat.sort();
+            let (lat, _, errors) = load(&d.apis, read, READ_BODY, 1, 200).await;
             let p50 = ms(percentile(&lat, 0.5));
             let before = cpu_ticks(d);
             let (many, elapsed, more_errors) = load(&d.apis, read, READ_BODY, 64, 20).await;
